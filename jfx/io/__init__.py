@@ -1,0 +1,1 @@
+"""The shell's file boundary: the only package that touches h5py, files and formats."""

@@ -1,0 +1,1 @@
+"""The differentiable forward model shared by every stage and by the simulator."""
