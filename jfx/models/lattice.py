@@ -61,6 +61,10 @@ def cell_to_basis(cell: np.ndarray) -> np.ndarray:
     Returns:
         (3, 3) rows a, b, c (Å).
     """
+    if cell.shape != (6,) or not np.all(np.isfinite(cell)):
+        raise ValueError(f"a unit cell needs 6 finite numbers, got {cell.tolist()}")
+    if np.any(cell[:3] <= 0) or np.any(cell[3:] <= 0) or np.any(cell[3:] >= 180):
+        raise ValueError(f"impossible unit cell {tuple(float(v) for v in cell)}")
     a, b, c = cell[:3]
     al, be, ga = np.deg2rad(cell[3:6])
     ca, cb, cg, sg = np.cos(al), np.cos(be), np.cos(ga), np.sin(ga)

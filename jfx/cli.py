@@ -1,0 +1,478 @@
+"""Command-line front ends: ``jfjoch_process`` and ``jfjoch_scale``.
+
+An argparse front end declares every documented jfjoch option (short and long forms) and
+turns each into a Hydra override of the config tree in ``conf/``; leftover ``key=value``
+tokens pass through as native Hydra overrides (applied last). The config is composed with
+Hydra's Compose API (no output folders, log files, cwd change or logging set-up) and
+instantiated into typed, validated settings (:mod:`jfx.config`). ``--cfg job`` prints the
+resolved config as YAML and exits 0.
+
+Exit codes: 0 success; 2 bad usage or unusable input (``jfjoch_process: error: <one line>``,
+no traceback, nothing written); 1 failure during processing (the message names the stage);
+130 interrupted (Ctrl-C; nothing half-written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jfx.io.errors import InputError, ProcessingError
+
+
+# Optional-value options (-R[=n], --single-pass-rotation[=deg], -w[=v]): the bare form
+# becomes "<long>=" + BARE so a following positional is never taken as the value.
+BARE = "__bare__"
+_OPTIONAL_VALUE = {
+    "-R": "--two-pass-rotation",
+    "--two-pass-rotation": "--two-pass-rotation",
+    "--single-pass-rotation": "--single-pass-rotation",
+    "-w": "--wedge",
+    "--wedge": "--wedge",
+}
+_OVERRIDE_RE = re.compile(r"^[+~]{0,2}[A-Za-z_][\w.@/\-]*=")
+_NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows optional-value options as ``-R[=N], --two-pass-rotation[=N]``."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        opt = getattr(action, "optional_value_metavar", None)
+        if opt:
+            return ", ".join(f"{f}{opt}" for f in action.option_strings)
+        return super()._format_action_invocation(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors raise InputError (one line, exit 2) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(message)
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value: numbers as-is, everything else single-quoted and escaped."""
+    if _NUMBER_RE.match(value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _number_list(name: str, text: str) -> str:
+    """``"a,b,c"`` → ``"[a,b,c]"`` after checking every element is a number."""
+    items = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+    for t in items:
+        if not _NUMBER_RE.match(t):
+            raise InputError(f"{name} must be comma-separated numbers, got {text!r}")
+    return "[" + ",".join(items) + "]"
+
+
+def _preprocess(argv: Sequence[str]) -> list[str]:
+    out = []
+    for tok in argv:
+        if tok in _OPTIONAL_VALUE:
+            out.append(f"{_OPTIONAL_VALUE[tok]}={BARE}")
+        elif tok.startswith(("-R", "-w")) and not tok.startswith("--") and len(tok) > 2:
+            val = tok[2:][1:] if tok[2] == "=" else tok[2:]
+            out.append(f"{_OPTIONAL_VALUE[tok[:2]]}={val}")
+        else:
+            out.append(tok)
+    return out
+
+
+# --------------------------------------------------------------------------- option tables
+# (flags, dest, config key or None, kind, metavar, help); kind: value | flag | group:<name> |
+# list | optional:<bare override>.  Defaults in --help come from the composed config.
+PROCESS_OPTIONS: list[tuple[tuple[str, ...], str, str, str, str | None, str]] = [
+    (("-o", "--output-prefix"), "output_prefix", "general.output_prefix", "value", "PREFIX",
+     "output prefix; writes <prefix>_process.h5"),
+    (("-N", "--threads"), "threads", "general.threads", "value", "N",
+     "image-reader worker processes (JAX kernels always use all allowed cores)"),
+    (("-s", "--start-image"), "start_image", "general.start_image", "value", "N",
+     "first image to process (0-based)"),
+    (("-e", "--end-image"), "end_image", "general.end_image", "value", "N",
+     "last image to process, INCLUSIVE (null = all; clipped to the data)"),
+    (("-t", "--stride"), "stride", "general.stride", "value", "N", "process every n-th image"),
+    (("-v", "--verbose"), "verbose", "general.verbose", "flag", None, "verbose output"),
+    (("--spot-sigma",), "spot_sigma", "spotfind.sigma", "value", "SIGMA",
+     "noise sigma level for spot finding"),
+    (("--spot-threshold",), "spot_threshold", "spotfind.threshold", "value", "PHOTONS",
+     "photon-count threshold for spot finding"),
+    (("--spot-high-resolution",), "spot_high_resolution", "spotfind.high_resolution_A", "value",
+     "D_A", "high-resolution limit for spot finding (A)"),
+    (("--max-spots",), "max_spots", "spotfind.max_spots", "value", "N",
+     "maximum spot count per image"),
+    (("-X", "--indexing-algorithm"), "indexing_algorithm", "index.algorithm", "group:index", "ALG",
+     "FFBIDX | FFT | FFTW | Auto | None (case-insensitive); auto = ffbidx with a known cell, "
+     "else fft (GPU) / fftw (CPU)"),
+    (("-C", "--unit-cell"), "unit_cell", "crystal.unit_cell", "list", "a,b,c,al,be,ga",
+     "reference unit cell (A, deg; required by ffbidx)"),
+    (("-S", "--space-group"), "space_group", "crystal.space_group", "value", "N",
+     "space group number (indexing and scaling)"),
+    (("-r", "--refine"), "refine", "refine.preset", "group:refine", "PRESET",
+     "geometry refinement: none | orientation | beam_and_lattice | pixelrefine"),
+    (("-R", "--two-pass-rotation"), "two_pass_rotation", "rotation.two_pass_images",
+     "optional:30", "[=N]", "two-pass offline rotation indexing (optional image count; bare: 30)"),
+    (("--single-pass-rotation",), "single_pass_rotation", "rotation.single_pass_deg",
+     "optional:10.0", "[=DEG]",
+     "online-like single-pass rotation indexing (optional min angular range, deg; bare: 10)"),
+    (("--redo-rotation-spots",), "redo_rotation_spots", "rotation.redo_spots", "flag", None,
+     "redo spot finding for the two-pass rotation first pass"),
+    (("--force-rotation-lattice",), "force_rotation_lattice", "rotation.force_lattice", "list",
+     "9_FLOATS", "force the angle-0 rotation lattice (a,b,c rows, A), skipping the first pass"),
+    (("-M", "--scale-merge"), "scale_merge", "scale.merge", "flag", None, "scale and merge"),
+    (("-P", "--partiality"), "partiality", "partiality.model", "group:partiality", "MODEL",
+     "partiality model: fixed | rot | unity"),
+    (("-A", "--anomalous"), "anomalous", "scale.anomalous", "flag", None,
+     "anomalous mode (keep Friedel pairs separate)"),
+    (("-B", "--refine-bfactor"), "refine_bfactor", "scale.refine_bfactor", "flag", None,
+     "refine a per-image B-factor"),
+    (("-w", "--wedge"), "wedge", "scale.refine_wedge", "optional:wedge", "[=DEG]",
+     "refine the per-image rotation wedge (optional starting value, deg)"),
+    (("--scaling-high-resolution",), "scaling_high_resolution", "scale.high_resolution_A", "value",
+     "D_A", "high-resolution limit for scaling (A; null = no limit)"),
+    (("--min-partiality",), "min_partiality", "scale.min_partiality", "value", "P",
+     "minimum partiality to accept a reflection"),
+    (("--reject-outliers",), "reject_outliers", "scale.reject_outliers", "value", "N",
+     "per-observation outlier rejection, N sigma from the median (null = off)"),
+    (("--reject-delta-cchalf",), "reject_delta_cchalf", "scale.reject_delta_cchalf", "value", "N",
+     "drop images with dCC1/2 below mean - N*stddev (null = off)"),
+    (("--min-image-cc",), "min_image_cc", "scale.min_image_cc_percent", "value", "PERCENT",
+     "per-image CC limit, percent (null = no limit)"),
+    (("--scaling-iterations",), "scaling_iterations", "scale.iterations", "value", "N",
+     "scaling iterations with no reference data"),
+    (("--scaling-output",), "scaling_output", "scale.output_format", "value", "FORMAT",
+     "reflection output format: mtz | cif | txt"),
+    (("-z", "--reference-mtz"), "reference_mtz", "scale.reference_mtz", "value", "MTZ",
+     "reference MTZ (enables reference-driven scaling; implies merging)"),
+    (("--bandwidth",), "bandwidth", "pixelrefine.bandwidth_fwhm", "value", "FWHM",
+     "relative X-ray bandwidth FWHM (null = from file or 0)"),
+    (("--integration-radius",), "integration_radius", "integrate.radii_px", "radius", "R1,R2,R3",
+     "signal/background radii (px); one value => r1, r1+2, r1+4"),
+    (("--profile-multiplier",), "profile_multiplier", "pixelrefine.profile_multiplier", "value",
+     "F",
+     "scale the measured tangential profile width"),
+]
+
+_SCALE_DESTS = {
+    "output_prefix", "verbose", "space_group", "partiality", "anomalous", "refine_bfactor", "wedge",
+    "scaling_high_resolution", "min_partiality", "reject_outliers", "reject_delta_cchalf",
+    "min_image_cc", "scaling_iterations", "scaling_output", "reference_mtz",
+}
+SCALE_OPTIONS = [o for o in PROCESS_OPTIONS if o[1] in _SCALE_DESTS]
+
+_GROUP_CHOICES = {
+    "index": ("ffbidx", "fft", "fftw", "auto", "none"),
+    "refine": ("none", "orientation", "beam_and_lattice", "pixelrefine"),
+    "partiality": ("fixed", "rot", "unity"),
+}
+
+
+def _select(cfg: Any, key: str) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(cfg, key)
+
+
+def _fmt_default(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def _build_parser(prog: str, options, defaults_cfg: Any, positional_help: str) -> _Parser:
+    p = _Parser(
+        prog=prog,
+        description=(f"{prog}: jfx replacement for Jungfraujoch's {prog}. Options map to config "
+                     "keys (shown in brackets); trailing key=value tokens are native Hydra "
+                     "overrides (see docs/cli.md)."),
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
+    )
+    p.add_argument("args", nargs="*", metavar="INPUT|key=value", help=positional_help)
+    for flags, dest, key, kind, metavar, text in options:
+        default = _fmt_default(_select(defaults_cfg, key)) if defaults_cfg is not None else "?"
+        h = f"{text} [{key}] (default: {default})"
+        if kind == "flag":
+            p.add_argument(*flags, dest=dest, action="store_true", default=None, help=h)
+        elif kind.startswith("group:"):
+            p.add_argument(*flags, dest=dest, type=str.lower,
+                           choices=_GROUP_CHOICES[kind.split(":")[1]], metavar=metavar, help=h)
+        else:
+            # optional-value options only ever arrive as --long=value after _preprocess
+            mv = metavar.strip("[=]") if kind.startswith("optional") else metavar
+            action = p.add_argument(*flags, dest=dest, metavar=mv, help=h)
+            if kind.startswith("optional"):
+                action.optional_value_metavar = metavar
+    p.add_argument("--cfg", choices=["job"], default=None,
+                   help="print the resolved config (YAML) and exit")
+    return p
+
+
+def _overrides(ns: argparse.Namespace, options) -> list[str]:
+    out: list[str] = []
+    for flags, dest, key, kind, _metavar, _text in options:
+        v = getattr(ns, dest, None)
+        if v is None:
+            continue
+        if kind == "flag":
+            if v:
+                out.append(f"{key}=true")
+        elif kind.startswith("group:"):
+            out.append(f"{kind.split(':')[1]}={v}")
+        elif kind == "list":
+            out.append(f"{key}={_number_list(flags[-1], v)}")
+        elif kind == "radius":
+            lst = _number_list(flags[-1], v)
+            items = lst[1:-1].split(",")
+            if len(items) == 1:  # r1 => r1, r1 + 2, r1 + 4
+                r1 = float(items[0])
+                lst = f"[{r1!r},{r1 + 2.0!r},{r1 + 4.0!r}]"
+            out.append(f"{key}={lst}")
+        elif kind == "optional:wedge":
+            out.append(f"{key}=true")
+            if v != BARE:
+                out.append(f"scale.wedge_start_deg={_quote(v)}")
+        elif kind.startswith("optional:"):
+            out.append(f"{key}={kind.split(':')[1] if v == BARE else _quote(v)}")
+        else:
+            out.append(f"{key}={_quote(v)}")
+    return out
+
+
+def _split_positionals(tokens: Sequence[str]) -> tuple[list[str], list[str]]:
+    inputs, native = [], []
+    for t in tokens:
+        (native if _OVERRIDE_RE.match(t) and not Path(t).exists() else inputs).append(t)
+    return inputs, native
+
+
+def _diff(cfg: Any, ref: Any, prefix: str = "") -> list[str]:
+    """``key: default -> value`` lines where ``cfg`` differs from ``ref``."""
+    from omegaconf import DictConfig, OmegaConf
+
+    lines = []
+    for k in cfg.keys():
+        key = f"{prefix}{k}"
+        a = cfg[k]
+        b = ref[k] if (isinstance(ref, DictConfig) and k in ref) else None
+        if isinstance(a, DictConfig):
+            lines += _diff(a, b if isinstance(b, DictConfig) else OmegaConf.create({}), key + ".")
+        else:
+            a_ = OmegaConf.to_container(a) if hasattr(a, "_content") else a
+            b_ = OmegaConf.to_container(b) if hasattr(b, "_content") else b
+            if a_ != b_:
+                lines.append(f"{key}: {b_} -> {a_}")
+    return lines
+
+
+def enable_compilation_cache() -> Path:
+    """Turn on JAX's persistent compilation cache ($JFX_CACHE_DIR or ~/.cache/jfx/jax)."""
+    import jax
+
+    path = Path(os.environ.get("JFX_CACHE_DIR") or Path.home() / ".cache" / "jfx" / "jax")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return path
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
+
+
+class _Console:
+    def __init__(self, prog: str, verbose: bool = False) -> None:
+        self.prog = prog
+        self.verbose = verbose
+
+    def info(self, msg: str) -> None:
+        print(f"{self.prog}: {msg}", file=sys.stderr)
+
+    def detail(self, msg: str) -> None:
+        if self.verbose:
+            print(f"{self.prog}: {msg}", file=sys.stderr)
+
+    def error(self, msg: str) -> None:
+        one = " ".join(str(msg).split())
+        print(f"{self.prog}: error: {one}", file=sys.stderr)
+
+
+def _run(prog: str, argv: Sequence[str] | None, job) -> int:
+    """Shared error handling of both entry points."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    con = _Console(prog, verbose=any(a in ("-v", "--verbose") for a in argv))
+    try:
+        return job(argv, con)
+    except SystemExit as e:  # argparse --help
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    except KeyboardInterrupt:
+        con.error("interrupted")
+        return 130
+    except InputError as e:
+        con.error(str(e) or type(e).__name__)
+        return 2
+    except ProcessingError as e:
+        con.error(str(e))
+        return 1
+    except Exception as e:  # noqa: BLE001 - last resort: one line, traceback only with -v
+        if con.verbose:
+            import traceback
+
+            traceback.print_exc()
+        con.error(f"unexpected {type(e).__name__}: {e}")
+        return 1
+
+
+def _compose_settings(config_name: str, overrides: list[str]):
+    """Compose + instantiate; validation failures become InputError (exit 2)."""
+    from jfx import config as jcfg
+
+    try:
+        cfg = jcfg.compose(config_name, overrides)
+        build = jcfg.process_settings if config_name == "process" else jcfg.scale_settings
+        return cfg, build(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        raise InputError(str(e)) from None
+
+
+@functools.lru_cache(maxsize=8)
+def _defaults(config_name: str, conf: str) -> Any:
+    from jfx import config as jcfg
+
+    return jcfg.compose(config_name, [])
+
+
+def _parse(prog: str, argv: list[str], options, config_name: str, positional_help: str):
+    from jfx import config as jcfg
+
+    try:
+        defaults_cfg = _defaults(config_name, str(jcfg.conf_dir()))
+    except FileNotFoundError as e:
+        raise InputError(str(e)) from None
+    parser = _build_parser(prog, options, defaults_cfg, positional_help)
+    if not argv:
+        parser.print_usage(sys.stderr)
+        print(f"{prog}: error: no input given (see {prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+    ns = parser.parse_args(_preprocess(argv))
+    inputs, native = _split_positionals(ns.args)
+    return ns, inputs, _overrides(ns, options), native, defaults_cfg
+
+
+def process_main(argv: Sequence[str] | None = None) -> int:
+    """``jfjoch_process`` entry point. Returns the exit code (0, 1, 2 or 130)."""
+    return _run("jfjoch_process", argv, _process_job)
+
+
+def _process_job(argv: list[str], con: _Console) -> int:
+    from jfx import __version__
+    from jfx import config as jcfg
+
+    t0 = time.perf_counter()
+    ns, inputs, overrides, native, defaults_cfg = _parse(
+        "jfjoch_process", argv, PROCESS_OPTIONS, "process", "Jungfraujoch master file, then "
+        "optional key=value config overrides")
+    if len(inputs) > 1:
+        raise InputError(f"expected one master file, got {len(inputs)}: {' '.join(inputs)}")
+    if inputs:
+        overrides.insert(0, f"general.input={_quote(inputs[0])}")
+    cfg, settings = _compose_settings("process", overrides + native)
+    con.verbose = settings.general.verbose
+    if ns.cfg == "job":
+        sys.stdout.write(jcfg.to_yaml(cfg))
+        return 0
+    con.detail(f"jfx {__version__}; config from {jcfg.conf_dir()}")
+    for line in _diff(cfg, defaults_cfg):
+        con.detail(f"override {line}")
+    g = settings.general
+    if g.input is None:
+        raise InputError("no master file given")
+    if not Path(g.input).exists():
+        raise InputError(f"no such file: {g.input}")
+    from jfx.pipeline import unimplemented_stages
+
+    todo = unimplemented_stages(settings)
+    if todo:
+        raise InputError(todo[0])
+    enable_compilation_cache()
+    from jfx.io.nxmx import open_master
+    from jfx.io.process_h5 import process_h5_path, write_process_h5
+    from jfx.io.progress import Progress
+    from jfx.pipeline import process, select_images
+
+    out_path = process_h5_path(g.output_prefix)
+    t_open = time.perf_counter()
+    with open_master(g.input) as master:
+        geo = master.geometry
+        det = geo.detector
+        con.detail(f"read {g.input}: {master.n_images} images of {master.image_shape} "
+                   f"{master.dtype}, layout {master.layout}")
+        con.detail(f"geometry: wavelength {float(geo.beam.wavelength_A):.5f} A, distance "
+                   f"{float(det.distance_mm):.3f} mm, beam centre "
+                   f"({float(det.beam_center_px[0]):.2f}, {float(det.beam_center_px[1]):.2f}) px, "
+                   f"{'rotation' if geo.is_rotation else 'stills'}")
+        con.detail(f"opened the master in {time.perf_counter() - t_open:.2f} s")
+        for w in master.warnings or ():
+            con.detail(f"reader warning: {w}")
+        sel = select_images(master.n_images, g.start_image, g.end_image, g.stride)
+        for w in sel.warnings:
+            con.info(f"warning: {w}")
+        con.detail(f"processing {len(sel.indices)} images ({g.start_image}..{sel.indices[-1]} "
+                   f"step {g.stride}) with {g.threads} reader worker(s)")
+        with Progress("image statistics", len(sel.indices)) as bar:
+            result = process(settings, master, on_chunk=bar.update, selection=sel)
+    # the master is closed again before its metadata is copied (h5py file-locking flags)
+    t_write = time.perf_counter()
+    write_process_h5(out_path, master_path=g.input, geometry=result.geometry,
+                     config_yaml=jcfg.to_yaml(cfg), version=__version__, image=result.image,
+                     groups=result.groups)
+    con.detail(f"wrote the output in {time.perf_counter() - t_write:.2f} s")
+    con.info(f"wrote {out_path} ({len(result.image.number)} images) in "
+             f"{time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def scale_main(argv: Sequence[str] | None = None) -> int:
+    """``jfjoch_scale`` entry point. Returns the exit code."""
+    return _run("jfjoch_scale", argv, _scale_job)
+
+
+def _scale_job(argv: list[str], con: _Console) -> int:
+    from jfx import config as jcfg
+
+    ns, inputs, overrides, native, defaults_cfg = _parse(
+        "jfjoch_scale", argv, SCALE_OPTIONS, "scale",
+        "one or more _process.h5 files, then optional key=value config overrides")
+    if inputs:
+        overrides.insert(0, "general.inputs=[" + ",".join(_quote(i) for i in inputs) + "]")
+    cfg, settings = _compose_settings("scale", overrides + native)
+    con.verbose = settings.general.verbose
+    if ns.cfg == "job":
+        sys.stdout.write(jcfg.to_yaml(cfg))
+        return 0
+    for line in _diff(cfg, defaults_cfg):
+        con.detail(f"override {line}")
+    if not settings.general.inputs:
+        raise InputError("no _process.h5 input given")
+    from jfx.io.process_h5 import read_process_h5
+
+    for path in settings.general.inputs:
+        pf = read_process_h5(path)
+        if not pf.has_reflections:
+            raise InputError(f"{path} has no integrated reflections (/entry/reflections); "
+                             "run jfjoch_process with integration first")
+        con.detail(f"{path}: {len(next(iter(pf.groups['reflections'].values())))} reflections")
+    raise InputError("scaling is not implemented yet")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(process_main())

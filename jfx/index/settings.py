@@ -1,0 +1,108 @@
+"""Indexing settings: algorithm (``-X``), crystal (``-C``/``-S``), rotation indexing (``-R``…)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jfx.config import as_bool, as_choice, as_float, as_floats, as_int
+from jfx.models.symmetry import check_cell_and_space_group
+
+
+ALGORITHMS = ("ffbidx", "fft", "fftw", "auto", "none")
+DEFAULT_TWO_PASS_IMAGES = 30
+"""Images in the first pass of two-pass rotation indexing when ``-R`` has no value (seed)."""
+DEFAULT_SINGLE_PASS_DEG = 10.0
+"""Minimum angular range (deg) for ``--single-pass-rotation`` without a value (our choice)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexSettings:
+    """Indexing algorithm (config group ``index``; ``-X``, case-insensitive).
+
+    Attributes:
+        algorithm: ``ffbidx`` (known-cell, fast-feedback), ``fft`` (de novo, GPU FFT),
+            ``fftw`` (de novo, CPU FFT), ``auto`` or ``none`` (no indexing).
+            ``auto`` resolves (see :meth:`resolve`) to ``ffbidx`` when a unit cell is known,
+            else to ``fft`` on a GPU and ``fftw`` on a CPU.
+    """
+
+    algorithm: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "algorithm",
+                           as_choice("indexing algorithm (-X)", self.algorithm, ALGORITHMS))
+
+    def resolve(self, cell_known: bool, gpu: bool) -> str:
+        """The concrete algorithm: ``auto`` → ffbidx (cell known) / fft (GPU) / fftw (CPU)."""
+        if self.algorithm != "auto":
+            return self.algorithm
+        if cell_known:
+            return "ffbidx"
+        return "fft" if gpu else "fftw"
+
+
+@dataclasses.dataclass(frozen=True)
+class CrystalSettings:
+    """Known crystal (config node ``crystal``).
+
+    Attributes:
+        unit_cell: (a, b, c, α, β, γ) in Å/deg (``-C``) or ``None``.
+        space_group: International Tables number 1–230 (``-S``) or ``None``.
+
+    The cell must be geometrically possible and fit the space group's crystal system
+    (:func:`jfx.models.symmetry.check_cell_and_space_group`).
+    """
+
+    unit_cell: tuple[float, ...] | None = None
+    space_group: int | None = None
+
+    def __post_init__(self) -> None:
+        cell = self.unit_cell
+        if isinstance(cell, str):
+            cell = as_floats("unit cell (-C)", cell)
+        sg = self.space_group
+        if sg is not None:
+            try:
+                sg = as_int("space group (-S)", sg)
+            except ValueError:
+                raise ValueError(
+                    f"space group must be a number 1-230, got {self.space_group!r}") from None
+        cell, sg = check_cell_and_space_group(cell, sg)
+        object.__setattr__(self, "unit_cell", cell)
+        object.__setattr__(self, "space_group", sg)
+
+
+@dataclasses.dataclass(frozen=True)
+class RotationSettings:
+    """Rotation-data indexing (config node ``rotation``).
+
+    Attributes:
+        two_pass_images: ``-R[=n]``: two-pass offline rotation indexing with the first pass
+            over n images (``-R`` alone: 30); ``None`` = off.
+        single_pass_deg: ``--single-pass-rotation[=deg]``: online-like single-pass indexing
+            that waits for this minimum angular range (alone: 10°); ``None`` = off.
+        redo_spots: ``--redo-rotation-spots``: redo spot finding for the first pass instead of
+            using spots stored in the master file.
+        force_lattice: ``--force-rotation-lattice``: 9 floats, the angle-0 real-space basis
+            a, b, c (Å, lab frame, row major), skipping the first pass; ``None`` = off.
+    """
+
+    two_pass_images: int | None = None
+    single_pass_deg: float | None = None
+    redo_spots: bool = False
+    force_lattice: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        s(self, "two_pass_images", as_int("two-pass rotation images (-R)", self.two_pass_images,
+                                          minimum=1, allow_none=True))
+        s(self, "single_pass_deg", as_float("single-pass rotation range (--single-pass-rotation)",
+                                            self.single_pass_deg, positive=True, allow_none=True))
+        s(self, "redo_spots", as_bool("redo_spots", self.redo_spots))
+        lat = as_floats("rotation lattice (--force-rotation-lattice)", self.force_lattice, 9,
+                        allow_none=True)
+        if lat is not None and abs(np.linalg.det(np.reshape(lat, (3, 3)))) < 1e-6:
+            raise ValueError("rotation lattice (--force-rotation-lattice) has zero volume")
+        s(self, "force_lattice", lat)

@@ -1,0 +1,3 @@
+"""Integration: summation-integrator settings."""
+
+from jfx.integrate.settings import SummationIntegratorSettings as SummationIntegratorSettings

@@ -1,0 +1,157 @@
+"""Space-group and unit-cell validation (gemmi-backed, host side only).
+
+These helpers check user input (``-C/--unit-cell``, ``-S/--space-group``, cells stored in the
+master file) before anything is jitted. They raise :class:`ValueError` with a one-line message;
+the shell turns that into exit code 2.
+
+Conventions: a cell is (a, b, c, α, β, γ) with lengths in Å and angles in degrees. A cell
+"fits" a space group when it has the metric symmetry of the group's crystal system
+(International Tables for Crystallography Vol. A, Table 2.1.2.1):
+
+=============  ======================================================
+triclinic      any cell
+monoclinic     α = γ = 90° (unique axis b, the standard setting)
+orthorhombic   α = β = γ = 90°
+tetragonal     a = b, α = β = γ = 90°
+trigonal       hexagonal axes: a = b, α = β = 90°, γ = 120°; rhombohedral
+               lattices (R) also accept rhombohedral axes a = b = c, α = β = γ
+hexagonal      a = b, α = β = 90°, γ = 120°
+cubic          a = b = c, α = β = γ = 90°
+=============  ======================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gemmi
+import numpy as np
+
+
+LENGTH_RTOL = 1e-3
+"""Relative tolerance for equal cell lengths (a = b etc.)."""
+ANGLE_TOL_DEG = 0.05
+"""Absolute tolerance for fixed cell angles (90°, 120°), degrees."""
+
+
+def space_group(number: int) -> gemmi.SpaceGroup:
+    """The gemmi space group for an International Tables number (1–230).
+
+    Raises:
+        ValueError: if ``number`` is not an integer in 1–230.
+    """
+    try:
+        n = int(number)
+    except (TypeError, ValueError):
+        raise ValueError(f"space group must be a number 1-230, got {number!r}") from None
+    if n != number or not 1 <= n <= 230:
+        raise ValueError(f"space group must be a number 1-230, got {number!r}")
+    sg = gemmi.find_spacegroup_by_number(n)
+    if sg is None:  # pragma: no cover - gemmi knows all 230
+        raise ValueError(f"unknown space group {n}")
+    return sg
+
+
+def crystal_system(number: int) -> str:
+    """Crystal system name (``"triclinic"`` … ``"cubic"``) of space group ``number``."""
+    return space_group(number).crystal_system_str()
+
+
+def validate_unit_cell(cell: Sequence[float]) -> tuple[float, ...]:
+    """Check that ``cell`` is six numbers describing a geometrically possible cell.
+
+    Args:
+        cell: (a, b, c, α, β, γ), Å and degrees.
+
+    Returns:
+        The cell as a tuple of 6 floats.
+
+    Raises:
+        ValueError: wrong length, non-finite or non-positive values, angles outside
+            (0°, 180°), or angles that do not form a cell (non-positive metric volume).
+    """
+    try:
+        values = tuple(float(v) for v in cell)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"unit cell must be 6 numbers a,b,c,alpha,beta,gamma, got {cell!r}") from None
+    if len(values) != 6:
+        raise ValueError(
+            f"unit cell must be 6 numbers a,b,c,alpha,beta,gamma, got {len(values)} number(s)"
+        )
+    if not all(np.isfinite(values)):
+        raise ValueError(f"unit cell values must be finite, got {list(values)}")
+    a, b, c, al, be, ga = values
+    if min(a, b, c) <= 0:
+        raise ValueError(f"unit cell lengths must be > 0 A, got {a:g},{b:g},{c:g}")
+    if not all(0.0 < x < 180.0 for x in (al, be, ga)):
+        raise ValueError(f"unit cell angles must be in (0, 180) deg, got {al:g},{be:g},{ga:g}")
+    ca, cb, cg = np.cos(np.deg2rad([al, be, ga]))
+    # V² / (abc)² = 1 − cos²α − cos²β − cos²γ + 2 cosα cosβ cosγ must be > 0.
+    v2 = 1.0 - ca * ca - cb * cb - cg * cg + 2.0 * ca * cb * cg
+    if v2 <= 1e-9:
+        raise ValueError(f"unit cell angles {al:g},{be:g},{ga:g} do not form a cell (zero volume)")
+    return values
+
+
+def _eq_len(x: float, y: float) -> bool:
+    return abs(x - y) <= LENGTH_RTOL * max(x, y)
+
+
+def _eq_ang(x: float, y: float) -> bool:
+    return abs(x - y) <= ANGLE_TOL_DEG
+
+
+def cell_fits_space_group(cell: Sequence[float], number: int) -> bool:
+    """Whether ``cell`` has the metric symmetry required by space group ``number``.
+
+    See the module docstring for the rules and :data:`LENGTH_RTOL`, :data:`ANGLE_TOL_DEG`.
+    """
+    a, b, c, al, be, ga = validate_unit_cell(cell)
+    sg = space_group(number)
+    system = sg.crystal_system_str()
+    right = _eq_ang(al, 90.0) and _eq_ang(be, 90.0) and _eq_ang(ga, 90.0)
+    hex_axes = _eq_len(a, b) and _eq_ang(al, 90.0) and _eq_ang(be, 90.0) and _eq_ang(ga, 120.0)
+    if system == "triclinic":
+        return True
+    if system == "monoclinic":
+        return _eq_ang(al, 90.0) and _eq_ang(ga, 90.0)
+    if system == "orthorhombic":
+        return right
+    if system == "tetragonal":
+        return right and _eq_len(a, b)
+    if system == "hexagonal":
+        return hex_axes
+    if system == "trigonal":
+        if hex_axes:
+            return True
+        rhombohedral = _eq_len(a, b) and _eq_len(b, c) and _eq_ang(al, be) and _eq_ang(be, ga)
+        return sg.centring_type() == "R" and rhombohedral
+    if system == "cubic":
+        return right and _eq_len(a, b) and _eq_len(b, c)
+    raise ValueError(f"unknown crystal system {system!r}")  # pragma: no cover
+
+
+def check_cell_and_space_group(
+    cell: Sequence[float] | None, number: int | None
+) -> tuple[tuple[float, ...] | None, int | None]:
+    """Validate an optional cell and optional space group, and that they fit together.
+
+    Returns:
+        (cell as 6 floats or None, space-group number or None).
+
+    Raises:
+        ValueError: with a one-line message naming the problem.
+    """
+    out_cell = validate_unit_cell(cell) if cell is not None else None
+    out_sg = None
+    if number is not None:
+        space_group(number)
+        out_sg = int(number)
+    if out_cell is not None and out_sg is not None and not cell_fits_space_group(out_cell, out_sg):
+        sg = space_group(out_sg)
+        raise ValueError(
+            f"unit cell {','.join(f'{v:g}' for v in out_cell)} does not fit space group "
+            f"{out_sg} ({sg.hm}, {sg.crystal_system_str()})"
+        )
+    return out_cell, out_sg

@@ -1,0 +1,171 @@
+"""``jfx-simulate``: write a simulated Jungfraujoch data set + its ground truth.
+
+    jfx-simulate --preset lyso_rotation -o out/lyso [--n-images N] [--layout legacy|vds|single]
+                 [--codec bslz4|bszstd|none] [--dtype int32|int16|uint16|uint32] [--modules 1|2|8]
+                 [--seed S] [--model file.pdb] [--no-noise] [--set key=value ...]
+
+Writes ``<out>_master.h5`` (+ data files, via :func:`jfx.io.jfjoch_writer.write_jungfraujoch`)
+and ``<out>_truth.h5`` (:mod:`jfx.io.truth`); progress (images/s) goes to stderr and the
+paths written to stdout. Bad options: one-line message on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from jfx.io.errors import InputError, ProcessingError
+
+
+PROG = "jfx-simulate"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        raise InputError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jfx.sim.presets import PRESETS
+
+    p = _Parser(prog=PROG, description="Simulate Jungfraujoch (JUNGFRAU) data with ground truth.")
+    p.add_argument("--preset", default="lyso_rotation", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("-o", "--output", default=None, help="output prefix (default: the preset name)")
+    p.add_argument("--n-images", type=int, default=None)
+    p.add_argument("--layout", choices=("legacy", "vds", "single"), default="legacy")
+    p.add_argument("--codec", choices=("bslz4", "bszstd", "none"), default="bslz4")
+    p.add_argument("--dtype", choices=("int32", "int16", "uint16", "uint32"), default=None)
+    p.add_argument("--modules", type=int, default=None, help="JUNGFRAU modules: 1, 2 (1M), 8 (4M)")
+    p.add_argument("--images-per-file", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--model", default=None, help="PDB/mmCIF model for the structure factors")
+    p.add_argument("--no-noise", action="store_true",
+                   help="expected counts (rounded), no Poisson noise")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   nargs="+", help="override any preset parameter (see docs/simulator.md)")
+    p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def _preset_from_args(args):
+    from jfx.sim.presets import apply_overrides, get_preset
+
+    preset = get_preset(args.preset)
+    ov: dict = {}
+    if args.n_images is not None:
+        ov["n_images"] = args.n_images
+    if args.dtype is not None:
+        ov["dtype"] = args.dtype
+    if args.modules is not None:
+        ov["modules"] = args.modules
+    if args.seed is not None:
+        ov["seed"] = args.seed
+    if args.model is not None:
+        if not Path(args.model).is_file():
+            raise InputError(f"model file not found: {args.model}")
+        ov["model"] = args.model
+    if args.no_noise:
+        ov["noise"] = False
+    preset = apply_overrides(preset, ov)
+    flat = [tok for group in args.overrides for tok in group]
+    if flat:
+        preset = apply_overrides(preset, flat)
+    return preset
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_presets:
+        from jfx.sim.presets import PRESETS
+
+        for name, pr in PRESETS.items():
+            print(f"{name}: {pr.kind}, {pr.n_images} images, cell {pr.cell}, SG {pr.space_group}")
+        return 0
+    try:
+        preset = _preset_from_args(args)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if args.images_per_file < 1:
+        raise InputError("--images-per-file must be ≥ 1")
+    out = Path(args.output if args.output else preset.name)
+    try:
+        from jfx.io.jfjoch_writer import write_jungfraujoch
+    except ImportError as exc:  # pragma: no cover - depends on the parallel helper
+        raise ProcessingError(f"simulate: Jungfraujoch writer unavailable ({exc})") from None
+    from jfx.io.progress import Progress
+    from jfx.io.truth import Truth, write_truth
+    from jfx.sim import simulate
+
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))  # noqa: E731
+    t0 = time.perf_counter()
+    try:
+        exp = simulate.build_experiment(preset)
+    except ValueError as exc:
+        raise InputError(str(exc).splitlines()[0]) from None
+    log(f"{PROG}: {preset.name}: {preset.kind}, {len(exp.sf.hkl)} reflections to "
+        f"{preset.d_min_A} Å, detector {exp.layout.shape[1]}x{exp.layout.shape[0]} px "
+        f"({time.perf_counter() - t0:.1f} s)")
+    obs = simulate.plan_observations(exp)
+    log(f"{PROG}: {len(obs['image'])} reflection observations on {preset.n_images} images")
+    truth = Truth(**simulate.truth_content(exp, obs))
+
+    prog = Progress("simulate", preset.n_images, enabled=not args.quiet)
+
+    def frames():
+        for fr in simulate.iter_frames(exp, obs):
+            yield fr
+            prog.update(1)
+
+    rotation = exp.is_rotation
+    try:
+        master = write_jungfraujoch(
+            out, frames(), n_images=preset.n_images, geometry=exp.geometry, dtype=preset.dtype,
+            layout=args.layout, codec=args.codec, images_per_file=args.images_per_file,
+            pixel_mask=exp.layout.pixel_mask, saturation_value=exp.saturation_value,
+            unit_cell=tuple(float(v) for v in exp.sf.cell) if preset.write_cell else None,
+            space_group=int(exp.sf.space_group) if preset.write_cell else None,
+            bandwidth_fwhm=preset.bandwidth_fwhm if preset.bandwidth_fwhm > 0 else None,
+            sample_name=f"jfx simulation ({preset.name})",
+            detector_description=exp.layout.description,
+        )
+    except (ValueError, OSError) as exc:
+        prog.close(success=False)
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ProcessingError(f"simulate: writing {out}_master.h5 failed: {msg}") from None
+    except BaseException:
+        prog.close(success=False)
+        raise
+    prog.close()
+    try:
+        truth_path = write_truth(Path(f"{out}_truth.h5"), truth)
+    except OSError as exc:
+        raise ProcessingError(f"simulate: writing {out}_truth.h5 failed: {exc}") from None
+    print(f"wrote {master}")
+    print(f"wrote {truth_path}")
+    log(f"{PROG}: {'rotation' if rotation else 'stills'} done in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns/exits with 0, 1 (processing) or 2 (bad input)."""
+    try:
+        rc = run(argv)
+    except InputError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        rc = 2
+    except ProcessingError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        rc = 1
+    if __name__ == "__main__" or argv is None:
+        sys.exit(rc)
+    return rc
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["main", "run", "build_parser"]

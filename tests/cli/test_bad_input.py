@@ -1,0 +1,163 @@
+"""Every bad input → exit 2, one line on stderr, no traceback, no output file."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from jfx.cli import process_main, scale_main
+
+
+def run_bad(capsys, tmp_path, argv, needle, main=process_main, prog="jfjoch_process"):
+    out_dir = tmp_path / "out"
+    rc = main([*argv, "-o", str(out_dir / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error: ")
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert not out_dir.exists() or not list(out_dir.iterdir())
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["-C", "79,79", "-X", "None"], "unit cell must be 6 numbers"),
+    (["-C", "79,79,38,90,90,abc", "-X", "None"], "comma-separated numbers"),
+    (["-C", "79,79,38,90,90,190"], "angles must be in (0, 180)"),
+    (["-S", "999"], "space group must be a number 1-230"),
+    (["-S", "x"], "space group must be a number 1-230"),
+    (["-X", "foo"], "invalid choice: 'foo'"),
+    (["-e", "1", "-s", "3"], "end image 1 is before start image 3"),
+    (["--max-spots", "-1"], "max spots (--max-spots) must be >= 1"),
+    (["--max-spots", "2.5"], "must be an integer"),
+    (["--spot-sigma", "0"], "spot sigma (--spot-sigma) must be > 0"),
+    (["--spot-threshold", "-1"], "must be >= 0"),
+    (["-C", "79,80,38,90,90,90", "-S", "96"], "does not fit space group 96"),
+    (["-X", "ffbidx"], "ffbidx requires a unit cell"),
+    (["-r", "pixelrefine", "-X", "None"], "requires a reference MTZ"),
+    (["-z", "/nonexistent/ref.mtz"], "reference MTZ not found"),
+    (["-t", "0"], "stride must be >= 1"),
+    (["-s", "-2"], "start_image must be >= 0"),
+    (["-N", "0"], "threads must be >= 1"),
+    (["--min-partiality", "1.5"], "must be <= 1"),
+    (["--scaling-output", "pdf"], "must be one of mtz|cif|txt"),
+    (["--integration-radius", "5,4,6"], "0 < r1 <= r2 < r3"),
+    (["--force-rotation-lattice", "1,2,3"], "must be 9 comma-separated numbers"),
+    (["--force-rotation-lattice", "1,0,0,2,0,0,0,0,1"], "zero volume"),
+    (["-R=0"], "must be >= 1"),
+    (["-P", "weird"], "invalid choice: 'weird'"),
+    (["-r", "everything"], "invalid choice"),
+    (["--bogus-option"], "unrecognized arguments: --bogus-option"),
+    (["foo.bar=1"], "Could not override 'foo.bar'"),
+    (["spotfind.sigmaa=3"], "Could not override 'spotfind.sigmaa'"),
+    (["index=nope"], "Could not find 'index/nope'"),
+    (["spotfind.sigma=abc"], "must be a number"),
+    (["+spotfind.foo=1"], "unexpected keyword argument 'foo'"),
+    (["spotfind._target_=os.getcwd"], "must name a jfx settings class"),
+    (["a_master.h5", "b_master.h5"], "expected one master file"),
+])
+def test_bad_options(capsys, tmp_path, shared_master, argv, needle):
+    # a real master, so only the option is wrong (nothing must be read or written)
+    run_bad(capsys, tmp_path, [str(shared_master[0]), *argv] if "master.h5" not in " ".join(argv)
+            else argv, needle)
+
+
+def test_missing_file(capsys, tmp_path):
+    run_bad(capsys, tmp_path, [str(tmp_path / "nope_master.h5"), "-X", "None"], "no such file")
+
+
+def test_no_master_given(capsys, tmp_path):
+    run_bad(capsys, tmp_path, ["-X", "None"], "no master file given")
+
+
+def test_not_hdf5(capsys, tmp_path):
+    p = tmp_path / "text_master.h5"
+    p.write_text("hello\n")
+    run_bad(capsys, tmp_path, [str(p), "-X", "None"], "not an HDF5 file")
+
+
+def test_hdf5_but_not_nxmx(capsys, tmp_path):
+    p = tmp_path / "other.h5"
+    with h5py.File(p, "w") as f:
+        f["foo"] = np.arange(3)
+    run_bad(capsys, tmp_path, [str(p), "-X", "None"], "not an NXmx file")
+
+
+def test_missing_data_file_behind_link(capsys, tmp_path, master_factory):
+    master, *_ = master_factory(layout="legacy", n_images=5, images_per_file=2)
+    data2 = master.parent / master.name.replace("_master.h5", "_data_000002.h5")
+    assert data2.exists()
+    data2.unlink()
+    run_bad(capsys, tmp_path, [str(master), "-X", "None"], "data_000002")
+
+
+def test_missing_vds_source(capsys, tmp_path, master_factory):
+    master, *_ = master_factory(layout="vds", n_images=4, images_per_file=2)
+    (master.parent / master.name.replace("_master.h5", "_data_000001.h5")).unlink()
+    run_bad(capsys, tmp_path, [str(master), "-X", "None"], "data_000001")
+
+
+def test_corrupt_chunk(capsys, tmp_path, master_factory):
+    master, *_ = master_factory(layout="single", n_images=4)
+    with h5py.File(master, "r") as f:
+        info = f["entry/data/data"].id.get_chunk_info(2)
+    with open(master, "r+b") as fh:  # overwrite the compressed bytes of image 2
+        fh.seek(info.byte_offset)
+        fh.write(b"\xff" * info.size)
+    run_bad(capsys, tmp_path, [str(master), "-X", "None"], "image")
+
+
+def test_unavailable_filter(capsys, tmp_path, shared_master, monkeypatch):
+    real = h5py.h5z.filter_avail
+    monkeypatch.setattr(h5py.h5z, "filter_avail",
+                        lambda code: False if code == 32008 else real(code))
+    run_bad(capsys, tmp_path, [str(shared_master[0]), "-X", "None"], "bitshuffle")
+
+
+def test_inconsistent_shapes(capsys, tmp_path, master_factory):
+    master, *_ = master_factory(layout="legacy", n_images=4, images_per_file=2)
+    data2 = master.parent / master.name.replace("_master.h5", "_data_000002.h5")
+    with h5py.File(data2, "r+") as f:
+        del f["entry/data/data"]
+        f["entry/data/data"] = np.zeros((2, 25, 30), dtype=np.int32)
+    run_bad(capsys, tmp_path, [str(master), "-X", "None"], "shape")
+
+
+def test_fully_masked_images(capsys, tmp_path):
+    from jfx.io.jfjoch_writer import write_jungfraujoch
+    from tests.cli.conftest import tiny_geometry, SHAPE
+
+    mask = np.ones(SHAPE, dtype=np.uint32)
+    master = write_jungfraujoch(tmp_path / "masked", np.zeros((2,) + SHAPE), n_images=2,
+                                geometry=tiny_geometry(False), pixel_mask=mask)
+    run_bad(capsys, tmp_path, [str(master), "-X", "None"], "fully masked")
+
+
+# ----------------------------------------------------------------------------- jfjoch_scale
+def test_scale_missing_and_bad_inputs(capsys, tmp_path, shared_master):
+    run_bad(capsys, tmp_path, [str(tmp_path / "x_process.h5")], "no such file", scale_main,
+            "jfjoch_scale")
+    run_bad(capsys, tmp_path, ["-A"], "no _process.h5 input given", scale_main, "jfjoch_scale")
+    not_h5 = tmp_path / "t_process.h5"
+    not_h5.write_text("x")
+    run_bad(capsys, tmp_path, [str(not_h5)], "not an HDF5 file", scale_main, "jfjoch_scale")
+    run_bad(capsys, tmp_path, [str(shared_master[0])], "is not a jfx _process.h5 file", scale_main,
+            "jfjoch_scale")
+    run_bad(capsys, tmp_path, ["-P", "bad"], "invalid choice", scale_main, "jfjoch_scale")
+
+
+def test_scale_without_reflections_then_not_implemented(capsys, tmp_path, shared_master):
+    master = shared_master[0]
+    assert process_main([str(master), "-o", str(tmp_path / "p"), "-X", "None", "-e", "0"]) == 0
+    capsys.readouterr()
+    proc = tmp_path / "p_process.h5"
+    run_bad(capsys, tmp_path, [str(proc)], "has no integrated reflections", scale_main,
+            "jfjoch_scale")
+    with h5py.File(proc, "r+") as f:
+        g = f["entry"].create_group("reflections")
+        for k in ("h", "k", "l"):
+            g[k] = np.zeros(3, dtype=np.int32)
+    run_bad(capsys, tmp_path, [str(proc), str(proc), "-A"],
+            "scaling is not implemented yet", scale_main, "jfjoch_scale")

@@ -1,0 +1,171 @@
+"""End to end: tiny NXmx masters → jfjoch_process -X None → _process.h5 checked against numpy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+import jfx
+from jfx.cli import process_main
+from jfx.io.process_h5 import read_process_h5
+from tests.cli.conftest import SATURATION, numpy_stats
+
+
+def check_output(out_path, master, frames, mask, geo, numbers):
+    pf = read_process_h5(out_path)
+    np.testing.assert_array_equal(pf.image.number, numbers)
+    exp_max, exp_mean, exp_masked, exp_sat = numpy_stats(frames[numbers], mask, SATURATION)
+    np.testing.assert_array_equal(pf.image.max, exp_max)
+    np.testing.assert_array_equal(pf.image.mean, exp_mean)
+    np.testing.assert_array_equal(pf.image.n_masked, exp_masked)
+    np.testing.assert_array_equal(pf.image.n_saturated, exp_sat)
+    assert pf.image.mean.dtype == np.float32 and pf.image.max.dtype == np.int64
+    np.testing.assert_allclose(pf.beam_center_px, np.asarray(geo.detector.beam_center_px))
+    assert pf.detector_distance_m == pytest.approx(float(geo.detector.distance_mm) * 1e-3)
+    assert pf.wavelength_A == pytest.approx(float(geo.beam.wavelength_A))
+    assert pf.version == jfx.__version__
+    assert pf.input == str(master.resolve())
+    cfg = OmegaConf.create(pf.config_yaml)
+    assert cfg.index.algorithm == "none"
+    with h5py.File(out_path, "r") as f:
+        assert f["entry/definition"][()] == b"NXmx"
+        np.testing.assert_array_equal(f["entry/MX/imageNumber"][()], numbers)
+        assert f["entry/MX/imageNumber"].dtype == np.int64
+        assert "data" not in f["entry"]
+        if geo.goniometer is not None:
+            np.testing.assert_allclose(f["entry/sample/transformations/omega"][:2], [10.0, 10.5])
+    return pf
+
+
+@pytest.mark.parametrize("layout,rotation,dtype,codec", [
+    ("legacy", True, "int32", "bslz4"),
+    ("legacy", False, "uint32", "bszstd"),
+    ("vds", True, "int16", "bslz4"),
+    ("vds", False, "uint16", "bslz4"),
+    ("single", True, "int16", "bszstd"),
+    ("single", False, "int32", "none"),
+])
+def test_process_none_end_to_end(tmp_path, master_factory, capsys, layout, rotation, dtype, codec):
+    master, frames, mask, geo = master_factory(layout=layout, rotation=rotation, dtype=dtype,
+                                               codec=codec)
+    out = tmp_path / "res" / "out"
+    rc = process_main([str(master), "-o", str(out), "-X", "None", "-s", "1", "-e", "3", "-t", "2"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "image statistics: 2 images" in err
+    check_output(tmp_path / "res" / "out_process.h5", master, frames, mask, geo, np.array([1, 3]))
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["out_process.h5"]
+
+
+def test_all_images_threads_and_end_clipped(tmp_path, master_factory, capsys):
+    master, frames, mask, geo = master_factory(n_images=7)
+    out = tmp_path / "o"
+    rc = process_main([str(master), "-o", str(out), "-X", "none", "-N", "2", "-e", "99", "-v"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "end image 99 is beyond the data; clipped to 6" in err
+    assert "override general.threads: 1 -> 2" in err  # -v shows overrides vs defaults
+    assert "geometry:" in err
+    check_output(tmp_path / "o_process.h5", master, frames, mask, geo, np.arange(7))
+
+
+def test_start_beyond_data_is_an_error(tmp_path, shared_master, capsys):
+    master = shared_master[0]
+    rc = process_main([str(master), "-o", str(tmp_path / "o"), "-X", "None", "-s", "5"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip() == "jfjoch_process: error: start image 5 is beyond the data (images 0-4)"
+    assert not list(tmp_path.iterdir())
+
+
+def test_existing_output_is_replaced(tmp_path, shared_master, capsys):
+    master, frames, mask, geo = shared_master
+    (tmp_path / "o_process.h5").write_bytes(b"old")
+    assert process_main([str(master), "-o", str(tmp_path / "o"), "-X", "None", "-e", "0"]) == 0
+    check_output(tmp_path / "o_process.h5", master, frames, mask, geo, np.array([0]))
+
+
+@pytest.mark.parametrize("argv,needle", [
+    ([], "pass -X None"),
+    (["-X", "fft"], "-X fft is not implemented yet"),
+    (["-X", "ffbidx", "-C", "79,79,38,90,90,90"], "-X ffbidx is not implemented yet"),
+    (["-X", "None", "-M"], "scaling and merging"),
+    (["-X", "None", "-R"], "two-pass rotation indexing"),
+    (["-X", "None", "--single-pass-rotation"], "single-pass rotation"),
+    (["-X", "None", "--force-rotation-lattice", "1,0,0,0,1,0,0,0,1"], "force-rotation-lattice"),
+])
+def test_unimplemented_stages_stop_before_reading(tmp_path, shared_master, capsys, argv, needle):
+    rc = process_main([str(shared_master[0]), "-o", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err and "not implemented yet" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_pixelrefine_and_reference_mtz_not_implemented(tmp_path, shared_master, capsys):
+    mtz = tmp_path / "ref.mtz"
+    mtz.write_bytes(b"x")
+    rc = process_main([str(shared_master[0]), "-o", str(tmp_path / "o"), "-X", "none",
+                       "-r", "pixelrefine", "-z", str(mtz)])
+    assert rc == 2
+    assert "pixel refinement (-r pixelrefine) is not implemented yet" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.mtz"]
+
+
+def test_interrupt_processing_error_and_unexpected(tmp_path, shared_master, capsys, monkeypatch):
+    import jfx.pipeline as pipeline
+    from jfx.io.errors import ProcessingError
+
+    import jfx.io.process_h5 as process_h5
+
+    argv = [str(shared_master[0]), "-o", str(tmp_path / "o"), "-X", "None", "-e", "2"]
+    for exc, code, text in ((KeyboardInterrupt(), 130, "interrupted"),
+                            (ProcessingError("image statistics: image 3: boom"), 1,
+                             "image 3: boom"),
+                            (RuntimeError("kaput"), 1,
+                             "image statistics failed on images 0-2: RuntimeError: kaput")):
+        def boom(*a, _exc=exc, **k):
+            raise _exc
+        monkeypatch.setattr(pipeline, "image_stats", boom)
+        assert process_main(argv) == code
+        err = capsys.readouterr().err
+        assert text in err and "Traceback" not in err
+        assert len([ln for ln in err.splitlines() if "error" in ln]) == 1
+        assert not list(tmp_path.iterdir())
+    monkeypatch.undo()
+
+    def broken_writer(*a, **k):
+        raise RuntimeError("writer kaput")
+    monkeypatch.setattr(process_h5, "write_process_h5", broken_writer)
+    assert process_main(argv) == 1
+    err = capsys.readouterr().err
+    assert "jfjoch_process: error: unexpected RuntimeError: writer kaput" in err
+    assert "Traceback" not in err
+    assert process_main(argv + ["-v"]) == 1
+    assert "Traceback" in capsys.readouterr().err  # full traceback only with -v
+
+
+def test_console_script_subprocess(tmp_path, shared_master):
+    exe = shutil.which("jfjoch_process")
+    if exe is None:
+        pytest.skip("jfjoch_process console script not installed")
+    master = shared_master[0]
+    env = dict(os.environ, JFX_CACHE_DIR=str(tmp_path / "cache"))
+    r = subprocess.run([exe, str(master), "-o", str(tmp_path / "sub"), "-X", "None", "-e", "1"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stderr
+    pf = read_process_h5(tmp_path / "sub_process.h5")
+    np.testing.assert_array_equal(pf.image.number, [0, 1])
+    assert any((tmp_path / "cache").iterdir())  # persistent compilation cache was used
+    r = subprocess.run([exe, str(tmp_path / "missing.h5"), "-X", "None"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().startswith("jfjoch_process: error:")
