@@ -71,6 +71,10 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        # mkstemp creates 0600 files; give the result the usual umask-derived mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

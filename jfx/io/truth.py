@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -94,9 +93,6 @@ def write_truth(path: str | Path, truth: Truth) -> Path:
                     a = np.asarray(v)
                     kw = dict(compression="gzip", compression_opts=4) if a.size > 1024 else {}
                     g.create_dataset(k, data=a, **kw)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # mkstemp creates 0600
     return path
 
 
