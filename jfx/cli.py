@@ -363,7 +363,7 @@ def _parse(prog: str, argv: list[str], options, config_name: str, positional_hel
         parser.print_usage(sys.stderr)
         print(f"{prog}: error: no input given (see {prog} --help)", file=sys.stderr)
         raise SystemExit(2)
-    ns = parser.parse_args(_preprocess(argv))
+    ns = parser.parse_intermixed_args(_preprocess(argv))
     inputs, native = _split_positionals(ns.args)
     return ns, inputs, _overrides(ns, options), native, defaults_cfg
 
@@ -427,17 +427,33 @@ def _process_job(argv: list[str], con: _Console) -> int:
         for w in sel.warnings:
             con.info(f"warning: {w}")
         con.detail(f"processing {len(sel.indices)} images ({g.start_image}..{sel.indices[-1]} "
-                   f"step {g.stride}) with {g.threads} reader worker(s)")
-        with Progress("image statistics", len(sel.indices)) as bar:
+                   f"step {g.stride}) with {g.threads} reader worker(s), batch "
+                   f"{g.batch_size if g.batch_size is not None else 'auto'}, device {g.device}")
+        stage = "spot finding + azimuthal integration" if settings.azint.enabled else \
+            "spot finding"
+        with Progress(stage, len(sel.indices), unit="frames") as bar:
             result = process(settings, master, on_chunk=bar.update, selection=sel)
+    if result.spots is not None:
+        con.info(result.spots.line())
+    tm = result.timings_s
+    con.detail("time per part: " + ", ".join(
+        f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "azint", "total") if k in tm)
+        + f" (read = waiting for the reader; device {result.device}, batch {result.batch_size})")
+    if "azint" in result.groups:
+        q = result.groups["azint"]["bin_to_q"]
+        con.detail(f"azimuthal integration: {len(q)} q bins {float(q[0]):.3f}..{float(q[-1]):.3f}"
+                   " 1/A" + (f" x {len(result.groups['azint']['bin_to_azimuth_deg'])} azimuth "
+                             "bins" if "bin_to_azimuth_deg" in result.groups["azint"] else ""))
     # the master is closed again before its metadata is copied (h5py file-locking flags)
     t_write = time.perf_counter()
     write_process_h5(out_path, master_path=g.input, geometry=result.geometry,
                      config_yaml=jcfg.to_yaml(cfg), version=__version__, image=result.image,
                      groups=result.groups)
     con.detail(f"wrote the output in {time.perf_counter() - t_write:.2f} s")
-    con.info(f"wrote {out_path} ({len(result.image.number)} images) in "
-             f"{time.perf_counter() - t0:.2f} s")
+    n_img = len(result.image.number)
+    dt = time.perf_counter() - t0
+    con.info(f"wrote {out_path} ({n_img} images) in {dt:.2f} s "
+             f"({n_img / dt if dt > 0 else 0.0:.1f} frames/s overall)")
     return 0
 
 

@@ -120,6 +120,9 @@ def as_str(name: str, value: Any, allow_none: bool = False) -> str | None:
 
 
 # --------------------------------------------------------------------------- job-level settings
+DEVICE_CHOICES = ("auto", "cpu", "gpu")
+
+
 @dataclasses.dataclass(frozen=True)
 class GeneralSettings:
     """General options of ``jfjoch_process`` (config node ``general``).
@@ -133,6 +136,10 @@ class GeneralSettings:
         end_image: last image, INCLUSIVE (``-e``); ``None`` = last image of the file.
         stride: process every n-th image (``-t``).
         verbose: more detail on stderr (``-v``).
+        batch_size: frames per reader chunk and per kernel call (fixed, so each kernel
+            compiles once); ``None`` = automatic (4 on CPU, 16 on a GPU).
+        device: where the image kernels run: ``auto`` (the default JAX backend: GPU when one
+            is present), ``cpu`` or ``gpu`` (an error when no GPU is available).
     """
 
     input: str | None = None
@@ -142,6 +149,8 @@ class GeneralSettings:
     end_image: int | None = None
     stride: int = 1
     verbose: bool = False
+    batch_size: int | None = None
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -154,6 +163,11 @@ class GeneralSettings:
         s(self, "end_image", as_int("end_image", self.end_image, minimum=0, allow_none=True))
         s(self, "stride", as_int("stride", self.stride, minimum=1))
         s(self, "verbose", as_bool("verbose", self.verbose))
+        s(self, "batch_size", as_int("general.batch_size", self.batch_size, minimum=1,
+                                     allow_none=True))
+        if self.batch_size is not None and self.batch_size > 1024:
+            raise ValueError(f"general.batch_size must be <= 1024, got {self.batch_size}")
+        s(self, "device", as_choice("general.device", self.device, DEVICE_CHOICES))
         if self.end_image is not None and self.end_image < self.start_image:
             raise ValueError(
                 f"end image {self.end_image} is before start image {self.start_image} (-e < -s)"
@@ -190,6 +204,9 @@ class ScaleGeneralSettings:
 class ProcessSettings:
     """Every setting of one ``jfjoch_process`` run, typed and cross-validated.
 
+    ``azint`` holds the azimuthal-integration settings
+    (:class:`jfx.spotfind.azint.AzintSettings`, config node ``azint``).
+
     Cross-stage rules checked here: the cell fits the space group (in CrystalSettings),
     ``-X ffbidx`` needs a cell, ``-r pixelrefine`` needs ``--reference-mtz``, the two
     rotation-indexing modes exclude each other.
@@ -205,6 +222,7 @@ class ProcessSettings:
     rotation: Any
     scale: Any
     pixelrefine: Any
+    azint: Any
 
     def __post_init__(self) -> None:
         if self.index.algorithm == "ffbidx" and self.crystal.unit_cell is None:

@@ -1,9 +1,22 @@
 """The processing pipeline: chains the stage verbs and returns typed results.
 
-Today the pipeline runs the ``-X None`` path: select images (``-s/-e/-t``), stream them
-from the master file in bounded-memory chunks, and compute per-image statistics
-(:mod:`jfx.spotfind.stats`). Stages that are not built yet are detected up front by
-:func:`unimplemented_stages`, so the CLI stops before reading any data.
+Today the pipeline runs the ``-X None`` path: select images (``-s/-e/-t``), stream them from
+the master file in bounded-memory chunks, and run on every selected image
+
+* spot finding (:mod:`jfx.spotfind.find`: strong pixels, spots, ice rings, and the per-image
+  statistics fused into the same kernel), and
+* azimuthal integration (:mod:`jfx.spotfind.azint`, when ``azint.enabled``).
+
+Stages that are not built yet are detected up front by :func:`unimplemented_stages`, so the
+CLI stops before reading any data.
+
+Data flow (bounded memory): reader (``iter_chunks``: a background thread, or ``-N`` worker
+processes, reading ``prefetch`` chunks ahead) → kernels (``general.batch_size`` frames per
+call, the last chunk zero-padded so each kernel compiles once; the azimuthal-integration
+kernel is dispatched asynchronously before spot finding so both overlap) → compact per-image
+results (O(max_spots) numbers per image, preallocated for the selection) → the writer at the
+end. Peak memory is therefore ≈ (prefetch + 2) · batch frames + per-image results, independent
+of the number of images beyond those results.
 
 Image selection: images ``start, start + stride, …`` up to ``end`` INCLUSIVE (0-based).
 ``end`` beyond the data is clipped to the last image (with a warning); ``start`` beyond the
@@ -12,8 +25,10 @@ data, or ``end < start``, is an :class:`~jfx.io.errors.InputError`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,11 +36,14 @@ import numpy as np
 from jfx.config import ProcessSettings
 from jfx.io.errors import InputError, ProcessingError
 from jfx.models.geometry import Geometry
-from jfx.spotfind.stats import ImageStats, image_stats
+from jfx.spotfind.stats import ImageStats
 
-
-DEFAULT_CHUNK = 4
-"""Frames per reader chunk and per kernel call (fixed, so the kernel compiles once)."""
+DEFAULT_BATCH_CPU = 4
+"""Frames per reader chunk and kernel call on CPU when ``general.batch_size`` is null."""
+DEFAULT_BATCH_GPU = 16
+"""… and on a GPU."""
+MIN_SPOTS_HIT = 15
+"""An image with at least this many spots counts as a hit in the console summary."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +55,55 @@ class ImageSelection:
 
 
 @dataclasses.dataclass(frozen=True)
+class SpotSummary:
+    """Spot-finding summary over the processed images (for the console).
+
+    Attributes:
+        n_images: images processed.
+        mean_spots: mean spots kept per image.
+        hit_fraction: fraction of images with ≥ :data:`MIN_SPOTS_HIT` spots.
+        ice_ring_spots: spots on ice rings, all images.
+        mean_strong_pixels: mean strong pixels per image.
+        median_resolution_A: median of the finite per-image resolution estimates (NaN: none).
+        n_overflow: images with more spots found than ``max_spots``.
+    """
+
+    n_images: int
+    mean_spots: float
+    hit_fraction: float
+    ice_ring_spots: int
+    mean_strong_pixels: float
+    median_resolution_A: float
+    n_overflow: int
+
+    @staticmethod
+    def from_mx(mx: dict[str, np.ndarray], max_spots: int) -> SpotSummary:
+        n = len(mx["nPeaks"])
+        res = np.asarray(mx["resolutionEstimate"], dtype=np.float64)
+        res = res[np.isfinite(res)]
+        return SpotSummary(
+            n_images=n,
+            mean_spots=float(np.mean(mx["nPeaks"])) if n else 0.0,
+            hit_fraction=float(np.mean(mx["nPeaks"] >= MIN_SPOTS_HIT)) if n else 0.0,
+            ice_ring_spots=int(np.sum(mx["nPeaksIceRing"])),
+            mean_strong_pixels=float(np.mean(mx["strongPixels"])) if n else 0.0,
+            median_resolution_A=float(np.median(res)) if res.size else float("nan"),
+            n_overflow=int(np.sum(mx["nPeaksFound"] > max_spots)),
+        )
+
+    def line(self) -> str:
+        """One console line."""
+        res = (f"{self.median_resolution_A:.2f} A" if np.isfinite(self.median_resolution_A)
+               else "n/a")
+        return (f"spot finding: {self.mean_spots:.1f} spots/image, "
+                f"{100 * self.hit_fraction:.1f}% of images with >= {MIN_SPOTS_HIT} spots, "
+                f"{self.ice_ring_spots} spots on ice rings, "
+                f"{self.mean_strong_pixels:.1f} strong pixels/image, "
+                f"median resolution estimate {res}"
+                + (f", {self.n_overflow} images over --max-spots" if self.n_overflow else ""))
+
+
+@dataclasses.dataclass(frozen=True)
 class ProcessResult:
     """Result of :func:`process`.
 
@@ -44,13 +111,22 @@ class ProcessResult:
         geometry: the geometry used (as read; refined once refinement exists).
         image: per-image statistics of the selected images.
         warnings: messages for the user (clipped ranges, reader warnings, …).
-        groups: later-stage output arrays for the ``_process.h5`` writer (empty today).
+        groups: output arrays for the ``_process.h5`` writer (``MX``, ``azint``).
+        spots: spot-finding summary.
+        timings_s: wall time per pipeline part (``read`` = waiting for the reader,
+            ``spotfind``, ``azint`` = waiting for the azimuthal-integration results,
+            ``setup``, ``total``).
+        batch_size: frames per kernel call used; ``device``: the JAX device used.
     """
 
     geometry: Geometry
     image: ImageStats
     warnings: tuple[str, ...] = ()
     groups: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    spots: SpotSummary | None = None
+    timings_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    batch_size: int = DEFAULT_BATCH_CPU
+    device: str = "cpu"
 
 
 def select_images(n_images: int, start: int = 0, end: int | None = None,
@@ -89,10 +165,10 @@ def unimplemented_stages(settings: ProcessSettings) -> list[str]:
     alg = settings.index.algorithm
     if alg == "auto":
         out.append("indexing (-X auto, the default) is not implemented yet; pass -X None to "
-                   "compute per-image statistics only (spot finding lands next)")
+                   "run spot finding and azimuthal integration only")
     elif alg != "none":
-        out.append(f"indexing with -X {alg} is not implemented yet (spot finding lands next); "
-                   "pass -X None to compute per-image statistics only")
+        out.append(f"indexing with -X {alg} is not implemented yet; pass -X None to run spot "
+                   "finding and azimuthal integration only")
     rot = settings.rotation
     if rot.two_pass_images is not None:
         out.append("two-pass rotation indexing (-R) is not implemented yet")
@@ -107,42 +183,154 @@ def unimplemented_stages(settings: ProcessSettings) -> list[str]:
     return out
 
 
-def compute_image_stats(
+# --------------------------------------------------------------------------- devices
+def resolve_device(device: str) -> Any:
+    """The JAX device for ``general.device`` (``auto`` | ``cpu`` | ``gpu``).
+
+    Raises:
+        InputError: ``gpu`` requested but JAX sees no GPU.
+    """
+    import jax
+
+    if device == "cpu":
+        return jax.devices("cpu")[0]
+    if device == "gpu":
+        try:
+            return jax.devices("gpu")[0]
+        except RuntimeError:
+            raise InputError("general.device=gpu but JAX finds no GPU (install jax[cuda12] "
+                             "on a GPU machine, or use general.device=auto)") from None
+    return jax.devices()[0]
+
+
+def default_batch_size(device: Any) -> int:
+    """Frames per kernel call when ``general.batch_size`` is null."""
+    return DEFAULT_BATCH_CPU if getattr(device, "platform", "cpu") == "cpu" else DEFAULT_BATCH_GPU
+
+
+# --------------------------------------------------------------------------- accumulators
+class _Accumulator:
+    """Preallocated per-image results for n images (compact: O(max_spots) per image)."""
+
+    def __init__(self, n: int, max_spots: int, n_bins: int, n_azim: int) -> None:
+        f32, i32, i64 = np.float32, np.int32, np.int64
+        self.n = n
+        self.number = np.zeros(n, i64)
+        self.vmax = np.zeros(n, i64)
+        self.mean = np.full(n, np.nan, f32)
+        self.n_masked = np.zeros(n, i64)
+        self.n_saturated = np.zeros(n, i64)
+        self.mx = {
+            "nPeaks": np.zeros(n, i32),
+            "peakXPosRaw": np.full((n, max_spots), np.nan, f32),
+            "peakYPosRaw": np.full((n, max_spots), np.nan, f32),
+            "peakTotalIntensity": np.full((n, max_spots), np.nan, f32),
+            "peakIndexed": np.zeros((n, max_spots), np.uint8),
+            "strongPixels": np.zeros(n, i32),
+            "imageIndexed": np.zeros(n, np.uint8),
+            "latticeIndexed": np.full((n, 9), np.nan, f32),
+            "bkgEstimate": np.full(n, np.nan, f32),
+            "resolutionEstimate": np.full(n, np.nan, f32),
+            "nPeaksIceRing": np.zeros(n, i32),
+            "nPeaksFound": np.zeros(n, i32),
+        }
+        self.azint = None
+        if n_bins > 0:
+            self.azint = {"image": np.full((n, n_bins), np.nan, f32)}
+            if n_azim > 0:
+                self.azint["image_2d"] = np.full((n, n_azim, n_bins), np.nan, f32)
+
+    def add_spots(self, pos: int, k: int, idx: np.ndarray, res: Any) -> None:
+        """Store spot-finding results of images ``pos .. pos + k`` (first k of the batch)."""
+        sl = slice(pos, pos + k)
+        st = {key: np.asarray(v)[:k] for key, v in res.stats.items()}
+        sp = res.spots
+        self.number[sl] = idx
+        self.vmax[sl] = st["max"]
+        self.mean[sl] = st["mean"]
+        self.n_masked[sl] = st["n_masked"]
+        self.n_saturated[sl] = st["n_saturated"]
+        valid = np.asarray(sp.valid)[:k]
+        m = self.mx
+        for name, field in (("peakXPosRaw", "x_px"), ("peakYPosRaw", "y_px"),
+                            ("peakTotalIntensity", "intensity")):
+            m[name][sl] = np.where(valid, np.asarray(getattr(sp, field))[:k], np.nan)
+        m["nPeaks"][sl] = valid.sum(axis=1)
+        m["strongPixels"][sl] = st["strong_pixels"]
+        m["bkgEstimate"][sl] = st["bkg_estimate"]
+        m["resolutionEstimate"][sl] = st["resolution_estimate"]
+        m["nPeaksIceRing"][sl] = st["n_ice"]
+        m["nPeaksFound"][sl] = st["n_spots_found"]
+
+    def stats(self) -> ImageStats:
+        return ImageStats(self.number, self.vmax, self.mean, self.n_masked, self.n_saturated)
+
+
+def _what(idx: np.ndarray) -> str:
+    return f"image {idx[0]}" if len(idx) == 1 else f"images {idx[0]}-{idx[-1]}"
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
+def run_spotfind_azint(
+    settings: ProcessSettings,
     master: Any,
     indices: np.ndarray,
     *,
+    batch_size: int = DEFAULT_BATCH_CPU,
     workers: int = 1,
-    chunk_size: int = DEFAULT_CHUNK,
     on_chunk: Callable[[int], None] | None = None,
-) -> ImageStats:
-    """Stream the selected frames from ``master`` and compute per-image statistics.
+) -> tuple[ImageStats, dict[str, dict[str, np.ndarray]], dict[str, float]]:
+    """Stream the selected frames and run spot finding (+ azimuthal integration) on each.
 
     Args:
+        settings: the run's settings (``spotfind``, ``azint``).
         master: an open :class:`jfx.io.nxmx.MasterFile`.
         indices: (n,) image numbers to process.
+        batch_size: frames per reader chunk and kernel call (the last chunk is padded).
         workers: reader worker processes (``-N``), passed to ``iter_chunks``.
-        chunk_size: frames per chunk (kernel batch; the last chunk is zero-padded).
         on_chunk: called with the number of images finished after each chunk (progress).
 
     Returns:
-        :class:`ImageStats` in the order of ``indices``.
+        (per-image statistics, ``{"MX": {...}, "azint": {...}}`` output groups, timings in s).
 
     Raises:
-        InputError: the data cannot be read (corrupt chunk, missing data file, …) or every
-            selected image is fully masked.
-        ProcessingError: the statistics kernel failed (names the images).
+        InputError: the data cannot be read, or every selected image is fully masked.
+        ProcessingError: a kernel failed (names the stage and the images).
     """
+    from jfx.spotfind.azint import AzimuthalIntegrator
+    from jfx.spotfind.find import ThresholdSpotFinder, find_spots
+
+    t_setup = time.perf_counter()
     indices = np.asarray(indices, dtype=np.int64)
+    if indices.size == 0:
+        raise InputError("no images were selected")
+    geo = master.geometry
     mask = np.asarray(master.pixel_mask, dtype=bool) if master.pixel_mask is not None else None
-    err = master.error_value
-    sat = master.saturation_value
-    chunk_size = max(1, min(chunk_size, len(indices)))  # no padding work for tiny selections
-    parts: list[ImageStats] = []
+    err = None if master.error_value is None else int(master.error_value)
+    sat = None if master.saturation_value is None else int(master.saturation_value)
+    try:
+        finder = ThresholdSpotFinder.create(settings.spotfind, geo, mask, err, sat)
+    except ValueError as e:
+        raise InputError(f"spot finding: {' '.join(str(e).split())}") from None
+    integ = None
+    if settings.azint.enabled:
+        try:
+            integ = AzimuthalIntegrator.create(settings.azint, geo, mask, err, sat)
+        except ValueError as e:
+            raise InputError(" ".join(str(e).split())) from None
+    max_spots = settings.spotfind.max_spots
+    acc = _Accumulator(len(indices), max_spots, integ.n_bins if integ else 0,
+                       integ.n_azim if integ else 0)
+    batch = max(1, min(int(batch_size), len(indices)))  # no padding work for tiny selections
+    times = {"setup": time.perf_counter() - t_setup, "read": 0.0, "spotfind": 0.0, "azint": 0.0}
     pos = 0
-    chunks: Iterable = master.iter_chunks(indices, chunk_size=chunk_size, workers=workers)
-    it = iter(chunks)
+    it = iter(master.iter_chunks(indices, chunk_size=batch, workers=workers))
     while True:
-        expected = indices[pos:pos + chunk_size]
+        expected = indices[pos:pos + batch]
+        t0 = time.perf_counter()
         try:
             item = next(it)
         except StopIteration:
@@ -150,39 +338,63 @@ def compute_image_stats(
         except InputError:
             raise
         except (OSError, RuntimeError, ValueError) as e:
-            what = (f"image {expected[0]}" if len(expected) == 1
-                    else f"images {expected[0]}-{expected[-1]}")
-            msg = " ".join(str(e).split())
-            raise InputError(f"cannot read {what} of {master.path}: {msg}") from None
+            raise InputError(f"cannot read {_what(expected)} of {master.path}: "
+                             f"{' '.join(str(e).split())}") from None
+        t1 = time.perf_counter()
+        times["read"] += t1 - t0
         idx, frames = item
         idx = np.asarray(idx, dtype=np.int64)
-        frames = np.asarray(frames)
         k = frames.shape[0]
-        if k < chunk_size:  # pad to the fixed batch so the kernel compiles once
-            pad = np.zeros((chunk_size - k,) + frames.shape[1:], dtype=frames.dtype)
+        if not np.array_equal(idx, expected[:k]):
+            raise InputError(f"the reader returned images {idx.tolist()[:8]}, expected "
+                             f"{expected.tolist()[:8]}")
+        if k < batch:  # pad to the fixed batch so the kernels compile once
+            pad = np.zeros((batch - k,) + frames.shape[1:], dtype=frames.dtype)
             frames = np.concatenate([frames, pad])
+            idx_p = np.concatenate([idx, np.full(batch - k, idx[-1], dtype=np.int64)])
+        else:
+            idx_p = idx
+        pending = None
+        if integ is not None:
+            try:  # asynchronous dispatch: runs while spot finding works on the same frames
+                pending = integ.integrate_async(frames)
+            except Exception as e:
+                raise ProcessingError(f"azimuthal integration failed on {_what(idx)}: "
+                                      f"{_one_line(e)}") from e
         try:
-            vmax, mean, n_masked, n_sat = image_stats(
-                frames, mask, None if err is None else int(err), None if sat is None else int(sat)
-            )
-        except Exception as e:  # noqa: BLE001 - reported as a processing failure (exit 1)
-            what = f"image {idx[0]}" if k == 1 else f"images {idx[0]}-{idx[-1]}"
-            raise ProcessingError(
-                f"image statistics failed on {what}: {type(e).__name__}: {' '.join(str(e).split())}"
-            ) from e
-        parts.append(ImageStats(idx, vmax[:k], mean[:k], n_masked[:k], n_sat[:k]))
+            res = find_spots(frames, idx_p, finder)
+            acc.add_spots(pos, k, idx, res)
+        except (InputError, ProcessingError):
+            raise
+        except Exception as e:
+            raise ProcessingError(f"spot finding failed on {_what(idx)}: {_one_line(e)}") from e
+        t2 = time.perf_counter()
+        times["spotfind"] += t2 - t1
+        if pending is not None:
+            try:
+                az = integ.finish(pending)
+            except Exception as e:
+                raise ProcessingError(f"azimuthal integration failed on {_what(idx)}: "
+                                      f"{_one_line(e)}") from e
+            acc.azint["image"][pos:pos + k] = az.profile[:k]
+            if az.profile_2d is not None:
+                acc.azint["image_2d"][pos:pos + k] = az.profile_2d[:k]
+            times["azint"] += time.perf_counter() - t2
         pos += k
         if on_chunk is not None:
             on_chunk(k)
-    stats = ImageStats.concatenate(parts)
-    if stats.number.size == 0:
-        raise InputError("no images were selected")
-    if not np.array_equal(stats.number, indices):
-        raise InputError(f"the reader returned images {stats.number.tolist()[:8]}…, expected "
-                         f"{indices.tolist()[:8]}…")
+    if pos != len(indices):
+        raise InputError(f"the reader delivered {pos} of {len(indices)} selected images")
+    stats = acc.stats()
     if np.all(np.isnan(stats.mean)):
         raise InputError("every selected image is fully masked (no valid pixels)")
-    return stats
+    groups: dict[str, dict[str, np.ndarray]] = {"MX": acc.mx}
+    if integ is not None:
+        az_group = {"bin_to_q": integ.bin_to_q.astype(np.float32), **acc.azint}
+        if integ.n_azim > 0:
+            az_group["bin_to_azimuth_deg"] = integ.bin_to_azimuth_deg.astype(np.float32)
+        groups["azint"] = az_group
+    return stats, groups, times
 
 
 def process(
@@ -192,17 +404,30 @@ def process(
     on_chunk: Callable[[int], None] | None = None,
     selection: ImageSelection | None = None,
 ) -> ProcessResult:
-    """Run the implemented pipeline (``-X None``: per-image statistics) on an open master.
+    """Run the implemented pipeline (``-X None``: spot finding + azimuthal integration).
 
     Raises:
         InputError: unusable input or a requested stage that is not implemented yet.
+        ProcessingError: a kernel failed.
     """
+    import jax
+
+    t0 = time.perf_counter()
     todo = unimplemented_stages(settings)
     if todo:
         raise InputError(todo[0])
     g = settings.general
     if selection is None:
         selection = select_images(master.n_images, g.start_image, g.end_image, g.stride)
-    stats = compute_image_stats(master, selection.indices, workers=g.threads, on_chunk=on_chunk)
+    device = resolve_device(g.device)
+    batch = g.batch_size if g.batch_size is not None else default_batch_size(device)
+    ctx = (jax.default_device(device) if g.device != "auto" else contextlib.nullcontext())
+    with ctx:
+        stats, groups, times = run_spotfind_azint(
+            settings, master, selection.indices, batch_size=batch, workers=g.threads,
+            on_chunk=on_chunk)
+    times["total"] = time.perf_counter() - t0
     warnings = tuple(getattr(master, "warnings", ()) or ()) + selection.warnings
-    return ProcessResult(geometry=master.geometry, image=stats, warnings=warnings)
+    return ProcessResult(geometry=master.geometry, image=stats, warnings=warnings, groups=groups,
+                         spots=SpotSummary.from_mx(groups["MX"], settings.spotfind.max_spots),
+                         timings_s=times, batch_size=int(batch), device=str(device))

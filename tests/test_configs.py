@@ -98,6 +98,8 @@ from jfx.integrate.settings import SummationIntegratorSettings  # noqa: E402
 from jfx.models.symmetry import cell_fits_space_group, check_cell_and_space_group  # noqa: E402
 from jfx.refine.settings import PixelRefineSettings, RefineSettings  # noqa: E402
 from jfx.scale.settings import PartialitySettings, ScaleSettings  # noqa: E402
+from jfx.config import GeneralSettings  # noqa: E402
+from jfx.spotfind.azint import AzintSettings  # noqa: E402
 from jfx.spotfind.settings import ThresholdSpotFinderSettings  # noqa: E402
 
 
@@ -124,7 +126,16 @@ from jfx.spotfind.settings import ThresholdSpotFinderSettings  # noqa: E402
     (ScaleSettings, {"iterations": 0}),
     (ScaleSettings, {"min_partiality": -0.1}),
     (ScaleSettings, {"merge": "maybe"}),
+    (AzintSettings, {"q_spacing_invA": -0.02}),
+    (AzintSettings, {"low_q_invA": -1.0}),
+    (AzintSettings, {"low_q_invA": 1.0, "high_q_invA": 1.0}),
+    (AzintSettings, {"n_azimuthal_bins": 1.5}),
+    (AzintSettings, {"polarization": "sometimes"}),
+    (GeneralSettings, {"batch_size": 0}),
+    (GeneralSettings, {"batch_size": 100000}),
+    (GeneralSettings, {"device": "tpu"}),
 ])
+
 def test_settings_reject_bad_values(cls, kwargs):
     with pytest.raises(ValueError) as e:
         cls(**kwargs)
@@ -167,3 +178,13 @@ def test_resolved_yaml_round_trips():
     cfg = compose("process", ["crystal.unit_cell=[79,79,38,90,90,90]", "crystal.space_group=96"])
     again = OmegaConf.create(OmegaConf.to_yaml(cfg))
     assert process_settings(again) == process_settings(cfg)
+
+
+def test_pipeline_settings_defaults_and_coercion():
+    a = AzintSettings(q_spacing_invA="0.05", n_azimuthal_bins=8.0, solid_angle="no")
+    assert a.q_spacing_invA == 0.05 and a.n_azimuthal_bins == 8 and a.solid_angle is False
+    g = GeneralSettings(batch_size="16", device="GPU")
+    assert g.batch_size == 16 and g.device == "gpu"
+    cfg = compose("process", ["azint.high_q_invA=2.5", "general.batch_size=2"])
+    s = process_settings(cfg)
+    assert s.azint == AzintSettings(high_q_invA=2.5) and s.general.batch_size == 2

@@ -12,6 +12,10 @@ Layout written by :func:`write_process_h5`:
   directions.
 * ``/entry/jfx/config`` (resolved YAML), ``/entry/jfx/version``, ``/entry/jfx/input``.
 * ``/entry/image/{number,max,mean,n_masked,n_saturated}`` and ``/entry/MX/imageNumber``.
+* ``/entry/MX`` beyond FORMATS.md: ``nPeaksIceRing`` (int32, kept spots on ice rings) and
+  ``nPeaksFound`` (int32, spots found before truncation to ``max_spots``; > max_spots means
+  overflow). ``/entry/azint/bin_to_azimuth_deg`` (float32, azimuth-bin centres, deg) goes
+  with ``image_2d``.
 * Any later-stage arrays given in ``groups`` (``MX``, ``azint``, ``reflections``,
   ``scaling``): each is a mapping of field name → array, cast to the FORMATS dtype when the
   field is a documented one (:data:`FIELD_DTYPES`); other fields are written as given.
@@ -51,9 +55,10 @@ FIELD_DTYPES: dict[str, dict[str, Any]] = {
         "peakYPosRaw": np.float32, "peakTotalIntensity": np.float32, "peakIndexed": np.uint8,
         "strongPixels": np.int32, "imageIndexed": np.uint8, "latticeIndexed": np.float32,
         "bkgEstimate": np.float32, "resolutionEstimate": np.float32,
-        "rotation_lattice": np.float64,
+        "rotation_lattice": np.float64, "nPeaksIceRing": np.int32, "nPeaksFound": np.int32,
     },
-    "azint": {"bin_to_q": np.float32, "image": np.float32, "image_2d": np.float32},
+    "azint": {"bin_to_q": np.float32, "image": np.float32, "image_2d": np.float32,
+              "bin_to_azimuth_deg": np.float32},
     "reflections": {
         "h": np.int32, "k": np.int32, "l": np.int32, "image": np.int32,
         "predicted_x": np.float32, "predicted_y": np.float32, "predicted_phi": np.float32,

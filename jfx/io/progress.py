@@ -3,7 +3,8 @@
 On a terminal the bar redraws in place (at most every ``min_interval_s``) showing done/total,
 percent and images/s. When the stream is not a TTY it stays quiet until :meth:`Progress.close`,
 which always prints one summary line per stage, e.g.
-``image statistics: 100 images in 2.1 s (47.6 images/s)``.
+``spot finding + azimuthal integration: 100 frames in 2.1 s (47.6 frames/s)`` (the pipeline
+uses ``unit="frames"``).
 """
 
 from __future__ import annotations

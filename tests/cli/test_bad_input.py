@@ -57,6 +57,13 @@ def run_bad(capsys, tmp_path, argv, needle, main=process_main, prog="jfjoch_proc
     (["+spotfind.foo=1"], "unexpected keyword argument 'foo'"),
     (["spotfind._target_=os.getcwd"], "must name a jfx settings class"),
     (["a_master.h5", "b_master.h5"], "expected one master file"),
+    (["azint.q_spacing_invA=-0.1"], "azint.q_spacing_invA must be > 0"),
+    (["azint.q_spacing_invA=0"], "azint.q_spacing_invA must be > 0"),
+    (["azint.low_q_invA=1", "azint.high_q_invA=0.5"], "must be larger than azint.low_q_invA"),
+    (["azint.n_azimuthal_bins=-4"], "azint.n_azimuthal_bins must be >= 0"),
+    (["azint.solid_angle=maybe"], "azint.solid_angle must be true or false"),
+    (["general.batch_size=0"], "general.batch_size must be >= 1"),
+    (["general.device=tpu"], "general.device must be one of auto|cpu|gpu"),
 ])
 def test_bad_options(capsys, tmp_path, shared_master, argv, needle):
     # a real master, so only the option is wrong (nothing must be read or written)
@@ -161,3 +168,20 @@ def test_scale_without_reflections_then_not_implemented(capsys, tmp_path, shared
             g[k] = np.zeros(3, dtype=np.int32)
     run_bad(capsys, tmp_path, [str(proc), str(proc), "-A"],
             "scaling is not implemented yet", scale_main, "jfjoch_scale")
+
+
+def test_gpu_requested_without_gpu(capsys, tmp_path, shared_master):
+    import jax
+
+    try:
+        jax.devices("gpu")
+        pytest.skip("a GPU is present")
+    except RuntimeError:
+        pass
+    run_bad(capsys, tmp_path, [str(shared_master[0]), "-X", "None", "general.device=gpu"],
+            "general.device=gpu but JAX finds no GPU")
+
+
+def test_azint_q_range_beyond_detector(capsys, tmp_path, shared_master):
+    run_bad(capsys, tmp_path, [str(shared_master[0]), "-X", "None", "azint.low_q_invA=50"],
+            "no q range on the detector")

@@ -130,7 +130,10 @@ def test_every_documented_option_has_a_case():
 DEFAULTS = {
     "general.output_prefix": "output", "general.threads": 1, "general.start_image": 0,
     "general.end_image": None, "general.stride": 1, "general.verbose": False,
-    "general.input": None,
+    "general.input": None, "general.batch_size": None, "general.device": "auto",
+    "azint.enabled": True, "azint.q_spacing_invA": 0.02, "azint.low_q_invA": 0.0,
+    "azint.high_q_invA": None, "azint.n_azimuthal_bins": 0, "azint.solid_angle": True,
+    "azint.polarization": True,
     "spotfind.sigma": 3.0, "spotfind.threshold": 10.0, "spotfind.high_resolution_A": 1.5,
     "spotfind.low_resolution_A": None, "spotfind.max_spots": 250,
     "spotfind.keep": "lowest_resolution",
@@ -152,6 +155,13 @@ def test_cfg_job_shows_every_default(capsys):
     cfg = resolved(capsys, [])
     for key, value in DEFAULTS.items():
         assert get(cfg, key) == value, key
+
+
+def test_cfg_job_shows_pipeline_overrides(capsys):
+    cfg = resolved(capsys, ["general.batch_size=8", "general.device=CPU",
+                            "azint.q_spacing_invA=0.05", "azint.n_azimuthal_bins=12"])
+    assert get(cfg, "general.batch_size") == 8 and get(cfg, "general.device") == "CPU"
+    assert get(cfg, "azint.q_spacing_invA") == 0.05 and get(cfg, "azint.n_azimuthal_bins") == 12
 
 
 def test_help_lists_every_option_with_default(capsys):

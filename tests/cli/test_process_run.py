@@ -14,7 +14,61 @@ from omegaconf import OmegaConf
 import jfx
 from jfx.cli import process_main
 from jfx.io.process_h5 import read_process_h5
+from jfx.spotfind.azint import AzintSettings
 from tests.cli.conftest import SATURATION, numpy_stats
+from tests.spotfind.test_azint import numpy_reference
+
+
+def check_mx_azint(out_path, frames, mask, geo, numbers, settings=None):
+    """/entry/MX is self-consistent; /entry/azint equals an independent numpy computation."""
+    settings = settings or AzintSettings()
+    n = len(numbers)
+    with h5py.File(out_path, "r") as f:
+        mx = {k: v[()] for k, v in f["entry/MX"].items()}
+        az = {k: v[()] for k, v in f["entry/azint"].items()} if "azint" in f["entry"] else None
+    np.testing.assert_array_equal(mx["imageNumber"], numbers)
+    max_spots = mx["peakXPosRaw"].shape[1]
+    for key, dt, shape in (("nPeaks", np.int32, (n,)), ("peakXPosRaw", np.float32, (n, max_spots)),
+                           ("peakYPosRaw", np.float32, (n, max_spots)),
+                           ("peakTotalIntensity", np.float32, (n, max_spots)),
+                           ("peakIndexed", np.uint8, (n, max_spots)),
+                           ("strongPixels", np.int32, (n,)), ("imageIndexed", np.uint8, (n,)),
+                           ("latticeIndexed", np.float32, (n, 9)),
+                           ("bkgEstimate", np.float32, (n,)),
+                           ("resolutionEstimate", np.float32, (n,)),
+                           ("nPeaksIceRing", np.int32, (n,)), ("nPeaksFound", np.int32, (n,))):
+        assert mx[key].dtype == dt and mx[key].shape == shape, key
+    # nPeaks = number of non-NaN slots, which come first; padding is NaN in all three arrays
+    filled = ~np.isnan(mx["peakXPosRaw"])
+    np.testing.assert_array_equal(filled.sum(axis=1), mx["nPeaks"])
+    np.testing.assert_array_equal(filled, ~np.isnan(mx["peakYPosRaw"]))
+    np.testing.assert_array_equal(filled, ~np.isnan(mx["peakTotalIntensity"]))
+    assert all(filled[i, :c].all() for i, c in enumerate(mx["nPeaks"]))
+    assert np.all(mx["nPeaks"] <= np.minimum(mx["nPeaksFound"], max_spots))
+    assert np.all(mx["nPeaksIceRing"] <= mx["nPeaks"])
+    assert np.all(mx["strongPixels"] >= 0) and np.all(mx["peakIndexed"] == 0)
+    assert np.all(mx["imageIndexed"] == 0) and np.all(np.isnan(mx["latticeIndexed"]))
+    assert np.all(mx["peakXPosRaw"][filled] >= -0.5) and np.all(
+        mx["peakXPosRaw"][filled] <= frames.shape[2] - 0.5)
+    # background estimate: finite, within the valid pixel range of each image
+    valid_vals = [fr[~mask] for fr in frames[numbers]]
+    assert np.all(mx["bkgEstimate"] <= [v.max() for v in valid_vals])
+    assert np.all(mx["bkgEstimate"] >= 0)
+    if not settings.enabled:
+        assert az is None
+        return mx, None
+    exp, q = numpy_reference(frames[numbers].astype(np.float64), geo, mask, settings, err=None,
+                             sat=SATURATION)
+    np.testing.assert_allclose(az["bin_to_q"], q, rtol=1e-6)
+    assert az["bin_to_q"].dtype == np.float32 and az["image"].dtype == np.float32
+    assert az["image"].shape == (n, len(q))
+    np.testing.assert_allclose(az["image"], exp, rtol=1e-5, equal_nan=True)
+    if settings.n_azimuthal_bins:
+        assert az["image_2d"].shape == (n, settings.n_azimuthal_bins, len(q))
+        assert az["bin_to_azimuth_deg"].shape == (settings.n_azimuthal_bins,)
+    else:
+        assert "image_2d" not in az
+    return mx, az
 
 
 def check_output(out_path, master, frames, mask, geo, numbers):
@@ -58,8 +112,10 @@ def test_process_none_end_to_end(tmp_path, master_factory, capsys, layout, rotat
     rc = process_main([str(master), "-o", str(out), "-X", "None", "-s", "1", "-e", "3", "-t", "2"])
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert "image statistics: 2 images" in err
+    assert "spot finding + azimuthal integration: 2 frames" in err and "frames/s" in err
+    assert "spots/image" in err and "median resolution estimate" in err
     check_output(tmp_path / "res" / "out_process.h5", master, frames, mask, geo, np.array([1, 3]))
+    check_mx_azint(tmp_path / "res" / "out_process.h5", frames, mask, geo, np.array([1, 3]))
     assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["out_process.h5"]
 
 
@@ -71,8 +127,44 @@ def test_all_images_threads_and_end_clipped(tmp_path, master_factory, capsys):
     assert rc == 0, err
     assert "end image 99 is beyond the data; clipped to 6" in err
     assert "override general.threads: 1 -> 2" in err  # -v shows overrides vs defaults
-    assert "geometry:" in err
+    assert "geometry:" in err and "time per part:" in err and "q bins" in err
     check_output(tmp_path / "o_process.h5", master, frames, mask, geo, np.arange(7))
+    check_mx_azint(tmp_path / "o_process.h5", frames, mask, geo, np.arange(7))
+
+
+def test_batch_size_does_not_change_results(tmp_path, master_factory, capsys):
+    master, frames, mask, geo = master_factory(n_images=5)
+    outs = []
+    for b in (1, 3):
+        out = tmp_path / f"b{b}"
+        rc = process_main([str(master), "-o", str(out), "-X", "None", f"general.batch_size={b}",
+                           "general.device=cpu"])
+        assert rc == 0, capsys.readouterr().err
+        with h5py.File(f"{out}_process.h5", "r") as f:
+            outs.append({g: {k: v[()] for k, v in f[f"entry/{g}"].items()}
+                         for g in ("MX", "azint", "image")})
+    for g in outs[0]:
+        for k in outs[0][g]:
+            np.testing.assert_array_equal(outs[0][g][k], outs[1][g][k], err_msg=f"{g}/{k}")
+
+
+def test_azint_options_2d_and_disabled(tmp_path, master_factory, capsys):
+    master, frames, mask, geo = master_factory(n_images=4, rotation=False)
+    st = AzintSettings(q_spacing_invA=0.01, low_q_invA=0.005, n_azimuthal_bins=4,
+                       polarization=False)
+    rc = process_main([str(master), "-o", str(tmp_path / "a"), "-X", "None",
+                       "azint.q_spacing_invA=0.01", "azint.low_q_invA=0.005",
+                       "azint.n_azimuthal_bins=4", "azint.polarization=false"])
+    assert rc == 0, capsys.readouterr().err
+    _, az = check_mx_azint(tmp_path / "a_process.h5", frames, mask, geo, np.arange(4), st)
+    np.testing.assert_allclose(az["bin_to_azimuth_deg"], [45, 135, 225, 315])
+    rc = process_main([str(master), "-o", str(tmp_path / "b"), "-X", "None",
+                       "azint.enabled=false"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "spot finding: 4 frames" in err
+    check_mx_azint(tmp_path / "b_process.h5", frames, mask, geo, np.arange(4),
+                   AzintSettings(enabled=False))
 
 
 def test_start_beyond_data_is_an_error(tmp_path, shared_master, capsys):
@@ -120,7 +212,7 @@ def test_pixelrefine_and_reference_mtz_not_implemented(tmp_path, shared_master, 
 
 
 def test_interrupt_processing_error_and_unexpected(tmp_path, shared_master, capsys, monkeypatch):
-    import jfx.pipeline as pipeline
+    import jfx.spotfind.find as find
     from jfx.io.errors import ProcessingError
 
     import jfx.io.process_h5 as process_h5
@@ -130,10 +222,10 @@ def test_interrupt_processing_error_and_unexpected(tmp_path, shared_master, caps
                             (ProcessingError("image statistics: image 3: boom"), 1,
                              "image 3: boom"),
                             (RuntimeError("kaput"), 1,
-                             "image statistics failed on images 0-2: RuntimeError: kaput")):
+                             "spot finding failed on images 0-2: RuntimeError: kaput")):
         def boom(*a, _exc=exc, **k):
             raise _exc
-        monkeypatch.setattr(pipeline, "image_stats", boom)
+        monkeypatch.setattr(find, "find_spots", boom)
         assert process_main(argv) == code
         err = capsys.readouterr().err
         assert text in err and "Traceback" not in err

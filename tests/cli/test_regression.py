@@ -37,6 +37,25 @@ def test_real_eiger_frame_statistics(shared_data, tmp_path, capsys):
     assert pf.beam_center_px == pytest.approx((2215.56, 2299.91), abs=1e-6)
     assert pf.wavelength_A == pytest.approx(0.98027, abs=1e-5)
     assert pf.detector_distance_m == pytest.approx(0.21396, abs=1e-5)
+    # spot finding on a real thaumatin still: a hit with a sensible resolution estimate
+    mx, az = pf.groups["MX"], pf.groups["azint"]
+    np.testing.assert_array_equal(mx["imageNumber"], [0])
+    assert mx["nPeaks"][0] >= 15
+    assert np.sum(~np.isnan(mx["peakXPosRaw"][0])) == mx["nPeaks"][0]
+    assert 1.0 < mx["resolutionEstimate"][0] < 10.0
+    assert mx["strongPixels"][0] >= mx["nPeaks"][0]
+    # azimuthal profile against the independent numpy computation on the same frame
+    from jfx.io.nxmx import open_master
+    from jfx.spotfind.azint import AzintSettings
+    from tests.spotfind.test_azint import numpy_reference
+
+    with open_master(master) as m:
+        geo = m.geometry
+    exp, q = numpy_reference(frame[None].astype(np.float64), geo, mask, AzintSettings(),
+                             err=np.iinfo(np.int32).min, sat=sat)
+    np.testing.assert_allclose(az["bin_to_q"], q, rtol=1e-6)
+    np.testing.assert_allclose(az["image"], exp, rtol=1e-4, atol=1e-6, equal_nan=True)
+    assert np.isfinite(az["image"][0]).sum() > 100
 
 
 def test_real_nxmx_without_its_data_files(shared_data, tmp_path, capsys):

@@ -46,7 +46,12 @@ def test_layout_and_dtypes(tmp_path, master):
                            image=stats(),
                            groups={"reflections": {"h": [1, 2], "k": [0, 0], "l": [3, 4],
                                                    "int_sum": [1.0, 2.0], "flags": [1, 0]},
-                                   "MX": {"nPeaks": [4, 5]},
+                                   "MX": {"nPeaks": [4, 5], "nPeaksIceRing": [1, 0],
+                                          "nPeaksFound": [4.0, 300.0],
+                                          "bkgEstimate": np.array([0.5, 1.5])},
+                                   "azint": {"bin_to_q": np.array([0.01, 0.03]),
+                                             "image": np.array([[1.0, np.nan], [2.0, 3.0]]),
+                                             "bin_to_azimuth_deg": [90.0, 270.0]},
                                    "scaling": {"scale": [1.0, 1.1]}})
     assert out == tmp_path / "o_process.h5"
     with h5py.File(out, "r") as f:
@@ -59,6 +64,13 @@ def test_layout_and_dtypes(tmp_path, master):
         assert e["image/n_masked"].dtype == np.int64 and e["image/n_saturated"].dtype == np.int64
         np.testing.assert_array_equal(e["MX/imageNumber"][()], [0, 2])
         assert e["MX/nPeaks"].dtype == np.int32
+        assert e["MX/nPeaksIceRing"].dtype == np.int32 and e["MX/nPeaksFound"].dtype == np.int32
+        np.testing.assert_array_equal(e["MX/nPeaksFound"][()], [4, 300])
+        assert e["MX/bkgEstimate"].dtype == np.float32
+        assert e["azint"].attrs["NX_class"] == "NXcollection"
+        for k in ("bin_to_q", "image", "bin_to_azimuth_deg"):
+            assert e[f"azint/{k}"].dtype == np.float32, k
+        assert np.isnan(e["azint/image"][0, 1]) and e["azint/image"][1, 1] == 3.0
         assert e["reflections"].attrs["NX_class"] == "NXreflections"
         assert e["reflections/h"].dtype == np.int32 and e["reflections/flags"].dtype == np.uint32
         assert e["reflections/int_sum"].dtype == np.float32

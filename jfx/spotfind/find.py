@@ -1,0 +1,294 @@
+"""The spot-finding stage: strong pixels (JAX) → spots (numpy/scipy) → filters → SpotList.
+
+Per frame:
+
+1. :mod:`jfx.spotfind.strong` — jit-compiled strong-pixel kernel (Jungfraujoch's local
+   σ-criterion over a ``window × window`` box) fused with the per-image statistics.
+2. :mod:`jfx.spotfind.label` — 8-connected components on the sparse strong-pixel list,
+   background-subtracted centroids, intensities, pixel counts, bounding boxes.
+3. Filters, in this order: pixel count (``min_pixels`` ≤ n ≤ ``max_pixels``), resolution of the
+   centroid (``high_resolution_A`` ≤ d ≤ ``low_resolution_A``; d bilinearly interpolated in the
+   per-pixel resolution map), ice rings (flagged; dropped only with ``drop_ice_rings``).
+   ``n_spots_found`` counts the spots that pass.
+4. At most ``max_spots`` spots are kept: ``keep = lowest_resolution`` keeps the largest d first
+   (Jungfraujoch's rule), ``strongest`` the largest intensity first (ties: label order).
+   Kept spots are stored in that order.
+
+Per-image outputs (``SpotFindResult.stats``): ``max``, ``mean``, ``n_masked``,
+``n_saturated`` (definitions of :mod:`jfx.spotfind.stats`), ``strong_pixels``, ``n_spots``
+(kept), ``n_spots_found`` (before ``max_spots``), ``n_ice`` (kept spots on ice rings),
+``bkg_estimate`` (mean of the valid, non-saturated, non-strong pixels, photons/pixel) and
+``resolution_estimate``: 1 / (95th percentile of 1/d over all ``n_spots_found`` spots), i.e. the
+d beyond which only the outermost 5 % of the spots lie (robust against single outliers;
+computed before the ``max_spots`` truncation so the ``lowest_resolution`` rule does not bias
+it); NaN with fewer than 5 spots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+from jfx.models.geometry import Geometry
+from jfx.models.spots import SpotList
+from jfx.physics.diffraction import detector_origin_mm
+from jfx.spotfind.ice import on_ice_ring
+from jfx.spotfind.label import Spots, label_strong
+from jfx.spotfind.settings import ThresholdSpotFinderSettings
+from jfx.spotfind.strong import _strong_kernel, finish_stats, special_values
+
+#: rows per strip of the strong-pixel kernel; 0 = the whole frame at once (measured fastest on
+#: the 2-core box for 4M frames, see docs/performance.md, "Spot-finding kernel")
+STRIP_ROWS = 0
+#: minimum number of spots for a resolution estimate
+MIN_SPOTS_RESOLUTION = 5
+
+
+def resolution_map(geometry: Geometry, rows: int = 256) -> np.ndarray:
+    """(ny, nx) float32 resolution d (Å) of every pixel centre (inf at the beam centre).
+
+    Same geometry as :func:`jfx.physics.diffraction.pixel_resolution` (d = λ / (2 sin θ)),
+    evaluated in numpy float64 row blocks without trigonometric functions:
+    2 sin θ = sqrt(2 (1 − cos 2θ)), cos 2θ = v̂·b̂ for the lab vector v of the pixel.
+    """
+    det, beam = geometry.detector, geometry.beam
+    ny, nx = det.shape
+    px, py = det.pixel_size_mm
+    o = np.asarray(detector_origin_mm(det, beam), dtype=np.float64)
+    fa = np.asarray(det.fast_axis, dtype=np.float64) * px
+    sa = np.asarray(det.slow_axis, dtype=np.float64) * py
+    b = np.asarray(beam.direction, dtype=np.float64)
+    b = b / np.linalg.norm(b)
+    lam = float(beam.wavelength_A)
+    x = np.arange(nx, dtype=np.float64)
+    out = np.empty((ny, nx), dtype=np.float32)
+    vx = o[None, :] + x[:, None] * fa[None, :]  # (nx, 3) row without the slow offset
+    for r0 in range(0, ny, rows):
+        y = np.arange(r0, min(ny, r0 + rows), dtype=np.float64)
+        v = vx[None, :, :] + y[:, None, None] * sa[None, None, :]
+        c = (v @ b) / np.sqrt(np.einsum("ijk,ijk->ij", v, v))
+        with np.errstate(divide="ignore"):
+            out[r0:r0 + y.size] = lam / np.sqrt(np.maximum(2.0 * (1.0 - c), 0.0))
+    return out
+
+
+def bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation of ``img`` (ny, nx) at (x, y) px (first pixel centre = 0),
+    clamped to the frame. Returns float64 (shape of x)."""
+    ny, nx = img.shape
+    x = np.clip(np.asarray(x, dtype=np.float64), 0, nx - 1)
+    y = np.clip(np.asarray(y, dtype=np.float64), 0, ny - 1)
+    x0 = np.minimum(np.floor(x).astype(np.int64), max(nx - 2, 0))
+    y0 = np.minimum(np.floor(y).astype(np.int64), max(ny - 2, 0))
+    x1 = np.minimum(x0 + 1, nx - 1)
+    y1 = np.minimum(y0 + 1, ny - 1)
+    fx = x - x0
+    fy = y - y0
+    a00, a01 = img[y0, x0].astype(np.float64), img[y0, x1].astype(np.float64)
+    a10, a11 = img[y1, x0].astype(np.float64), img[y1, x1].astype(np.float64)
+    with np.errstate(invalid="ignore"):  # inf · 0 at the beam centre → take the finite corner
+        top = np.where(fx == 0, a00, (1 - fx) * a00 + fx * a01)
+        bot = np.where(fx == 0, a10, (1 - fx) * a10 + fx * a11)
+        return np.where(fy == 0, top, (1 - fy) * top + fy * bot)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpotFindResult:
+    """Spots and per-image statistics of one chunk of k frames.
+
+    Attributes:
+        spots: :class:`SpotList` with capacity ``settings.max_spots`` (host numpy arrays).
+        stats: per image (k,): ``max`` int64, ``mean`` float32, ``n_masked`` int64,
+            ``n_saturated`` int64, ``strong_pixels`` int32, ``n_spots`` int32,
+            ``n_spots_found`` int32, ``n_ice`` int32, ``bkg_estimate`` float32,
+            ``resolution_estimate`` float32 (Å).
+    """
+
+    spots: SpotList
+    stats: dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class ThresholdSpotFinder:
+    """Local-threshold spot finder, built once per dataset by :meth:`create`.
+
+    Attributes:
+        settings: the spot-finding settings.
+        d_map: (ny, nx) float32 resolution of every pixel (Å).
+        ice_map: (ny, nx) bool, pixel centre on an ice ring.
+        pixel_mask: (ny, nx) bool device array (True = invalid).
+        pixel_mask_host: the same mask as a numpy array.
+        error_value, saturation_value: special values (``None`` = none).
+    """
+
+    settings: ThresholdSpotFinderSettings
+    d_map: np.ndarray
+    ice_map: np.ndarray
+    pixel_mask: jnp.ndarray
+    pixel_mask_host: np.ndarray
+    error_value: int | None
+    saturation_value: float | None
+
+    @staticmethod
+    def create(settings: ThresholdSpotFinderSettings, geometry: Geometry,
+               pixel_mask: np.ndarray | None, error_value: int | None,
+               saturation_value: float | None) -> ThresholdSpotFinder:
+        """Precompute the resolution and ice-ring maps and put the mask on the device.
+
+        Raises:
+            ValueError: the mask shape differs from the detector shape (one line).
+        """
+        shape = tuple(int(s) for s in geometry.detector.shape)
+        if pixel_mask is None:
+            pixel_mask = np.zeros(shape, dtype=bool)
+        pixel_mask = np.asarray(pixel_mask).astype(bool)
+        if pixel_mask.shape != shape:
+            raise ValueError(f"pixel mask shape {pixel_mask.shape} != detector shape {shape}")
+        d_map = resolution_map(geometry)
+        ice_map = on_ice_ring(d_map, settings.ice_ring_width_invA)
+        return ThresholdSpotFinder(
+            settings=settings, d_map=d_map, ice_map=ice_map, pixel_mask=jnp.asarray(pixel_mask),
+            pixel_mask_host=pixel_mask,
+            error_value=None if error_value is None else int(error_value),
+            saturation_value=None if saturation_value is None else float(saturation_value),
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.d_map.shape)
+
+    def _dispatch(self, frame: np.ndarray):
+        """Start the strong-pixel kernel on one frame (asynchronous; see :meth:`strong`)."""
+        s = self.settings
+        has_err, err, has_sat, sat = special_values(frame.dtype, self.error_value,
+                                                    self.saturation_value)
+        return _strong_kernel(
+            frame, self.pixel_mask, np.int64(err), np.int64(sat), np.float64(s.sigma) ** 2,
+            np.float32(s.threshold), window=s.window, strip=STRIP_ROWS,
+            has_error_value=has_err, has_saturation_value=has_sat)
+
+    def _collect(self, frame: np.ndarray, out):
+        _, _, has_sat, sat = special_values(frame.dtype, self.error_value,
+                                            self.saturation_value)
+        strong, mean, st = out
+        strong = np.asarray(strong).view(bool)
+        flat = np.flatnonzero(strong.reshape(-1))
+        stats = finish_stats(st, frame.reshape(-1)[flat], sat if has_sat else None)
+        return strong, flat, np.asarray(mean), stats
+
+    def strong(self, frame: np.ndarray):
+        """Run the strong-pixel kernel on one (ny, nx) frame.
+
+        Returns:
+            (strong bool (ny, nx), local mean float32 (ny, nx), dict of per-image stats).
+        """
+        strong, _, mean, stats = self._collect(frame, self._dispatch(frame))
+        return strong, mean, stats
+
+    def label(self, frame: np.ndarray, strong: np.ndarray, mean: np.ndarray,
+              flat: np.ndarray | None = None) -> Spots:
+        """Connected components + centroids of one frame (see :func:`label_strong`)."""
+        has_err, err, has_sat, sat = special_values(frame.dtype, self.error_value,
+                                                    self.saturation_value)
+        return label_strong(strong, frame, mean, flat=flat, grow=self.settings.centroid_grow_px,
+                            pixel_mask=self.pixel_mask_host,
+                            error_value=err if has_err else None,
+                            saturation_value=sat if has_sat else None)
+
+    def select(self, spots: Spots) -> tuple[Spots, np.ndarray, np.ndarray, int, float]:
+        """Filter and rank the spots of one frame.
+
+        Returns:
+            (kept spots in storage order, their d (Å), their ice flags, number found after
+            the filters, resolution estimate (Å, NaN if < 5 spots)).
+        """
+        s = self.settings
+        d = bilinear(self.d_map, spots.x_px, spots.y_px)
+        ice = on_ice_ring(d, s.ice_ring_width_invA)
+        ok = (spots.n_pixels >= s.min_pixels) & (spots.n_pixels <= s.max_pixels)
+        if s.high_resolution_A is not None:
+            ok &= d >= s.high_resolution_A
+        if s.low_resolution_A is not None:
+            ok &= d <= s.low_resolution_A
+        if s.drop_ice_rings:
+            ok &= ~ice
+        idx = np.flatnonzero(ok)
+        n_found = int(idx.size)
+        res = np.nan
+        if n_found >= MIN_SPOTS_RESOLUTION:
+            res = float(1.0 / np.percentile(1.0 / d[idx], 95.0))
+        key = -d[idx] if s.keep == "lowest_resolution" else -spots.intensity[idx]
+        idx = idx[np.argsort(key, kind="stable")][: s.max_spots]
+        return spots.take(idx), d[idx], ice[idx], n_found, res
+
+    def __call__(self, frames: np.ndarray, images: np.ndarray) -> SpotFindResult:
+        """Find the spots of one chunk.
+
+        Args:
+            frames: (k, ny, nx) integer frames (native dtype, one reader chunk).
+            images: (k,) int64 image numbers (0-based indices into the input file).
+
+        Returns:
+            :class:`SpotFindResult`.
+        """
+        frames = np.asarray(frames)
+        images = np.asarray(images, dtype=np.int64).reshape(-1)
+        if frames.ndim != 3 or frames.shape[1:] != self.shape:
+            raise ValueError(f"frames must be (k, {self.shape[0]}, {self.shape[1]}), got "
+                             f"{frames.shape}")
+        if not np.issubdtype(frames.dtype, np.integer) or frames.dtype == np.uint64:
+            raise ValueError(f"frames must be an integer type other than uint64, got "
+                             f"{frames.dtype}")
+        k = frames.shape[0]
+        if images.shape != (k,):
+            raise ValueError(f"images must have shape ({k},), got {images.shape}")
+        cap = self.settings.max_spots
+        x = np.full((k, cap), np.nan, dtype=np.float32)
+        y = np.full((k, cap), np.nan, dtype=np.float32)
+        inten = np.full((k, cap), np.nan, dtype=np.float32)
+        dd = np.full((k, cap), np.nan, dtype=np.float32)
+        npx = np.zeros((k, cap), dtype=np.int32)
+        ice = np.zeros((k, cap), dtype=bool)
+        valid = np.zeros((k, cap), dtype=bool)
+        st = {name: np.zeros(k, dtype=dt) for name, dt in (
+            ("max", np.int64), ("mean", np.float32), ("n_masked", np.int64),
+            ("n_saturated", np.int64), ("strong_pixels", np.int32), ("n_spots", np.int32),
+            ("n_spots_found", np.int32), ("n_ice", np.int32), ("bkg_estimate", np.float32),
+            ("resolution_estimate", np.float32))}
+        # dispatch every kernel first (asynchronous), so the host work on frame i (labels,
+        # filters) overlaps the kernels of the following frames
+        outs = [self._dispatch(frames[i]) for i in range(k)]
+        for i in range(k):
+            strong, flat, mean, s1 = self._collect(frames[i], outs[i])
+            outs[i] = None
+            kept, d, fl, n_found, res = self.select(self.label(frames[i], strong, mean, flat))
+            n = kept.n
+            x[i, :n] = kept.x_px
+            y[i, :n] = kept.y_px
+            inten[i, :n] = kept.intensity
+            dd[i, :n] = d
+            npx[i, :n] = kept.n_pixels
+            ice[i, :n] = fl
+            valid[i, :n] = True
+            for name, v in s1.items():
+                st[name][i] = v
+            st["n_spots"][i] = n
+            st["n_spots_found"][i] = n_found
+            st["n_ice"][i] = int(fl.sum())
+            st["resolution_estimate"][i] = res
+        frame_c = np.where(valid, images[:, None].astype(np.float32) + np.float32(0.5),
+                           np.float32(np.nan)).astype(np.float32)
+        spots = SpotList(
+            image=images, x_px=x, y_px=y, frame=frame_c, intensity=inten, n_pixels=npx,
+            d_A=dd, ice_ring=ice, valid=valid, n_found=st["n_spots_found"].copy(),
+            strong_pixels=st["strong_pixels"].copy())
+        return SpotFindResult(spots=spots, stats=st)
+
+
+def find_spots(frames: np.ndarray, images: np.ndarray,
+               finder: ThresholdSpotFinder) -> SpotFindResult:
+    """The spot-finding stage verb: ``finder(frames, images)`` (see
+    :meth:`ThresholdSpotFinder.__call__`)."""
+    return finder(frames, images)
