@@ -37,11 +37,22 @@ from jfx.physics.diffraction import detector_origin_mm
 from jfx.spotfind.ice import on_ice_ring
 from jfx.spotfind.label import Spots, label_strong
 from jfx.spotfind.settings import ThresholdSpotFinderSettings
-from jfx.spotfind.strong import _strong_kernel, finish_stats, special_values
+from jfx.spotfind.strong import (
+    _strong_kernel,
+    candidate_strong,
+    finish_stats,
+    host_pass,
+    special_values,
+    window_mean,
+    window_sums,
+)
 
 #: rows per strip of the strong-pixel kernel; 0 = the whole frame at once (measured fastest on
 #: the 2-core box for 4M frames, see docs/performance.md, "Spot-finding kernel")
 STRIP_ROWS = 0
+#: ``kernel = auto`` uses the sparse candidate path up to this many candidate pixels
+#: (v ≥ threshold) per frame, the dense kernel above (≈ break-even on the 2-core box)
+SPARSE_MAX_CANDIDATES = 16384
 #: minimum number of spots for a resolution estimate
 MIN_SPOTS_RESOLUTION = 5
 
@@ -159,30 +170,69 @@ class ThresholdSpotFinder:
     def shape(self) -> tuple[int, int]:
         return tuple(self.d_map.shape)
 
+    def _specials(self, frame: np.ndarray):
+        return special_values(frame.dtype, self.error_value, self.saturation_value)
+
     def _dispatch(self, frame: np.ndarray):
-        """Start the strong-pixel kernel on one frame (asynchronous; see :meth:`strong`)."""
+        """Start the strong-pixel computation of one frame (asynchronous; see :meth:`strong`).
+
+        ``kernel = auto``: a numpy pass finds the candidate pixels (valid, v ≥ threshold) and
+        the per-image statistics; with ≤ SPARSE_MAX_CANDIDATES candidates only their window
+        sums are computed (sparse path), otherwise the dense whole-frame kernel runs. Both
+        give identical strong masks.
+        """
         s = self.settings
-        has_err, err, has_sat, sat = special_values(frame.dtype, self.error_value,
-                                                    self.saturation_value)
-        return _strong_kernel(
+        has_err, err, has_sat, sat = self._specials(frame)
+        if s.kernel != "dense":
+            cand, st = host_pass(frame, self.pixel_mask_host, s.threshold, has_err=has_err,
+                                 err=err, has_sat=has_sat, sat=sat)
+            if s.kernel == "sparse" or cand.size <= SPARSE_MAX_CANDIDATES:
+                sums = window_sums(frame, self.pixel_mask, cand, window=s.window,
+                                   has_err=has_err, err=err, has_sat=has_sat, sat=sat)
+                return ("sparse", cand, st, sums)
+        return ("dense", _strong_kernel(
             frame, self.pixel_mask, np.int64(err), np.int64(sat), np.float64(s.sigma) ** 2,
             np.float32(s.threshold), window=s.window, strip=STRIP_ROWS,
-            has_error_value=has_err, has_saturation_value=has_sat)
+            has_error_value=has_err, has_saturation_value=has_sat))
 
     def _collect(self, frame: np.ndarray, out):
-        _, _, has_sat, sat = special_values(frame.dtype, self.error_value,
-                                            self.saturation_value)
-        strong, mean, st = out
-        strong = np.asarray(strong).view(bool)
-        flat = np.flatnonzero(strong.reshape(-1))
+        """Finish :meth:`_dispatch`: (strong bool (ny, nx), sorted flat strong indices,
+        local mean (float32 (ny, nx) array, or a callable flat indices → m), stats dict)."""
+        s = self.settings
+        has_err, err, has_sat, sat = self._specials(frame)
+        if out[0] == "dense":
+            strong, mean, st = out[1]
+            strong = np.asarray(strong).view(bool)
+            flat = np.flatnonzero(strong.reshape(-1))
+            stats = finish_stats(st, frame.reshape(-1)[flat], sat if has_sat else None)
+            return strong, flat, np.asarray(mean), stats
+        _, cand, st, sums = out
+        flat, mean_s = candidate_strong(frame, cand, sums, sigma=s.sigma, has_sat=has_sat,
+                                        sat=sat)
+        strong = np.zeros(frame.size, dtype=bool)
+        strong[flat] = True
         stats = finish_stats(st, frame.reshape(-1)[flat], sat if has_sat else None)
-        return strong, flat, np.asarray(mean), stats
+        mask = self.pixel_mask
+
+        def mean_at(idx: np.ndarray) -> np.ndarray:
+            idx = np.asarray(idx, dtype=np.int64)
+            pos = np.minimum(np.searchsorted(flat, idx), max(flat.size - 1, 0))
+            hit = (flat[pos] == idx) if flat.size else np.zeros(idx.size, dtype=bool)
+            m = np.empty(idx.size, dtype=np.float32)
+            m[hit] = mean_s[pos[hit]]
+            if not hit.all():
+                m[~hit] = window_mean(frame, mask, idx[~hit], window=s.window,
+                                      has_err=has_err, err=err, has_sat=has_sat, sat=sat)
+            return m
+
+        return strong.reshape(frame.shape), flat, mean_at, stats
 
     def strong(self, frame: np.ndarray):
-        """Run the strong-pixel kernel on one (ny, nx) frame.
+        """Strong pixels of one (ny, nx) frame.
 
         Returns:
-            (strong bool (ny, nx), local mean float32 (ny, nx), dict of per-image stats).
+            (strong bool (ny, nx), local mean: float32 (ny, nx) array (dense path) or a
+            callable flat indices → m (sparse path), dict of per-image stats).
         """
         strong, _, mean, stats = self._collect(frame, self._dispatch(frame))
         return strong, mean, stats

@@ -128,6 +128,13 @@ def spot_background(frame: np.ndarray, strong: np.ndarray, cx: np.ndarray, cy: n
     return np.where(cnt > 0, tot / np.maximum(cnt, 1), 0.0)
 
 
+def _mean_at(local_mean, flat: np.ndarray) -> np.ndarray:
+    """Local mean at flat pixel indices, from an array or a callable."""
+    if callable(local_mean):
+        return np.asarray(local_mean(flat), dtype=np.float64)
+    return local_mean.reshape(-1)[flat].astype(np.float64)
+
+
 def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray | None = None,
                  *, flat: np.ndarray | None = None, background_half: int | None = None,
                  grow: int = 0,
@@ -160,8 +167,9 @@ def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray |
     Args:
         strong: (ny, nx) bool (or uint8) strong-pixel mask.
         frame: (ny, nx) pixel values (any numeric dtype).
-        local_mean: (ny, nx) local background mean m of each pixel (photons); needed when
-            ``background_half`` is None.
+        local_mean: (ny, nx) local background mean m of each pixel (photons), or a callable
+            mapping flat pixel indices to m at those pixels (the sparse kernel path); needed
+            when ``background_half`` is None.
         flat: the sorted flat indices of the strong pixels, if already known.
         background_half: see above (None = local mean).
         grow: centroid-region growth (px, ≥ 0).
@@ -185,7 +193,7 @@ def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray |
     if background_half is None:
         if local_mean is None:
             raise ValueError("local_mean is required when background_half is None")
-        w = v - local_mean.reshape(-1)[flat].astype(np.float64)
+        w = v - _mean_at(local_mean, flat)
         bkg = None
     else:
         # brightest pixel of each spot (first in row-major order on ties)
@@ -223,7 +231,7 @@ def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray |
         if saturation_value is not None:
             ok &= gv < saturation_value
         gf, gl, gv = gf[ok], gl[ok], gv[ok].astype(np.float64)
-        gb = bkg[gl] if bkg is not None else local_mean.reshape(-1)[gf].astype(np.float64)
+        gb = bkg[gl] if bkg is not None else _mean_at(local_mean, gf)
         all_l = np.concatenate([lab, gl])
         all_w = np.concatenate([w, gv - gb])
         all_x = np.concatenate([x, gf % nx])

@@ -7,6 +7,7 @@ import dataclasses
 from jfx.config import as_bool, as_choice, as_float, as_int
 
 KEEP_CHOICES = ("lowest_resolution", "strongest")
+KERNEL_CHOICES = ("auto", "dense", "sparse")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,10 @@ class ThresholdSpotFinderSettings:
             jfjoch counts them).
         centroid_grow_px: the centroid is taken over the spot's strong pixels grown by this
             many pixels (default 1; 0 = strong pixels only, biased by ~0.05 px).
+        kernel: how the window statistics are computed — ``auto`` (default: only at the
+            candidate pixels v ≥ threshold when there are few, else over the whole frame),
+            ``dense`` (whole frame, jit box sums) or ``sparse`` (always candidates only).
+            All three give the same strong pixels; only the speed differs.
     """
 
     sigma: float = 3.0
@@ -48,6 +53,7 @@ class ThresholdSpotFinderSettings:
     ice_ring_width_invA: float = 0.005
     drop_ice_rings: bool = False
     centroid_grow_px: int = 1
+    kernel: str = "auto"
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -74,6 +80,7 @@ class ThresholdSpotFinderSettings:
         s(self, "drop_ice_rings", as_bool("spotfind.drop_ice_rings", self.drop_ice_rings))
         s(self, "centroid_grow_px", as_int("spotfind.centroid_grow_px", self.centroid_grow_px,
                                            minimum=0))
+        s(self, "kernel", as_choice("spotfind.kernel", self.kernel, KERNEL_CHOICES))
         if (self.high_resolution_A is not None and self.low_resolution_A is not None
                 and self.low_resolution_A <= self.high_resolution_A):
             raise ValueError(
