@@ -232,6 +232,19 @@ class AzimuthalIntegrator:
         # device copies, made once (passed as kernel arguments)
         self._dev = (jnp.asarray(self.bin_index), jnp.asarray(self.corr),
                      jnp.asarray(self.static_count))
+        # Host (numpy) path: the flattened bin map is piecewise constant along rows (q varies
+        # slowly), so a frame is integrated as one multiply, one np.add.reduceat over the
+        # runs of equal bins and a small bincount — measured 7.6 ms per 4M frame vs ≈20 ms
+        # for the XLA-CPU scatter. It runs in a worker thread (numpy releases the GIL) so it
+        # overlaps the spot finder; used when JAX's backend is the CPU.
+        b = self.bin_index
+        brk = np.ones(b.size, dtype=bool)
+        brk[1:] = b[1:] != b[:-1]
+        self._run_starts = np.flatnonzero(brk)
+        self._run_bin = b[self._run_starts].astype(np.int64)
+        used = self.corr[self.bin_index < self.n_total]
+        self._corr_min = float(used.min()) if used.size else 1.0
+        self._pool = None
 
     @staticmethod
     def create(settings: AzintSettings, geometry: Geometry, pixel_mask: np.ndarray | None,
@@ -288,7 +301,8 @@ class AzimuthalIntegrator:
                                    error_value, saturation_value)
 
     def integrate_async(self, frames: np.ndarray):
-        """Dispatch the kernel on (k, ny, nx) integer frames; returns device (sums, counts).
+        """Dispatch the integration of (k, ny, nx) integer frames (asynchronous): the numpy
+        host path in a worker thread on CPU, the jitted kernel otherwise.
 
         Use :meth:`finish` to turn the result into an :class:`AzintResult`.
         """
@@ -303,13 +317,63 @@ class AzimuthalIntegrator:
         has_err = err is not None and info.min <= int(err) <= info.max
         has_sat = sat is not None and int(sat) <= info.max
         sat_v = max(int(sat), int(info.min)) if has_sat else 0
+        if isinstance(frames, np.ndarray) and jax.default_backend() == "cpu":
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jfx-azint")
+            return self._pool.submit(self._integrate_host, frames, has_err, int(err or 0),
+                                     has_sat, sat_v)
         bi, corr, cnt = self._dev
         return _azint_kernel(frames, bi, corr, cnt, np.int64(err if has_err else 0),
                              np.int64(sat_v), n_total=self.n_total, has_error_value=has_err,
                              has_saturation_value=has_sat)
 
+    def _integrate_host(self, frames: np.ndarray, has_err: bool, err: int, has_sat: bool,
+                        sat: int):
+        """numpy version of :func:`_azint_kernel`: (sums, counts) float64 (k, n_total)."""
+        k = frames.shape[0]
+        nt = self.n_total
+        sums = np.zeros((k, nt))
+        count = np.broadcast_to(self.static_count.astype(np.float64), (k, nt)).copy()
+        val = np.empty(self.bin_index.size, dtype=np.float32)
+        for i in range(k):
+            f = frames[i].reshape(-1)
+            np.multiply(f, self.corr, out=val, dtype=np.float32, casting="unsafe")
+            # Per-frame invalid pixels (error value / saturated) outside the static mask:
+            # zero their value and drop them from the counts. A cheap test on the corrected
+            # values decides whether to look for them: such a pixel has |val| ≥ |err|·c_min
+            # (error) or val ≥ sat·c_min (saturated), c_min the smallest correction of an
+            # included pixel (masked pixels have val = 0). The exact search runs whenever
+            # the test fires, so no invalid pixel is ever missed.
+            lim = 1.0 - 1e-6
+            search_err = search_sat = False
+            if has_err:
+                if err < 0:
+                    search_err = float(val.min()) <= err * self._corr_min * lim
+                else:
+                    search_err = float(val.max()) >= err * self._corr_min * lim
+            if has_sat:
+                search_sat = float(val.max()) >= sat * self._corr_min * lim
+            bad = []
+            if search_err:
+                bad.append(np.flatnonzero(f == err))
+            if search_sat:
+                bad.append(np.flatnonzero(f >= sat))
+            if bad:
+                idx = np.concatenate(bad)
+                idx = np.unique(idx[self.bin_index[idx] < nt])
+                if idx.size:
+                    val[idx] = 0.0
+                    count[i] -= np.bincount(self.bin_index[idx], minlength=nt + 1)[:nt]
+            run_sums = np.add.reduceat(val, self._run_starts, dtype=np.float64)
+            sums[i] = np.bincount(self._run_bin, run_sums, minlength=nt + 1)[:nt]
+        return sums, count
+
     def finish(self, out) -> AzintResult:
         """Host-side means from the kernel's (sums, counts) (k, n_total)."""
+        if hasattr(out, "result"):  # host path: a Future
+            out = out.result()
         sums, count = (np.asarray(o, dtype=np.float64) for o in out)
         k = sums.shape[0]
         if self.n_azim > 0:

@@ -39,7 +39,9 @@ from jfx.spotfind.label import Spots, label_strong
 from jfx.spotfind.settings import ThresholdSpotFinderSettings
 from jfx.spotfind.strong import (
     _strong_kernel,
-    candidate_strong,
+    centre_removed,
+    criterion,
+    dilate,
     finish_stats,
     host_pass,
     special_values,
@@ -131,6 +133,7 @@ class ThresholdSpotFinder:
         ice_map: (ny, nx) bool, pixel centre on an ice ring.
         pixel_mask: (ny, nx) bool device array (True = invalid).
         pixel_mask_host: the same mask as a numpy array.
+        masked_idx: sorted flat indices of the masked pixels (for the sparse path's stats).
         error_value, saturation_value: special values (``None`` = none).
     """
 
@@ -139,6 +142,7 @@ class ThresholdSpotFinder:
     ice_map: np.ndarray
     pixel_mask: jnp.ndarray
     pixel_mask_host: np.ndarray
+    masked_idx: np.ndarray
     error_value: int | None
     saturation_value: float | None
 
@@ -161,7 +165,7 @@ class ThresholdSpotFinder:
         ice_map = on_ice_ring(d_map, settings.ice_ring_width_invA)
         return ThresholdSpotFinder(
             settings=settings, d_map=d_map, ice_map=ice_map, pixel_mask=jnp.asarray(pixel_mask),
-            pixel_mask_host=pixel_mask,
+            pixel_mask_host=pixel_mask, masked_idx=np.flatnonzero(pixel_mask.reshape(-1)),
             error_value=None if error_value is None else int(error_value),
             saturation_value=None if saturation_value is None else float(saturation_value),
         )
@@ -185,11 +189,14 @@ class ThresholdSpotFinder:
         has_err, err, has_sat, sat = self._specials(frame)
         if s.kernel != "dense":
             cand, st = host_pass(frame, self.pixel_mask_host, s.threshold, has_err=has_err,
-                                 err=err, has_sat=has_sat, sat=sat)
+                                 err=err, has_sat=has_sat, sat=sat, masked_idx=self.masked_idx)
             if s.kernel == "sparse" or cand.size <= SPARSE_MAX_CANDIDATES:
-                sums = window_sums(frame, self.pixel_mask, cand, window=s.window,
+                # window sums at the candidates and at the pixels the centroid region can
+                # grow into, in one call
+                pix = dilate(cand, frame.shape, s.centroid_grow_px)
+                sums = window_sums(frame, self.pixel_mask, pix, window=s.window,
                                    has_err=has_err, err=err, has_sat=has_sat, sat=sat)
-                return ("sparse", cand, st, sums)
+                return ("sparse", cand, pix, st, sums)
         return ("dense", _strong_kernel(
             frame, self.pixel_mask, np.int64(err), np.int64(sat), np.float64(s.sigma) ** 2,
             np.float32(s.threshold), window=s.window, strip=STRIP_ROWS,
@@ -206,9 +213,12 @@ class ThresholdSpotFinder:
             flat = np.flatnonzero(strong.reshape(-1))
             stats = finish_stats(st, frame.reshape(-1)[flat], sat if has_sat else None)
             return strong, flat, np.asarray(mean), stats
-        _, cand, st, sums = out
-        flat, mean_s = candidate_strong(frame, cand, sums, sigma=s.sigma, has_sat=has_sat,
-                                        sat=sat)
+        _, cand, pix, st, sums = out
+        S, S2, n = centre_removed(frame, self.pixel_mask_host, pix, sums.result(),
+                                  has_err=has_err, err=err, has_sat=has_sat, sat=sat)
+        ci = np.searchsorted(pix, cand)
+        flat = cand[criterion(frame.reshape(-1)[cand], S[ci], S2[ci], n[ci], s.sigma)]
+        mean_pix = (S / np.maximum(n, 1.0)).astype(np.float32)
         strong = np.zeros(frame.size, dtype=bool)
         strong[flat] = True
         stats = finish_stats(st, frame.reshape(-1)[flat], sat if has_sat else None)
@@ -216,13 +226,16 @@ class ThresholdSpotFinder:
 
         def mean_at(idx: np.ndarray) -> np.ndarray:
             idx = np.asarray(idx, dtype=np.int64)
-            pos = np.minimum(np.searchsorted(flat, idx), max(flat.size - 1, 0))
-            hit = (flat[pos] == idx) if flat.size else np.zeros(idx.size, dtype=bool)
+            pos = np.minimum(np.searchsorted(pix, idx), max(pix.size - 1, 0))
+            hit = (pix[pos] == idx) if pix.size else np.zeros(idx.size, dtype=bool)
             m = np.empty(idx.size, dtype=np.float32)
-            m[hit] = mean_s[pos[hit]]
+            m[hit] = mean_pix[pos[hit]]
             if not hit.all():
-                m[~hit] = window_mean(frame, mask, idx[~hit], window=s.window,
-                                      has_err=has_err, err=err, has_sat=has_sat, sat=sat)
+                miss = np.flatnonzero(~hit)
+                order = np.argsort(idx[miss], kind="stable")
+                m[miss[order]] = window_mean(frame, mask, idx[miss][order], window=s.window,
+                                             has_err=has_err, err=err, has_sat=has_sat,
+                                             sat=sat)
             return m
 
         return strong.reshape(frame.shape), flat, mean_at, stats

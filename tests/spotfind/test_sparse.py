@@ -13,6 +13,7 @@ from jfx.spotfind.settings import ThresholdSpotFinderSettings
 from jfx.spotfind.stats import image_stats
 from jfx.spotfind.strong import (
     candidate_strong,
+    dilate,
     host_pass,
     special_values,
     window_mean,
@@ -31,7 +32,8 @@ def _sparse_mask(f, mask, err, sat, sigma, thr, window):
     cand, st = host_pass(f, mask, thr, has_err=has_err, err=e, has_sat=has_sat, sat=s)
     sums = window_sums(f, mask, cand, window=window, has_err=has_err, err=e, has_sat=has_sat,
                        sat=s)
-    flat, mean = candidate_strong(f, cand, sums, sigma=sigma, has_sat=has_sat, sat=s)
+    flat, mean = candidate_strong(f, cand, sums, sigma=sigma, pixel_mask=mask, has_err=has_err,
+                                  err=e, has_sat=has_sat, sat=s)
     out = np.zeros(f.size, bool)
     out[flat] = True
     return out.reshape(f.shape), flat, mean, st
@@ -117,3 +119,15 @@ def test_finder_dense_sparse_auto_identical(grow):
             np.testing.assert_allclose(getattr(r.spots, field), getattr(d.spots, field),
                                        rtol=2e-6, equal_nan=True, err_msg=field)
         np.testing.assert_array_equal(r.spots.valid, d.spots.valid)
+
+
+def test_dilate_equals_binary_dilation():
+    from scipy.ndimage import binary_dilation
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        ny, nx = rng.integers(3, 40, 2)
+        m = rng.random((ny, nx)) < rng.uniform(0.01, 0.3)
+        g = int(rng.integers(1, 3))
+        ref = np.flatnonzero(binary_dilation(m, np.ones((2 * g + 1, 2 * g + 1))))
+        np.testing.assert_array_equal(dilate(np.flatnonzero(m), (ny, nx), g), ref)
