@@ -366,7 +366,9 @@ class AzimuthalIntegrator:
                 if idx.size:
                     val[idx] = 0.0
                     count[i] -= np.bincount(self.bin_index[idx], minlength=nt + 1)[:nt]
-            run_sums = np.add.reduceat(val, self._run_starts, dtype=np.float64)
+            # float32 run sums (runs are short: ≈ 15 px on a 4M frame; 2× faster than float64
+            # accumulation), float64 per-bin totals
+            run_sums = np.add.reduceat(val, self._run_starts)
             sums[i] = np.bincount(self._run_bin, run_sums, minlength=nt + 1)[:nt]
         return sums, count
 
