@@ -27,7 +27,6 @@ import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,22 +37,13 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "read_benchmark"))
-from run import NX, NY, make_frames, module_mask
+from run import NX, NY, make_frames, module_mask, time_it
 
 from jfx.cli import enable_compilation_cache, process_main
 from jfx.io.jfjoch_writer import write_jungfraujoch
 from jfx.io.nxmx import open_master
 from jfx.models.geometry import Beam, Detector, Geometry
 from jfx.spotfind.azint import AzimuthalIntegrator, AzintSettings
-
-
-def time_it(fn, repeats: int):
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts), statistics.median(ts)
 
 
 def baseline_frame(frame, mask, err, window, sigma, threshold, az_bins, az_corr, n_bins):
