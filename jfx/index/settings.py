@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from jfx.config import as_bool, as_choice, as_float, as_floats, as_int
+from jfx.validate import as_bool, as_choice, as_float, as_floats, as_int
 from jfx.models.symmetry import check_cell_and_space_group
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jfx.config import as_floats
+from jfx.validate import as_floats
 
 
 @dataclasses.dataclass(frozen=True)

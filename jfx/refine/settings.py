@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jfx.config import as_choice, as_float
+from jfx.validate import as_choice, as_float
 
 
 PRESETS = ("none", "orientation", "beam_and_lattice", "pixelrefine")

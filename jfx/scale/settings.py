@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from jfx.config import as_bool, as_choice, as_float, as_int, as_str
+from jfx.validate import as_bool, as_choice, as_float, as_int, as_str
 
 
 PARTIALITY_MODELS = ("fixed", "rot", "unity")

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jfx.config import as_bool, as_float, as_int
+from jfx.validate import as_bool, as_float, as_int
 from jfx.models.geometry import Geometry
 from jfx.physics.diffraction import detector_origin_mm, pixel_to_lab
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jfx.config import as_bool, as_choice, as_float, as_int
+from jfx.validate import as_bool, as_choice, as_float, as_int
 
 KEEP_CHOICES = ("lowest_resolution", "strongest")
 KERNEL_CHOICES = ("auto", "dense", "sparse")
