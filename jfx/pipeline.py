@@ -311,16 +311,17 @@ def run_spotfind_azint(
     mask = np.asarray(master.pixel_mask, dtype=bool) if master.pixel_mask is not None else None
     err = None if master.error_value is None else int(master.error_value)
     sat = None if master.saturation_value is None else int(master.saturation_value)
-    try:
-        finder = ThresholdSpotFinder.create(settings.spotfind, geo, mask, err, sat)
-    except ValueError as e:
-        raise InputError(f"spot finding: {' '.join(str(e).split())}") from None
     integ = None
     if settings.azint.enabled:
         try:
             integ = AzimuthalIntegrator.create(settings.azint, geo, mask, err, sat)
         except ValueError as e:
             raise InputError(" ".join(str(e).split())) from None
+    try:
+        finder = ThresholdSpotFinder.create(settings.spotfind, geo, mask, err, sat,
+                                            d_map=integ.pixel_d_A if integ else None)
+    except ValueError as e:
+        raise InputError(f"spot finding: {' '.join(str(e).split())}") from None
     max_spots = settings.spotfind.max_spots
     acc = _Accumulator(len(indices), max_spots, integ.n_bins if integ else 0,
                        integ.n_azim if integ else 0)

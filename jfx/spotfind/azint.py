@@ -246,6 +246,7 @@ class AzimuthalIntegrator:
         used = self.corr[self.bin_index < self.n_total]
         self._corr_min = float(used.min()) if used.size else 1.0
         self._pool = None
+        self.pixel_d_A: np.ndarray | None = None  # set by :meth:`create`
 
     @staticmethod
     def create(settings: AzintSettings, geometry: Geometry, pixel_mask: np.ndarray | None,
@@ -298,8 +299,12 @@ class AzimuthalIntegrator:
         bin_index = np.where(inside, combined, n_total).astype(np.int32)
         corr = np.where(inside, 1.0 / np.where(inside, factor, 1.0), 0.0)
         bin_to_q = low + (np.arange(n_bins) + 0.5) * dq
-        return AzimuthalIntegrator(settings, (ny, nx), bin_to_q, bin_to_az, bin_index, corr,
-                                   error_value, saturation_value)
+        integ = AzimuthalIntegrator(settings, (ny, nx), bin_to_q, bin_to_az, bin_index, corr,
+                                    error_value, saturation_value)
+        # d = 2π/q of every pixel (inf at q = 0), for the spot finder (saves it a pass)
+        with np.errstate(divide="ignore"):
+            integ.pixel_d_A = (2.0 * np.pi / q).astype(np.float32)
+        return integ
 
     def integrate_async(self, frames: np.ndarray):
         """Dispatch the integration of (k, ny, nx) integer frames (asynchronous): the numpy

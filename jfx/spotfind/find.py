@@ -130,7 +130,6 @@ class ThresholdSpotFinder:
     Attributes:
         settings: the spot-finding settings.
         d_map: (ny, nx) float32 resolution of every pixel (Å).
-        ice_map: (ny, nx) bool, pixel centre on an ice ring.
         pixel_mask: (ny, nx) bool device array (True = invalid).
         pixel_mask_host: the same mask as a numpy array.
         masked_idx: sorted flat indices of the masked pixels (for the sparse path's stats).
@@ -139,7 +138,6 @@ class ThresholdSpotFinder:
 
     settings: ThresholdSpotFinderSettings
     d_map: np.ndarray
-    ice_map: np.ndarray
     pixel_mask: jnp.ndarray
     pixel_mask_host: np.ndarray
     masked_idx: np.ndarray
@@ -149,8 +147,13 @@ class ThresholdSpotFinder:
     @staticmethod
     def create(settings: ThresholdSpotFinderSettings, geometry: Geometry,
                pixel_mask: np.ndarray | None, error_value: int | None,
-               saturation_value: float | None) -> ThresholdSpotFinder:
-        """Precompute the resolution and ice-ring maps and put the mask on the device.
+               saturation_value: float | None,
+               d_map: np.ndarray | None = None) -> ThresholdSpotFinder:
+        """Precompute the resolution map and put the mask on the device.
+
+        ``d_map``: the (ny, nx) resolution map (Å) if the caller already has it (the pipeline
+        takes it from the azimuthal integrator, which computes q for every pixel anyway);
+        otherwise :func:`resolution_map`.
 
         Raises:
             ValueError: the mask shape differs from the detector shape (one line).
@@ -161,10 +164,13 @@ class ThresholdSpotFinder:
         pixel_mask = np.asarray(pixel_mask).astype(bool)
         if pixel_mask.shape != shape:
             raise ValueError(f"pixel mask shape {pixel_mask.shape} != detector shape {shape}")
-        d_map = resolution_map(geometry)
-        ice_map = on_ice_ring(d_map, settings.ice_ring_width_invA)
+        if d_map is None:
+            d_map = resolution_map(geometry)
+        elif tuple(d_map.shape) != shape:
+            raise ValueError(f"resolution map shape {d_map.shape} != detector shape {shape}")
         return ThresholdSpotFinder(
-            settings=settings, d_map=d_map, ice_map=ice_map, pixel_mask=jnp.asarray(pixel_mask),
+            settings=settings, d_map=np.asarray(d_map, dtype=np.float32),
+            pixel_mask=jnp.asarray(pixel_mask),
             pixel_mask_host=pixel_mask, masked_idx=np.flatnonzero(pixel_mask.reshape(-1)),
             error_value=None if error_value is None else int(error_value),
             saturation_value=None if saturation_value is None else float(saturation_value),
