@@ -226,3 +226,18 @@ def test_host_and_jax_paths_agree():
             np.testing.assert_allclose(host.profile_2d, dev.profile_2d, rtol=1e-5,
                                        equal_nan=True)
         assert np.isfinite(host.profile).sum() > 5
+
+
+def test_pixel_resolution_map_matches_spot_finder_map():
+    """The integrator's d = 2π/q map (handed to the spot finder) equals resolution_map."""
+    from jfx.models import Beam, Detector, Geometry
+    from jfx.spotfind.azint import AzimuthalIntegrator, AzintSettings
+    from jfx.spotfind.find import resolution_map
+
+    geom = Geometry(Beam.create(0.9), Detector.create(70.0, (33.0, 21.5), (60, 90),
+                                                      fast_axis=(-1, 0, 0), slow_axis=(0, -1, 0)))
+    d_ref = resolution_map(geom)
+    d = AzimuthalIntegrator.create(AzintSettings(), geom, None).pixel_d_A
+    fin = np.isfinite(d_ref)
+    np.testing.assert_allclose(d[fin], d_ref[fin], rtol=1e-6)
+    np.testing.assert_array_equal(np.isfinite(d), fin)
