@@ -94,20 +94,27 @@ class AzintResult:
     profile_2d: np.ndarray | None
 
 
-def _lab_positions(geometry: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lab positions (mm) of all pixel centres as three (ny, nx) float64 components.
+def _lab_positions(geometry: Geometry, rows: tuple[int, int] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lab positions (mm) of the pixel centres as three (rows, nx) float64 components
+    (all rows, or rows ``rows[0] … rows[1] − 1``).
 
     :func:`jfx.physics.diffraction.pixel_to_lab` is affine in (x, y); it is evaluated at
     (0, 0), (1, 0), (0, 1) and extended with numpy broadcasting (fast for 4–16 Mpx).
     """
     det, beam = geometry.detector, geometry.beam
     ny, nx = det.shape
+    r0, r1 = (0, ny) if rows is None else rows
     p = np.asarray(pixel_to_lab(det, beam, jnp.array([0.0, 1.0, 0.0]),
                                 jnp.array([0.0, 0.0, 1.0])), dtype=np.float64)
     o, fx, sy = p[0], p[1] - p[0], p[2] - p[0]
     x = np.arange(nx, dtype=np.float64)[None, :]
-    y = np.arange(ny, dtype=np.float64)[:, None]
+    y = np.arange(r0, r1, dtype=np.float64)[:, None]
     return tuple(o[i] + x * fx[i] + y * sy[i] for i in range(3))
+
+
+MAP_ROWS = 128
+"""Rows per block when the per-pixel maps are built (block temporaries stay in cache)."""
 
 
 def pixel_q_azimuth(geometry: Geometry, lab: tuple[np.ndarray, ...] | None = None,
@@ -140,11 +147,10 @@ def pixel_correction(geometry: Geometry, solid_angle: bool = True, polarization:
     16 Mpx); the tests check both agree.
     """
     det, beam = geometry.detector, geometry.beam
-    ny, nx = det.shape
-    out = np.ones((ny, nx), dtype=np.float64)
+    px, py, pz = _lab_positions(geometry) if lab is None else lab
+    out = np.ones(px.shape, dtype=np.float64)
     if not (solid_angle or polarization):
         return out
-    px, py, pz = _lab_positions(geometry) if lab is None else lab
     inv_r = 1.0 / np.sqrt(px * px + py * py + pz * pz)
     if solid_angle:
         perp = abs(float(np.dot(np.asarray(detector_origin_mm(det, beam)),
@@ -265,9 +271,21 @@ class AzimuthalIntegrator:
             ValueError: no bin lies on the detector (q range beyond the data) or bad shapes.
         """
         ny, nx = geometry.detector.shape
-        lab = _lab_positions(geometry)
         n_azim = settings.n_azimuthal_bins
-        q, az = pixel_q_azimuth(geometry, lab, azimuth=n_azim > 0)
+        # per-pixel q, azimuth and correction, built in row blocks
+        q = np.empty((ny, nx))
+        az = np.empty((ny, nx)) if n_azim > 0 else None
+        factor = np.empty((ny, nx))
+        for r0 in range(0, ny, MAP_ROWS):
+            r1 = min(ny, r0 + MAP_ROWS)
+            lab = _lab_positions(geometry, (r0, r1))
+            qb, ab = pixel_q_azimuth(geometry, lab, azimuth=n_azim > 0)
+            q[r0:r1] = qb
+            if az is not None:
+                az[r0:r1] = ab
+            factor[r0:r1] = pixel_correction(geometry, settings.solid_angle,
+                                             settings.polarization, lab)
+        del lab
         low = settings.low_q_invA
         high = settings.high_q_invA if settings.high_q_invA is not None else float(q.max())
         dq = settings.q_spacing_invA
@@ -293,8 +311,6 @@ class AzimuthalIntegrator:
                 raise ValueError(f"pixel mask shape {pixel_mask.shape} != detector shape "
                                  f"{(ny, nx)}")
             inside &= ~pixel_mask
-        factor = pixel_correction(geometry, settings.solid_angle, settings.polarization, lab)
-        del lab
         inside &= factor > 0
         bin_index = np.where(inside, combined, n_total).astype(np.int32)
         corr = np.where(inside, 1.0 / np.where(inside, factor, 1.0), 0.0)
