@@ -39,13 +39,11 @@ from jfx.spotfind.label import Spots, label_strong
 from jfx.spotfind.settings import ThresholdSpotFinderSettings
 from jfx.spotfind.strong import (
     _strong_kernel,
-    centre_removed,
-    criterion,
+    candidate_strong,
     dilate,
     finish_stats,
     host_pass,
     special_values,
-    window_mean,
     window_sums,
 )
 
@@ -220,29 +218,20 @@ class ThresholdSpotFinder:
             stats = finish_stats(st, frame.reshape(-1)[flat], sat if has_sat else None)
             return strong, flat, np.asarray(mean), stats
         _, cand, pix, st, sums = out
-        S, S2, n = centre_removed(frame, self.pixel_mask_host, pix, sums.result(),
-                                  has_err=has_err, err=err, has_sat=has_sat, sat=sat)
-        ci = np.searchsorted(pix, cand)
-        flat = cand[criterion(frame.reshape(-1)[cand], S[ci], S2[ci], n[ci], s.sigma)]
-        mean_pix = (S / np.maximum(n, 1.0)).astype(np.float32)
+        flat, mean_pix = candidate_strong(frame, cand, pix, sums, sigma=s.sigma,
+                                          pixel_mask=self.pixel_mask_host, has_err=has_err,
+                                          err=err, has_sat=has_sat, sat=sat)
         strong = np.zeros(frame.size, dtype=bool)
         strong[flat] = True
         stats = finish_stats(st, frame.reshape(-1)[flat], sat if has_sat else None)
-        mask = self.pixel_mask
 
         def mean_at(idx: np.ndarray) -> np.ndarray:
-            idx = np.asarray(idx, dtype=np.int64)
-            pos = np.minimum(np.searchsorted(pix, idx), max(pix.size - 1, 0))
-            hit = (pix[pos] == idx) if pix.size else np.zeros(idx.size, dtype=bool)
-            m = np.empty(idx.size, dtype=np.float32)
-            m[hit] = mean_pix[pos[hit]]
-            if not hit.all():
-                miss = np.flatnonzero(~hit)
-                order = np.argsort(idx[miss], kind="stable")
-                m[miss[order]] = window_mean(frame, mask, idx[miss][order], window=s.window,
-                                             has_err=has_err, err=err, has_sat=has_sat,
-                                             sat=sat)
-            return m
+            # the centroid region (strong pixels grown by centroid_grow_px) lies inside
+            # ``pix`` = candidates dilated by centroid_grow_px, since strong ⊂ candidates
+            pos = np.searchsorted(pix, idx)
+            if pos.size and not np.array_equal(pix[np.minimum(pos, pix.size - 1)], idx):
+                raise AssertionError("local mean requested outside the window-sum pixels")
+            return mean_pix[pos]
 
         return strong.reshape(frame.shape), flat, mean_at, stats
 

@@ -499,27 +499,22 @@ def criterion(v: np.ndarray, S: np.ndarray, S2: np.ndarray, n: np.ndarray,
     return (n >= 2) & (diff > 0) & ((n - 1.0) * diff * diff > float(sigma) ** 2 * n * disp)
 
 
-def candidate_strong(frame: np.ndarray, cand: np.ndarray, sums: PendingSums, *, sigma: float,
-                     pixel_mask: np.ndarray, has_err: bool, err: int, has_sat: bool, sat: int):
-    """Apply the criterion to the candidates (sorted flat, valid, v ≥ threshold) from their
-    window sums (:func:`window_sums` at ``cand``).
+def candidate_strong(frame: np.ndarray, cand: np.ndarray, pix: np.ndarray, sums: PendingSums,
+                     *, sigma: float, pixel_mask: np.ndarray, has_err: bool, err: int,
+                     has_sat: bool, sat: int):
+    """Apply the criterion to the candidates (sorted flat, valid, v ≥ threshold).
+
+    Args:
+        cand: (K,) candidate flat indices, a subset of ``pix``.
+        pix: (P,) sorted flat indices at which :func:`window_sums` was dispatched (the
+            candidates and, for the centroid, the pixels around them).
+        sums: the pending window sums at ``pix``.
 
     Returns:
-        (strong flat indices (sorted), local mean m = S/n at those pixels (float32)).
+        (strong flat indices (sorted), local mean m = S/n (float32) at every ``pix`` pixel).
     """
-    S, S2, n = centre_removed(frame, pixel_mask, cand, sums.result(), has_err=has_err, err=err,
+    S, S2, n = centre_removed(frame, pixel_mask, pix, sums.result(), has_err=has_err, err=err,
                               has_sat=has_sat, sat=sat)
-    ok = criterion(frame.reshape(-1)[cand], S, S2, n, sigma)
-    return cand[ok], (S[ok] / np.maximum(n[ok], 1.0)).astype(np.float32)
-
-
-def window_mean(frame: np.ndarray, pixel_mask, flat: np.ndarray, *, window: int,
-                has_err: bool, err: int, has_sat: bool, sat: int) -> np.ndarray:
-    """Local mean m = S/n (float32, centre excluded) at arbitrary sorted flat pixel indices."""
-    if flat.size == 0:
-        return np.zeros(0, dtype=np.float32)
-    sums = window_sums(frame, pixel_mask, flat, window=window, has_err=has_err, err=err,
-                       has_sat=has_sat, sat=sat).result()
-    S, _, n = centre_removed(frame, pixel_mask, flat, sums, has_err=has_err, err=err,
-                             has_sat=has_sat, sat=sat)
-    return (S / np.maximum(n, 1.0)).astype(np.float32)
+    ci = np.searchsorted(pix, cand)
+    ok = criterion(frame.reshape(-1)[cand], S[ci], S2[ci], n[ci], sigma)
+    return cand[ok], (S / np.maximum(n, 1.0)).astype(np.float32)

@@ -16,7 +16,6 @@ from jfx.spotfind.strong import (
     dilate,
     host_pass,
     special_values,
-    window_mean,
     window_sums,
 )
 from tests.spotfind.conftest import random_frame, reference_strong
@@ -32,8 +31,9 @@ def _sparse_mask(f, mask, err, sat, sigma, thr, window):
     cand, st = host_pass(f, mask, thr, has_err=has_err, err=e, has_sat=has_sat, sat=s)
     sums = window_sums(f, mask, cand, window=window, has_err=has_err, err=e, has_sat=has_sat,
                        sat=s)
-    flat, mean = candidate_strong(f, cand, sums, sigma=sigma, pixel_mask=mask, has_err=has_err,
-                                  err=e, has_sat=has_sat, sat=s)
+    flat, mean_c = candidate_strong(f, cand, cand, sums, sigma=sigma, pixel_mask=mask,
+                                    has_err=has_err, err=e, has_sat=has_sat, sat=s)
+    mean = mean_c[np.searchsorted(cand, flat)]
     out = np.zeros(f.size, bool)
     out[flat] = True
     return out.reshape(f.shape), flat, mean, st
@@ -70,11 +70,14 @@ def test_sparse_mask_equals_reference(shape, window, sigma, thr):
         np.testing.assert_allclose(st[1], me, rtol=1e-6)
 
 
-def test_window_mean_at_arbitrary_pixels():
+def test_local_mean_at_arbitrary_pixels():
+    """candidate_strong returns m = S/n (centre excluded) at every window-sum pixel."""
     rng = np.random.default_rng(3)
     f, mask = random_frame(rng, (50, 70), dtype=np.int32, err=-1, sat=1000)
-    flat = rng.choice(f.size, 300, replace=False)
-    m = window_mean(f, mask, flat, window=9, has_err=True, err=-1, has_sat=True, sat=1000)
+    pix = np.sort(rng.choice(f.size, 300, replace=False))
+    sums = window_sums(f, mask, pix, window=9, has_err=True, err=-1, has_sat=True, sat=1000)
+    _, m = candidate_strong(f, pix[:0], pix, sums, sigma=3.0, pixel_mask=mask, has_err=True,
+                            err=-1, has_sat=True, sat=1000)
     from scipy.ndimage import correlate
 
     valid = ~mask & (f != -1)
@@ -83,7 +86,7 @@ def test_window_mean_at_arbitrary_pixels():
     k[4, 4] = 0
     S = correlate(np.where(stat, f, 0).astype(np.float64), k, mode="constant")
     n = correlate(stat.astype(np.float64), k, mode="constant")
-    np.testing.assert_allclose(m, (S / np.maximum(n, 1)).reshape(-1)[flat], rtol=1e-6)
+    np.testing.assert_allclose(m, (S / np.maximum(n, 1)).reshape(-1)[pix], rtol=1e-6)
 
 
 @pytest.mark.parametrize("grow", [0, 1])
