@@ -429,15 +429,24 @@ def _process_job(argv: list[str], con: _Console) -> int:
         con.detail(f"processing {len(sel.indices)} images ({g.start_image}..{sel.indices[-1]} "
                    f"step {g.stride}) with {g.threads} reader worker(s), batch "
                    f"{g.batch_size if g.batch_size is not None else 'auto'}, device {g.device}")
-        stage = "spot finding + azimuthal integration" if settings.azint.enabled else \
-            "spot finding"
-        with Progress(stage, len(sel.indices), unit="frames") as bar:
-            result = process(settings, master, on_chunk=bar.update, selection=sel)
+        result = process(settings, master, selection=sel,
+                         progress=lambda name, total: Progress(
+                             name, total, unit="images" if name == "indexing" else "frames"))
     if result.spots is not None:
         con.info(result.spots.line())
+    if result.indexing is not None:
+        for line in result.indexing.lines():
+            con.info(line)
+        if result.indexing.rotation_lattice is not None:
+            con.detail("rotation lattice (angle 0, A): " + " ".join(
+                f"{v:.3f}" for v in result.indexing.rotation_lattice))
+    if settings.index.algorithm != "none" or settings.rotation.force_lattice is not None:
+        con.info("note: geometry refinement and Bragg integration are not implemented yet; "
+                 "the output holds spots, azimuthal profiles and indexing")
     tm = result.timings_s
     con.detail("time per part: " + ", ".join(
-        f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "azint", "total") if k in tm)
+        f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "azint", "index", "total")
+        if k in tm)
         + f" (read = waiting for the reader; device {result.device}, batch {result.batch_size})")
     if "azint" in result.groups:
         q = result.groups["azint"]["bin_to_q"]

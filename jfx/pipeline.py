@@ -1,11 +1,14 @@
 """The processing pipeline: chains the stage verbs and returns typed results.
 
-Today the pipeline runs the ``-X None`` path: select images (``-s/-e/-t``), stream them from
-the master file in bounded-memory chunks, and run on every selected image
+The pipeline selects images (``-s/-e/-t``), streams them from the master file in
+bounded-memory chunks, and runs on every selected image
 
 * spot finding (:mod:`jfx.spotfind.find`: strong pixels, spots, ice rings, and the per-image
   statistics fused into the same kernel), and
-* azimuthal integration (:mod:`jfx.spotfind.azint`, when ``azint.enabled``).
+* azimuthal integration (:mod:`jfx.spotfind.azint`, when ``azint.enabled``);
+
+then indexes the spot lists (:func:`run_indexing`: :mod:`jfx.index`, per still in batches, or
+jointly for rotation data).
 
 Stages that are not built yet are detected up front by :func:`unimplemented_stages`, so the
 CLI stops before reading any data.
@@ -113,6 +116,7 @@ class ProcessResult:
         warnings: messages for the user (clipped ranges, reader warnings, …).
         groups: output arrays for the ``_process.h5`` writer (``MX``, ``azint``).
         spots: spot-finding summary.
+        indexing: indexing summary (None with ``-X none``).
         timings_s: wall time per pipeline part (``read`` = waiting for the reader,
             ``spotfind``, ``azint`` = waiting for the azimuthal-integration results,
             ``setup``, ``total``).
@@ -124,6 +128,7 @@ class ProcessResult:
     warnings: tuple[str, ...] = ()
     groups: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     spots: SpotSummary | None = None
+    indexing: IndexSummary | None = None
     timings_s: dict[str, float] = dataclasses.field(default_factory=dict)
     batch_size: int = DEFAULT_BATCH_CPU
     device: str = "cpu"
@@ -162,20 +167,6 @@ def unimplemented_stages(settings: ProcessSettings) -> list[str]:
     Each entry is a one-line explanation for the user.
     """
     out = []
-    alg = settings.index.algorithm
-    if alg == "auto":
-        out.append("indexing (-X auto, the default) is not implemented yet; pass -X None to "
-                   "run spot finding and azimuthal integration only")
-    elif alg != "none":
-        out.append(f"indexing with -X {alg} is not implemented yet; pass -X None to run spot "
-                   "finding and azimuthal integration only")
-    rot = settings.rotation
-    if rot.two_pass_images is not None:
-        out.append("two-pass rotation indexing (-R) is not implemented yet")
-    if rot.single_pass_deg is not None:
-        out.append("single-pass rotation indexing (--single-pass-rotation) is not implemented yet")
-    if rot.force_lattice is not None:
-        out.append("--force-rotation-lattice (rotation integration) is not implemented yet")
     if settings.refine.preset == "pixelrefine":
         out.append("pixel refinement (-r pixelrefine) is not implemented yet")
     if settings.merging:
@@ -398,14 +389,205 @@ def run_spotfind_azint(
     return stats, groups, times
 
 
+# --------------------------------------------------------------------------- indexing
+INDEX_BATCH = 16
+"""Stills indexed per strategy call (the JAX search is vmap-batched over them)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexSummary:
+    """Indexing summary (for the console and ``ProcessResult``).
+
+    Attributes:
+        algorithm: the indexer used (``ffbidx`` | ``fft`` | ``fftw``; ``+rotation`` modes).
+        n_images: images processed; n_attempted: images with ≥ ``min_spots`` spots;
+        n_indexed: images indexed.
+        bravais: most common Bravais type of the indexed images (``""``: none).
+        cell_median: (6,) median cell (Å, deg) of the indexed images (NaN if none).
+        cell_spread: (6,) robust spread (1.4826 · MAD) of the cells.
+        rotation_lattice: (9,) angle-0 basis of rotation indexing (None for stills).
+        mode: ``stills`` | ``two-pass`` | ``single-pass`` | ``forced``.
+    """
+
+    algorithm: str
+    n_images: int
+    n_attempted: int
+    n_indexed: int
+    bravais: str
+    cell_median: np.ndarray
+    cell_spread: np.ndarray
+    rotation_lattice: np.ndarray | None = None
+    mode: str = "stills"
+
+    def lines(self) -> list[str]:
+        """Console lines."""
+        rate = self.n_indexed / self.n_attempted if self.n_attempted else 0.0
+        out = [f"indexing ({self.algorithm}, {self.mode}): {self.n_indexed} of {self.n_images} "
+               f"images indexed ({100 * rate:.1f}% of the {self.n_attempted} with enough spots)"]
+        if self.n_indexed:
+            c, e = self.cell_median, self.cell_spread
+            out.append(f"cell ({self.bravais}): a {c[0]:.2f}({e[0]:.2f}) b {c[1]:.2f}({e[1]:.2f}) "
+                       f"c {c[2]:.2f}({e[2]:.2f}) A, alpha {c[3]:.2f}({e[3]:.2f}) "
+                       f"beta {c[4]:.2f}({e[4]:.2f}) gamma {c[5]:.2f}({e[5]:.2f}) deg "
+                       "(median and robust spread)")
+        return out
+
+
+def _store_index(mx: dict[str, np.ndarray], i: int, res: Any, max_spots: int) -> None:
+    if not res.indexed:
+        return
+    mx["imageIndexed"][i] = 1
+    mx["latticeIndexed"][i] = np.asarray(res.basis[0], dtype=np.float32).reshape(9)
+    lid = np.asarray(res.lattice_id)[:max_spots]
+    mx["peakIndexed"][i, :len(lid)] = (lid >= 0).astype(np.uint8)
+
+
+def run_indexing(settings: ProcessSettings, geometry: Geometry, mx: dict[str, np.ndarray],
+                 indices: np.ndarray, *, stored_spots: Any = None,
+                 progress: Callable[[str, int], Any] | None = None) -> IndexSummary | None:
+    """Index the spot lists in ``mx`` (filled in place: ``imageIndexed``, ``latticeIndexed``,
+    ``peakIndexed``, and ``rotation_lattice`` for rotation data).
+
+    Args:
+        settings: the run's settings (``index``, ``crystal``, ``rotation``).
+        geometry: the experiment geometry (spot positions → reciprocal space).
+        mx: the ``/entry/MX`` arrays of the processed images (``peakXPosRaw`` …).
+        indices: (n,) input image numbers of those images.
+        stored_spots: spots stored in the master file (:class:`jfx.io.nxmx.StoredSpots`),
+            used for pass 1 of two-pass rotation indexing unless ``--redo-rotation-spots``.
+        progress: factory ``(stage, total) -> progress bar`` (context manager with
+            ``update(n)``), or None.
+
+    Returns:
+        The summary, or None with ``-X none``.
+
+    Raises:
+        InputError: rotation indexing asked for still data, or ffbidx without a cell.
+    """
+    import jax
+
+    from jfx.index import rotation as rot
+    from jfx.index.factory import make_indexer
+    from jfx.index.indexing import Symmetry, index
+
+    ix = settings.index
+    cry = settings.crystal
+    rs = settings.rotation
+    rotation_mode = (rs.two_pass_images is not None or rs.single_pass_deg is not None
+                     or rs.force_lattice is not None)
+    if ix.algorithm == "none" and rs.force_lattice is None:
+        return None
+    gpu = jax.default_backend() != "cpu"
+    alg = ix.resolve(cry.unit_cell is not None, gpu)
+    try:
+        indexer = None if alg == "none" else make_indexer(alg, cry.unit_cell, ix, gpu)
+    except ValueError as e:
+        raise InputError(" ".join(str(e).split())) from None
+    sym = Symmetry(cry.unit_cell, cry.space_group)
+    opt = ix.options()
+    max_spots = mx["peakXPosRaw"].shape[1]
+    n = len(indices)
+    slot = np.arange(max_spots)[None, :]
+    valid = slot < mx["nPeaks"][:, None]
+    q = rot.spot_vectors(geometry, mx["peakXPosRaw"], mx["peakYPosRaw"])
+    valid &= np.all(np.isfinite(q), axis=-1)
+    bar = progress("indexing", n) if progress is not None else contextlib.nullcontext()
+    results: list[Any] = []
+    basis0 = None
+    mode = "stills"
+    with bar:
+        if rotation_mode:
+            if not geometry.is_rotation:
+                raise InputError("rotation indexing (-R / --single-pass-rotation / "
+                                 "--force-rotation-lattice) needs rotation data; the input "
+                                 "holds stills (no goniometer scan)")
+            axis = np.asarray(geometry.goniometer.axis, dtype=np.float64)
+            phi = rot.image_angles(geometry, np.asarray(indices, dtype=np.float64) + 0.5)
+            q0 = rot.to_angle_zero(q, axis, phi[:, None])
+            if rs.force_lattice is not None:
+                mode = "forced"
+                out = rot.two_pass(q0, valid, axis, phi, 0, None, sym, opt,
+                                   force_basis0=np.reshape(rs.force_lattice, (3, 3)))
+            elif rs.two_pass_images is not None:
+                mode = "two-pass"
+                q1 = v1 = None
+                n1 = min(rs.two_pass_images, n)
+                if stored_spots is not None and not rs.redo_spots:
+                    q1, v1 = _stored_pass1(geometry, stored_spots, indices[:n1], axis)
+                out = rot.two_pass(q0, valid, axis, phi, n1, indexer, sym, opt,
+                                   q0_first=q1, valid_first=v1)
+            else:
+                mode = "single-pass"
+                out = rot.single_pass(q0, valid, axis, phi, rs.single_pass_deg, indexer, sym,
+                                      opt)
+            results = out.images
+            basis0 = out.basis0
+            if hasattr(bar, "update"):
+                bar.update(n)
+        else:
+            for s0 in range(0, n, INDEX_BATCH):
+                sl = slice(s0, min(n, s0 + INDEX_BATCH))
+                results.extend(index(q[sl], valid[sl], indexer, symmetry=sym, options=opt))
+                if hasattr(bar, "update"):
+                    bar.update(sl.stop - sl.start)
+    for i, r in enumerate(results):
+        _store_index(mx, i, r, max_spots)
+    if basis0 is not None:
+        mx["rotation_lattice"] = np.asarray(basis0, dtype=np.float64).reshape(9)
+    from jfx.models.lattice import basis_to_cell
+
+    ok = [r for r in results if r.indexed]
+    cells = (np.array([basis_to_cell(np.asarray(r.basis[0])) for r in ok]) if ok
+             else np.full((0, 6), np.nan))
+    med = np.median(cells, axis=0) if ok else np.full(6, np.nan)
+    spread = (1.4826 * np.median(np.abs(cells - med), axis=0)) if ok else np.full(6, np.nan)
+    if basis0 is not None:
+        med, spread = basis_to_cell(basis0), np.zeros(6)
+    kinds = [r.bravais for r in ok if r.bravais]
+    bravais = max(set(kinds), key=kinds.count) if kinds else ""
+    attempted = int(np.sum(valid.sum(axis=1) >= (3 if rotation_mode else opt.min_spots)))
+    return IndexSummary(algorithm=alg, n_images=n, n_attempted=attempted, n_indexed=len(ok),
+                        bravais=bravais, cell_median=med, cell_spread=spread,
+                        rotation_lattice=None if basis0 is None else basis0.reshape(9),
+                        mode=mode)
+
+
+def _stored_pass1(geometry: Geometry, stored: Any, images: np.ndarray, axis: np.ndarray):
+    """Angle-0 spot vectors of the spots stored in the master for ``images`` (pass 1)."""
+    from jfx.index import rotation as rot
+
+    images = np.asarray(images, dtype=np.int64)
+    images = images[images < len(stored.n_peaks)]
+    if images.size == 0:
+        return None, None
+    x = np.asarray(stored.x_px, dtype=np.float64)[images]
+    y = np.asarray(stored.y_px, dtype=np.float64)[images]
+    valid = np.arange(x.shape[1])[None, :] < np.asarray(stored.n_peaks)[images][:, None]
+    valid &= np.isfinite(x) & np.isfinite(y)
+    q = rot.spot_vectors(geometry, np.where(valid, x, 0.0), np.where(valid, y, 0.0))
+    phi = rot.image_angles(geometry, images.astype(np.float64) + 0.5)
+    return rot.to_angle_zero(q, axis, phi[:, None]), valid
+
+
 def process(
     settings: ProcessSettings,
     master: Any,
     *,
     on_chunk: Callable[[int], None] | None = None,
     selection: ImageSelection | None = None,
+    progress: Callable[[str, int], Any] | None = None,
 ) -> ProcessResult:
-    """Run the implemented pipeline (``-X None``: spot finding + azimuthal integration).
+    """Run the implemented pipeline: spot finding + azimuthal integration, then indexing
+    (stills per image; rotation data two-pass / single-pass / forced lattice).
+
+    Args:
+        settings: the run's settings.
+        master: an open :class:`jfx.io.nxmx.MasterFile`.
+        on_chunk: progress callback of the spot-finding stage (images finished); default: a
+            bar from ``progress``.
+        selection: the images (default from ``settings.general``).
+        progress: factory ``(stage, total) -> progress bar`` (a context manager with
+            ``update(n)``) used for every stage.
 
     Raises:
         InputError: unusable input or a requested stage that is not implemented yet.
@@ -423,12 +605,25 @@ def process(
     device = resolve_device(g.device)
     batch = g.batch_size if g.batch_size is not None else default_batch_size(device)
     ctx = (jax.default_device(device) if g.device != "auto" else contextlib.nullcontext())
+    stage = ("spot finding + azimuthal integration" if settings.azint.enabled
+             else "spot finding")
+    bar = (progress(stage, len(selection.indices)) if progress is not None and on_chunk is None
+           else contextlib.nullcontext())
     with ctx:
-        stats, groups, times = run_spotfind_azint(
-            settings, master, selection.indices, batch_size=batch, workers=g.threads,
-            on_chunk=on_chunk)
+        with bar:
+            stats, groups, times = run_spotfind_azint(
+                settings, master, selection.indices, batch_size=batch, workers=g.threads,
+                on_chunk=on_chunk if on_chunk is not None else getattr(bar, "update", None))
+        t1 = time.perf_counter()
+        stored = None
+        if settings.rotation.two_pass_images is not None and not settings.rotation.redo_spots:
+            stored = master.stored_spots
+        summary = run_indexing(settings, master.geometry, groups["MX"], selection.indices,
+                               stored_spots=stored, progress=progress)
+        if summary is not None:
+            times["index"] = time.perf_counter() - t1
     times["total"] = time.perf_counter() - t0
     warnings = tuple(getattr(master, "warnings", ()) or ()) + selection.warnings
     return ProcessResult(geometry=master.geometry, image=stats, warnings=warnings, groups=groups,
                          spots=SpotSummary.from_mx(groups["MX"], settings.spotfind.max_spots),
-                         timings_s=times, batch_size=int(batch), device=str(device))
+                         indexing=summary, timings_s=times, batch_size=int(batch), device=str(device))

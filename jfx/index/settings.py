@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -19,20 +21,48 @@ DEFAULT_SINGLE_PASS_DEG = 10.0
 
 @dataclasses.dataclass(frozen=True)
 class IndexSettings:
-    """Indexing algorithm (config group ``index``; ``-X``, case-insensitive).
+    """Indexing (config group ``index``; the option is ``-X``, case-insensitive).
 
     Attributes:
-        algorithm: ``ffbidx`` (known-cell, fast-feedback), ``fft`` (de novo, GPU FFT),
-            ``fftw`` (de novo, CPU FFT), ``auto`` or ``none`` (no indexing).
+        algorithm: ``ffbidx`` (known-cell, fast-feedback), ``fft`` (de novo, JAX FFT),
+            ``fftw`` (de novo, numpy/scipy FFT), ``auto`` or ``none`` (no indexing).
             ``auto`` resolves (see :meth:`resolve`) to ``ffbidx`` when a unit cell is known,
             else to ``fft`` on a GPU and ``fftw`` on a CPU.
+        tolerance, min_spots, min_indexed, min_fraction, max_lattices, length_tol,
+        angle_tol_deg, n_try, trim_fraction: shared post-processing
+            (:class:`jfx.index.indexing.IndexOptions`, documented there).
+        fft: parameters of the DPS/FFT search (:class:`jfx.index.fft.FFTSettings`).
+        ffbidx: parameters of the known-cell search (:class:`jfx.index.ffbidx.FFBSettings`).
     """
 
     algorithm: str = "auto"
+    tolerance: float = 0.2
+    min_spots: int = 8
+    min_indexed: int = 8
+    min_fraction: float = 0.5
+    max_lattices: int = 1
+    length_tol: float = 0.03
+    angle_tol_deg: float = 3.0
+    n_try: int = 4
+    trim_fraction: float = 0.9
+    fft: Any = None
+    ffbidx: Any = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "algorithm",
-                           as_choice("indexing algorithm (-X)", self.algorithm, ALGORITHMS))
+        from jfx.index.fft import FFTSettings
+
+        s = object.__setattr__
+        s(self, "algorithm", as_choice("indexing algorithm (-X)", self.algorithm, ALGORITHMS))
+        self.options()  # validates the shared options
+        s(self, "fft", _sub(FFTSettings, self.fft, "index.fft"))
+        s(self, "ffbidx", _sub(_ffb_settings_class(), self.ffbidx, "index.ffbidx"))
+
+    def options(self):
+        """The shared post-processing options (:class:`jfx.index.indexing.IndexOptions`)."""
+        from jfx.index.indexing import IndexOptions
+
+        return IndexOptions(**{f.name: getattr(self, f.name)
+                               for f in dataclasses.fields(IndexOptions)})
 
     def resolve(self, cell_known: bool, gpu: bool) -> str:
         """The concrete algorithm: ``auto`` → ffbidx (cell known) / fft (GPU) / fftw (CPU)."""
@@ -41,6 +71,27 @@ class IndexSettings:
         if cell_known:
             return "ffbidx"
         return "fft" if gpu else "fftw"
+
+
+def _ffb_settings_class():
+    from jfx.index.ffbidx import FFBSettings
+
+    return FFBSettings
+
+
+def _sub(cls, value, where: str):
+    """A nested settings dataclass from a mapping (config) or an instance."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a mapping of settings, got {value!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(value) - names
+    if unknown:
+        raise ValueError(f"unknown {where} setting(s): {', '.join(sorted(map(str, unknown)))}")
+    return cls(**dict(value))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -184,13 +184,8 @@ def test_existing_output_is_replaced(tmp_path, shared_master, capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    ([], "pass -X None"),
-    (["-X", "fft"], "-X fft is not implemented yet"),
-    (["-X", "ffbidx", "-C", "79,79,38,90,90,90"], "-X ffbidx is not implemented yet"),
+    (["-M"], "scaling and merging"),
     (["-X", "None", "-M"], "scaling and merging"),
-    (["-X", "None", "-R"], "two-pass rotation indexing"),
-    (["-X", "None", "--single-pass-rotation"], "single-pass rotation"),
-    (["-X", "None", "--force-rotation-lattice", "1,0,0,0,1,0,0,0,1"], "force-rotation-lattice"),
 ])
 def test_unimplemented_stages_stop_before_reading(tmp_path, shared_master, capsys, argv, needle):
     rc = process_main([str(shared_master[0]), "-o", str(tmp_path / "o"), *argv])
