@@ -30,7 +30,7 @@ LYSOZYME = (79.1, 79.1, 38.0, 90.0, 90.0, 90.0)
 def mixed_still(cell, rng, n_spots: int, false_fraction: float = 0.2, d_min_A: float = 1.8):
     """A still with ``n_spots`` spots (fewer if the lattice gives fewer), a fraction of them
     random false spots, sorted low resolution first like a spot finder's list."""
-    n_false = int(round(n_spots * false_fraction))
+    n_false = round(n_spots * false_fraction)
     s = still_spots(cell, d_min_A=d_min_A, n_false=4 * n_false + 10, rng=rng)
     t, f = np.flatnonzero(s.true)[: n_spots - n_false], np.flatnonzero(~s.true)[:n_false]
     sel = np.concatenate([t, f])

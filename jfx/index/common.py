@@ -181,6 +181,9 @@ def smallest_cell(basis: np.ndarray, q: np.ndarray, valid: np.ndarray, *,
             first = next(i for i, v in enumerate(c) if v == 1)
             Bn = B.copy()
             Bn[first] = w
+            # a refined cell from few spots is slightly off: refit before counting
+            Bn, _ = refine_basis(Bn, qv, np.ones(len(qv), bool), tolerance=tolerance,
+                                 n_iter=2)
             k = count(Bn)
             if k >= keep * n0 and (best is None or k > best[0]):
                 best = (k, Bn)

@@ -63,7 +63,6 @@ import numpy as np
 from jfx.index.base import Indexer
 from jfx.models.lattice import cell_to_basis
 
-
 SPOT_BUCKETS = (64, 128, 256)
 """Spot-count buckets (padding sizes) of the jitted search; larger counts round up to 64s."""
 ANGLE_QUANTUM = 16
@@ -470,7 +469,9 @@ class FFBIndexer(Indexer):
                 continue
             rng = 2 * np.pi / order
             n = math.ceil(rng * max(q_max, 1e-3) * lperp / s.angle_step)
-            n = ANGLE_QUANTUM * math.ceil(n / ANGLE_QUANTUM)
+            # power-of-two buckets: the count is a static shape, and batches of different
+            # resolution would otherwise each compile the search anew (1.5–3 s each)
+            n = ANGLE_QUANTUM * 2 ** math.ceil(math.log2(max(n / ANGLE_QUANTUM, 1.0)))
             out.append(int(min(max(n, ANGLE_QUANTUM), s.max_angles)))
         return out
 

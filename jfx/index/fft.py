@@ -47,7 +47,9 @@ class FFTSettings:
     """Parameters of the DPS/1-D FFT search.
 
     Attributes:
-        n_directions: directions sampled over the half-sphere (≈ 1.1° spacing at 16384).
+        n_directions: directions sampled over the half-sphere (≈ 2.2° spacing at 4096; the
+            vector refinement recovers the exact direction; 4096 measured as reliable as
+            16384 on simulated stills at half the time).
         max_cell_A: longest real-space vector searched (Å); sets the histogram size.
         min_cell_A: shortest real-space vector searched (Å).
         max_spots: at most this many spots (the lowest-resolution ones) enter the direction
@@ -58,7 +60,7 @@ class FFTSettings:
         backend: ``jax`` (jit/vmap, CPU or GPU) or ``numpy`` (numpy + scipy.fft).
     """
 
-    n_directions: int = 16384
+    n_directions: int = 4096
     max_cell_A: float = 250.0
     min_cell_A: float = 4.0
     max_spots: int = 400

@@ -28,7 +28,8 @@ class IndexSettings:
             ``fftw`` (de novo, numpy/scipy FFT), ``auto`` or ``none`` (no indexing).
             ``auto`` resolves (see :meth:`resolve`) to ``ffbidx`` when a unit cell is known,
             else to ``fft`` on a GPU and ``fftw`` on a CPU.
-        tolerance, min_spots, min_indexed, min_fraction, max_lattices, length_tol,
+        tolerance, min_spots, min_indexed, min_fraction, max_rms, min_indexed_de_novo,
+        max_lattices, length_tol,
         angle_tol_deg, n_try, trim_fraction: shared post-processing
             (:class:`jfx.index.indexing.IndexOptions`, documented there).
         fft: parameters of the DPS/FFT search (:class:`jfx.index.fft.FFTSettings`).
@@ -40,6 +41,8 @@ class IndexSettings:
     min_spots: int = 8
     min_indexed: int = 8
     min_fraction: float = 0.5
+    max_rms: float = 0.15
+    min_indexed_de_novo: int = 15
     max_lattices: int = 1
     length_tol: float = 0.03
     angle_tol_deg: float = 3.0

@@ -5,11 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jfx.index.ffbidx import (FFBIndexer, FFBSettings, fibonacci_half_sphere,
-                              metric_symmetry, orientation_error_deg, same_lattice)
+from jfx.index.ffbidx import (
+    FFBIndexer,
+    FFBSettings,
+    fibonacci_half_sphere,
+    metric_symmetry,
+    orientation_error_deg,
+    same_lattice,
+)
 from jfx.models.lattice import cell_to_basis
 from jfx.sim.spots import axis_rotation, random_rotation, still_spots
-
 
 CELLS = {
     "tetragonal": (79.1, 79.1, 38.0, 90.0, 90.0, 90.0),
@@ -34,7 +39,7 @@ def _batch(sets):
 def _mixed_still(cell, rng, n_true=160, false_fraction=0.2, d_min_A=2.0):
     """A still whose spot list (sorted low resolution first, as a spot finder's) holds
     ``n_true`` lattice spots and a ``false_fraction`` of random false spots."""
-    n_false = int(round(n_true * false_fraction / (1 - false_fraction)))
+    n_false = round(n_true * false_fraction / (1 - false_fraction))
     s = still_spots(cell, d_min_A=d_min_A, n_false=4 * n_false + 10, rng=rng)
     t, f = np.flatnonzero(s.true)[:n_true], np.flatnonzero(~s.true)[:n_false]
     sel = np.concatenate([t, f])
@@ -59,10 +64,11 @@ def _check_solution(cand, s, ops, max_spots=200):
 
 def test_settings_validation():
     FFBSettings()  # defaults are valid
-    for bad in (dict(n_halfsphere=0), dict(triml=0.3, trimh=0.2), dict(delta=0.0),
-                dict(n_candidates=0), dict(n_angles=-1), dict(n_output=0),
-                dict(n_cells=2, n_output=4), dict(dist3=0.7), dict(max_spots=3),
-                dict(n_candidates=1.5), dict(fast_log="yes")):
+    for bad in ({"n_halfsphere": 0}, {"triml": 0.3, "trimh": 0.2}, {"delta": 0.0},
+                {"n_candidates": 0}, {"n_angles": -1}, {"n_output": 0},
+                {"n_cells": 2, "n_output": 4}, {"dist3": 0.7}, {"max_spots": 3},
+                {"n_candidates": 1.5}, {"fast_log": "yes"}, {"coarse_keep": 5000},
+                {"fine_steps": 1}):
         with pytest.raises(ValueError, match="^FFBSettings: "):
             FFBSettings(**bad)
     with pytest.raises(ValueError):
@@ -202,7 +208,7 @@ def test_blank_image_scores_poorly():
         blank.append(type(s)(s.q[~s.true][:200], s.hkl[~s.true][:200],
                              s.true[~s.true][:200], s.basis, s.angle_rad[~s.true][:200]))
     idx = FFBIndexer(cell, FFBSettings(n_angles=416))  # fixed: one compiled shape
-    rb, rs = idx.search(*_batch(real))
+    _, rs = idx.search(*_batch(real))
     bb, bs = idx.search(*_batch(blank))
     real_best = np.array([x[0] for x in rs])
     blank_best = np.array([x[0] for x in bs])
