@@ -26,7 +26,6 @@ from typing import Any
 
 from jfx.io.errors import InputError, ProcessingError
 
-
 # Optional-value options (-R[=n], --single-pass-rotation[=deg], -w[=v]): the bare form
 # becomes "<long>=" + BARE so a following positional is never taken as the value.
 BARE = "__bare__"

@@ -422,8 +422,9 @@ class IndexSummary:
     def lines(self) -> list[str]:
         """Console lines."""
         rate = self.n_indexed / self.n_attempted if self.n_attempted else 0.0
-        out = [f"indexing ({self.algorithm}, {self.mode}): {self.n_indexed} of {self.n_images} "
-               f"images indexed ({100 * rate:.1f}% of the {self.n_attempted} with enough spots)"]
+        out = [(f"indexing ({self.algorithm}, {self.mode}): {self.n_indexed} of {self.n_images} "
+                f"images indexed ({100 * rate:.1f}% of the {self.n_attempted} with enough "
+                "spots)")]
         if self.n_indexed:
             c, e = self.cell_median, self.cell_spread
             out.append(f"cell ({self.bravais}): a {c[0]:.2f}({e[0]:.2f}) b {c[1]:.2f}({e[1]:.2f}) "

@@ -33,7 +33,6 @@ from jfx.index.base import Indexer, IndexResult, IndexStatus
 from jfx.index.common import index_error, refine_basis, right_handed, smallest_cell
 from jfx.validate import as_float, as_int
 
-
 SYMMETRY_KEEP = 0.75
 """A symmetrised lattice must index this fraction of the unconstrained lattice's spots."""
 
@@ -191,7 +190,7 @@ def _with_symmetry(B: np.ndarray, q: np.ndarray, valid: np.ndarray, sym: Symmetr
     ``B`` is a primitive basis, or (``in_cell_setting``, known-cell indexers) a basis in the
     setting of the known cell, centred as the space group says.
     """
-    tol = dict(length_tol=opt.length_tol, angle_tol_deg=opt.angle_tol_deg)
+    tol = {"length_tol": opt.length_tol, "angle_tol_deg": opt.angle_tol_deg}
     try:
         centring = "P"
         if sym.unit_cell is not None:

@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from jfx.validate import as_bool, as_choice, as_float, as_floats, as_int
 from jfx.models.symmetry import check_cell_and_space_group
-
+from jfx.validate import as_bool, as_choice, as_float, as_floats, as_int
 
 ALGORITHMS = ("ffbidx", "fft", "fftw", "auto", "none")
 DEFAULT_TWO_PASS_IMAGES = 30
@@ -89,7 +88,7 @@ def _sub(cls, value, where: str):
     if isinstance(value, cls):
         return value
     if not isinstance(value, Mapping):
-        raise ValueError(f"{where} must be a mapping of settings, got {value!r}")
+        raise ValueError(f"{where} must be a mapping of settings, got {value!r}")  # noqa: TRY004
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(value) - names
     if unknown:

@@ -25,7 +25,9 @@ CELLS = {
 def read_ffbidx_file(path):
     """(reference basis (3, 3) Å rows, spot vectors (n, 3) Å⁻¹) of an ffbidx_simple file."""
     rows = []
-    for line in open(path):
+    with open(path) as fh:
+        lines = fh.read().splitlines()
+    for line in lines:
         line = line.strip()
         if not line or line.startswith("#"):
             continue

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from jfx.index.common import refine_basis
-from jfx.index.fft import (FFTIndexer, FFTSettings, _dps_kernel, _dps_numpy, half_sphere,
-                           refine_vectors)
+from jfx.index.fft import (
+    FFTIndexer,
+    FFTSettings,
+    _dps_kernel,
+    _dps_numpy,
+    half_sphere,
+    refine_vectors,
+)
 from jfx.sim.spots import still_spots
 from tests.index.conftest import CELLS, same_lattice
 

@@ -108,3 +108,34 @@ def test_rotation_options_on_stills_are_rejected(serial, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "needs rotation data" in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())
+
+
+def test_two_pass_uses_stored_spots_unless_redo(rotation, tmp_path):
+    """Pass 1 reads the spots stored in the master's /entry/MX; --redo-rotation-spots uses
+    this run's spots instead. The stored spots here are displaced by 40 px (not the
+    crystal's), so only the redo run indexes."""
+    import shutil
+
+    ref = tmp_path / "ref"
+    assert process_main([str(rotation / "r_master.h5"), "-o", str(ref), "-R=10", "-X", "None"]
+                        ) == 0
+    mx = _mx(f"{ref}_process.h5")
+    master = rotation / "r_stored_master.h5"  # same folder: the data links stay valid
+    shutil.copy(rotation / "r_master.h5", master)
+    with h5py.File(master, "r+") as f:
+        g = f.require_group("entry/MX")
+        for k in ("nPeaks", "peakXPosRaw", "peakYPosRaw", "peakTotalIntensity"):
+            if k in g:
+                del g[k]
+        g["nPeaks"] = mx["nPeaks"]
+        g["peakXPosRaw"] = mx["peakXPosRaw"] + 40.0
+        g["peakYPosRaw"] = mx["peakYPosRaw"]
+        g["peakTotalIntensity"] = mx["peakTotalIntensity"]
+    out = tmp_path / "stored"
+    process_main([str(master), "-o", str(out), "-R=10", "-S", "96"])
+    stored = _mx(f"{out}_process.h5")
+    assert stored["imageIndexed"].mean() < 0.5
+    out = tmp_path / "redo"
+    assert process_main([str(master), "-o", str(out), "-R=10", "-S", "96",
+                         "--redo-rotation-spots"]) == 0
+    assert _mx(f"{out}_process.h5")["imageIndexed"].mean() >= 0.99

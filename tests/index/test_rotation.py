@@ -22,7 +22,7 @@ def _sweep(range_deg=30.0, osc_deg=0.5, seed=0, n_false=0):
     s = rotation_spots(CELL, rng=np.random.default_rng(seed), range_deg=range_deg,
                        unrotate=False, d_min_A=2.0, n_false=n_false, axis=AXIS)
     img = np.floor(np.degrees(s.angle_rad) / osc_deg).astype(int)
-    n_img = int(round(range_deg / osc_deg))
+    n_img = round(range_deg / osc_deg)
     per = [np.flatnonzero(img == i) for i in range(n_img)]
     cap = max(len(p) for p in per)
     q = np.zeros((n_img, cap, 3))
@@ -85,7 +85,7 @@ def test_two_pass_indexes_every_image():
 
 
 def test_single_pass_waits_for_the_angular_range():
-    q, q0, valid, phi, s = _sweep()
+    _, q0, valid, phi, _ = _sweep()
     out = rot.single_pass(q0, valid, AXIS, phi, 5.0, FFTIndexer(FFTSettings(backend="numpy")),
                           Symmetry(), IndexOptions())
     assert out.status == IndexStatus.OK and out.bravais == "tP"
@@ -98,7 +98,7 @@ def test_single_pass_waits_for_the_angular_range():
 
 
 def test_forced_lattice_skips_pass_one():
-    q, q0, valid, phi, s = _sweep(range_deg=10.0)
+    _, q0, valid, phi, s = _sweep(range_deg=10.0)
     out = rot.two_pass(q0, valid, AXIS, phi, 0, None, Symmetry(), IndexOptions(),
                        force_basis0=s.basis)
     np.testing.assert_allclose(out.basis0, s.basis)
