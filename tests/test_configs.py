@@ -167,11 +167,11 @@ def test_check_cell_and_space_group_normalises():
 
 
 def test_index_auto_resolution():
-    s = IndexSettings("auto")
+    s = IndexSettings(algorithm="auto")
     assert s.resolve(cell_known=True, gpu=False) == "ffbidx"
     assert s.resolve(cell_known=False, gpu=True) == "fft"
     assert s.resolve(cell_known=False, gpu=False) == "fftw"
-    assert IndexSettings("FFT").resolve(cell_known=True, gpu=False) == "fft"
+    assert IndexSettings(algorithm="FFT").resolve(cell_known=True, gpu=False) == "fft"
 
 
 def test_resolved_yaml_round_trips():

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 import jfx  # noqa: F401  (x64)
+from jfx.index.common import pad_sets
 from jfx.index.ffbidx import FFBIndexer, FFBSettings, metric_symmetry, orientation_error_deg
 from jfx.sim.spots import still_spots
 
@@ -44,14 +45,7 @@ def blank_still(cell, rng, n_spots: int = 200, d_min_A: float = 1.8):
     return type(s)(s.q[f], s.hkl[f], s.true[f], s.basis, s.angle_rad[f])
 
 
-def batch(sets):
-    n = max(len(s.q) for s in sets)
-    q = np.zeros((len(sets), n, 3))
-    v = np.zeros((len(sets), n), bool)
-    for i, s in enumerate(sets):
-        q[i, : len(s.q)] = s.q
-        v[i, : len(s.q)] = True
-    return q, v
+batch = pad_sets
 
 
 def throughput(idx: FFBIndexer, stills, bs: int, repeats: int):

@@ -26,7 +26,7 @@ import numpy as np
 import jfx  # noqa: F401  (x64, compilation cache settings)
 from jfx.index import IndexOptions, Symmetry, index
 from jfx.index import rotation as rot
-from jfx.index.common import orientation_error_deg
+from jfx.index.common import orientation_error_deg, pad_sets
 from jfx.index.factory import make_indexer
 from jfx.models.lattice import basis_to_cell
 from jfx.sim.spots import rotation_spots, still_spots
@@ -66,14 +66,7 @@ def make_blanks(n: int, seed: int):
     return out
 
 
-def pad(sets):
-    n = max(len(s) for s in sets)
-    q = np.zeros((len(sets), n, 3))
-    v = np.zeros((len(sets), n), bool)
-    for i, s in enumerate(sets):
-        q[i, :len(s)] = s
-        v[i, :len(s)] = True
-    return q, v
+pad = pad_sets
 
 
 def run_indexer(name, indexer, sym, qs, batch, repeats):

@@ -57,6 +57,7 @@ import gemmi
 import numpy as np
 
 from jfx.models.lattice import basis_to_cell, cell_to_basis
+from jfx.models.symmetry import space_group
 
 # --------------------------------------------------------------------------------------------
 # Bravais types as data
@@ -179,13 +180,7 @@ def bravais_of_space_group(number: int) -> str:
     Raises:
         ValueError: ``number`` is not an integer 1–230.
     """
-    try:
-        n = int(number)
-    except (TypeError, ValueError):
-        raise ValueError(f"space group must be a number 1-230, got {number!r}") from None
-    if n != number or not 1 <= n <= 230:
-        raise ValueError(f"space group must be a number 1-230, got {number!r}")
-    sg = gemmi.find_spacegroup_by_number(n)
+    sg = space_group(number)
     system = sg.crystal_system_str()
     centring = sg.centring_type()
     if system == "triclinic":
@@ -205,8 +200,7 @@ def bravais_of_space_group(number: int) -> str:
 
 def centring_of_space_group(number: int) -> str:
     """Centring letter (P, A, B, C, I, F, R) of space group ``number`` in its gemmi setting."""
-    bravais_of_space_group(number)  # validates
-    return gemmi.find_spacegroup_by_number(int(number)).centring_type()
+    return space_group(number).centring_type()
 
 
 # --------------------------------------------------------------------------------------------

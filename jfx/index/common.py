@@ -191,3 +191,22 @@ def smallest_cell(basis: np.ndarray, q: np.ndarray, valid: np.ndarray, *,
             break
         B, changed = reduce_basis(best[1]), True
     return B if changed else basis
+
+
+def pad_sets(sets) -> tuple[np.ndarray, np.ndarray]:
+    """Stack ragged spot-vector sets into the padded batch the indexers take.
+
+    Args:
+        sets: sequence of (n_i, 3) arrays (or objects with a ``q`` attribute holding one).
+
+    Returns:
+        (q (B, n_max, 3) float64 zero-padded, valid (B, n_max) bool).
+    """
+    arrs = [np.asarray(getattr(s, "q", s), dtype=np.float64).reshape(-1, 3) for s in sets]
+    n = max((len(a) for a in arrs), default=0)
+    q = np.zeros((len(arrs), n, 3))
+    v = np.zeros((len(arrs), n), bool)
+    for i, a in enumerate(arrs):
+        q[i, :len(a)] = a
+        v[i, :len(a)] = True
+    return q, v

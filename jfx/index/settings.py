@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from jfx.index.indexing import IndexOptions
 from jfx.models.symmetry import check_cell_and_space_group
 from jfx.validate import as_bool, as_choice, as_float, as_floats, as_int
 
@@ -18,51 +19,38 @@ DEFAULT_SINGLE_PASS_DEG = 10.0
 """Minimum angular range (deg) for ``--single-pass-rotation`` without a value (our choice)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class IndexSettings:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IndexSettings(IndexOptions):
     """Indexing (config group ``index``; the option is ``-X``, case-insensitive).
+
+    The shared post-processing options are inherited from
+    :class:`jfx.index.indexing.IndexOptions` (tolerance, viability, lattices, Bravais
+    tolerances; documented there).
 
     Attributes:
         algorithm: ``ffbidx`` (known-cell, fast-feedback), ``fft`` (de novo, JAX FFT),
             ``fftw`` (de novo, numpy/scipy FFT), ``auto`` or ``none`` (no indexing).
             ``auto`` resolves (see :meth:`resolve`) to ``ffbidx`` when a unit cell is known,
             else to ``fft`` on a GPU and ``fftw`` on a CPU.
-        tolerance, min_spots, min_indexed, min_fraction, max_rms, min_indexed_de_novo,
-        max_lattices, length_tol,
-        angle_tol_deg, n_try, trim_fraction: shared post-processing
-            (:class:`jfx.index.indexing.IndexOptions`, documented there).
         fft: parameters of the DPS/FFT search (:class:`jfx.index.fft.FFTSettings`).
         ffbidx: parameters of the known-cell search (:class:`jfx.index.ffbidx.FFBSettings`).
     """
 
     algorithm: str = "auto"
-    tolerance: float = 0.2
-    min_spots: int = 8
-    min_indexed: int = 8
-    min_fraction: float = 0.5
-    max_rms: float = 0.15
-    min_indexed_de_novo: int = 15
-    max_lattices: int = 1
-    length_tol: float = 0.03
-    angle_tol_deg: float = 3.0
-    n_try: int = 4
-    trim_fraction: float = 0.9
     fft: Any = None
     ffbidx: Any = None
 
     def __post_init__(self) -> None:
         from jfx.index.fft import FFTSettings
 
+        super().__post_init__()
         s = object.__setattr__
         s(self, "algorithm", as_choice("indexing algorithm (-X)", self.algorithm, ALGORITHMS))
-        self.options()  # validates the shared options
         s(self, "fft", _sub(FFTSettings, self.fft, "index.fft"))
         s(self, "ffbidx", _sub(_ffb_settings_class(), self.ffbidx, "index.ffbidx"))
 
-    def options(self):
-        """The shared post-processing options (:class:`jfx.index.indexing.IndexOptions`)."""
-        from jfx.index.indexing import IndexOptions
-
+    def options(self) -> IndexOptions:
+        """The shared post-processing options alone."""
         return IndexOptions(**{f.name: getattr(self, f.name)
                                for f in dataclasses.fields(IndexOptions)})
 

@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from jfx.index.rotation import axis_rotation
 from jfx.models.lattice import cell_to_basis
 
 
@@ -28,15 +29,6 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
     ])
-
-
-def axis_rotation(axis: np.ndarray, angle_rad: float | np.ndarray) -> np.ndarray:
-    """Right-handed rotation matrices (…, 3, 3) about a unit ``axis`` by ``angle_rad``."""
-    a = np.asarray(axis, dtype=np.float64)
-    a = a / np.linalg.norm(a)
-    t = np.asarray(angle_rad, dtype=np.float64)[..., None, None]
-    K = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    return np.eye(3) + np.sin(t) * K + (1 - np.cos(t)) * (K @ K)
 
 
 @dataclasses.dataclass(frozen=True)

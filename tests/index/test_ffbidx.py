@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from jfx.index.common import pad_sets
 from jfx.index.ffbidx import (
     FFBIndexer,
     FFBSettings,
@@ -26,14 +27,7 @@ CELLS = {
 }
 
 
-def _batch(sets):
-    n = max(len(s.q) for s in sets)
-    q = np.zeros((len(sets), n, 3))
-    v = np.zeros((len(sets), n), bool)
-    for i, s in enumerate(sets):
-        q[i, : len(s.q)] = s.q
-        v[i, : len(s.q)] = True
-    return q, v
+_batch = pad_sets
 
 
 def _mixed_still(cell, rng, n_true=160, false_fraction=0.2, d_min_A=2.0):
