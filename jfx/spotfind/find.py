@@ -52,6 +52,9 @@ from jfx.spotfind.strong import (
 STRIP_ROWS = 0
 #: ``kernel = auto`` uses the sparse candidate path up to this many candidate pixels
 #: (v ≥ threshold) per frame, the dense kernel above (≈ break-even on the 2-core box)
+_POOL = None
+"""Worker thread of :meth:`ThresholdSpotFinder.__call__` (candidate passes, dispatches)."""
+
 SPARSE_MAX_CANDIDATES = 16384
 #: minimum number of spots for a resolution estimate
 MIN_SPOTS_RESOLUTION = 5
@@ -177,6 +180,15 @@ class ThresholdSpotFinder:
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.d_map.shape)
+
+    def _worker(self):
+        """The background thread for candidate passes (one per process, created lazily)."""
+        global _POOL
+        if _POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jfx-spotfind")
+        return _POOL
 
     def _specials(self, frame: np.ndarray):
         return special_values(frame.dtype, self.error_value, self.saturation_value)
@@ -315,11 +327,17 @@ class ThresholdSpotFinder:
             ("n_saturated", np.int64), ("strong_pixels", np.int32), ("n_spots", np.int32),
             ("n_spots_found", np.int32), ("n_ice", np.int32), ("bkg_estimate", np.float32),
             ("resolution_estimate", np.float32))}
-        # dispatch every kernel first (asynchronous), so the host work on frame i (labels,
-        # filters) overlaps the kernels of the following frames
-        outs = [self._dispatch(frames[i]) for i in range(k)]
+        # the candidate passes and kernel dispatches run in a worker thread (numpy and XLA
+        # release the GIL), so the host work on frame i (labels, filters) overlaps the
+        # candidate pass and the kernels of the following frames
+        if k > 1:
+            pool = self._worker()
+            outs = [pool.submit(self._dispatch, frames[i]) for i in range(k)]
+        else:
+            outs = [self._dispatch(frames[0])]
         for i in range(k):
-            strong, flat, mean, s1 = self._collect(frames[i], outs[i])
+            out = outs[i].result() if k > 1 else outs[i]
+            strong, flat, mean, s1 = self._collect(frames[i], out)
             outs[i] = None
             kept, d, fl, n_found, res = self.select(self.label(frames[i], strong, mean, flat))
             n = kept.n
