@@ -470,6 +470,7 @@ def run_indexing(settings: ProcessSettings, geometry: Geometry, mx: dict[str, np
     from jfx.index import rotation as rot
     from jfx.index.factory import make_indexer
     from jfx.index.indexing import Symmetry, index
+    from jfx.models.lattice import basis_to_cell
 
     ix = settings.index
     cry = settings.crystal
@@ -489,11 +490,27 @@ def run_indexing(settings: ProcessSettings, geometry: Geometry, mx: dict[str, np
     max_spots = mx["peakXPosRaw"].shape[1]
     n = len(indices)
     slot = np.arange(max_spots)[None, :]
-    valid = slot < mx["nPeaks"][:, None]
-    q = rot.spot_vectors(geometry, mx["peakXPosRaw"], mx["peakYPosRaw"])
-    valid &= np.all(np.isfinite(q), axis=-1)
+    valid = (slot < mx["nPeaks"][:, None]) & np.isfinite(mx["peakXPosRaw"]) \
+        & np.isfinite(mx["peakYPosRaw"])
+
+    def vectors(sl: slice) -> np.ndarray:
+        return rot.spot_vectors(geometry, np.where(valid[sl], mx["peakXPosRaw"][sl], 0.0),
+                                np.where(valid[sl], mx["peakYPosRaw"][sl], 0.0))
+
     bar = progress("indexing", n) if progress is not None else contextlib.nullcontext()
-    results: list[Any] = []
+    # per image only what the summary needs is kept (results go straight into ``mx``), so
+    # memory stays O(images) small numbers beyond the spot lists themselves
+    ok_cells: list[np.ndarray] = []
+    kinds: list[str] = []
+
+    def store(offset: int, res_list: list[Any]) -> None:
+        for j, r in enumerate(res_list):
+            _store_index(mx, offset + j, r, max_spots)
+            if r.indexed:
+                ok_cells.append(basis_to_cell(np.asarray(r.basis[0])))
+                if r.bravais:
+                    kinds.append(r.bravais)
+
     basis0 = None
     mode = "stills"
     with bar:
@@ -504,7 +521,7 @@ def run_indexing(settings: ProcessSettings, geometry: Geometry, mx: dict[str, np
                                  "holds stills (no goniometer scan)")
             axis = np.asarray(geometry.goniometer.axis, dtype=np.float64)
             phi = rot.image_angles(geometry, np.asarray(indices, dtype=np.float64) + 0.5)
-            q0 = rot.to_angle_zero(q, axis, phi[:, None])
+            q0 = rot.to_angle_zero(vectors(slice(0, n)), axis, phi[:, None])
             if rs.force_lattice is not None:
                 mode = "forced"
                 out = rot.two_pass(q0, valid, axis, phi, 0, None, sym, opt,
@@ -521,33 +538,26 @@ def run_indexing(settings: ProcessSettings, geometry: Geometry, mx: dict[str, np
                 mode = "single-pass"
                 out = rot.single_pass(q0, valid, axis, phi, rs.single_pass_deg, indexer, sym,
                                       opt)
-            results = out.images
+            store(0, out.images)
             basis0 = out.basis0
             if hasattr(bar, "update"):
                 bar.update(n)
         else:
             for s0 in range(0, n, INDEX_BATCH):
                 sl = slice(s0, min(n, s0 + INDEX_BATCH))
-                results.extend(index(q[sl], valid[sl], indexer, symmetry=sym, options=opt))
+                store(s0, index(vectors(sl), valid[sl], indexer, symmetry=sym, options=opt))
                 if hasattr(bar, "update"):
                     bar.update(sl.stop - sl.start)
-    for i, r in enumerate(results):
-        _store_index(mx, i, r, max_spots)
     if basis0 is not None:
         mx["rotation_lattice"] = np.asarray(basis0, dtype=np.float64).reshape(9)
-    from jfx.models.lattice import basis_to_cell
-
-    ok = [r for r in results if r.indexed]
-    cells = (np.array([basis_to_cell(np.asarray(r.basis[0])) for r in ok]) if ok
-             else np.full((0, 6), np.nan))
-    med = np.median(cells, axis=0) if ok else np.full(6, np.nan)
-    spread = (1.4826 * np.median(np.abs(cells - med), axis=0)) if ok else np.full(6, np.nan)
+    cells = np.array(ok_cells) if ok_cells else np.full((0, 6), np.nan)
+    med = np.median(cells, axis=0) if ok_cells else np.full(6, np.nan)
+    spread = (1.4826 * np.median(np.abs(cells - med), axis=0)) if ok_cells else np.full(6, np.nan)
     if basis0 is not None:
         med, spread = basis_to_cell(basis0), np.zeros(6)
-    kinds = [r.bravais for r in ok if r.bravais]
     bravais = max(set(kinds), key=kinds.count) if kinds else ""
     attempted = int(np.sum(valid.sum(axis=1) >= (3 if rotation_mode else opt.min_spots)))
-    return IndexSummary(algorithm=alg, n_images=n, n_attempted=attempted, n_indexed=len(ok),
+    return IndexSummary(algorithm=alg, n_images=n, n_attempted=attempted, n_indexed=len(ok_cells),
                         bravais=bravais, cell_median=med, cell_spread=spread,
                         rotation_lattice=None if basis0 is None else basis0.reshape(9),
                         mode=mode)
