@@ -1,0 +1,223 @@
+"""Reflection prediction for integration: which reflections are on which image, and where.
+
+Frames and units: lab frame (McStas), a lattice basis has rows a, b, c (Å); pixels with the
+first pixel centre at 0; angles in rad inside. The geometry comes from the (refined)
+experiment, the crystal model (mosaicity, bandwidth) from the data or refinement — never from
+a simulator's truth.
+
+* Stills (:func:`predict_still`): every reflection to ``d_min`` (systematic absences of the
+  space group removed, gemmi) whose excitation error ε lies inside ``n_sigma`` σ_ε of the
+  Ewald sphere, σ_ε from mosaicity and bandwidth (:func:`jfx.physics.partiality.still_sigma_eps`;
+  Kabsch 2014 nXDS, White et al. 2013), landing on the detector. Position: where the ray
+  s0 + q meets the detector (:func:`jfx.physics.diffraction.predict_still`); model partiality
+  exp(−ε²/2σ_ε²); polarisation factor.
+* Rotation (:func:`predict_rotation`): both diffraction events of every reflection
+  (:func:`jfx.physics.diffraction.predict_rotation`), the images the rocking curve touches
+  within ``n_sigma`` (Gaussian of width σ_M/|ζ| in φ; Kabsch 2010), and on each image the
+  recorded fraction (:func:`jfx.physics.partiality.rotation_fraction`); Lorentz factor
+  1/|ζ| (XDS) and polarisation.
+
+Host-side numpy around the jitted physics; the reflection lists are ragged, so they are
+returned as flat tables (one row per reflection and image).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+from jfx.models.geometry import Geometry
+from jfx.physics import diffraction as dif
+from jfx.physics.corrections import polarization_factor
+from jfx.physics.partiality import rotation_fraction, still_partiality, still_sigma_eps
+
+
+def miller_indices(basis: np.ndarray, d_min_A: float, space_group: int | None = None
+                   ) -> np.ndarray:
+    """All hkl ≠ 0 with d ≥ ``d_min_A`` for the basis (rows a, b, c, Å), without the
+    systematic absences of ``space_group`` (None: keep all). Returns (m, 3) int32."""
+    basis = np.asarray(basis, dtype=np.float64)
+    if not d_min_A > 0:
+        raise ValueError(f"d_min must be > 0 A, got {d_min_A!r}")
+    hmax = np.floor(np.linalg.norm(basis, axis=1) / d_min_A).astype(int) + 1
+    grid = np.stack(np.meshgrid(*[np.arange(-m, m + 1) for m in hmax], indexing="ij"), -1)
+    h = grid.reshape(-1, 3)
+    h = h[np.any(h != 0, axis=1)]
+    q = h @ np.linalg.inv(basis).T
+    h = h[np.einsum("ij,ij->i", q, q) <= 1.0 / d_min_A**2].astype(np.int32)
+    if space_group is not None:
+        from jfx.models.symmetry import space_group as sg_of
+
+        absent = sg_of(space_group).operations().systematic_absences(h)
+        h = h[~np.asarray(absent, dtype=bool)]
+    return h
+
+
+def _on_detector(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    ny, nx = shape
+    return (np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x < nx - 0.5)
+            & (y >= -0.5) & (y < ny - 0.5))
+
+
+@dataclasses.dataclass(frozen=True)
+class StillPrediction:
+    """Reflections predicted on one still (all arrays (n,), ``hkl`` (n, 3) int32).
+
+    Attributes:
+        hkl, x_px, y_px, d_A: Miller indices, predicted position, resolution.
+        eps_invA: excitation error (Å⁻¹, > 0 outside the sphere); sigma_eps_invA: its model
+            width; partiality: exp(−ε²/2σ_ε²) (peak 1); polarization: factor P (I_obs ∝ P).
+    """
+
+    hkl: np.ndarray
+    x_px: np.ndarray
+    y_px: np.ndarray
+    d_A: np.ndarray
+    eps_invA: np.ndarray
+    sigma_eps_invA: np.ndarray
+    partiality: np.ndarray
+    polarization: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.hkl.shape[0])
+
+
+def predict_still(geometry: Geometry, basis: np.ndarray, d_min_A: float, *,
+                  mosaicity_deg: float = 0.1, bandwidth_fwhm: float | None = None,
+                  n_sigma: float = 3.0, space_group: int | None = None,
+                  hkl: np.ndarray | None = None) -> StillPrediction:
+    """Reflections of a still image (see the module docstring).
+
+    Args:
+        geometry: beam + detector.
+        basis: (3, 3) lattice of this image (rows a, b, c, Å, lab frame).
+        d_min_A: resolution limit.
+        mosaicity_deg: mosaic spread σ_M (Gaussian σ).
+        bandwidth_fwhm: relative bandwidth Δλ/λ FWHM (None: the beam's).
+        n_sigma: keep |ε| ≤ n_sigma · σ_ε.
+        space_group: remove its systematic absences.
+        hkl: (m, 3) candidate Miller indices (default: :func:`miller_indices`).
+    """
+    if hkl is None:
+        hkl = miller_indices(basis, d_min_A, space_group)
+    beam = geometry.beam
+    bw = float(beam.bandwidth_fwhm) if bandwidth_fwhm is None else float(bandwidth_fwhm)
+    if len(hkl) == 0:
+        z = np.zeros(0)
+        return StillPrediction(np.zeros((0, 3), np.int32), z, z, z, z, z, z, z)
+    pr = dif.predict_still(geometry, jnp.asarray(basis, dtype=jnp.float64), jnp.asarray(hkl))
+    q = np.asarray(pr["q"])
+    qn = np.linalg.norm(q, axis=1)
+    lam = float(beam.wavelength_A)
+    two_theta = 2.0 * np.arcsin(np.clip(qn * lam / 2.0, 0.0, 1.0))
+    sig = np.asarray(still_sigma_eps(qn, two_theta, lam, np.radians(mosaicity_deg), bw))
+    eps = np.asarray(pr["eps"])
+    x, y = np.asarray(pr["x"]), np.asarray(pr["y"])
+    keep = (np.abs(eps) <= n_sigma * sig) & _on_detector(x, y, geometry.detector.shape)
+    s1 = np.asarray(pr["s1"])[keep]
+    return StillPrediction(
+        hkl=np.asarray(hkl, dtype=np.int32)[keep], x_px=x[keep], y_px=y[keep],
+        d_A=np.asarray(pr["d"])[keep], eps_invA=eps[keep], sigma_eps_invA=sig[keep],
+        partiality=np.asarray(still_partiality(eps[keep], sig[keep])),
+        polarization=np.asarray(polarization_factor(beam, jnp.asarray(s1))))
+
+
+@dataclasses.dataclass(frozen=True)
+class RotationPrediction:
+    """One row per (reflection event, image it is recorded on) (arrays (n,)).
+
+    Attributes:
+        hkl: (n, 3) int32; event: 0/1 (which of the two diffraction events).
+        image: int64 image number the row is recorded on (image i spans [i, i+1) in frame
+            coordinates).
+        frame: centroid frame coordinate of the event (fractional image number).
+        phi_rad: centroid rotation angle; x_px, y_px: centroid position (at φ).
+        fraction: recorded fraction on ``image`` (rocking curve).
+        zeta: Kabsch ζ; lorentz: 1/|ζ|; polarization: P; d_A: resolution.
+    """
+
+    hkl: np.ndarray
+    event: np.ndarray
+    image: np.ndarray
+    frame: np.ndarray
+    phi_rad: np.ndarray
+    x_px: np.ndarray
+    y_px: np.ndarray
+    fraction: np.ndarray
+    zeta: np.ndarray
+    lorentz: np.ndarray
+    polarization: np.ndarray
+    d_A: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.hkl.shape[0])
+
+
+def predict_rotation(geometry: Geometry, basis0: np.ndarray, d_min_A: float,
+                     images: tuple[int, int], *, mosaicity_deg: float = 0.1,
+                     n_sigma: float = 3.0, min_fraction: float = 1e-3,
+                     space_group: int | None = None, hkl: np.ndarray | None = None,
+                     min_zeta: float = 1e-3) -> RotationPrediction:
+    """Reflections of a rotation sweep, per image (see the module docstring).
+
+    Args:
+        geometry: with a goniometer (image i spans [start + i·inc, start + (i+1)·inc]).
+        basis0: (3, 3) lattice at goniometer angle 0.
+        d_min_A: resolution limit.
+        images: (first, last) image numbers, inclusive.
+        mosaicity_deg: σ_M.
+        n_sigma: images within ± n_sigma · σ_M/|ζ| of the centroid are considered …
+        min_fraction: … and rows recording less than this fraction are dropped.
+        space_group: remove its systematic absences.
+        hkl: candidate Miller indices (default :func:`miller_indices`).
+        min_zeta: events with |ζ| below this (along the axis: blind) are dropped.
+    """
+    gon = geometry.goniometer
+    if gon is None:
+        raise ValueError("rotation prediction needs a goniometer scan")
+    first, last = int(images[0]), int(images[1])
+    if hkl is None:
+        hkl = miller_indices(basis0, d_min_A, space_group)
+    pr = dif.predict_rotation(geometry, jnp.asarray(basis0, dtype=jnp.float64),
+                              jnp.asarray(hkl))
+    frame = np.asarray(pr["frame"])  # (m, 2)
+    phi = np.asarray(pr["phi"])
+    x, y = np.asarray(pr["x"]), np.asarray(pr["y"])
+    z = np.asarray(pr["zeta"])
+    d = np.asarray(pr["d"])
+    s1 = np.asarray(pr["s1"])
+    inc = float(gon.increment_rad)
+    start = float(gon.start_rad)
+    sig_m = np.radians(mosaicity_deg)
+    rows = []
+    for k in (0, 1):
+        az = np.abs(z[:, k])
+        ok = np.isfinite(frame[:, k]) & (az > min_zeta)
+        ok &= _on_detector(x[:, k], y[:, k], geometry.detector.shape)
+        w = n_sigma * sig_m / np.maximum(az, min_zeta) / abs(inc)  # half-width in images
+        lo = np.floor(frame[:, k] - w)
+        hi = np.floor(frame[:, k] + w)
+        ok &= (hi >= first) & (lo <= last)
+        sel = np.flatnonzero(ok)
+        lo = np.clip(lo[sel], first, last).astype(np.int64)
+        hi = np.clip(hi[sel], first, last).astype(np.int64)
+        span = hi - lo + 1
+        rep = np.repeat(np.arange(sel.size), span)
+        img = lo[rep] + (np.arange(rep.size) - np.repeat(np.cumsum(span) - span, span))
+        r = sel[rep]
+        phi1 = start + img * inc
+        frac = np.asarray(rotation_fraction(phi[r, k], z[r, k], sig_m, phi1, phi1 + inc))
+        keep = frac >= min_fraction
+        r, img, frac = r[keep], img[keep], frac[keep]
+        pol = np.asarray(polarization_factor(geometry.beam, jnp.asarray(s1[r, k])))
+        rows.append({"hkl": np.asarray(hkl, np.int32)[r], "event": np.full(r.size, k, np.int8),
+                         "image": img, "frame": frame[r, k], "phi_rad": phi[r, k], "x_px": x[r, k],
+                         "y_px": y[r, k], "fraction": frac, "zeta": z[r, k],
+                         "lorentz": 1.0 / np.abs(z[r, k]), "polarization": pol, "d_A": d[r]})
+    cols = {key: np.concatenate([r_[key] for r_ in rows]) for key in rows[0]}
+    order = np.lexsort((cols["event"], cols["frame"], cols["image"]))
+    return RotationPrediction(**{key: v[order] for key, v in cols.items()})
