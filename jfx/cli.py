@@ -439,12 +439,13 @@ def _process_job(argv: list[str], con: _Console) -> int:
         if result.indexing.rotation_lattice is not None:
             con.detail("rotation lattice (angle 0, A): " + " ".join(
                 f"{v:.3f}" for v in result.indexing.rotation_lattice))
-    if settings.index.algorithm != "none" or settings.rotation.force_lattice is not None:
-        con.info("note: geometry refinement and Bragg integration are not implemented yet; "
-                 "the output holds spots, azimuthal profiles and indexing")
+    if result.integration is not None:
+        for line in result.integration.lines():
+            con.info(line)
     tm = result.timings_s
     con.detail("time per part: " + ", ".join(
-        f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "azint", "index", "total")
+        f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "azint", "index", "integrate",
+                                        "total")
         if k in tm)
         + f" (read = waiting for the reader; device {result.device}, batch {result.batch_size})")
     if "azint" in result.groups:

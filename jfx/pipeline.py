@@ -117,6 +117,7 @@ class ProcessResult:
         groups: output arrays for the ``_process.h5`` writer (``MX``, ``azint``).
         spots: spot-finding summary.
         indexing: indexing summary (None with ``-X none``).
+        integration: refinement + integration summary (None when not run).
         timings_s: wall time per pipeline part (``read`` = waiting for the reader,
             ``spotfind``, ``azint`` = waiting for the azimuthal-integration results,
             ``setup``, ``total``).
@@ -129,6 +130,7 @@ class ProcessResult:
     groups: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     spots: SpotSummary | None = None
     indexing: IndexSummary | None = None
+    integration: IntegrationSummary | None = None
     timings_s: dict[str, float] = dataclasses.field(default_factory=dict)
     batch_size: int = DEFAULT_BATCH_CPU
     device: str = "cpu"
@@ -580,6 +582,291 @@ def _stored_pass1(geometry: Geometry, stored: Any, images: np.ndarray, axis: np.
     return rot.to_angle_zero(q, axis, phi[:, None]), valid
 
 
+# --------------------------------------------------------------------------- integration
+@dataclasses.dataclass(frozen=True)
+class IntegrationSummary:
+    """Refinement + integration summary (console and ``ProcessResult``).
+
+    Attributes:
+        mode: ``stills`` | ``rotation``.
+        n_images: images integrated; n_reflections: rows written to ``/entry/reflections``;
+        n_integrated: rows with a summation intensity.
+        refined: images (stills) or sweeps (rotation) whose refinement converged.
+        rmsd_px, rmsd_phi_deg: median rms position (and φ) residual after refinement.
+        beam_center_px, distance_mm: refined detector (median over stills).
+        mean_i_over_sigma: mean I/σ(I) of the integrated rows.
+    """
+
+    mode: str
+    n_images: int
+    n_reflections: int
+    n_integrated: int
+    refined: int
+    rmsd_px: float
+    rmsd_phi_deg: float | None
+    beam_center_px: tuple[float, float]
+    distance_mm: float
+    mean_i_over_sigma: float
+
+    def lines(self) -> list[str]:
+        """Console lines."""
+        phi = (f", {self.rmsd_phi_deg:.3f} deg" if self.rmsd_phi_deg is not None else "")
+        bx, by = self.beam_center_px
+        return [
+            (f"refinement ({self.mode}): {self.refined} converged, rmsd {self.rmsd_px:.3f} px"
+             f"{phi}; beam centre ({bx:.2f}, {by:.2f}) px, distance {self.distance_mm:.3f} mm"),
+            (f"integration: {self.n_integrated} of {self.n_reflections} predicted reflections "
+             f"integrated on {self.n_images} images, <I/sigma> {self.mean_i_over_sigma:.2f}"),
+        ]
+
+
+def detector_d_min(geometry: Geometry) -> float:
+    """Resolution (Å) at the detector corner farthest from the beam (the prediction limit)."""
+    from jfx.physics.diffraction import pixel_resolution
+
+    ny, nx = geometry.detector.shape
+    xs = np.array([-0.5, nx - 0.5, -0.5, nx - 0.5])
+    ys = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    d = np.asarray(pixel_resolution(geometry.detector, geometry.beam, xs, ys))
+    return float(np.min(d))
+
+
+def _image_geometry(geom: Any, j: int) -> Geometry:
+    import jax
+
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[j], geom)
+
+
+def _reflection_rows(n: int) -> dict[str, np.ndarray]:
+    f32 = np.float32
+    return {"h": np.zeros(n, np.int32), "k": np.zeros(n, np.int32), "l": np.zeros(n, np.int32),
+            "image": np.zeros(n, np.int32), "predicted_x": np.zeros(n, f32),
+            "predicted_y": np.zeros(n, f32), "predicted_phi": np.full(n, np.nan, f32),
+            "observed_x": np.full(n, np.nan, f32), "observed_y": np.full(n, np.nan, f32),
+            "d": np.zeros(n, f32), "partiality": np.ones(n, f32), "lp": np.ones(n, f32),
+            "int_sum": np.full(n, np.nan, f32), "int_sum_var": np.full(n, np.nan, f32),
+            "int_prf": np.full(n, np.nan, f32), "int_prf_var": np.full(n, np.nan, f32),
+            "background_mean": np.full(n, np.nan, f32), "flags": np.zeros(n, np.uint32)}
+
+
+def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
+                    mx: dict[str, np.ndarray], *, batch_size: int = DEFAULT_BATCH_CPU,
+                    workers: int = 1, progress: Callable[[str, int], Any] | None = None
+                    ) -> tuple[dict[str, np.ndarray] | None, Geometry, IntegrationSummary | None]:
+    """Refine the geometry on the indexed spots, predict, and integrate (second pass).
+
+    Stills: every indexed image is refined on its own (:func:`jfx.refine.refine.refine_stills`,
+    ``-r`` chooses the free parameters), its reflections predicted inside the Ewald-offset
+    envelope (:func:`jfx.integrate.predict.predict_still`) and summation-integrated
+    (:func:`jfx.integrate.summation.integrate_frame`). Rotation (``rotation_lattice`` in
+    ``mx``): one scan-static refinement of the sweep, prediction of every event and the images
+    it spans, integration on each image, and the partials of a reflection summed (intensity,
+    variance, recorded fraction). Frames stream through in chunks as in the first pass;
+    only the reflection rows are kept.
+
+    Returns:
+        (``/entry/reflections`` columns or None if nothing was indexed, the refined geometry
+        (rotation; the input geometry for stills), summary or None).
+    """
+    from jfx.index import rotation as rot
+    from jfx.integrate.predict import predict_rotation, predict_still
+    from jfx.integrate.summation import integrate_frame
+    from jfx.models.lattice import Lattice
+    from jfx.models.reflections import ReflectionFlag as F
+    from jfx.refine.refine import RefineSpots, refine_rotation, refine_stills
+
+    geo = master.geometry
+    ig = settings.integrate
+    sg = settings.crystal.space_group
+    indices = np.asarray(indices, dtype=np.int64)
+    mask = np.asarray(master.pixel_mask, dtype=bool) if master.pixel_mask is not None else None
+    err = None if master.error_value is None else int(master.error_value)
+    sat = None if master.saturation_value is None else float(master.saturation_value)
+    x_all = mx["peakXPosRaw"].astype(np.float64)
+    y_all = mx["peakYPosRaw"].astype(np.float64)
+    pk = (mx["peakIndexed"] == 1) & np.isfinite(x_all) & np.isfinite(y_all)
+    rotation = "rotation_lattice" in mx and geo.is_rotation
+    d_min = ig.d_min_A if ig.d_min_A is not None else detector_d_min(geo)
+    refine_on = settings.refine.preset != "none"
+
+    def integrate_images(images: np.ndarray, per_image: Callable[[int, np.ndarray], None]):
+        if images.size == 0:
+            return
+        bar = (progress("integration", len(images)) if progress is not None
+               else contextlib.nullcontext())
+        with bar:
+            for idx, frames in master.iter_chunks(images, chunk_size=batch_size,
+                                                  workers=workers):
+                for j, frame in zip(np.asarray(idx), frames):
+                    per_image(int(j), frame)
+                if hasattr(bar, "update"):
+                    bar.update(len(idx))
+
+    def integ(frame, x, y):
+        return integrate_frame(frame, mask, x, y, None, ig.radii_px, error_value=err,
+                               saturation_value=sat, background=ig.background)
+
+    if not rotation:
+        sel = np.flatnonzero(mx["imageIndexed"] == 1)
+        if sel.size == 0:
+            return None, geo, None
+        basis = mx["latticeIndexed"][sel].reshape(-1, 3, 3).astype(np.float64)
+        xs, ys, ok = x_all[sel], y_all[sel], pk[sel]
+        q = rot.spot_vectors(geo, np.where(ok, xs, 0.0), np.where(ok, ys, 0.0))
+        hkl = np.rint(np.einsum("msj,mij->msi", q, basis)).astype(np.int32)
+        if refine_on:
+            res = refine_stills(RefineSpots.create(hkl, xs, ys, valid=ok), geo,
+                                Lattice(basis=basis, space_group=sg), settings.refine,
+                                solver=ig.solver)
+            geoms = [_image_geometry(res.geometry, j) for j in range(sel.size)]
+            basis = np.asarray(res.basis)
+            refined = int(np.sum(np.asarray(res.status) == 0))
+            rmsd = float(np.nanmedian(res.rmsd_px)) if np.any(np.isfinite(res.rmsd_px)) \
+                else float("nan")
+        else:
+            geoms = [geo] * sel.size
+            refined, rmsd = 0, float("nan")
+        preds = {}
+        for j, i in enumerate(sel):
+            preds[int(indices[i])] = (j, predict_still(
+                geoms[j], basis[j], d_min, mosaicity_deg=ig.mosaicity_deg, n_sigma=ig.n_sigma,
+                space_group=sg))
+        parts: list[dict[str, np.ndarray]] = []
+
+        def per_image(image: int, frame: np.ndarray) -> None:
+            j, pr = preds[image]
+            r = integ(frame, pr.x_px, pr.y_px)
+            t = _reflection_rows(pr.n)
+            t["h"], t["k"], t["l"] = pr.hkl[:, 0], pr.hkl[:, 1], pr.hkl[:, 2]
+            t["image"][:] = image
+            t["predicted_x"][:], t["predicted_y"][:] = pr.x_px, pr.y_px
+            t["d"][:], t["partiality"][:], t["lp"][:] = pr.d_A, pr.partiality, pr.polarization
+            t["int_sum"][:], t["int_sum_var"][:] = r.intensity, r.variance
+            t["background_mean"][:] = r.background
+            flags = np.asarray(r.flags, np.uint32) | np.uint32(int(F.PREDICTED))
+            # observed centroids: the indexed spot with the same hkl on this image
+            obs = {tuple(h): (xs[j, s], ys[j, s]) for s, h in enumerate(hkl[j])
+                   if ok[j, s]}
+            for row, h in enumerate(pr.hkl):
+                o = obs.get(tuple(h))
+                if o is not None:
+                    t["observed_x"][row], t["observed_y"][row] = o
+                    flags[row] |= np.uint32(int(F.OBSERVED | F.INDEXED))
+            t["flags"][:] = flags
+            parts.append(t)
+
+        integrate_images(indices[sel], per_image)
+        table = {k: np.concatenate([t[k] for t in parts]) for k in parts[0]} if parts else None
+        bc = np.nanmedian(np.stack([np.asarray(g.detector.beam_center_px) for g in geoms]), 0)
+        dist = float(np.nanmedian([float(g.detector.distance_mm) for g in geoms]))
+        summary = _integration_summary("stills", len(sel), table, refined, rmsd, None, bc, dist)
+        return table, geo, summary
+
+    # ---- rotation: one sweep
+    basis0 = np.asarray(mx["rotation_lattice"], dtype=np.float64).reshape(3, 3)
+    axis = np.asarray(geo.goniometer.axis, dtype=np.float64)
+    phi = rot.image_angles(geo, indices.astype(np.float64) + 0.5)
+    q = rot.spot_vectors(geo, np.where(pk, x_all, 0.0), np.where(pk, y_all, 0.0))
+    q0 = rot.to_angle_zero(q, axis, phi[:, None])
+    hkl = np.rint(q0 @ basis0.T).astype(np.int32)
+    frame_c = np.broadcast_to((indices.astype(np.float64) + 0.5)[:, None], x_all.shape)
+    geo_r, b0 = geo, basis0
+    refined, rmsd, rmsd_phi = 0, float("nan"), None
+    if refine_on:
+        res = refine_rotation(RefineSpots.create(hkl, x_all, y_all, frame=frame_c, valid=pk),
+                              geo, Lattice(basis=basis0, space_group=sg), settings.refine,
+                              solver=ig.solver)
+        geo_r = res.geometry
+        b0 = np.asarray(res.basis)
+        refined = int(int(res.status) == 0)
+        rmsd, rmsd_phi = float(res.rmsd_px), float(res.rmsd_phi_deg)
+        mx["rotation_lattice"] = b0.reshape(9)
+    geo_r = Geometry(beam=geo_r.beam, detector=geo_r.detector, goniometer=geo.goniometer)
+    pr = predict_rotation(geo_r, b0, d_min, (int(indices.min()), int(indices.max())),
+                          mosaicity_deg=ig.mosaicity_deg, n_sigma=ig.n_sigma,
+                          space_group=sg)
+    todo = np.isin(pr.image, indices)
+    n_rows = pr.n
+    r_int = np.full(n_rows, np.nan)
+    r_var = np.full(n_rows, np.nan)
+    r_bg = np.full(n_rows, np.nan)
+    r_flags = np.zeros(n_rows, np.uint32)
+    order = np.argsort(pr.image, kind="stable")
+    img_sorted = pr.image[order]
+
+    def per_image_rot(image: int, frame: np.ndarray) -> None:
+        a, b = np.searchsorted(img_sorted, image, "left"), np.searchsorted(img_sorted, image,
+                                                                            "right")
+        rows = order[a:b]
+        if rows.size == 0:
+            return
+        r = integ(frame, pr.x_px[rows], pr.y_px[rows])
+        r_int[rows], r_var[rows], r_bg[rows] = r.intensity, r.variance, r.background
+        r_flags[rows] = np.asarray(r.flags, np.uint32)
+
+    integrate_images(indices, per_image_rot)
+    # sum the partials of each event over the images it was recorded on
+    ok_row = todo & ((r_flags & np.uint32(int(F.INTEGRATED_SUM))) != 0)
+    key = np.concatenate([pr.hkl.astype(np.int64), pr.event[:, None].astype(np.int64)], 1)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    ng = len(uniq)
+
+    def gsum(v):
+        return np.bincount(inv, weights=np.where(ok_row, v, 0.0), minlength=ng)
+
+    n_used = np.bincount(inv, weights=ok_row.astype(float), minlength=ng)
+    intensity = gsum(r_int)
+    variance = gsum(r_var)
+    frac = gsum(pr.fraction)
+    bg = np.where(n_used > 0, gsum(r_bg) / np.maximum(n_used, 1), np.nan)
+    flags_g = np.zeros(ng, np.uint32)
+    np.bitwise_or.at(flags_g, inv, np.where(todo, r_flags, 0).astype(np.uint32))
+    first = np.full(ng, -1, np.int64)
+    first[inv[::-1]] = np.arange(n_rows)[::-1]  # one representative row per event
+    rep = first
+    t = _reflection_rows(ng)
+    t["h"], t["k"], t["l"] = uniq[:, 0], uniq[:, 1], uniq[:, 2]
+    t["image"][:] = np.floor(pr.frame[rep]).astype(np.int32)
+    t["predicted_x"][:], t["predicted_y"][:] = pr.x_px[rep], pr.y_px[rep]
+    t["predicted_phi"][:] = np.degrees(pr.phi_rad[rep])
+    t["d"][:] = pr.d_A[rep]
+    t["partiality"][:] = frac
+    t["lp"][:] = pr.lorentz[rep] * pr.polarization[rep]
+    got = n_used > 0
+    t["int_sum"][:] = np.where(got, intensity, np.nan)
+    t["int_sum_var"][:] = np.where(got, variance, np.nan)
+    t["background_mean"][:] = bg
+    flags_g = np.where(got, flags_g | np.uint32(int(F.INTEGRATED_SUM)),
+                       flags_g & ~np.uint32(int(F.INTEGRATED_SUM)))
+    flags_g |= np.uint32(int(F.PREDICTED))
+    flags_g |= np.where(frac < 0.9, np.uint32(int(F.PARTIAL)), np.uint32(0))
+    t["flags"][:] = flags_g
+    keep = np.isin(t["image"], indices) | got
+    table = {k: v[keep] for k, v in t.items()}
+    summary = _integration_summary("rotation", len(indices), table, refined, rmsd, rmsd_phi,
+                                   np.asarray(geo_r.detector.beam_center_px),
+                                   float(geo_r.detector.distance_mm))
+    return table, geo_r, summary
+
+
+def _integration_summary(mode, n_images, table, refined, rmsd, rmsd_phi, bc, dist):
+    if table is None:
+        n_refl = n_int = 0
+        isig = float("nan")
+    else:
+        n_refl = len(table["h"])
+        good = np.isfinite(table["int_sum"]) & (table["int_sum_var"] > 0)
+        n_int = int(good.sum())
+        isig = float(np.mean(table["int_sum"][good] / np.sqrt(table["int_sum_var"][good]))) \
+            if n_int else float("nan")
+    return IntegrationSummary(mode=mode, n_images=int(n_images), n_reflections=n_refl,
+                              n_integrated=n_int, refined=int(refined), rmsd_px=float(rmsd),
+                              rmsd_phi_deg=rmsd_phi, beam_center_px=(float(bc[0]),
+                                                                     float(bc[1])),
+                              distance_mm=float(dist), mean_i_over_sigma=isig)
+
+
 def process(
     settings: ProcessSettings,
     master: Any,
@@ -633,8 +920,22 @@ def process(
                                stored_spots=stored, progress=progress)
         if summary is not None:
             times["index"] = time.perf_counter() - t1
+        geometry, integration = master.geometry, None
+        if summary is not None and summary.n_indexed and settings.integrate.enabled:
+            t2 = time.perf_counter()
+            try:
+                table, geometry, integration = run_integration(
+                    settings, master, selection.indices, groups["MX"], batch_size=batch,
+                    workers=g.threads, progress=progress)
+            except (InputError, ProcessingError):
+                raise
+            except Exception as e:
+                raise ProcessingError(f"refinement/integration failed: {_one_line(e)}") from e
+            if table is not None:
+                groups["reflections"] = table
+            times["integrate"] = time.perf_counter() - t2
     times["total"] = time.perf_counter() - t0
     warnings = tuple(getattr(master, "warnings", ()) or ()) + selection.warnings
-    return ProcessResult(geometry=master.geometry, image=stats, warnings=warnings, groups=groups,
+    return ProcessResult(geometry=geometry, image=stats, warnings=warnings, groups=groups,
                          spots=SpotSummary.from_mx(groups["MX"], settings.spotfind.max_spots),
-                         indexing=summary, timings_s=times, batch_size=int(batch), device=str(device))
+                         indexing=summary, integration=integration, timings_s=times, batch_size=int(batch), device=str(device))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -37,8 +38,34 @@ from jfx.physics.partiality import rotation_fraction, still_partiality, still_si
 def miller_indices(basis: np.ndarray, d_min_A: float, space_group: int | None = None
                    ) -> np.ndarray:
     """All hkl ≠ 0 with d ≥ ``d_min_A`` for the basis (rows a, b, c, Å), without the
-    systematic absences of ``space_group`` (None: keep all). Returns (m, 3) int32."""
+    systematic absences of ``space_group`` (None: keep all). Returns (m, 3) int32.
+
+    The set depends only on the metric (not on the orientation). Stills of one crystal form
+    differ only slightly in their refined cells, so a superset is cached per cell rounded to
+    2 % / 2° (generated with a 6 % lower limit) and filtered exactly for ``basis``.
+    """
+    from jfx.models.lattice import basis_to_cell
+
     basis = np.asarray(basis, dtype=np.float64)
+    if not d_min_A > 0:
+        raise ValueError(f"d_min must be > 0 A, got {d_min_A!r}")
+    cell = basis_to_cell(basis)
+    key = (tuple(np.round(np.log(cell[:3]) / 0.02).astype(int)),
+           tuple(np.round(cell[3:] / 2.0).astype(int)), round(float(d_min_A), 2), space_group)
+    sup = _MILLER_CACHE.get(key)
+    if sup is None:
+        sup = _miller_indices(basis, 0.94 * d_min_A, space_group)
+        if len(_MILLER_CACHE) > 64:
+            _MILLER_CACHE.clear()
+        _MILLER_CACHE[key] = sup
+    q = sup @ np.linalg.inv(basis).T
+    return sup[np.einsum("ij,ij->i", q, q) <= 1.0 / d_min_A**2]
+
+
+_MILLER_CACHE: dict = {}
+
+
+def _miller_indices(basis: np.ndarray, d_min_A: float, space_group: int | None) -> np.ndarray:
     if not d_min_A > 0:
         raise ValueError(f"d_min must be > 0 A, got {d_min_A!r}")
     hmax = np.floor(np.linalg.norm(basis, axis=1) / d_min_A).astype(int) + 1
@@ -59,6 +86,80 @@ def _on_detector(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.nda
     ny, nx = shape
     return (np.isfinite(x) & np.isfinite(y) & (x >= -0.5) & (x < nx - 0.5)
             & (y >= -0.5) & (y < ny - 0.5))
+
+
+def _shell_halfwidth(beam, d_min_A: float, mosaicity_deg: float, bw: float,
+                     n_sigma: float) -> float:
+    """Upper bound of n_sigma · σ_ε over |q| ≤ 1/d_min (σ_ε grows with |q|)."""
+    lam = float(beam.wavelength_A)
+    qmax = 1.0 / d_min_A
+    tt = 2.0 * np.arcsin(min(1.0, qmax * lam / 2.0))
+    return 1.01 * n_sigma * float(still_sigma_eps(qmax, tt, lam, np.radians(mosaicity_deg), bw))
+
+
+def ewald_shell_indices(basis: np.ndarray, s0: np.ndarray, d_min_A: float, halfwidth: float,
+                        space_group: int | None = None) -> np.ndarray:
+    """hkl (m, 3) int32 with d ≥ d_min whose q = hkl·A* lies within ``halfwidth`` (Å⁻¹) of
+    the Ewald sphere |s0 + q| = |s0| (absences of ``space_group`` removed).
+
+    Enumerates (h, k) over a plane of the reciprocal lattice and solves the quadratic
+    |s0 + q_hk + l·c*|² = (|s0| ± halfwidth)² for the l-intervals inside the shell, so the
+    cost grows with the number of (h, k) columns, not with all reflections to d_min.
+    The axis with the longest reciprocal vector is taken as l (fewest columns).
+    """
+    basis = np.asarray(basis, dtype=np.float64)
+    rec = np.linalg.inv(basis).T  # rows a*, b*, c*
+    order = np.argsort(np.linalg.norm(rec, axis=1))  # l along the longest reciprocal axis
+    i, j, kk = order[0], order[1], order[2]
+    r_i, r_j, r_k = rec[i], rec[j], rec[kk]
+    qmax = 1.0 / d_min_A
+    # bounds from the reciprocal metric: |h_i| ≤ qmax · |a_i| (real-space length)
+    hmax = np.floor(qmax * np.linalg.norm(basis, axis=1)).astype(int) + 1
+    hi, hj = np.meshgrid(np.arange(-hmax[i], hmax[i] + 1), np.arange(-hmax[j], hmax[j] + 1),
+                         indexing="ij")
+    hi, hj = hi.ravel(), hj.ravel()
+    v = s0[None, :] + hi[:, None] * r_i + hj[:, None] * r_j  # s0 + q_hk
+    a = float(r_k @ r_k)
+    b = 2.0 * (v @ r_k)
+    c = np.einsum("ij,ij->i", v, v)
+    k0 = float(np.linalg.norm(s0))
+    out = []
+    lmax = int(hmax[kk])
+    lo_r, hi_r = max(k0 - halfwidth, 0.0) ** 2, (k0 + halfwidth) ** 2
+    # f(l) = a l² + b l + c ∈ [lo_r, hi_r]: inside the outer root pair, outside the inner one
+    disc_o = b * b - 4 * a * (c - hi_r)
+    disc_i = b * b - 4 * a * (c - lo_r)
+    ok = disc_o >= 0
+    so = np.sqrt(np.where(ok, disc_o, 0.0))
+    si = np.sqrt(np.where(disc_i > 0, disc_i, 0.0))
+    o1, o2 = (-b - so) / (2 * a), (-b + so) / (2 * a)
+    i1, i2 = (-b - si) / (2 * a), (-b + si) / (2 * a)
+    has_inner = disc_i > 0
+    # intervals [o1, i1] and [i2, o2]; without an inner root pair just [o1, o2]
+    for s_lo, s_hi in ((o1, np.where(has_inner, i1, o2)),
+                       (np.where(has_inner, i2, o2 + 1.0), o2)):
+        lo = np.maximum(np.ceil(s_lo), -lmax).astype(np.int64)
+        hi_ = np.minimum(np.floor(s_hi), lmax).astype(np.int64)
+        n = np.where(ok, np.maximum(hi_ - lo + 1, 0), 0)
+        if n.sum() == 0:
+            continue
+        rep = np.repeat(np.arange(len(n)), n)
+        ls = lo[rep] + (np.arange(rep.size) - np.repeat(np.cumsum(n) - n, n))
+        out.append(np.stack([hi[rep], hj[rep], ls], 1))
+    if not out:
+        return np.zeros((0, 3), np.int32)
+    h3 = np.unique(np.concatenate(out), axis=0)
+    hkl = np.zeros_like(h3)
+    hkl[:, i], hkl[:, j], hkl[:, kk] = h3[:, 0], h3[:, 1], h3[:, 2]
+    hkl = hkl[np.any(hkl != 0, axis=1)]
+    q = hkl @ rec
+    hkl = hkl[np.einsum("ij,ij->i", q, q) <= qmax * qmax].astype(np.int32)
+    if space_group is not None and len(hkl):
+        from jfx.models.symmetry import space_group as sg_of
+
+        absent = sg_of(space_group).operations().systematic_absences(hkl)
+        hkl = hkl[~np.asarray(absent, dtype=bool)]
+    return hkl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,28 +202,55 @@ def predict_still(geometry: Geometry, basis: np.ndarray, d_min_A: float, *,
         space_group: remove its systematic absences.
         hkl: (m, 3) candidate Miller indices (default: :func:`miller_indices`).
     """
-    if hkl is None:
-        hkl = miller_indices(basis, d_min_A, space_group)
     beam = geometry.beam
     bw = float(beam.bandwidth_fwhm) if bandwidth_fwhm is None else float(bandwidth_fwhm)
+    if hkl is None:
+        hkl = ewald_shell_indices(basis, np.asarray(beam.s0, dtype=np.float64), d_min_A,
+                                  _shell_halfwidth(beam, d_min_A, mosaicity_deg, bw, n_sigma),
+                                  space_group)
     if len(hkl) == 0:
         z = np.zeros(0)
         return StillPrediction(np.zeros((0, 3), np.int32), z, z, z, z, z, z, z)
-    pr = dif.predict_still(geometry, jnp.asarray(basis, dtype=jnp.float64), jnp.asarray(hkl))
-    q = np.asarray(pr["q"])
-    qn = np.linalg.norm(q, axis=1)
+    # cheap numpy pre-selection of the reflections near the Ewald sphere (an upper bound of
+    # σ_ε from the largest |q|), so the jitted kernel sees thousands of rows, not 10⁵–10⁶
+    hkl = np.asarray(hkl)
+    q = hkl @ np.linalg.inv(np.asarray(basis, dtype=np.float64)).T
+    s0 = np.asarray(beam.s0, dtype=np.float64)
+    k = float(np.linalg.norm(s0))
+    eps0 = np.linalg.norm(q + s0, axis=1) - k
+    qmax = float(np.sqrt(np.max(np.einsum("ij,ij->i", q, q)))) if len(q) else 0.0
     lam = float(beam.wavelength_A)
-    two_theta = 2.0 * np.arcsin(np.clip(qn * lam / 2.0, 0.0, 1.0))
-    sig = np.asarray(still_sigma_eps(qn, two_theta, lam, np.radians(mosaicity_deg), bw))
-    eps = np.asarray(pr["eps"])
-    x, y = np.asarray(pr["x"]), np.asarray(pr["y"])
+    sig_max = float(still_sigma_eps(qmax, 2.0 * np.arcsin(min(1.0, qmax * lam / 2.0)), lam,
+                                    np.radians(mosaicity_deg), bw))
+    hkl = hkl[np.abs(eps0) <= 1.01 * n_sigma * sig_max + 1e-9]
+    if len(hkl) == 0:
+        z = np.zeros(0)
+        return StillPrediction(np.zeros((0, 3), np.int32), z, z, z, z, z, z, z)
+    m = len(hkl)
+    cap = 1 << max(10, int(np.ceil(np.log2(m))))  # power-of-two buckets: one compile each
+    hp = np.zeros((cap, 3), np.int32)
+    hp[:, 0] = 1
+    hp[:m] = hkl
+    out = _still_kernel(geometry, jnp.asarray(basis, dtype=jnp.float64), jnp.asarray(hp),
+                        jnp.asarray(np.radians(mosaicity_deg)), jnp.asarray(bw))
+    x, y, eps, sig, d, part, pol = (np.asarray(a)[:m] for a in out)
     keep = (np.abs(eps) <= n_sigma * sig) & _on_detector(x, y, geometry.detector.shape)
-    s1 = np.asarray(pr["s1"])[keep]
     return StillPrediction(
-        hkl=np.asarray(hkl, dtype=np.int32)[keep], x_px=x[keep], y_px=y[keep],
-        d_A=np.asarray(pr["d"])[keep], eps_invA=eps[keep], sigma_eps_invA=sig[keep],
-        partiality=np.asarray(still_partiality(eps[keep], sig[keep])),
-        polarization=np.asarray(polarization_factor(beam, jnp.asarray(s1))))
+        hkl=np.asarray(hkl, dtype=np.int32)[keep], x_px=x[keep], y_px=y[keep], d_A=d[keep],
+        eps_invA=eps[keep], sigma_eps_invA=sig[keep], partiality=part[keep],
+        polarization=pol[keep])
+
+
+@jax.jit
+def _still_kernel(geometry: Geometry, basis, hkl, mosaicity_rad, bandwidth_fwhm):
+    """Positions, ε, σ_ε, d, partiality and polarisation of (m, 3) hkl on a still."""
+    pr = dif.predict_still(geometry, basis, hkl)
+    qn = jnp.linalg.norm(pr["q"], axis=-1)
+    lam = geometry.beam.wavelength_A
+    two_theta = 2.0 * jnp.arcsin(jnp.clip(qn * lam / 2.0, 0.0, 1.0))
+    sig = still_sigma_eps(qn, two_theta, lam, mosaicity_rad, bandwidth_fwhm)
+    return (pr["x"], pr["y"], pr["eps"], sig, pr["d"], still_partiality(pr["eps"], sig),
+            polarization_factor(geometry.beam, pr["s1"]))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jfx.validate import as_floats
+from jfx.validate import as_bool, as_choice, as_float, as_floats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,9 +15,23 @@ class SummationIntegratorSettings:
         radii_px: (r1, r2, r3) in px: signal within r1 of the predicted position, background
             in the annulus r2 ≤ r < r3. Default (3, 5, 7). ``--integration-radius r1`` means
             (r1, r1 + 2, r1 + 4). Requires 0 < r1 ≤ r2 < r3.
+        enabled: run refinement + prediction + integration after indexing (a second pass
+            over the indexed images) and write ``/entry/reflections``.
+        background: ``robust_mean`` (outlier-rejecting mean) or ``plane``.
+        mosaicity_deg: mosaic spread σ_M used by the prediction (stills: Ewald-offset
+            envelope; rotation: rocking-curve width).
+        n_sigma: prediction envelope in σ (stills |ε| ≤ n σ_ε; rotation ± n σ_M/|ζ|).
+        d_min_A: prediction resolution limit (Å); ``None`` = the detector corner.
+        solver: refinement solver, ``lm`` (Levenberg–Marquardt in JAX) or ``lbfgs`` (optax).
     """
 
     radii_px: tuple[float, float, float] = (3.0, 5.0, 7.0)
+    enabled: bool = True
+    background: str = "robust_mean"
+    mosaicity_deg: float = 0.1
+    n_sigma: float = 3.0
+    d_min_A: float | None = None
+    solver: str = "lm"
 
     def __post_init__(self) -> None:
         r = as_floats("integration radii (--integration-radius)", self.radii_px)
@@ -29,3 +43,14 @@ class SummationIntegratorSettings:
             got = ",".join(f"{v:g}" for v in r)
             raise ValueError(f"integration radii must satisfy 0 < r1 <= r2 < r3, got {got}")
         object.__setattr__(self, "radii_px", r)
+        object.__setattr__(self, "enabled", as_bool("integrate.enabled", self.enabled))
+        object.__setattr__(self, "background", as_choice(
+            "integrate.background", self.background, ("robust_mean", "plane")))
+        object.__setattr__(self, "mosaicity_deg", as_float(
+            "integrate.mosaicity_deg", self.mosaicity_deg, positive=True))
+        object.__setattr__(self, "n_sigma", as_float("integrate.n_sigma", self.n_sigma,
+                                                     positive=True))
+        object.__setattr__(self, "d_min_A", as_float("integrate.d_min_A", self.d_min_A,
+                                                     positive=True, allow_none=True))
+        object.__setattr__(self, "solver", as_choice("integrate.solver", self.solver,
+                                                     ("lm", "lbfgs")))

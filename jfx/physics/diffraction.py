@@ -162,7 +162,9 @@ def rotation_diffraction_angles(s0: jnp.ndarray, axis: jnp.ndarray, q0: jnp.ndar
     ratio = C / jnp.where(R > 0, R, 1.0)
     ok = (R > 0) & (jnp.abs(ratio) <= 1.0)
     base = jnp.arctan2(B, A)
-    delta = jnp.arccos(jnp.clip(ratio, -1.0, 1.0))
+    # where no event exists the arccos argument is replaced (not just clipped) so reverse-mode
+    # gradients stay finite (d arccos/dx is infinite at ±1)
+    delta = jnp.arccos(jnp.where(ok, jnp.clip(ratio, -1.0, 1.0), 0.0))
     om = jnp.stack([base + delta, base - delta], axis=-1)
     om = jnp.mod(om + jnp.pi, 2 * jnp.pi) - jnp.pi
     return jnp.where(ok[..., None], om, jnp.nan)

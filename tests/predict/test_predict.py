@@ -109,3 +109,21 @@ def test_rotation_fractions_add_up_and_lorentz(rot_exp):
             assert int(np.floor(f)) in set(pr.image[rows].tolist())
     np.testing.assert_allclose(pr.lorentz, 1.0 / np.abs(pr.zeta))
     assert np.all((pr.polarization > 0) & (pr.polarization <= 1.0 + 1e-12))
+
+
+@pytest.mark.parametrize("cell", [(79.1, 79.1, 38.0, 90, 90, 90), (50, 60, 70, 90, 105, 90),
+                                  (93, 93, 130, 90, 90, 120), (41, 52, 63, 78, 84, 97)])
+def test_ewald_shell_enumeration_equals_brute_force(cell):
+    from jfx.integrate.predict import _miller_indices, ewald_shell_indices
+    from jfx.sim.spots import random_rotation
+
+    rng = np.random.default_rng(int(sum(cell)))
+    for _ in range(3):
+        basis = cell_to_basis(np.array(cell, float)) @ random_rotation(rng).T
+        s0 = np.array([0.0, 0.0, 1.0 / 0.97])
+        hw = rng.uniform(1e-3, 6e-3)
+        got = ewald_shell_indices(basis, s0, 1.6, hw, 4 if cell[4] == 105 else None)
+        allh = _miller_indices(basis, 1.6, 4 if cell[4] == 105 else None)
+        q = allh @ np.linalg.inv(basis).T
+        near = np.abs(np.linalg.norm(q + s0, axis=1) - np.linalg.norm(s0)) <= hw
+        assert {tuple(h) for h in got} == {tuple(h) for h in allh[near]}
