@@ -743,6 +743,7 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
     """
     from jfx.index import rotation as rot
     from jfx.integrate.predict import predict_rotation, predict_still
+    from jfx.integrate.profile import integrate_profile
     from jfx.integrate.summation import integrate_frame
     from jfx.models.lattice import Lattice
     from jfx.models.reflections import ReflectionFlag as F
@@ -775,9 +776,19 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
                 if hasattr(bar, "update"):
                     bar.update(len(idx))
 
-    def integ(frame, x, y):
-        return integrate_frame(frame, mask, x, y, None, ig.radii_px, error_value=err,
-                               saturation_value=sat, background=ig.background)
+    def integ(frame, x, y, d=None):
+        """(summation result, (int_prf, int_prf_var) or None) of rows at (x, y)."""
+        r = integrate_frame(frame, mask, x, y, None, ig.radii_px, error_value=err,
+                            saturation_value=sat, background=ig.background)
+        prf = None
+        if ig.profile and d is not None and len(x):
+            try:
+                p = integrate_profile(frame, mask, x, y, None, d, ig.radii_px, summation=r,
+                                      error_value=err, saturation_value=sat)
+                prf = (np.asarray(p.intensity), np.asarray(p.variance))
+            except ValueError:  # too few strong reflections on this image to fit widths
+                prf = None
+        return r, prf
 
     if not rotation:
         sel = np.flatnonzero(mx["imageIndexed"] == 1)
@@ -808,7 +819,7 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
 
         def per_image(image: int, frame: np.ndarray) -> None:
             j, pr = preds[image]
-            r = integ(frame, pr.x_px, pr.y_px)
+            r, prf = integ(frame, pr.x_px, pr.y_px, pr.d_A)
             t = _reflection_rows(pr.n)
             t["h"], t["k"], t["l"] = pr.hkl[:, 0], pr.hkl[:, 1], pr.hkl[:, 2]
             t["image"][:] = image
@@ -817,6 +828,10 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
             t["int_sum"][:], t["int_sum_var"][:] = r.intensity, r.variance
             t["background_mean"][:] = r.background
             flags = np.asarray(r.flags, np.uint32) | np.uint32(int(F.PREDICTED))
+            if prf is not None:
+                t["int_prf"][:], t["int_prf_var"][:] = prf
+                flags |= np.where(np.isfinite(prf[0]), np.uint32(int(F.INTEGRATED_PRF)),
+                                  np.uint32(0))
             # observed centroids: the indexed spot with the same hkl on this image
             obs = {tuple(h): (xs[j, s], ys[j, s]) for s, h in enumerate(hkl[j])
                    if ok[j, s]}
@@ -875,6 +890,8 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
     r_var = np.full(n_rows, np.nan)
     r_bg = np.full(n_rows, np.nan)
     r_flags = np.zeros(n_rows, np.uint32)
+    r_prf = np.full(n_rows, np.nan)
+    r_prfv = np.full(n_rows, np.nan)
     order = np.argsort(pr.image, kind="stable")
     img_sorted = pr.image[order]
 
@@ -884,9 +901,11 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
         rows = order[a:b]
         if rows.size == 0:
             return
-        r = integ(frame, pr.x_px[rows], pr.y_px[rows])
+        r, prf = integ(frame, pr.x_px[rows], pr.y_px[rows], pr.d_A[rows])
         r_int[rows], r_var[rows], r_bg[rows] = r.intensity, r.variance, r.background
         r_flags[rows] = np.asarray(r.flags, np.uint32)
+        if prf is not None:
+            r_prf[rows], r_prfv[rows] = prf
 
     integrate_images(indices, per_image_rot)
     # sum the partials of each event over the images it was recorded on
@@ -921,9 +940,17 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
     t["int_sum"][:] = np.where(got, intensity, np.nan)
     t["int_sum_var"][:] = np.where(got, variance, np.nan)
     t["background_mean"][:] = bg
+    # profile-fitted partials: summed over the same rows, only when every used row has one
+    ok_prf = ok_row & np.isfinite(r_prf)
+    n_prf = np.bincount(inv, weights=ok_prf.astype(float), minlength=ng)
+    prf_all = got & (n_prf == n_used)
+    t["int_prf"][:] = np.where(prf_all, gsum(np.where(ok_prf, r_prf, 0.0)), np.nan)
+    t["int_prf_var"][:] = np.where(prf_all, gsum(np.where(ok_prf, r_prfv, 0.0)), np.nan)
     flags_g = np.where(got, flags_g | np.uint32(int(F.INTEGRATED_SUM)),
                        flags_g & ~np.uint32(int(F.INTEGRATED_SUM)))
     flags_g |= np.uint32(int(F.PREDICTED))
+    flags_g |= np.where(prf_all, np.uint32(int(F.INTEGRATED_PRF)), np.uint32(0))
+    flags_g &= np.where(prf_all, np.uint32(0xFFFFFFFF), ~np.uint32(int(F.INTEGRATED_PRF)))
     flags_g |= np.where(frac < 0.9, np.uint32(int(F.PARTIAL)), np.uint32(0))
     t["flags"][:] = flags_g
     keep = np.isin(t["image"], indices) | got

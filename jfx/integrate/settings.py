@@ -23,6 +23,8 @@ class SummationIntegratorSettings:
         n_sigma: prediction envelope in σ (stills |ε| ≤ n σ_ε; rotation ± n σ_M/|ζ|).
         d_min_A: prediction resolution limit (Å); ``None`` = the detector corner.
         solver: refinement solver, ``lm`` (Levenberg–Marquardt in JAX) or ``lbfgs`` (optax).
+        profile: also profile-fit every reflection (``int_prf``; widths per resolution shell
+            fitted on each image's strong reflections; :mod:`jfx.integrate.profile`).
     """
 
     radii_px: tuple[float, float, float] = (3.0, 5.0, 7.0)
@@ -32,6 +34,7 @@ class SummationIntegratorSettings:
     n_sigma: float = 3.0
     d_min_A: float | None = None
     solver: str = "lm"
+    profile: bool = True
 
     def __post_init__(self) -> None:
         r = as_floats("integration radii (--integration-radius)", self.radii_px)
@@ -54,3 +57,4 @@ class SummationIntegratorSettings:
                                                      positive=True, allow_none=True))
         object.__setattr__(self, "solver", as_choice("integrate.solver", self.solver,
                                                      ("lm", "lbfgs")))
+        object.__setattr__(self, "profile", as_bool("integrate.profile", self.profile))

@@ -259,3 +259,22 @@ def test_rotation_with_a_wrong_stored_geometry(rotation, tmp_path):
         d0 = float(f["geometry/distance_mm"][()])
     np.testing.assert_allclose(got_bc, bc, atol=0.2)
     assert abs(got_d / d0 - 1) < 0.005  # from 1 % off; measured 0.2 % (docs/integration.md)
+
+
+def test_profile_fitted_intensities(serial, tmp_path):
+    """int_prf is filled (flag INTEGRATED_PRF) and agrees with summation on the stills;
+    integrate.profile=false leaves it NaN."""
+    from jfx.models.reflections import ReflectionFlag
+
+    out = tmp_path / "p"
+    assert process_main([str(serial / "s_master.h5"), "-o", str(out), "-X", "ffbidx", "-C",
+                         LYSO, "-S", "96"]) == 0
+    r = _refl(f"{out}_process.h5")
+    ok = np.isfinite(r["int_prf"]) & np.isfinite(r["int_sum"])
+    assert ok.mean() > 0.95
+    assert np.all((r["flags"][ok] & int(ReflectionFlag.INTEGRATED_PRF)) != 0)
+    assert np.corrcoef(r["int_prf"][ok], r["int_sum"][ok])[0, 1] > 0.95
+    out = tmp_path / "n"
+    assert process_main([str(serial / "s_master.h5"), "-o", str(out), "-X", "ffbidx", "-C",
+                         LYSO, "-S", "96", "integrate.profile=false"]) == 0
+    assert np.all(np.isnan(_refl(f"{out}_process.h5")["int_prf"]))
