@@ -608,7 +608,7 @@ def _rescue_rotation_geometry(geometry: Geometry, mx: dict[str, np.ndarray],
     b = np.asarray(res.basis[0])
     hkl_all, d = index_error(b, q0.reshape(-1, 3))
     hkl_all = hkl_all.reshape(q0.shape).astype(np.int32)
-    inl = valid[:k] & (d.reshape(valid[:k].shape) < opt.tolerance)
+    inl = _cap_spots(valid[:k] & (d.reshape(valid[:k].shape) < opt.tolerance))
     frame = np.broadcast_to((np.asarray(images, dtype=np.float64) + 0.5)[:, None], inl.shape)
     spots = RefineSpots.create(hkl_all, mx["peakXPosRaw"][:k], mx["peakYPosRaw"][:k],
                                frame=frame, valid=inl)
@@ -870,7 +870,8 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
                                    axis, phi[:, None])
             hr = qr @ b0.T
             hkl_r = np.rint(hr).astype(np.int32)
-            good = pk & (np.linalg.norm(hr - hkl_r, axis=-1) < settings.index.tolerance)
+            good = _cap_spots(pk & (np.linalg.norm(hr - hkl_r, axis=-1)
+                                    < settings.index.tolerance))
             spots_r = RefineSpots.create(hkl_r, x_all, y_all, frame=frame_c, valid=good)
             res = refine_rotation(spots_r, geo_r, Lattice(basis=b0, space_group=sg),
                                   settings.refine, solver=ig.solver)
@@ -959,6 +960,24 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
                                    np.asarray(geo_r.detector.beam_center_px),
                                    float(geo_r.detector.distance_mm))
     return table, geo_r, summary
+
+
+MAX_REFINE_SPOTS = 4096
+"""Rotation refinement uses at most this many spots (a fixed-seed random subset over the
+sweep): the Jacobian's memory grows with the spots. Measured (lyso_rotation, 1M): peak RSS
+25 images 0.92 GB / 250 images 0.99 GB (ratio 1.08) with 4096, against 0.88 / 1.25 GB
+(1.43) with 16384; refined distance within 0.07 % either way."""
+
+
+def _cap_spots(mask: np.ndarray, cap: int = MAX_REFINE_SPOTS) -> np.ndarray:
+    """``mask`` with at most ``cap`` True entries (a fixed-seed random subset)."""
+    idx = np.flatnonzero(mask)
+    if idx.size <= cap:
+        return mask
+    keep = np.random.default_rng(0).choice(idx, cap, replace=False)
+    out = np.zeros(mask.size, dtype=bool)
+    out[keep] = True
+    return out.reshape(mask.shape)
 
 
 def _integration_summary(mode, n_images, table, refined, rmsd, rmsd_phi, bc, dist):
