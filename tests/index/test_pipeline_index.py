@@ -220,6 +220,58 @@ def test_stills_refine_and_integrate_against_truth(serial, tmp_path):
     assert np.mean(ok) >= 0.95
 
 
+def _shift_geometry(master, dbx=2.1, dby=-1.7, dist_factor=1.01):
+    """Rewrite a master's beam centre / distance fields and its detector translation."""
+    with h5py.File(master, "r+") as f:
+        d = f["entry/instrument/detector"]
+        bx, by = d["beam_center_x"][()] + dbx, d["beam_center_y"][()] + dby
+        dist = d["detector_distance"][()] * dist_factor
+        px = d["x_pixel_size"][()]
+        for k, v in (("beam_center_x", bx), ("beam_center_y", by),
+                     ("detector_distance", dist), ("distance", dist)):
+            attrs = dict(d[k].attrs)
+            del d[k]
+            d[k] = v
+            d[k].attrs.update(attrs)
+        t = d["transformations/translation"]
+        attrs = dict(t.attrs)
+        vec = np.array([-bx * px, -by * px, dist])
+        del d["transformations/translation"]
+        d["transformations/translation"] = np.linalg.norm(vec)
+        d["transformations/translation"].attrs.update(attrs)
+        d["transformations/translation"].attrs["vector"] = vec / np.linalg.norm(vec)
+
+
+def _written_detector(path):
+    with h5py.File(path) as f:
+        det = f["entry/instrument/detector"]
+        return (np.array([det["beam_center_x"][()], det["beam_center_y"][()]]),
+                float(det["detector_distance"][()]) * 1000.0)
+
+
+def test_stills_with_a_wrong_stored_geometry(serial, tmp_path):
+    """Stills whose master is off by (2.1, -1.7) px and +1 % distance: a first indexing pass
+    indexes few images; the detector pooled over their refinements is used for a second
+    pass, which indexes every hit; the written geometry is the truth to 0.2 px / 0.2 %."""
+    import shutil
+
+    master = serial / "s_offgeo_master.h5"
+    shutil.copy(serial / "s_master.h5", master)
+    _shift_geometry(master)
+    out = tmp_path / "o"
+    assert process_main([str(master), "-o", str(out), "-X", "ffbidx", "-C", LYSO, "-S",
+                         "96"]) == 0
+    mx = _mx(f"{out}_process.h5")
+    hits = mx["nPeaks"] >= 15
+    assert np.all(mx["imageIndexed"][hits] == 1)
+    got_bc, got_d = _written_detector(f"{out}_process.h5")
+    with h5py.File(serial / "s_truth.h5") as f:
+        bc = f["geometry/beam_center_px"][()]
+        d0 = float(f["geometry/distance_mm"][()])
+    np.testing.assert_allclose(got_bc, bc, atol=0.2)
+    assert abs(got_d / d0 - 1) < 0.002
+
+
 def test_rotation_with_a_wrong_stored_geometry(rotation, tmp_path):
     """The master's beam centre is off by (2.1, -1.7) px and its distance by +1 %: the
     lattice no longer fits tetragonal symmetry, so indexing refines the geometry on a
