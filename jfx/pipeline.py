@@ -613,8 +613,6 @@ def _rescue_rotation_geometry(geometry: Geometry, mx: dict[str, np.ndarray],
     spots = RefineSpots.create(hkl_all, mx["peakXPosRaw"][:k], mx["peakYPosRaw"][:k],
                                frame=frame, valid=inl)
     try:
-        # two rounds: the robust loss down-weights the large residuals of the far start, so
-        # a second round from the first one's result reaches the minimum
         # the distance stays fixed here: with a free triclinic cell it is degenerate with the
         # cell scale over a short sweep (measured: 80.8 → 81.4 mm for a true 80.0); the
         # final, symmetry-constrained refinement frees it
@@ -622,15 +620,10 @@ def _rescue_rotation_geometry(geometry: Geometry, mx: dict[str, np.ndarray],
 
         free = tuple(p for p in settings.refine.free if p != "detector.distance_mm")
         rs = RefineSettings(preset=settings.refine.preset, free=free)
-        g0, b0 = geometry, b
-        for _ in range(2):
-            r = refine_rotation(spots, g0, Lattice(basis=b0, space_group=None), rs,
-                                solver=settings.integrate.solver)
-            if int(r.status) > 1:
-                return None
-            g0 = Geometry(beam=r.geometry.beam, detector=r.geometry.detector,
-                          goniometer=geometry.goniometer)
-            b0 = np.asarray(r.basis)
+        r = refine_rotation(spots, geometry, Lattice(basis=b, space_group=None), rs,
+                            solver=settings.integrate.solver)
+        if int(r.status) > 1:
+            return None
     except ValueError:
         return None
     g = r.geometry
@@ -857,17 +850,13 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
     basis0 = np.asarray(mx["rotation_lattice"], dtype=np.float64).reshape(3, 3)
     axis = np.asarray(geo.goniometer.axis, dtype=np.float64)
     phi = rot.image_angles(geo, indices.astype(np.float64) + 0.5)
-    q = rot.spot_vectors(geo, np.where(pk, x_all, 0.0), np.where(pk, y_all, 0.0))
-    q0 = rot.to_angle_zero(q, axis, phi[:, None])
-    hkl = np.rint(q0 @ basis0.T).astype(np.int32)
     frame_c = np.broadcast_to((indices.astype(np.float64) + 0.5)[:, None], x_all.shape)
     geo_r, b0 = geo, basis0
     refined, rmsd, rmsd_phi = 0, float("nan"), None
     if refine_on:
-        for _ in range(4):
-            # macro-cycles: each one re-assigns the Miller indices with the refined
-            # model (spots mis-assigned under a poor start geometry bias a single fit;
-            # measured on a start 2 px / 1 % off: 80.34 mm after one cycle, truth 80.00)
+        for _ in range(2):
+            # two macro-cycles: the second re-assigns the Miller indices (and the inlier
+            # set) with the refined model
             qr = rot.to_angle_zero(rot.spot_vectors(geo_r, np.where(pk, x_all, 0.0),
                                                     np.where(pk, y_all, 0.0)),
                                    axis, phi[:, None])
@@ -884,7 +873,6 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
         refined = int(int(res.status) == 0)
         rmsd, rmsd_phi = float(res.rmsd_px), float(res.rmsd_phi_deg)
         mx["rotation_lattice"] = b0.reshape(9)
-    geo_r = Geometry(beam=geo_r.beam, detector=geo_r.detector, goniometer=geo.goniometer)
     pr = predict_rotation(geo_r, b0, d_min, (int(indices.min()), int(indices.max())),
                           mosaicity_deg=ig.mosaicity_deg, n_sigma=ig.n_sigma,
                           space_group=sg)

@@ -280,32 +280,12 @@ def test_rotation_with_a_wrong_stored_geometry(rotation, tmp_path):
 
     master = rotation / "r_offgeo_master.h5"
     shutil.copy(rotation / "r_master.h5", master)
-    with h5py.File(master, "r+") as f:
-        d = f["entry/instrument/detector"]
-        bx, by = d["beam_center_x"][()] + 2.1, d["beam_center_y"][()] - 1.7
-        dist = d["detector_distance"][()] * 1.01
-        px = d["x_pixel_size"][()]
-        for k, v in (("beam_center_x", bx), ("beam_center_y", by),
-                     ("detector_distance", dist), ("distance", dist)):
-            attrs = dict(d[k].attrs)
-            del d[k]
-            d[k] = v
-            d[k].attrs.update(attrs)
-        t = d["transformations/translation"]
-        attrs = dict(t.attrs)
-        vec = np.array([-bx * px, -by * px, dist])
-        del d["transformations/translation"]
-        d["transformations/translation"] = np.linalg.norm(vec)
-        d["transformations/translation"].attrs.update(attrs)
-        d["transformations/translation"].attrs["vector"] = vec / np.linalg.norm(vec)
+    _shift_geometry(master)
     out = tmp_path / "o"
     assert process_main([str(master), "-o", str(out), "-R=10", "-S", "96"]) == 0
     mx = _mx(f"{out}_process.h5")
     assert mx["imageIndexed"].mean() >= 0.99
-    with h5py.File(f"{out}_process.h5") as f:
-        det = f["entry/instrument/detector"]
-        got_bc = np.array([det["beam_center_x"][()], det["beam_center_y"][()]])
-        got_d = float(det["detector_distance"][()]) * 1000.0
+    got_bc, got_d = _written_detector(f"{out}_process.h5")
     with h5py.File(rotation / "r_truth.h5") as f:
         bc = f["geometry/beam_center_px"][()]
         d0 = float(f["geometry/distance_mm"][()])
