@@ -453,12 +453,19 @@ def _process_job(argv: list[str], con: _Console) -> int:
         con.detail(f"azimuthal integration: {len(q)} q bins {float(q[0]):.3f}..{float(q[-1]):.3f}"
                    " 1/A" + (f" x {len(result.groups['azint']['bin_to_azimuth_deg'])} azimuth "
                              "bins" if "bin_to_azimuth_deg" in result.groups["azint"] else ""))
+    groups = dict(result.groups)
+    if result.scaling is not None:
+        groups["scaling"] = dict(groups.get("scaling", {}))
+        groups["scaling"].update(_scaling_extras(result.scaling))
     # the master is closed again before its metadata is copied (h5py file-locking flags)
     t_write = time.perf_counter()
     write_process_h5(out_path, master_path=g.input, geometry=result.geometry,
                      config_yaml=jcfg.to_yaml(cfg), version=__version__, image=result.image,
-                     groups=result.groups)
+                     groups=groups)
     con.detail(f"wrote the output in {time.perf_counter() - t_write:.2f} s")
+    if result.scaling is not None:
+        _write_scaling_outputs(g.output_prefix, result.scaling, settings.scale, con,
+                               wavelength_A=float(result.geometry.beam.wavelength_A))
     n_img = len(result.image.number)
     dt = time.perf_counter() - t0
     con.info(f"wrote {out_path} ({n_img} images) in {dt:.2f} s "
@@ -490,13 +497,80 @@ def _scale_job(argv: list[str], con: _Console) -> int:
         raise InputError("no _process.h5 input given")
     from jfx.io.process_h5 import read_process_h5
 
+    runs = []
     for path in settings.general.inputs:
         pf = read_process_h5(path)
         if not pf.has_reflections:
             raise InputError(f"{path} has no integrated reflections (/entry/reflections); "
                              "run jfjoch_process with integration first")
         con.detail(f"{path}: {len(next(iter(pf.groups['reflections'].values())))} reflections")
-    raise InputError("scaling is not implemented yet")
+        runs.append(_run_data_of(pf))
+    enable_compilation_cache()
+    from jfx.pipeline import run_scaling
+
+    t0 = time.perf_counter()
+    result = run_scaling(settings, runs)
+    con.detail(f"scaled {len(runs)} run(s) in {time.perf_counter() - t0:.2f} s")
+    _write_scaling_outputs(settings.general.output_prefix, result, settings.scale, con,
+                           wavelength_A=runs[0].wavelength_A)
+    return 0
+
+
+REFLECTION_COLUMNS = ("h", "k", "l", "image", "d", "lp", "partiality", "int_sum",
+                      "int_sum_var", "flags")
+
+
+def _run_data_of(pf: Any) -> Any:
+    """:class:`jfx.scale.scaling.RunData` of a read ``_process.h5``."""
+    import numpy as np
+
+    from jfx.scale.scaling import RunData
+
+    missing = [c for c in REFLECTION_COLUMNS if c not in pf.groups["reflections"]]
+    if missing:
+        raise InputError(f"{pf.path}: /entry/reflections lacks {', '.join(missing)}; "
+                         "it was not written by jfjoch_process integration")
+    mx = pf.groups.get("MX", {})
+    cell = np.asarray(mx.get("unit_cell", np.full(6, np.nan)), np.float64).reshape(-1)
+    sg = int(np.asarray(mx.get("space_group", 0)))
+    rot = "scan_increment_deg" in mx and "rotation_lattice" in mx
+    return RunData(
+        table=pf.groups["reflections"], wavelength_A=float(pf.wavelength_A),
+        phi_start_deg=float(mx["scan_start_deg"]) if rot else None,
+        phi_increment_deg=float(mx["scan_increment_deg"]) if rot else None,
+        cell=cell if cell.size == 6 and np.all(np.isfinite(cell)) else None,
+        space_group=sg or None, bandwidth_fwhm=float(mx.get("bandwidth_fwhm", 0.0)),
+        beam_center_px=tuple(pf.beam_center_px), name=str(pf.path))
+
+
+def _scaling_extras(res: Any) -> dict[str, Any]:
+    """``/entry/scaling`` statistics table and error-model attributes."""
+    a, b = res.error_model
+    return {"statistics": res.statistics.as_records(),
+            "error_model": {"a": a, "b": b, "form": "sigma'^2 = a^2 (sigma^2 + (b I)^2)"},
+            "space_group": res.space_group, "unit_cell": res.cell}
+
+
+def _write_scaling_outputs(prefix: str, res: Any, sc: Any, con: _Console, *,
+                           wavelength_A: float | None = None) -> None:
+    """Console table + merged reflections + ``_iterN_scale.dat`` + HTML report."""
+    from jfx.io.merged import write_merged, write_scale_dat
+    from jfx.io.report import write_report_html
+    from jfx.scale.stats import format_table
+
+    for line in res.lines():
+        con.info(line)
+    sys.stdout.write(format_table(res.statistics).rstrip("\n") + "\n")
+    sys.stdout.flush()
+    kw = {"wavelength_A": wavelength_A} if sc.output_format == "mtz" and wavelength_A else {}
+    path = write_merged(prefix, res.merged, sc.output_format, **kw)
+    con.info(f"wrote {path} ({len(res.merged.hkl)} reflections)")
+    for n, it in enumerate(res.iterations, start=1):
+        p = write_scale_dat(f"{prefix}_iter{n}_scale.dat", it["image"], it["scale"],
+                            it["bfactor"], it["cc"], it["rejected"])
+        con.detail(f"wrote {p}")
+    rp = write_report_html(f"{prefix}_scaling.html", res.statistics)
+    con.detail(f"wrote {rp}")
 
 
 if __name__ == "__main__":  # pragma: no cover

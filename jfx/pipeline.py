@@ -28,6 +28,7 @@ data, or ``end < start``, is an :class:`~jfx.io.errors.InputError`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import time
@@ -118,6 +119,7 @@ class ProcessResult:
         spots: spot-finding summary.
         indexing: indexing summary (None with ``-X none``).
         integration: refinement + integration summary (None when not run).
+        scaling: :class:`jfx.scale.scaling.ScalingResult` (None unless merging ran).
         timings_s: wall time per pipeline part (``read`` = waiting for the reader,
             ``spotfind``, ``azint`` = waiting for the azimuthal-integration results,
             ``setup``, ``total``).
@@ -131,6 +133,7 @@ class ProcessResult:
     spots: SpotSummary | None = None
     indexing: IndexSummary | None = None
     integration: IntegrationSummary | None = None
+    scaling: Any = None
     timings_s: dict[str, float] = dataclasses.field(default_factory=dict)
     batch_size: int = DEFAULT_BATCH_CPU
     device: str = "cpu"
@@ -171,8 +174,10 @@ def unimplemented_stages(settings: ProcessSettings) -> list[str]:
     out = []
     if settings.refine.preset == "pixelrefine":
         out.append("pixel refinement (-r pixelrefine) is not implemented yet")
-    if settings.merging:
-        out.append("scaling and merging (-M / -z) is not implemented yet")
+    if settings.merging and (settings.index.algorithm == "none"
+                             or not settings.integrate.enabled):
+        out.append("scaling and merging (-M / -z) needs indexing and integration: not possible "
+                   "with -X none or integrate.enabled=false")
     return out
 
 
@@ -711,7 +716,9 @@ def _reflection_rows(n: int) -> dict[str, np.ndarray]:
             "d": np.zeros(n, f32), "partiality": np.ones(n, f32), "lp": np.ones(n, f32),
             "int_sum": np.full(n, np.nan, f32), "int_sum_var": np.full(n, np.nan, f32),
             "int_prf": np.full(n, np.nan, f32), "int_prf_var": np.full(n, np.nan, f32),
-            "background_mean": np.full(n, np.nan, f32), "flags": np.zeros(n, np.uint32)}
+            "background_mean": np.full(n, np.nan, f32), "flags": np.zeros(n, np.uint32),
+            "zeta": np.full(n, np.nan, f32), "ewald_offset": np.full(n, np.nan, f32),
+            "image_first": np.zeros(n, np.int32), "image_last": np.zeros(n, np.int32)}
 
 
 def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
@@ -756,7 +763,12 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
     d_min = ig.d_min_A if ig.d_min_A is not None else detector_d_min(geo)
     refine_on = settings.refine.preset != "none"
 
-    def integrate_images(images: np.ndarray, per_image: Callable[[int, np.ndarray], None]):
+    pool = (concurrent.futures.ThreadPoolExecutor(ig.threads, thread_name_prefix="integrate")
+            if ig.threads > 1 else None)
+
+    def integrate_images(images: np.ndarray, per_image: Callable[..., None]):
+        """Stream ``images`` through ``per_image(image, frame, first)`` in chunks; the frames
+        of a chunk run concurrently in the thread pool (``first``: the chunk's first frame)."""
         if images.size == 0:
             return
         bar = (progress("integration", len(images)) if progress is not None
@@ -764,21 +776,35 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
         with bar:
             for idx, frames in master.iter_chunks(images, chunk_size=batch_size,
                                                   workers=workers):
-                for j, frame in zip(np.asarray(idx), frames):
-                    per_image(int(j), frame)
+                jobs = [(int(j), frame, k == 0)
+                        for k, (j, frame) in enumerate(zip(np.asarray(idx), frames))]
+                if pool is None or len(jobs) < 2:
+                    for job in jobs:
+                        per_image(*job)
+                else:
+                    for f in [pool.submit(per_image, *job) for job in jobs]:
+                        f.result()
                 if hasattr(bar, "update"):
                     bar.update(len(idx))
 
-    def integ(frame, x, y, d=None):
-        """(summation result, (int_prf, int_prf_var) or None) of rows at (x, y)."""
+    widths: dict[str, Any] = {"given": None}  # rotation: profile widths of the last fit
+
+    def integ(frame, x, y, d=None, fit_widths=True):
+        """(summation result, (int_prf, int_prf_var) or None) of rows at (x, y). With
+        ``fit_widths`` False the profile widths of the last fitted frame are used (fitted
+        here when there are none yet); a fitting frame publishes its widths."""
         r = integrate_frame(frame, mask, x, y, None, ig.radii_px, error_value=err,
                             saturation_value=sat, background=ig.background)
         prf = None
         if ig.profile and d is not None and len(x):
+            given = None if fit_widths else widths["given"]
             try:
                 p = integrate_profile(frame, mask, x, y, None, d, ig.radii_px, summation=r,
-                                      error_value=err, saturation_value=sat)
+                                      error_value=err, saturation_value=sat, **(given or {}))
                 prf = (np.asarray(p.intensity), np.asarray(p.variance))
+                if fit_widths and np.any(np.isfinite(p.shell_sigma_px)):
+                    widths["given"] = dict(shell_sigma_px=np.asarray(p.shell_sigma_px),
+                                           shell_edges_invd2=np.asarray(p.shell_edges_invd2))
             except ValueError:  # too few strong reflections on this image to fit widths
                 prf = None
         return r, prf
@@ -792,9 +818,29 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
         q = rot.spot_vectors(geo, np.where(ok, xs, 0.0), np.where(ok, ys, 0.0))
         hkl = np.rint(np.einsum("msj,mij->msi", q, basis)).astype(np.int32)
         if refine_on:
-            res = refine_stills(RefineSpots.create(hkl, xs, ys, valid=ok), geo,
-                                Lattice(basis=basis, space_group=sg), settings.refine,
-                                solver=ig.solver)
+            spots = RefineSpots.create(hkl, xs, ys, valid=ok)
+            res = refine_stills(spots, geo, Lattice(basis=basis, space_group=sg),
+                                settings.refine, solver=ig.solver)
+            det_free = tuple(f for f in settings.refine.free if f.startswith("detector."))
+            good = np.asarray(res.status) == 0
+            if det_free and int(good.sum()) >= 3:
+                # one still fixes its detector poorly (distance ~ cell scale, 0.3 %), which
+                # moves every Ewald offset (partiality); the detector is one object: pool it
+                # over the stills (median), then refine each crystal against it
+                g_all = res.geometry.detector
+                bc = np.nanmedian(np.asarray(g_all.beam_center_px)[good], axis=0)
+                dist = float(np.nanmedian(np.asarray(g_all.distance_mm)[good]))
+                geo_p = dataclasses.replace(geo, detector=dataclasses.replace(
+                    geo.detector, beam_center_px=np.asarray(bc), distance_mm=np.asarray(dist)))
+                crystal_only = dataclasses.replace(
+                    settings.refine, free=tuple(f for f in settings.refine.free
+                                                if not f.startswith("detector.")))
+                res2 = refine_stills(spots, geo_p, Lattice(basis=np.asarray(res.basis),
+                                                           space_group=sg),
+                                     crystal_only, solver=ig.solver)
+                ok2 = np.asarray(res2.status) == 0
+                if int(ok2.sum()) >= int(good.sum()) * 0.9:
+                    res = res2
             geoms = [_image_geometry(res.geometry, j) for j in range(sel.size)]
             basis = np.asarray(res.basis)
             refined = int(np.sum(np.asarray(res.status) == 0))
@@ -808,14 +854,17 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
             preds[int(indices[i])] = (j, predict_still(
                 geoms[j], basis[j], d_min, mosaicity_deg=ig.mosaicity_deg, n_sigma=ig.n_sigma,
                 space_group=sg))
-        parts: list[dict[str, np.ndarray]] = []
+        parts: dict[int, dict[str, np.ndarray]] = {}
 
-        def per_image(image: int, frame: np.ndarray) -> None:
+        def per_image(image: int, frame: np.ndarray, first: bool = False) -> None:
             j, pr = preds[image]
             r, prf = integ(frame, pr.x_px, pr.y_px, pr.d_A)
             t = _reflection_rows(pr.n)
             t["h"], t["k"], t["l"] = pr.hkl[:, 0], pr.hkl[:, 1], pr.hkl[:, 2]
             t["image"][:] = image
+            t["image_first"][:] = image
+            t["image_last"][:] = image
+            t["ewald_offset"][:] = pr.eps_invA
             t["predicted_x"][:], t["predicted_y"][:] = pr.x_px, pr.y_px
             t["d"][:], t["partiality"][:], t["lp"][:] = pr.d_A, pr.partiality, pr.polarization
             t["int_sum"][:], t["int_sum_var"][:] = r.intensity, r.variance
@@ -834,10 +883,15 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
                     t["observed_x"][row], t["observed_y"][row] = o
                     flags[row] |= np.uint32(int(F.OBSERVED | F.INDEXED))
             t["flags"][:] = flags
-            parts.append(t)
+            parts[image] = t
 
-        integrate_images(indices[sel], per_image)
-        table = {k: np.concatenate([t[k] for t in parts]) for k in parts[0]} if parts else None
+        try:
+            integrate_images(indices[sel], per_image)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        tabs = [parts[i] for i in sorted(parts)]
+        table = {k: np.concatenate([t[k] for t in tabs]) for k in tabs[0]} if tabs else None
         bc = np.nanmedian(np.stack([np.asarray(g.detector.beam_center_px) for g in geoms]), 0)
         dist = float(np.nanmedian([float(g.detector.distance_mm) for g in geoms]))
         summary = _integration_summary("stills", len(sel), table, refined, rmsd, None, bc, dist)
@@ -853,6 +907,12 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
     frame_c = np.broadcast_to((indices.astype(np.float64) + 0.5)[:, None], x_all.shape)
     geo_r, b0 = geo, basis0
     refined, rmsd, rmsd_phi = 0, float("nan"), None
+    # weight of the φ residuals: a spot found on one image knows its angle only to the
+    # image's width (σ_φ = Δφ/√12), its position to ≈ 0.25 px; φ residuals are scaled to
+    # px-equivalents by σ_xy/σ_φ (weighting them as arc length on the detector, ~10× more
+    # at 0.5°/image, let the frame quantisation pull the distance by up to 0.2 %)
+    inc = abs(float(geo.goniometer.increment_rad))
+    phi_scale = 0.25 / (inc / np.sqrt(12.0)) if inc > 0 else None
     if refine_on:
         for _ in range(2):
             # two macro-cycles: the second re-assigns the Miller indices (and the inlier
@@ -866,7 +926,7 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
                                     < settings.index.tolerance))
             spots_r = RefineSpots.create(hkl_r, x_all, y_all, frame=frame_c, valid=good)
             res = refine_rotation(spots_r, geo_r, Lattice(basis=b0, space_group=sg),
-                                  settings.refine, solver=ig.solver)
+                                  settings.refine, solver=ig.solver, phi_scale_px=phi_scale)
             geo_r = Geometry(beam=res.geometry.beam, detector=res.geometry.detector,
                              goniometer=geo.goniometer)
             b0 = np.asarray(res.basis)
@@ -887,19 +947,23 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
     order = np.argsort(pr.image, kind="stable")
     img_sorted = pr.image[order]
 
-    def per_image_rot(image: int, frame: np.ndarray) -> None:
+    def per_image_rot(image: int, frame: np.ndarray, first: bool = True) -> None:
         a, b = np.searchsorted(img_sorted, image, "left"), np.searchsorted(img_sorted, image,
                                                                             "right")
         rows = order[a:b]
         if rows.size == 0:
             return
-        r, prf = integ(frame, pr.x_px[rows], pr.y_px[rows], pr.d_A[rows])
+        r, prf = integ(frame, pr.x_px[rows], pr.y_px[rows], pr.d_A[rows], fit_widths=first)
         r_int[rows], r_var[rows], r_bg[rows] = r.intensity, r.variance, r.background
         r_flags[rows] = np.asarray(r.flags, np.uint32)
         if prf is not None:
             r_prf[rows], r_prfv[rows] = prf
 
-    integrate_images(indices, per_image_rot)
+    try:
+        integrate_images(indices, per_image_rot)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     # sum the partials of each event over the images it was recorded on
     ok_row = todo & ((r_flags & np.uint32(int(F.INTEGRATED_SUM))) != 0)
     key = np.concatenate([pr.hkl.astype(np.int64), pr.event[:, None].astype(np.int64)], 1)
@@ -925,6 +989,15 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
     t["image"][:] = np.floor(pr.frame[rep]).astype(np.int32)
     t["predicted_x"][:], t["predicted_y"][:] = pr.x_px[rep], pr.y_px[rep]
     t["predicted_phi"][:] = np.degrees(pr.phi_rad[rep])
+    t["zeta"][:] = pr.zeta[rep]
+    # the images whose partials were summed (the span the recorded fraction refers to)
+    img_used = np.where(ok_row, pr.image, -1)
+    last = np.full(ng, -1, np.int64)
+    np.maximum.at(last, inv, img_used)
+    firsts = np.full(ng, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(firsts, inv, np.where(ok_row, pr.image, np.iinfo(np.int64).max))
+    t["image_first"][:] = np.where(n_used > 0, firsts, t["image"])
+    t["image_last"][:] = np.where(n_used > 0, last, t["image"])
     t["d"][:] = pr.d_A[rep]
     t["partiality"][:] = frac
     t["lp"][:] = pr.lorentz[rep] * pr.polarization[rep]
@@ -1033,6 +1106,81 @@ def _integration_summary(mode, n_images, table, refined, rmsd, rmsd_phi, bc, dis
                               distance_mm=float(dist), mean_i_over_sigma=isig)
 
 
+def _crystal_fields(settings: ProcessSettings, geometry: Geometry,
+                    mx: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``/entry/MX`` fields that ``jfjoch_scale`` needs: ``unit_cell`` (median of the indexed
+    lattices, or the rotation lattice), ``space_group`` (0 = none given) and, for rotation
+    data, ``scan_start_deg`` / ``scan_increment_deg``."""
+    from jfx.models.lattice import basis_to_cell
+
+    out: dict[str, np.ndarray] = {}
+    if "rotation_lattice" in mx:
+        cell = basis_to_cell(np.asarray(mx["rotation_lattice"], np.float64).reshape(3, 3))
+    else:
+        ok = np.asarray(mx["imageIndexed"]) == 1
+        lat = np.asarray(mx["latticeIndexed"], np.float64)[ok].reshape(-1, 3, 3)
+        cell = (np.median(np.stack([basis_to_cell(b) for b in lat]), 0) if len(lat)
+                else np.full(6, np.nan))
+    out["unit_cell"] = np.asarray(cell, np.float64)
+    out["space_group"] = np.int32(settings.crystal.space_group or 0)
+    out["bandwidth_fwhm"] = np.float64(float(geometry.beam.bandwidth_fwhm))
+    gon = geometry.goniometer
+    if geometry.is_rotation and gon is not None:
+        out["scan_start_deg"] = np.float64(np.degrees(float(gon.start_rad)))
+        out["scan_increment_deg"] = np.float64(np.degrees(float(gon.increment_rad)))
+    return out
+
+
+def run_data(groups: dict[str, dict[str, Any]], geometry: Geometry,
+             settings: ProcessSettings | None = None, name: str = "run") -> Any:
+    """:class:`jfx.scale.scaling.RunData` of a run's output groups (``reflections`` + the
+    ``MX`` crystal fields of :func:`_crystal_fields`)."""
+    from jfx.scale.scaling import RunData
+
+    mx = groups["MX"]
+    cell = np.asarray(mx.get("unit_cell", np.full(6, np.nan)), np.float64)
+    if settings is not None and settings.crystal.unit_cell is not None and not np.all(
+            np.isfinite(cell)):
+        cell = np.asarray(settings.crystal.unit_cell, np.float64)
+    sg = int(np.asarray(mx.get("space_group", 0)))
+    rot = "scan_increment_deg" in mx and "rotation_lattice" in mx
+    return RunData(
+        table=groups["reflections"], wavelength_A=float(geometry.beam.wavelength_A),
+        phi_start_deg=float(mx["scan_start_deg"]) if rot else None,
+        phi_increment_deg=float(mx["scan_increment_deg"]) if rot else None,
+        cell=cell if np.all(np.isfinite(cell)) else None, space_group=sg or None,
+        bandwidth_fwhm=float(geometry.beam.bandwidth_fwhm),
+        beam_center_px=tuple(float(v) for v in np.asarray(geometry.detector.beam_center_px)),
+        name=name)
+
+
+def run_scaling(settings: Any, runs: list[Any], space_group: int | None = None) -> Any:
+    """Scale and merge ``runs`` (:func:`jfx.scale.scaling.scale_merge`) with the settings of
+    a ``jfjoch_process`` or ``jfjoch_scale`` run; the reference MTZ (``-z``) is read here.
+
+    Raises:
+        InputError: unusable reference, cell/space-group mismatch, nothing to scale.
+        ProcessingError: the fit failed.
+    """
+    from jfx.io.merged import read_reference_mtz
+    from jfx.scale.scaling import Reference, scale_merge
+
+    sc = settings.scale
+    sg = space_group if space_group is not None else settings.crystal.space_group
+    ref = None
+    if sc.reference_mtz is not None:
+        hkl, inten, rcell, rsg = read_reference_mtz(sc.reference_mtz, sg)
+        ref = Reference(hkl=hkl, intensity=inten, cell=rcell, space_group=rsg)
+        if sg is None:
+            sg = rsg
+    try:
+        return scale_merge(runs, sc, settings.partiality, space_group=sg, reference=ref)
+    except ValueError as e:
+        raise InputError(f"scaling: {_one_line(e)}") from None
+    except Exception as e:
+        raise ProcessingError(f"scaling failed: {_one_line(e)}") from e
+
+
 def process(
     settings: ProcessSettings,
     master: Any,
@@ -1073,6 +1221,7 @@ def process(
              else "spot finding")
     bar = (progress(stage, len(selection.indices)) if progress is not None and on_chunk is None
            else contextlib.nullcontext())
+    scaling = None
     with ctx:
         with bar:
             stats, groups, times = run_spotfind_azint(
@@ -1103,9 +1252,16 @@ def process(
                 raise ProcessingError(f"refinement/integration failed: {_one_line(e)}") from e
             if table is not None:
                 groups["reflections"] = table
+                groups["MX"].update(_crystal_fields(settings, geometry, groups["MX"]))
             times["integrate"] = time.perf_counter() - t2
+        if settings.merging and "reflections" in groups:
+            t3 = time.perf_counter()
+            scaling = run_scaling(settings, [run_data(groups, geometry, settings)])
+            groups["scaling"] = scaling.scaling_group()
+            times["scale"] = time.perf_counter() - t3
     times["total"] = time.perf_counter() - t0
     warnings = tuple(getattr(master, "warnings", ()) or ()) + selection.warnings
     return ProcessResult(geometry=geometry, image=stats, warnings=warnings, groups=groups,
                          spots=SpotSummary.from_mx(groups["MX"], settings.spotfind.max_spots),
-                         indexing=summary, integration=integration, timings_s=times, batch_size=int(batch), device=str(device))
+                         indexing=summary, integration=integration, scaling=scaling,
+                         timings_s=times, batch_size=int(batch), device=str(device))

@@ -31,7 +31,7 @@ import numpy as np
 
 from jfx.models.geometry import Geometry
 from jfx.physics import diffraction as dif
-from jfx.physics.corrections import polarization_factor
+from jfx.physics.corrections import lorentz_rotation, polarization_factor
 from jfx.physics.partiality import rotation_fraction, still_partiality, still_sigma_eps
 
 
@@ -264,7 +264,8 @@ class RotationPrediction:
         frame: centroid frame coordinate of the event (fractional image number).
         phi_rad: centroid rotation angle; x_px, y_px: centroid position (at φ).
         fraction: recorded fraction on ``image`` (rocking curve).
-        zeta: Kabsch ζ; lorentz: 1/|ζ|; polarization: P; d_A: resolution.
+        zeta: Kabsch ζ (= cos ρ, the rocking width is σ_M/|ζ|); lorentz: 1/|e·(ŝ1×ŝ0)|
+            = 1/(|ζ| sin 2θ) (Kabsch 2010); polarization: P; d_A: resolution.
     """
 
     hkl: np.ndarray
@@ -342,10 +343,11 @@ def predict_rotation(geometry: Geometry, basis0: np.ndarray, d_min_A: float,
         keep = frac >= min_fraction
         r, img, frac = r[keep], img[keep], frac[keep]
         pol = np.asarray(polarization_factor(geometry.beam, jnp.asarray(s1[r, k])))
+        lor = np.asarray(lorentz_rotation(gon.axis, geometry.beam.s0, jnp.asarray(s1[r, k])))
         rows.append({"hkl": np.asarray(hkl, np.int32)[r], "event": np.full(r.size, k, np.int8),
                          "image": img, "frame": frame[r, k], "phi_rad": phi[r, k], "x_px": x[r, k],
                          "y_px": y[r, k], "fraction": frac, "zeta": z[r, k],
-                         "lorentz": 1.0 / np.abs(z[r, k]), "polarization": pol, "d_A": d[r]})
+                         "lorentz": lor, "polarization": pol, "d_A": d[r]})
     cols = {key: np.concatenate([r_[key] for r_ in rows]) for key in rows[0]}
     order = np.lexsort((cols["event"], cols["frame"], cols["image"]))
     return RotationPrediction(**{key: v[order] for key, v in cols.items()})

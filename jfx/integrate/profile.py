@@ -125,14 +125,30 @@ def _amplitude_chi2(v, b, p, w):
 
 
 def _fit_sigma(v, b, fx, fy, w, grid, oy, ox):
-    """Width minimising the summed χ² of the rows (grid + parabola in log σ)."""
+    """Width minimising the summed χ² of the rows: χ² on every 4th point of ``grid``
+    (log-spaced), then on the ``grid`` points between the coarse minimum's neighbours,
+    then a parabola in log σ through the best point and its neighbours (≈ 15 χ²
+    evaluations instead of one per grid point; same optimum on a unimodal χ²)."""
     one = np.ones(len(v))
-    chi = np.array([np.sum(_amplitude_chi2(v, b, _disc_profile(fx, fy, s * one, oy, ox), w)[1])
-                    for s in grid])
-    k = int(np.argmin(chi))
-    if 0 < k < len(grid) - 1:
+    cache: dict[int, float] = {}
+
+    def chi(i: int) -> float:
+        if i not in cache:
+            p = _disc_profile(fx, fy, grid[i] * one, oy, ox)
+            cache[i] = float(np.sum(_amplitude_chi2(v, b, p, w)[1]))
+        return cache[i]
+
+    n = len(grid)
+    coarse = sorted(set(range(0, n, 4)) | {n - 1})
+    kc = coarse[int(np.argmin([chi(i) for i in coarse]))]
+    pos = coarse.index(kc)
+    lo = coarse[max(pos - 1, 0)]
+    hi = coarse[min(pos + 1, len(coarse) - 1)]
+    fine = list(range(lo, hi + 1))
+    k = fine[int(np.argmin([chi(i) for i in fine]))]
+    if 0 < k < n - 1:
         l0, l1, _ = np.log(grid[k - 1 : k + 2])
-        c0, c1, c2 = chi[k - 1 : k + 2]
+        c0, c1, c2 = chi(k - 1), chi(k), chi(k + 1)
         den = c0 - 2 * c1 + c2
         if den > 0:
             h = l1 - l0

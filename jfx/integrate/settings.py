@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jfx.validate import as_bool, as_choice, as_float, as_floats
+from jfx.validate import as_bool, as_choice, as_float, as_floats, as_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +24,10 @@ class SummationIntegratorSettings:
         d_min_A: prediction resolution limit (Å); ``None`` = the detector corner.
         solver: refinement solver, ``lm`` (Levenberg–Marquardt in JAX) or ``lbfgs`` (optax).
         profile: also profile-fit every reflection (``int_prf``; widths per resolution shell
-            fitted on each image's strong reflections; :mod:`jfx.integrate.profile`).
+            fitted on each image's strong reflections; :mod:`jfx.integrate.profile`;
+            rotation: fitted on the first image of each chunk and used for the chunk).
+        threads: frames of a chunk integrated concurrently in this many threads (numpy
+            releases the GIL in the array work); 1 = serial.
     """
 
     radii_px: tuple[float, float, float] = (3.0, 5.0, 7.0)
@@ -35,6 +38,7 @@ class SummationIntegratorSettings:
     d_min_A: float | None = None
     solver: str = "lm"
     profile: bool = True
+    threads: int = 2
 
     def __post_init__(self) -> None:
         r = as_floats("integration radii (--integration-radius)", self.radii_px)
@@ -58,3 +62,5 @@ class SummationIntegratorSettings:
         object.__setattr__(self, "solver", as_choice("integrate.solver", self.solver,
                                                      ("lm", "lbfgs")))
         object.__setattr__(self, "profile", as_bool("integrate.profile", self.profile))
+        object.__setattr__(self, "threads", as_int("integrate.threads", self.threads,
+                                                   minimum=1))

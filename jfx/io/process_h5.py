@@ -66,9 +66,12 @@ FIELD_DTYPES: dict[str, dict[str, Any]] = {
         "partiality": np.float32, "lp": np.float32, "int_sum": np.float32,
         "int_sum_var": np.float32, "int_prf": np.float32, "int_prf_var": np.float32,
         "background_mean": np.float32, "flags": np.uint32,
+        "zeta": np.float32, "ewald_offset": np.float32, "image_first": np.int32,
+        "image_last": np.int32,
     },
     "scaling": {"scale": np.float32, "bfactor": np.float32, "wedge_deg": np.float32,
-                "mosaicity_deg": np.float32, "cc": np.float32, "rejected": np.uint8},
+                "mosaicity_deg": np.float32, "cc": np.float32, "rejected": np.uint8,
+                "image": np.int32, "run": np.int32, "delta_cc_half": np.float32},
 }
 
 COPIED_GROUPS = ("instrument", "sample", "source")
@@ -188,6 +191,13 @@ def _write_group(entry: h5py.Group, name: str, fields: Mapping[str, Any]) -> Non
     g.attrs["NX_class"] = GROUP_NX_CLASS[name]
     dtypes = FIELD_DTYPES[name]
     for key, value in fields.items():
+        if isinstance(value, Mapping):  # a scalar dataset carrying the mapping as attributes
+            if key in g:
+                del g[key]
+            d = g.create_dataset(key, data=np.int8(0))
+            for k, v in value.items():
+                d.attrs[k] = v
+            continue
         arr = np.asarray(value)
         if key in dtypes:
             arr = arr.astype(dtypes[key], copy=False)

@@ -18,7 +18,9 @@ rotation: basis0 rotated to the start of the image; stills: NaN for blank images
 ``bfactor_A2``, ``spot_sigma_px``, ``spot_sigma_growth``.
 
 ``/images``: ``is_blank`` (uint8 [n]), ``n_reflections`` (int32 [n]), ``expected_photons``
-(float64 [n], Σ expected spot photons on the image).
+(float64 [n], Σ expected spot photons on the image), ``scale_factor`` (float64 [n], per-image
+scale g_i) and ``bfactor_A2`` (float64 [n], per-image extra B_i; expected photons include
+g_i·exp(−2 B_i s²)).
 
 ``/observations`` — one row per reflection on one image (rotation: a diffraction event
 split over the images its rocking curve touches):
@@ -28,7 +30,7 @@ centroid angle; NaN for stills), ``frame`` (centroid frame coordinate: image i c
 reflection's integrated intensity recorded on this image; stills: peak-normalised
 exp(−ε²/2σ_ε²)), ``lorentz`` (1/|e·(ŝ1×ŝ0)|; 1 for stills), ``polarization``, ``lp``
 (lorentz × polarization), ``dw`` (exp(−2 B s²) of the overall B), ``expected_photons``
-(scale · i_true · lp · partiality · dw: the mean photons of this reflection on this
+(scale · i_true · lp · partiality · dw · g_i·exp(−2 B_i s²): the mean photons of this reflection on this
 image, before Poisson noise, including parts that fall on masked pixels or off the
 detector), ``i_true`` (|F|², e²), ``sigma_px`` (spot Gaussian σ), ``zeta`` and
 ``event`` (rotation), ``eps`` and ``sigma_eps`` (stills, Å⁻¹).

@@ -10,6 +10,9 @@ from jfx.validate import as_bool, as_choice, as_float, as_int, as_str
 
 PARTIALITY_MODELS = ("fixed", "rot", "unity")
 OUTPUT_FORMATS = ("mtz", "cif", "txt")
+SOLVERS = ("lm", "optax")
+LIKELIHOODS = ("normal", "huber", "student_t")
+INTENSITIES = ("prf", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +48,15 @@ class ScaleSettings:
         iterations: scaling iterations without reference data (default 3), ≥ 1.
         output_format: merged-reflection format ``mtz`` | ``cif`` | ``txt`` (``--scaling-output``).
         reference_mtz: reference MTZ (``-z``); implies merging. Must exist.
+        solver: ``lm`` (alternating per-image Levenberg–Marquardt, vmapped; default) or
+            ``optax`` (joint L-BFGS of all parameters).
+        intensity: ``prf`` (profile-fitted where available, else summation; default) or
+            ``sum``.
+        likelihood: error distribution of an observation: ``normal`` (weighted least
+            squares, default), ``huber`` or ``student_t`` (robust, heavy tails).
+        n_shells: resolution shells of the statistics table.
+        resolve_ambiguity: resolve indexing ambiguities between stills / runs when the
+            lattice has more symmetry than the point group.
     """
 
     merge: bool = False
@@ -60,6 +72,11 @@ class ScaleSettings:
     iterations: int = 3
     output_format: str = "mtz"
     reference_mtz: str | None = None
+    solver: str = "lm"
+    intensity: str = "prf"
+    likelihood: str = "normal"
+    n_shells: int = 10
+    resolve_ambiguity: bool = True
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -84,6 +101,11 @@ class ScaleSettings:
                                      minimum=1))
         s(self, "output_format", as_choice("scaling output (--scaling-output)", self.output_format,
                                            OUTPUT_FORMATS))
+        s(self, "solver", as_choice("scale.solver", self.solver, SOLVERS))
+        s(self, "intensity", as_choice("scale.intensity", self.intensity, INTENSITIES))
+        s(self, "likelihood", as_choice("scale.likelihood", self.likelihood, LIKELIHOODS))
+        s(self, "n_shells", as_int("scale.n_shells", self.n_shells, minimum=1))
+        s(self, "resolve_ambiguity", as_bool("scale.resolve_ambiguity", self.resolve_ambiguity))
         ref = as_str("reference MTZ (-z)", self.reference_mtz, allow_none=True)
         if ref is not None and not Path(ref).is_file():
             raise ValueError(f"reference MTZ not found: {ref}")

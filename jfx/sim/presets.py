@@ -46,6 +46,10 @@ class SimPreset:
         dtype: image dtype; saturation_value: None = type maximum.
         noise: Poisson noise on (False = expected counts rounded to integers).
         min_fraction: observations below this fraction/partiality are not simulated.
+        image_scale_sigma: per-image scale factor g_i = exp(N(0, σ²)) (stills: crystal volume
+            and beam intensity; rotation: beam/absorption drift), 0 = none.
+        image_bfactor_sd_A2: per-image extra B_i ~ N(0, sd²) applied as exp(−2 B_i s²) (radiation
+            damage / crystal quality), 0 = none.
         seed: random seed (atoms, orientation, noise, bad pixels).
     """
 
@@ -87,6 +91,8 @@ class SimPreset:
     saturation_value: int | None = None
     noise: bool = True
     min_fraction: float = 1e-3
+    image_scale_sigma: float = 0.0
+    image_bfactor_sd_A2: float = 0.0
     seed: int = 1
 
 
@@ -222,6 +228,8 @@ def validate(p: SimPreset) -> SimPreset:
         raise ValueError("cell needs 6 values a,b,c,alpha,beta,gamma")
     if p.dtype not in ("int16", "int32", "uint16", "uint32"):
         raise ValueError(f"dtype must be int16, int32, uint16 or uint32, got {p.dtype!r}")
+    if p.image_scale_sigma < 0 or p.image_bfactor_sd_A2 < 0:
+        raise ValueError("image_scale_sigma and image_bfactor_sd_A2 must be ≥ 0")
     if not 0.0 <= p.blank_fraction <= 1.0:
         raise ValueError("blank_fraction must be in [0, 1]")
     if p.crop is None and (p.modules < 1 or (p.modules > 1 and p.modules % 2)):

@@ -50,6 +50,9 @@ class Experiment:
         basis0: (3, 3) real-space basis (rows a, b, c, Å), lab frame, ω = 0 (rotation).
         U_images / bases: (n, 3, 3) per image (stills; identity/NaN-free for blanks).
         blank: (n,) bool, image without a crystal (stills).
+        image_scale / image_bfactor_A2: (n,) per-image scale g_i and extra B_i (Å²): the
+            expected photons of every reflection on image i are multiplied by
+            g_i·exp(−2 B_i s²) (ones / zeros unless the preset asks for variation).
         params: spot model; bg: background model.
         saturation_value, error_value: integer pixel values.
     """
@@ -67,6 +70,8 @@ class Experiment:
     bg: fw.BackgroundParams
     saturation_value: int
     error_value: int
+    image_scale: np.ndarray | None = None
+    image_bfactor_A2: np.ndarray | None = None
 
     @property
     def is_rotation(self) -> bool:
@@ -144,10 +149,14 @@ def build_experiment(p: SimPreset, sf: StructureFactors | None = None) -> Experi
     )
     bg = fw.BackgroundParams.create(p.background, p.water_ring, p.water_ring_d_A)
     sat = p.saturation_value if p.saturation_value is not None else default_saturation(p.dtype)
+    rng_s = np.random.default_rng(p.seed + 23)  # own stream: other draws unchanged
+    g = np.exp(p.image_scale_sigma * rng_s.standard_normal(n))
+    b_img = p.image_bfactor_sd_A2 * rng_s.standard_normal(n)
     return Experiment(
         preset=p, geometry=geometry, layout=layout, sf=sf, U=U, basis0=B @ U.T,
         U_images=U_images, bases=bases, blank=blank, params=params, bg=bg,
         saturation_value=int(sat), error_value=error_value(p.dtype),
+        image_scale=g, image_bfactor_A2=b_img,
     )
 
 
@@ -263,8 +272,18 @@ def plan_stills(exp: Experiment) -> dict[str, np.ndarray]:
 
 
 def plan_observations(exp: Experiment) -> dict[str, np.ndarray]:
-    """Observation table (rotation or stills), rows sorted by image."""
-    return plan_rotation(exp) if exp.is_rotation else plan_stills(exp)
+    """Observation table (rotation or stills), rows sorted by image; the per-image scale
+    and B of ``exp`` are applied to ``expected`` (column ``image_factor`` holds the factor)."""
+    obs = plan_rotation(exp) if exp.is_rotation else plan_stills(exp)
+    img = obs["image"].astype(np.int64)
+    g = np.ones(exp.n_images) if exp.image_scale is None else exp.image_scale
+    b = np.zeros(exp.n_images) if exp.image_bfactor_A2 is None else exp.image_bfactor_A2
+    d = np.asarray(obs["d"], dtype=np.float64)
+    factor = g[img] * np.exp(-2.0 * b[img] / (4.0 * np.maximum(d, 1e-6) ** 2)) if img.size \
+        else np.zeros(0)
+    obs["expected"] = np.asarray(obs["expected"]) * factor
+    obs["image_factor"] = factor
+    return obs
 
 
 def background(exp: Experiment) -> np.ndarray:
@@ -281,16 +300,20 @@ def expected_frame(
     img = obs["image"]
     a, b = np.searchsorted(img, image, "left"), np.searchsorted(img, image, "right")
     cap = fw.capacity(b - a)
+    # the renderer recomputes the photons from I_true: the per-image g·exp(−2B s²) enters here
+    i_img = np.asarray(obs["i_true"][a:b], np.float64)
+    if "image_factor" in obs:
+        i_img = i_img * np.asarray(obs["image_factor"][a:b], np.float64)
     if exp.is_rotation:
         h, ev, im, it, valid = fw.pad_rows(
-            cap, obs["hkl"][a:b], obs["event"][a:b], obs["image"][a:b], obs["i_true"][a:b]
+            cap, obs["hkl"][a:b], obs["event"][a:b], obs["image"][a:b], i_img
         )
         out = fw.render_rotation_jit(
             exp.geometry, jnp.asarray(exp.basis0), exp.params, jnp.asarray(h), jnp.asarray(ev),
             jnp.asarray(im), jnp.asarray(it), jnp.asarray(valid), jnp.asarray(bg),
         )
     else:
-        h, it, valid = fw.pad_rows(cap, obs["hkl"][a:b], obs["i_true"][a:b])
+        h, it, valid = fw.pad_rows(cap, obs["hkl"][a:b], i_img)
         out = fw.render_still_jit(
             exp.geometry, jnp.asarray(exp.bases[image]), exp.params, jnp.asarray(h),
             jnp.asarray(it), jnp.asarray(valid), jnp.asarray(bg),
@@ -388,6 +411,8 @@ def truth_content(exp: Experiment, obs: dict[str, np.ndarray]) -> dict:
         is_blank=exp.blank.astype(np.uint8),
         n_reflections=np.bincount(img, minlength=n).astype(np.int32),
         expected_photons=np.bincount(img, weights=obs["expected"], minlength=n),
+        scale_factor=(np.ones(n) if exp.image_scale is None else exp.image_scale),
+        bfactor_A2=(np.zeros(n) if exp.image_bfactor_A2 is None else exp.image_bfactor_A2),
     )
     mg = exp.sf.merged()
     merged = dict(

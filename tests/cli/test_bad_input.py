@@ -155,7 +155,7 @@ def test_scale_missing_and_bad_inputs(capsys, tmp_path, shared_master):
     run_bad(capsys, tmp_path, ["-P", "bad"], "invalid choice", scale_main, "jfjoch_scale")
 
 
-def test_scale_without_reflections_then_not_implemented(capsys, tmp_path, shared_master):
+def test_scale_without_or_with_incomplete_reflections(capsys, tmp_path, shared_master):
     master = shared_master[0]
     assert process_main([str(master), "-o", str(tmp_path / "p"), "-X", "None", "-e", "0"]) == 0
     capsys.readouterr()
@@ -167,7 +167,7 @@ def test_scale_without_reflections_then_not_implemented(capsys, tmp_path, shared
         for k in ("h", "k", "l"):
             g[k] = np.zeros(3, dtype=np.int32)
     run_bad(capsys, tmp_path, [str(proc), str(proc), "-A"],
-            "scaling is not implemented yet", scale_main, "jfjoch_scale")
+            "/entry/reflections lacks image, d, lp", scale_main, "jfjoch_scale")
 
 
 def test_gpu_requested_without_gpu(capsys, tmp_path, shared_master):

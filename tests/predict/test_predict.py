@@ -91,6 +91,7 @@ def test_rotation_prediction_matches_the_simulator(rot_exp):
         k = got.get((tuple(obs["hkl"][j]), int(obs["event"][j]), int(obs["image"][j])))
         assert k is not None
         assert abs(pr.fraction[k] - obs["fraction"][j]) < 1e-6
+        assert pr.lorentz[k] == pytest.approx(obs["lorentz"][j], rel=1e-6)
 
 
 def test_rotation_fractions_add_up_and_lorentz(rot_exp):
@@ -107,7 +108,11 @@ def test_rotation_fractions_add_up_and_lorentz(rot_exp):
             assert abs(pr.fraction[rows].sum() - 1.0) < 1e-6
             # the centroid's image is among the rows
             assert int(np.floor(f)) in set(pr.image[rows].tolist())
-    np.testing.assert_allclose(pr.lorentz, 1.0 / np.abs(pr.zeta))
+    # Kabsch (2010): L = 1/|e·(ŝ1×ŝ0)| = 1/(|ζ| sin 2θ), ζ = cos ρ; 2θ from d and λ
+    lam = float(exp.geometry.beam.wavelength_A)
+    two_theta = 2.0 * np.arcsin(lam / (2.0 * pr.d_A))
+    np.testing.assert_allclose(pr.lorentz, 1.0 / (np.abs(pr.zeta) * np.sin(two_theta)),
+                               rtol=1e-9)
     assert np.all((pr.polarization > 0) & (pr.polarization <= 1.0 + 1e-12))
 
 

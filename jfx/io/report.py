@@ -1,0 +1,195 @@
+"""Self-contained HTML report of merging statistics (inline SVG plots, no external assets).
+
+:func:`write_report_html` writes one HTML file with three plots against resolution —
+CC1/2 (with CC_anom / CC_ref when present), ⟨I/σ⟩ and completeness — and the statistics
+table.  The x axis is 1/d² (Å⁻²), so equal-volume shells are spread evenly, labelled in d (Å).
+The plots are hand-written SVG (matplotlib is not a dependency).  The file is written
+atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from jfx.io.h5util import atomic_path
+from jfx.scale.stats import MergingStatistics, format_table
+
+_W, _H = 480, 300
+_ML, _MR, _MT, _MB = 62, 16, 30, 48  # margins: left, right, top, bottom
+_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round tick values covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(n, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=10 * mag)
+    start = math.ceil(lo / step - 1e-9) * step
+    ticks = []
+    v = start
+    while v <= hi + 1e-9 * step:
+        ticks.append(round(v, 10))
+        v += step
+    return ticks
+
+
+def svg_plot(x_inv_d2: np.ndarray, series: list[tuple[str, np.ndarray]], title: str,
+             y_label: str, y_range: tuple[float | None, float | None] = (None, None)) -> str:
+    """One SVG line plot of ``series`` (label, y values) against 1/d² with d tick labels.
+
+    Non-finite points are skipped (the line breaks there).
+    """
+    x = np.asarray(x_inv_d2, np.float64)
+    ys = [np.asarray(y, np.float64) for _, y in series]
+    finite = np.concatenate([y[np.isfinite(y)] for y in ys]) if ys else np.zeros(0)
+    y0, y1 = y_range
+    if y0 is None:
+        y0 = float(min(0.0, finite.min())) if finite.size else 0.0
+    if y1 is None:
+        y1 = float(finite.max()) if finite.size else 1.0
+    if finite.size:
+        y0 = min(y0, float(finite.min()))
+        y1 = max(y1, float(finite.max()))
+    if y1 <= y0:
+        y1 = y0 + 1.0
+    x0, x1 = 0.0, float(np.nanmax(x)) * 1.05 if x.size and np.isfinite(x).any() else 1.0
+    pw, ph = _W - _ML - _MR, _H - _MT - _MB
+
+    def px(v):
+        return _ML + (v - x0) / (x1 - x0) * pw
+
+    def py(v):
+        return _MT + ph - (v - y0) / (y1 - y0) * ph
+
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" '
+            f'viewBox="0 0 {_W} {_H}" role="img" aria-label="{html.escape(title)}">'),
+           f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="white"/>',
+           (f'<text x="{_W / 2:.1f}" y="18" text-anchor="middle" font-size="14" '
+            f'font-family="sans-serif">{html.escape(title)}</text>'),
+           f'<rect x="{_ML}" y="{_MT}" width="{pw}" height="{ph}" fill="none" stroke="black"/>']
+    # y ticks
+    for t in _nice_ticks(y0, y1):
+        yy = py(t)
+        out.append(f'<line x1="{_ML - 4}" y1="{yy:.1f}" x2="{_ML + pw}" y2="{yy:.1f}" '
+                   f'stroke="#ddd"/>')
+        out.append(f'<text x="{_ML - 6}" y="{yy + 4:.1f}" text-anchor="end" font-size="11" '
+                   f'font-family="sans-serif">{t:g}</text>')
+    # x ticks at round d values
+    d_candidates = [50, 20, 10, 8, 6, 5, 4, 3.5, 3, 2.5, 2.2, 2, 1.8, 1.6, 1.5, 1.4, 1.3, 1.2,
+                    1.1, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
+    last = -1e9
+    for d in d_candidates:
+        v = 1.0 / d ** 2
+        if v > x1:
+            break
+        xx = px(v)
+        if xx - last < 34:
+            continue
+        last = xx
+        out.append(f'<line x1="{xx:.1f}" y1="{_MT + ph}" x2="{xx:.1f}" y2="{_MT + ph + 4}" '
+                   f'stroke="black"/>')
+        out.append(f'<text x="{xx:.1f}" y="{_MT + ph + 16}" text-anchor="middle" '
+                   f'font-size="11" font-family="sans-serif">{d:g}</text>')
+    out.append(f'<text x="{_ML + pw / 2:.1f}" y="{_H - 10}" text-anchor="middle" font-size="12" '
+               f'font-family="sans-serif">resolution d (Å), axis linear in 1/d²</text>')
+    out.append(f'<text x="14" y="{_MT + ph / 2:.1f}" text-anchor="middle" font-size="12" '
+               f'font-family="sans-serif" transform="rotate(-90 14 {_MT + ph / 2:.1f})">'
+               f'{html.escape(y_label)}</text>')
+    for k, ((label, _), y) in enumerate(zip(series, ys)):
+        col = _COLOURS[k % len(_COLOURS)]
+        seg: list[str] = []
+        segments = []
+        for xv, yv in zip(x, y):
+            if np.isfinite(xv) and np.isfinite(yv):
+                seg.append(f"{px(xv):.1f},{py(yv):.1f}")
+                out.append(f'<circle cx="{px(xv):.1f}" cy="{py(yv):.1f}" r="3" fill="{col}"/>')
+            elif seg:
+                segments.append(seg)
+                seg = []
+        if seg:
+            segments.append(seg)
+        for s in segments:
+            out.append(f'<polyline fill="none" stroke="{col}" stroke-width="2" '
+                       f'points="{" ".join(s)}"/>')
+        ly = _MT + 14 + 16 * k
+        out.append(f'<line x1="{_ML + pw - 90}" y1="{ly - 4}" x2="{_ML + pw - 70}" '
+                   f'y2="{ly - 4}" stroke="{col}" stroke-width="2"/>')
+        out.append(f'<text x="{_ML + pw - 66}" y="{ly}" font-size="11" '
+                   f'font-family="sans-serif">{html.escape(label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _table_html(stats: MergingStatistics) -> str:
+    cols = stats.columns()
+    pct = {"completeness", "cc_half", "cc_star", "r_meas", "r_pim", "cc_anom", "cc_ref"}
+    head = "".join(f"<th>{html.escape(c)}{' (%)' if c in pct else ''}</th>" for c in cols)
+    rows = []
+    for r in range(stats.n_shells + 1):
+        cells = []
+        for c in cols:
+            v = float(getattr(stats, c)[r])
+            if c in ("n_obs", "n_unique"):
+                s = f"{int(v)}"
+            elif not math.isfinite(v):
+                s = "–"
+            elif c in pct:
+                s = f"{100 * v:.1f}"
+            else:
+                s = f"{v:.2f}"
+            cells.append(f"<td>{s}</td>")
+        cls = ' class="overall"' if r == stats.n_shells else ""
+        rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def report_html(stats: MergingStatistics, title: str = "jfx merging statistics") -> str:
+    """The report as an HTML string (see :func:`write_report_html`)."""
+    ns = stats.n_shells
+    dmax, dmin = stats.d_max[:ns], stats.d_min[:ns]
+    x = 0.5 * (1.0 / dmax ** 2 + 1.0 / dmin ** 2)
+    cc = [("CC1/2", 100 * stats.cc_half[:ns])]
+    if stats.anomalous:
+        cc.append(("CC_anom", 100 * stats.cc_anom[:ns]))
+    if stats.has_reference:
+        cc.append(("CC_ref", 100 * stats.cc_ref[:ns]))
+    plots = [svg_plot(x, cc, "Correlation coefficients", "CC (%)", (0.0, 100.0)),
+             svg_plot(x, [("<I/σ>", stats.mean_i_over_sigma[:ns])], "Mean I/σ(I)", "<I/σ>",
+                      (0.0, None)),
+             svg_plot(x, [("completeness", 100 * stats.completeness[:ns])], "Completeness",
+                      "completeness (%)", (0.0, 100.0))]
+    wb = stats.wilson_b_A2
+    wtxt = f"{wb:.2f} Å²" if math.isfinite(wb) else "not determined"
+    css = ("body{font-family:sans-serif;margin:1.5em;} table{border-collapse:collapse;"
+           "font-size:13px;} td,th{border:1px solid #bbb;padding:2px 6px;text-align:right;}"
+           " tr.overall{font-weight:bold;background:#eef;} .plots svg{margin:4px;"
+           "border:1px solid #ccc;} pre{font-size:12px;}")
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>", f"<style>{css}</style>", "</head>", "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Mode: {'anomalous (Friedel pairs separate)' if stats.anomalous else 'Friedel pairs merged'}"
+        f"; {ns} equal-volume resolution shells; Wilson B: {html.escape(wtxt)}"
+        + (f"; rejected images: {stats.n_rejected_images}" if stats.n_rejected_images else "")
+        + "</p>",
+        '<div class="plots">', *plots, "</div>",
+        "<h2>Statistics per resolution shell</h2>", _table_html(stats),
+        "<h2>Console table</h2>", f"<pre>{html.escape(format_table(stats))}</pre>",
+        "</body>", "</html>", ""])
+
+
+def write_report_html(path: str | os.PathLike, stats: MergingStatistics,
+                      title: str = "jfx merging statistics") -> Path:
+    """Write the self-contained HTML report of ``stats`` to ``path`` (atomically)."""
+    path = Path(path)
+    text = report_html(stats, title)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,101 @@
+"""Abstract interfaces of the scaling model (careless-style decomposition).
+
+The expected observation is ``I_model = scale(params_s, obs) · partiality(params_p, obs) ·
+I_hkl``; a :class:`Likelihood` turns model and data into residuals (least squares) or a
+negative log-likelihood (first-order optimisers). Each part owns its parameters as a pytree
+
+    {"global": {name: scalar array}, "image": {name: (n_img,) array}}
+
+so that the fitting machinery (:mod:`jfx.scale.fit`) can slice the ``image`` leaves per
+image (vmapped per-image Levenberg–Marquardt) and refine the ``global`` leaves jointly.
+Model classes are frozen dataclasses (hashable: they are static arguments of the jitted
+kernels). A new model is ONE subclass implementing ``init_params``, ``__call__`` and
+``free``; gradients come from JAX and the fitting from :func:`jfx.scale.fit.fit_scales`.
+
+Rules for ``__call__``: index image leaves with ``obs.image`` (the fitter passes per-image
+slices of shape (1,) together with ``obs.image == 0``), never use ``obs.n_img`` there, and
+stay finite on invalid rows.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jfx.scale.observations import Observations
+
+Params = dict[str, dict[str, Any]]
+
+
+def empty_params() -> Params:
+    """Parameter pytree of a model without parameters."""
+    return {"global": {}, "image": {}}
+
+
+def all_fixed(params: Params) -> Params:
+    """Free mask with every leaf fixed."""
+    return jax.tree_util.tree_map(lambda _: False, params)
+
+
+class _Part(abc.ABC):
+    """Common API of partiality and scale models."""
+
+    @abc.abstractmethod
+    def init_params(self, obs: Observations) -> Params:
+        """Starting parameters: ``{"global": {...}, "image": {... (n_img,) leaves}}``."""
+
+    @abc.abstractmethod
+    def __call__(self, params: Params, obs: Observations) -> jnp.ndarray:
+        """Per-observation value (n,) float64."""
+
+    def free(self, settings: Any = None) -> Params:
+        """Free mask: same structure as :meth:`init_params`, a Python bool per leaf.
+
+        ``settings`` (a :class:`jfx.scale.settings.ScaleSettings`) may switch options such as
+        ``refine_bfactor`` / ``refine_wedge``; ``None`` = the model's own configuration.
+        """
+        raise NotImplementedError
+
+    def describe(self, params: Params) -> dict[str, Any]:
+        """Physical values of the parameters (e.g. ``{"mosaicity_deg": ...}``)."""
+        return {}
+
+    def fix_gauge(self, params: Params, image_ok: Any) -> Params:
+        """Remove the degeneracy with the merged intensities when there is no reference.
+
+        ``image_ok`` (n_img,) bool marks images with observations. Default: unchanged.
+        """
+        return params
+
+
+class PartialityModel(_Part):
+    """Fraction P ∈ [0, 1] of a reflection's intensity recorded in an observation."""
+
+
+class ScaleModel(_Part):
+    """Multiplicative scale factor g per observation (e.g. G·exp(−2B s²))."""
+
+
+class Likelihood(abc.ABC):
+    """Error model of an observation given the model intensity.
+
+    ``weights`` (n,) are fixed per-row weights (0 for unused rows; IRLS weights for robust
+    variants come from :meth:`irls_weights`).
+    """
+
+    def residuals(self, model_I: jnp.ndarray, obs_I: jnp.ndarray, sigma: jnp.ndarray,
+                  weights: jnp.ndarray) -> jnp.ndarray:
+        """Least-squares residuals (n,): √w·(I_obs − I_model)/σ; ½Σr² is the cost."""
+        return jnp.sqrt(weights) * (obs_I - model_I) / sigma
+
+    def irls_weights(self, z: jnp.ndarray) -> jnp.ndarray:
+        """Iteratively-reweighted-least-squares weights for normalised residuals z (n,)."""
+        return jnp.ones_like(z)
+
+    @abc.abstractmethod
+    def nll(self, model_I: jnp.ndarray, obs_I: jnp.ndarray, sigma: jnp.ndarray,
+            weights: jnp.ndarray) -> jnp.ndarray:
+        """Negative log-likelihood (scalar, up to a constant), rows weighted by ``weights``."""

@@ -1,0 +1,267 @@
+"""Scaling observations: the integrated reflection table as fixed-shape float64 arrays.
+
+One row per observation (an integrated reflection on an image, or a 3D-summed rotation
+reflection). Intensities are Lorentz–polarisation corrected (I/lp, σ/lp), so the scaling
+model is I_obs = g_i · P · I_hkl with g the per-image scale and P the partiality.
+Rows that fail the filters keep their place with ``valid = False``; the arrays are padded
+to a power-of-two bucket so that jitted scaling kernels compile once per bucket.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jfx.models._pytree import pytree_dataclass, static
+from jfx.models.reflections import ReflectionFlag
+
+INTENSITY_CHOICES = ("prf", "sum")
+
+
+@pytree_dataclass
+class Observations:
+    """Observations for scaling, all arrays (n,) with n the padded row count.
+
+    Attributes:
+        refl: int32 index of the unique (ASU) reflection, 0..n_refl−1 (0 on invalid rows).
+        image: int32 compact image index, 0..n_img−1 (rotation: the centroid image).
+        intensity: float64 corrected intensity I/lp (photons / lp).
+        sigma: float64 corrected σ/lp (> 0; 1 on invalid rows).
+        s2: float64 s² = 1/(4d²) (Å⁻²), the argument of the B-factor term exp(−2B s²).
+        d_A: float64 resolution (Å).
+        partiality_stored: float64 partiality computed at integration time (``-P fixed``).
+        is_still: bool, the row is a still observation (Ewald-offset partiality).
+        phi_c_rad: float64 rotation angle of the reflection centre (rad; 0 for stills).
+        zeta: float64 Kabsch ζ (rotation; 1 for stills).
+        phi_lo_rad: float64 start angle of the first summed frame (rad; 0 for stills).
+        phi_hi_rad: float64 end angle of the last summed frame with the nominal increment.
+        frames: float64 number of summed frames (image_last − image_first + 1).
+        eps_invA: float64 excitation error ε (Å⁻¹; 0 for rotation rows).
+        eps_grad_a, eps_grad_b: float64 ∂ε/∂δ (Å⁻¹ per rad) for small crystal rotations δ
+            about two axes perpendicular to the beam (stills post-refinement): a rotation δ
+            moves q by δ×q, so ε changes by δ·(q×ŝ1) ≈ δ·(ŝ1×s0) = k sin 2θ (δ_a u + δ_b v),
+            (u, v) the unit direction of the spot from the beam centre on the detector
+            (0 for rotation rows and when the beam centre is not known).
+        two_theta_rad: float64 scattering angle 2θ from d and λ (rad).
+        valid: bool, the row takes part in scaling.
+        n_refl: static number of unique reflections.
+        n_img: static number of (compact) images.
+        wavelength_A: static wavelength (Å).
+        phi_increment_rad: static nominal rotation increment per image (rad; 0 for stills).
+    """
+
+    refl: jnp.ndarray
+    image: jnp.ndarray
+    intensity: jnp.ndarray
+    sigma: jnp.ndarray
+    s2: jnp.ndarray
+    d_A: jnp.ndarray
+    partiality_stored: jnp.ndarray
+    is_still: jnp.ndarray
+    phi_c_rad: jnp.ndarray
+    zeta: jnp.ndarray
+    phi_lo_rad: jnp.ndarray
+    phi_hi_rad: jnp.ndarray
+    frames: jnp.ndarray
+    eps_invA: jnp.ndarray
+    eps_grad_a: jnp.ndarray
+    eps_grad_b: jnp.ndarray
+    two_theta_rad: jnp.ndarray
+    valid: jnp.ndarray
+    n_refl: int = static(0)
+    n_img: int = static(0)
+    wavelength_A: float = static(1.0)
+    phi_increment_rad: float = static(0.0)
+
+    @property
+    def size(self) -> int:
+        """Padded row count n."""
+        return int(self.refl.shape[0])
+
+
+def bucket_size(n: int, minimum: int = 64) -> int:
+    """Smallest power of two ≥ max(n, minimum)."""
+    n = max(int(n), int(minimum))
+    return 1 << (n - 1).bit_length()
+
+
+def _col(table: dict, name: str, n: int, fill: float = np.nan) -> np.ndarray:
+    if name in table and table[name] is not None:
+        a = np.asarray(table[name], dtype=np.float64).reshape(-1)
+        if a.shape[0] != n:
+            raise ValueError(f"reflection column {name!r} has {a.shape[0]} rows, expected {n}")
+        return a
+    return np.full(n, fill, np.float64)
+
+
+def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_A: float,
+                            phi_start_deg: float = 0.0, phi_increment_deg: float = 0.0,
+                            intensity: str = "prf", min_partiality: float = 0.02,
+                            d_min_A: float | None = None, n_refl: int | None = None,
+                            n_img: int | None = None, pad: bool = True,
+                            beam_center_px: tuple[float, float] | None = None) -> Observations:
+    """Build :class:`Observations` from a reflection table (dict of numpy columns).
+
+    Args:
+        table: ``/entry/reflections`` columns (FORMATS.md): ``image d partiality lp int_sum
+            int_sum_var int_prf int_prf_var flags`` plus ``predicted_phi`` (deg), ``zeta``,
+            ``ewald_offset`` (Å⁻¹), ``image_first``, ``image_last`` where available. A row is a
+            rotation row when ``zeta`` (nonzero) and ``predicted_phi`` are finite; a row with a
+            finite φ but NaN/0 ζ is invalid; all other rows are still rows (ε = 0 where
+            ``ewald_offset`` is missing/NaN, i.e. P = 1 under ``-P rot``).
+        refl_id: (n_rows,) int unique-reflection index per row (the caller maps to the ASU);
+            negative = not usable.
+        image_ids: (n_rows,) compact image index per row; ``None`` = rank of ``table["image"]``
+            among the sorted unique image numbers.
+        wavelength_A: λ (Å), used for 2θ of still rows.
+        phi_start_deg, phi_increment_deg: scan start and increment (deg): image k spans
+            [start + k·inc, start + (k+1)·inc] (images numbered from 0).
+        intensity: ``prf`` (int_prf where finite with positive finite variance, else int_sum)
+            or ``sum``.
+        min_partiality: rows whose stored partiality is below this are invalid.
+        d_min_A: rows with d < d_min_A are invalid (``None`` = no limit).
+        n_refl, n_img: override the counts (default: max index + 1).
+        pad: pad to a power-of-two bucket.
+        beam_center_px: (x, y) beam centre; with ``predicted_x``/``predicted_y`` it gives the
+            still rows' ``eps_grad_a``/``eps_grad_b`` (post-refinement of the orientation).
+    Raises:
+        ValueError: inconsistent lengths or an unknown ``intensity`` choice.
+    """
+    if intensity not in INTENSITY_CHOICES:
+        raise ValueError(f"unknown intensity choice {intensity!r} (known: prf, sum)")
+    if wavelength_A is None or not np.isfinite(wavelength_A) or wavelength_A <= 0:
+        raise ValueError("wavelength must be a positive number")
+    img_num = np.asarray(table["image"]).reshape(-1)
+    n = img_num.shape[0]
+    refl_id = np.asarray(refl_id, np.int64).reshape(-1)
+    if refl_id.shape[0] != n:
+        raise ValueError(f"refl_id has {refl_id.shape[0]} rows, expected {n}")
+    if image_ids is None:
+        _, image_ids = np.unique(img_num, return_inverse=True)
+    image_ids = np.asarray(image_ids, np.int64).reshape(-1)
+    if image_ids.shape[0] != n:
+        raise ValueError(f"image_ids has {image_ids.shape[0]} rows, expected {n}")
+
+    d = _col(table, "d", n)
+    lp = _col(table, "lp", n, 1.0)
+    part = _col(table, "partiality", n, 1.0)
+    isum, vsum = _col(table, "int_sum", n), _col(table, "int_sum_var", n)
+    iprf, vprf = _col(table, "int_prf", n), _col(table, "int_prf_var", n)
+    flags = (np.asarray(table["flags"]).astype(np.int64).reshape(-1) if "flags" in table
+             else np.full(n, int(ReflectionFlag.INTEGRATED_SUM), np.int64))
+    if intensity == "prf":
+        use_prf = np.isfinite(iprf) & np.isfinite(vprf) & (vprf > 0)
+        if "flags" in table:
+            use_prf &= (flags & int(ReflectionFlag.INTEGRATED_PRF)) != 0
+        I = np.where(use_prf, iprf, isum)
+        V = np.where(use_prf, vprf, vsum)
+        ok_int = use_prf | ((flags & int(ReflectionFlag.INTEGRATED_SUM)) != 0)
+    else:
+        I, V = isum, vsum
+        ok_int = (flags & int(ReflectionFlag.INTEGRATED_SUM)) != 0
+    zeta = _col(table, "zeta", n)
+    eps = _col(table, "ewald_offset", n)
+    phi_c = np.radians(_col(table, "predicted_phi", n))
+    first = _col(table, "image_first", n)
+    last = _col(table, "image_last", n)
+    first = np.where(np.isfinite(first), first, img_num.astype(np.float64))
+    last = np.where(np.isfinite(last), last, first)
+    zeta_ok = np.isfinite(zeta) & (zeta != 0)
+    is_rot = zeta_ok & np.isfinite(phi_c)
+    # rotation geometry announced (zeta column, finite φ) but unusable ζ: drop the row
+    bad_rot = ("zeta" in table) & np.isfinite(phi_c) & ~zeta_ok
+    is_still = ~is_rot
+    eps = np.where(np.isfinite(eps), eps, 0.0)
+
+    valid = (refl_id >= 0) & (image_ids >= 0) & ok_int
+    valid &= np.isfinite(I) & np.isfinite(V) & (V > 0) & np.isfinite(lp) & (lp > 0)
+    valid &= np.isfinite(d) & (d > 0) & ~bad_rot
+    valid &= np.isfinite(part) & (part >= min_partiality)
+    if "flags" in table:
+        valid &= (flags & int(ReflectionFlag.OUTLIER)) == 0
+    if d_min_A is not None:
+        valid &= d >= d_min_A
+
+    inc = np.radians(float(phi_increment_deg))
+    start = np.radians(float(phi_start_deg))
+    lam = float(wavelength_A)
+    safe_d = np.where(valid, d, 1.0)
+    sin_t = np.clip(lam / (2.0 * safe_d), 0.0, 1.0)
+    frames = np.where(is_rot, last - first + 1.0, 1.0)
+    phi_lo = np.where(is_rot, start + first * inc, 0.0)
+    cols = {
+        "refl": np.where(valid, refl_id, 0).astype(np.int32),
+        "image": np.where(valid, image_ids, 0).astype(np.int32),
+        "intensity": np.where(valid, I / np.where(valid, lp, 1.0), 0.0),
+        "sigma": np.where(valid, np.sqrt(np.where(valid, V, 1.0)) / np.where(valid, lp, 1.0), 1.0),
+        "s2": 0.25 / safe_d**2, "d_A": safe_d,
+        "partiality_stored": np.where(valid, part, 1.0),
+        "is_still": is_still & valid,
+        "phi_c_rad": np.where(is_rot & valid, phi_c, 0.0),
+        "zeta": np.where(is_rot & valid, zeta, 1.0),
+        "phi_lo_rad": np.where(valid, phi_lo, 0.0),
+        "phi_hi_rad": np.where(valid, phi_lo + frames * inc, 0.0),
+        "frames": np.where(valid, frames, 1.0),
+        "eps_invA": np.where(is_still & valid, eps, 0.0),
+        "eps_grad_a": np.zeros(n), "eps_grad_b": np.zeros(n),
+        "two_theta_rad": 2.0 * np.arcsin(sin_t),
+        "valid": valid,
+    }
+    if beam_center_px is not None and "predicted_x" in table and "predicted_y" in table:
+        dx = _col(table, "predicted_x", n) - float(beam_center_px[0])
+        dy = _col(table, "predicted_y", n) - float(beam_center_px[1])
+        r = np.hypot(dx, dy)
+        okr = is_still & valid & np.isfinite(r) & (r > 0)
+        k_sin2t = np.sin(cols["two_theta_rad"]) / lam
+        rr = np.where(okr, r, 1.0)
+        cols["eps_grad_a"] = np.where(okr, k_sin2t * dx / rr, 0.0)
+        cols["eps_grad_b"] = np.where(okr, k_sin2t * dy / rr, 0.0)
+    nr = int(n_refl) if n_refl is not None else int(refl_id[valid].max() + 1 if valid.any() else 1)
+    ni = int(n_img) if n_img is not None else int(image_ids.max() + 1 if n else 1)
+    if valid.any() and (refl_id[valid].max() >= nr or image_ids[valid].max() >= ni):
+        raise ValueError("refl_id/image_ids exceed n_refl/n_img")
+    return make_observations(cols, n_refl=nr, n_img=ni, wavelength_A=lam,
+                             phi_increment_rad=inc, pad=pad)
+
+
+_DEFAULTS = {"refl": 0, "image": 0, "intensity": 0.0, "sigma": 1.0, "s2": 0.0, "d_A": 1.0,
+                 "partiality_stored": 1.0, "is_still": False, "phi_c_rad": 0.0, "zeta": 1.0,
+                 "phi_lo_rad": 0.0, "phi_hi_rad": 0.0, "frames": 1.0, "eps_invA": 0.0,
+                 "eps_grad_a": 0.0, "eps_grad_b": 0.0, "two_theta_rad": 0.0, "valid": False}
+
+
+def make_observations(cols: dict, *, n_refl: int, n_img: int, wavelength_A: float = 1.0,
+                      phi_increment_rad: float = 0.0, pad: bool = True) -> Observations:
+    """Assemble :class:`Observations` from numpy columns (names as the dataclass fields).
+
+    Missing columns take neutral defaults (``valid`` defaults to True for given rows);
+    with ``pad`` the rows are padded to :func:`bucket_size` with invalid rows.
+    Used by :func:`observations_from_table` and by simulations/tests.
+    """
+    n = int(np.asarray(cols["refl"]).shape[0])
+    m = bucket_size(n) if pad else n
+    out = {}
+    for name, default in _DEFAULTS.items():
+        if name == "valid" and name not in cols:
+            a = np.ones(n, bool)
+        elif name in cols:
+            a = np.asarray(cols[name]).reshape(-1)
+        else:
+            a = np.full(n, default)
+        if name in ("refl", "image"):
+            dt = np.int32
+        elif name in ("is_still", "valid"):
+            dt = bool
+        else:
+            dt = np.float64
+        full = np.full(m, default, dt)
+        full[:n] = a.astype(dt)
+        out[name] = jnp.asarray(full)
+    if "two_theta_rad" not in cols:
+        sin_t = np.clip(wavelength_A / (2.0 * np.asarray(out["d_A"])), 0.0, 1.0)
+        out["two_theta_rad"] = jnp.asarray(2.0 * np.arcsin(sin_t))
+    if "s2" not in cols:
+        out["s2"] = jnp.asarray(0.25 / np.asarray(out["d_A"]) ** 2)
+    return Observations(**out, n_refl=int(n_refl), n_img=int(n_img),
+                        wavelength_A=float(wavelength_A),
+                        phi_increment_rad=float(phi_increment_rad))

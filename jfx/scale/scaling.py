@@ -1,0 +1,420 @@
+"""The scaling verb: integrated reflections of one or more runs → scaled, merged intensities.
+
+:func:`scale_merge` composes the pieces of :mod:`jfx.scale` in the order an experienced
+crystallographer expects (Evans 2006, Aimless; Kabsch 2010, XSCALE; White 2016, partialator):
+
+1. usable rows (integrated, finite, positive variance), images numbered per run;
+2. indexing-ambiguity resolution when the lattice has more symmetry than the point group
+   (stills per image, rotation runs per run; against the reference when one is given,
+   otherwise self-consistently, :mod:`jfx.scale.ambiguity`);
+3. ASU mapping (:mod:`jfx.scale.merge`, gemmi), the resolution limit, min. partiality;
+4. iterations of the model fit (:func:`jfx.scale.fit.fit_scales`: per-image G (+B, wedge),
+   global mosaicity, error model), each followed by the rejections (per-observation outliers
+   vs the per-reflection median, ``--min-image-cc``, ΔCC½); ``iterations`` of them (with a
+   reference too: the error model and the robust weights need the fitted scales);
+5. the final merge (anomalous: I(+)/I(−)) and the statistics per resolution shell.
+
+Pure core: no files, no printing; the shell writes the outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from jfx.scale.settings import PartialitySettings, ScaleSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """The integrated reflections of one run (one ``_process.h5``).
+
+    Attributes:
+        table: ``/entry/reflections`` columns (numpy arrays, one row per observation).
+        wavelength_A: λ (Å).
+        phi_start_deg, phi_increment_deg: scan of a rotation run (deg; image k spans
+            [start + k·inc, start + (k+1)·inc]); ``None`` for stills.
+        cell: (6,) unit cell (Å, deg) of the indexed lattice(s), or ``None``.
+        space_group: the run's space group number, or ``None``.
+        bandwidth_fwhm: relative bandwidth (stills partiality).
+        beam_center_px: (x, y) beam centre of the (refined) detector; gives the stills'
+            Ewald-offset derivatives for the orientation post-refinement of ``-P rot``.
+        name: label (file name) for messages.
+    """
+
+    table: dict[str, np.ndarray]
+    wavelength_A: float
+    phi_start_deg: float | None = None
+    phi_increment_deg: float | None = None
+    cell: np.ndarray | None = None
+    space_group: int | None = None
+    bandwidth_fwhm: float = 0.0
+    beam_center_px: tuple[float, float] | None = None
+    name: str = "run"
+
+    @property
+    def is_rotation(self) -> bool:
+        return self.phi_increment_deg is not None and self.phi_increment_deg != 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """Reference intensities (``-z``): ``hkl`` (m, 3), ``intensity`` (m,), cell, space group."""
+
+    hkl: np.ndarray
+    intensity: np.ndarray
+    cell: np.ndarray | None = None
+    space_group: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingResult:
+    """Everything scaling produced (numpy; written by the shell).
+
+    Attributes:
+        merged: :class:`jfx.scale.merge.MergedReflections`.
+        statistics: :class:`jfx.scale.stats.MergingStatistics`.
+        images: per image (n_img,) arrays ``run``, ``image`` (image number in its run),
+            ``scale``, ``bfactor``, ``wedge_deg``, ``mosaicity_deg``, ``cc`` (image vs merged),
+            ``rejected`` (uint8), ``delta_cc_half``, ``ambiguity_op``.
+        iterations: per iteration (no reference) ``{"image", "scale", "bfactor", "cc",
+            "rejected"}`` for ``<prefix>_iterN_scale.dat``.
+        error_model: (a, b) of σ'² = a²(σ² + (b·I)²).
+        mosaicity_deg: refined (or fixed) σ_M, or None (model without one).
+        cell, space_group: the merging cell and space group (number).
+        n_obs_total, n_obs_used: observation rows read / used in the final merge.
+        n_outliers: observations rejected as outliers; n_rejected_images: images rejected.
+        ambiguity: one-line description of the ambiguity resolution, or None.
+        reference_used: scaled against a reference.
+        partiality_model, solver: what ran.
+    """
+
+    merged: Any
+    statistics: Any
+    images: dict[str, np.ndarray]
+    iterations: list[dict[str, np.ndarray]]
+    error_model: tuple[float, float]
+    mosaicity_deg: float | None
+    cell: np.ndarray
+    space_group: int
+    n_obs_total: int
+    n_obs_used: int
+    n_outliers: int
+    n_rejected_images: int
+    ambiguity: str | None
+    reference_used: bool
+    partiality_model: str
+    solver: str
+
+    def scaling_group(self) -> dict[str, np.ndarray]:
+        """Arrays of ``/entry/scaling`` (FORMATS.md) plus ``run`` and ``image``."""
+        im = self.images
+        return {"scale": im["scale"], "bfactor": im["bfactor"], "wedge_deg": im["wedge_deg"],
+                "mosaicity_deg": im["mosaicity_deg"], "cc": im["cc"],
+                "rejected": im["rejected"], "image": im["image"], "run": im["run"],
+                "delta_cc_half": im["delta_cc_half"]}
+
+    def lines(self) -> list[str]:
+        """Console summary (the statistics table is :func:`jfx.scale.stats.format_table`)."""
+        a, b = self.error_model
+        out = [f"scaling: {self.n_obs_used} of {self.n_obs_total} observations merged into "
+               f"{len(self.merged.hkl)} unique reflections, space group {self.space_group}, "
+               f"partiality {self.partiality_model}, solver {self.solver}"
+               + (", against the reference" if self.reference_used else "")]
+        out.append(f"error model: sigma'^2 = a^2 (sigma^2 + (b I)^2), a = {a:.3f}, b = {b:.4f}")
+        if self.mosaicity_deg is not None:
+            out.append(f"mosaicity: {self.mosaicity_deg:.4f} deg")
+        ok = self.images["rejected"] == 0
+        if np.any(ok):
+            g = self.images["scale"][ok]
+            out.append(f"per-image scale: median {np.median(g):.3f}, range {g.min():.3f}.."
+                       f"{g.max():.3f}" + (f"; B median {np.median(self.images['bfactor'][ok]):.2f}"
+                                           f" A^2" if np.any(self.images["bfactor"] != 0)
+                                           else ""))
+        out.append(f"rejected: {self.n_outliers} outlier observations, "
+                   f"{self.n_rejected_images} images")
+        if self.ambiguity:
+            out.append(self.ambiguity)
+        return out
+
+
+def _usable(t: dict[str, np.ndarray]) -> np.ndarray:
+    from jfx.models.reflections import ReflectionFlag as F
+
+    flags = np.asarray(t["flags"], np.uint32)
+    ok = (flags & np.uint32(int(F.INTEGRATED_SUM))) != 0
+    ok &= np.isfinite(t["int_sum"]) & np.isfinite(t["int_sum_var"]) & (t["int_sum_var"] > 0)
+    ok &= np.isfinite(t["d"]) & (t["d"] > 0) & np.isfinite(t["lp"]) & (t["lp"] > 0)
+    return ok
+
+
+def _merging_cell(runs: list[RunData], cell: Any) -> np.ndarray:
+    if cell is not None:
+        return np.asarray(cell, np.float64).reshape(6)
+    cells = [np.asarray(r.cell, np.float64).reshape(6) for r in runs if r.cell is not None]
+    if not cells:
+        raise ValueError("scaling needs a unit cell (none stored in the input; give -C)")
+    return np.median(np.stack(cells), axis=0)
+
+
+def check_cell_fits(cell: np.ndarray, space_group: int, rel_tol: float = 0.01,
+                    angle_tol_deg: float = 1.0) -> None:
+    """ValueError (one line) when ``cell`` violates the metric of ``space_group``'s lattice."""
+    from jfx.scale.merge import get_space_group
+
+    sg = get_space_group(space_group)
+    a, b, c, al, be, ga = (float(v) for v in cell)
+    system = sg.crystal_system_str()
+    close = lambda x, y: abs(x - y) <= rel_tol * max(x, y)  # noqa: E731
+    ang = lambda x, y: abs(x - y) <= angle_tol_deg  # noqa: E731
+    ok = True
+    if system in ("cubic",):
+        ok = close(a, b) and close(b, c) and ang(al, 90) and ang(be, 90) and ang(ga, 90)
+    elif system == "tetragonal":
+        ok = close(a, b) and ang(al, 90) and ang(be, 90) and ang(ga, 90)
+    elif system == "orthorhombic":
+        ok = ang(al, 90) and ang(be, 90) and ang(ga, 90)
+    elif system in ("hexagonal", "trigonal"):
+        if sg.hm.startswith("R") and sg.ext == "R":
+            ok = close(a, b) and close(b, c) and ang(al, be) and ang(be, ga)
+        else:
+            ok = close(a, b) and ang(al, 90) and ang(be, 90) and ang(ga, 120)
+    elif system == "monoclinic":
+        ok = ang(al, 90) and ang(ga, 90)
+    if not ok:
+        raise ValueError(f"unit cell {', '.join(f'{v:.2f}' for v in cell)} does not fit space "
+                         f"group {sg.hm} ({sg.number}, {system})")
+
+
+def scale_merge(runs: list[RunData], settings: ScaleSettings,
+                partiality: PartialitySettings | None = None, *, space_group: int | None = None,
+                cell: Any = None, reference: Reference | None = None,
+                seed: int = 0) -> ScalingResult:
+    """Scale and merge the integrated reflections of ``runs``.
+
+    Args:
+        runs: one :class:`RunData` per input (several runs are scaled together; image
+            numbers are per run).
+        settings: the scaling options (``-A -B -w --min-partiality --reject-* …``).
+        partiality: the partiality model (``-P``); default ``fixed``.
+        space_group: merging space group (``-S``); default the runs' own, else P1.
+        cell: merging cell (Å, deg); default the median of the runs' cells.
+        reference: reference intensities (``-z``) or None.
+        seed: seed of the half-set assignment (CC½) and the ambiguity start.
+    Returns:
+        :class:`ScalingResult`.
+    Raises:
+        ValueError: nothing to scale, a cell that does not fit the space group, or runs
+            that cannot be combined (one-line message).
+    """
+    from jfx.scale import reject as rj
+    from jfx.scale.ambiguity import ambiguity_operators, resolve_ambiguity
+    from jfx.scale.fit import fit_scales
+    from jfx.scale.likelihood import HuberLikelihood, NormalLikelihood, StudentTLikelihood
+    from jfx.scale.merge import asu_map, get_space_group, merge
+    from jfx.scale.models import ImageScale
+    from jfx.scale.observations import make_observations, observations_from_table
+    from jfx.scale.partiality import make_partiality
+    from jfx.scale.stats import merging_statistics, reference_on_asu
+
+    if not runs:
+        raise ValueError("nothing to scale: no input runs")
+    psettings = partiality if partiality is not None else PartialitySettings()
+    sg_num = space_group if space_group is not None else next(
+        (r.space_group for r in runs if r.space_group is not None), 1)
+    sg = get_space_group(sg_num)
+    cell_m = _merging_cell(runs, cell)
+    check_cell_fits(cell_m, sg.number)
+
+    # ---- usable rows of every run, images numbered 0..n_img-1 over all runs
+    tabs, run_of_row, keys = [], [], []
+    n_total = 0
+    for k, r in enumerate(runs):
+        t = r.table
+        n_total += len(t["h"])
+        ok = _usable(t)
+        tt = {c: np.asarray(v)[ok] for c, v in t.items()}
+        if r.is_rotation and "image_first" in tt and "image_last" in tt:
+            # a reflection whose centroid lies just outside the processed frames belongs to
+            # the (nearest) frame it was recorded on
+            tt["image"] = np.clip(tt["image"], tt["image_first"], tt["image_last"])
+        tabs.append(tt)
+        run_of_row.append(np.full(int(ok.sum()), k, np.int64))
+        keys.append(k * (1 << 32) + np.asarray(tt["image"], np.int64))
+    run_row = np.concatenate(run_of_row)
+    if run_row.size == 0:
+        raise ValueError("nothing to scale: no integrated reflections in the input")
+    img_key, img_id = np.unique(np.concatenate(keys), return_inverse=True)
+    img_id = img_id.reshape(-1)
+    n_img = len(img_key)
+    img_run = (img_key >> 32).astype(np.int64)
+    img_num = (img_key & ((1 << 32) - 1)).astype(np.int64)
+    cat = lambda c: np.concatenate([t[c] for t in tabs])  # noqa: E731
+    hkl = np.stack([cat("h"), cat("k"), cat("l")], 1).astype(np.int64)
+    lp = cat("lp").astype(np.float64)
+    i_raw = cat("int_sum").astype(np.float64)
+    v_raw = cat("int_sum_var").astype(np.float64)
+    rotation = [r.is_rotation for r in runs]
+
+    # ---- indexing ambiguity (stills: per image; rotation runs: per run)
+    ambiguity_note = None
+    op_unit = np.zeros(n_img, np.int64)
+    if settings.resolve_ambiguity:
+        ops = ambiguity_operators(sg.number, cell_m)
+        unit = np.where(np.asarray(rotation)[run_row], n_img + run_row, img_id)
+        _, unit_id = np.unique(unit, return_inverse=True)
+        unit_id = unit_id.reshape(-1)
+        n_units = int(unit_id.max()) + 1
+        if len(ops) > 1 and (n_units > 1 or reference is not None):
+            ref = None if reference is None else (reference.hkl, reference.intensity)
+            amb = resolve_ambiguity(hkl, unit_id, i_raw / lp, np.sqrt(v_raw) / lp, sg.number,
+                                    cell_m, reference=ref, n_img=n_units, seed=seed,
+                                    operators=ops)
+            hkl = amb.reindex(hkl, unit_id).astype(np.int64)
+            per_img = np.zeros(n_img, np.int64)
+            per_img[img_id] = amb.op_index[unit_id]
+            op_unit = per_img
+            moved = int(np.sum(amb.op_index != 0))
+            ambiguity_note = (f"indexing ambiguity ({len(ops)} settings, {amb.method}): "
+                              f"{moved} of {n_units} {'images' if n_units == n_img else 'units'} "
+                              f"reindexed" + ("" if amb.converged else " (not converged)"))
+
+    # ---- ASU, limits, observations
+    asu = asu_map(hkl, sg.number, anomalous=False)
+    refl_id = np.where(asu.absent, -1, asu.refl).astype(np.int64)
+    cols: dict[str, list[np.ndarray]] = {}
+    start = 0
+    for k, (r, t) in enumerate(zip(runs, tabs)):
+        n = len(t["h"])
+        sl = slice(start, start + n)
+        start += n
+        if n == 0:
+            continue
+        o = observations_from_table(
+            t, refl_id=refl_id[sl], image_ids=img_id[sl], wavelength_A=r.wavelength_A,
+            phi_start_deg=float(r.phi_start_deg or 0.0),
+            phi_increment_deg=float(r.phi_increment_deg or 0.0),
+            intensity=settings.intensity, min_partiality=settings.min_partiality,
+            d_min_A=settings.high_resolution_A, n_refl=asu.n_refl, n_img=n_img, pad=False,
+            beam_center_px=None if r.is_rotation else r.beam_center_px)
+        for f in dataclasses.fields(o):
+            if f.metadata.get("static") or f.name in ("n_refl", "n_img", "wavelength_A",
+                                                      "phi_increment_rad"):
+                continue
+            cols.setdefault(f.name, []).append(np.asarray(getattr(o, f.name)))
+    inc = next((r.phi_increment_deg for r in runs if r.is_rotation), 0.0) or 0.0
+    obs = make_observations({k: np.concatenate(v) for k, v in cols.items()},
+                            n_refl=asu.n_refl, n_img=n_img,
+                            wavelength_A=float(runs[0].wavelength_A),
+                            phi_increment_rad=float(np.radians(inc)))
+    n_rows = len(run_row)
+    ref_refl = None
+    if reference is not None:
+        ref_refl = reference_on_asu(asu.unique_hkl, (reference.hkl, reference.intensity),
+                                    sg.number)
+        if not np.any(np.isfinite(ref_refl)):
+            raise ValueError("the reference shares no reflection with the data")
+
+    bw = max((r.bandwidth_fwhm for r in runs), default=0.0)
+    stills = any(not r.is_rotation and r.beam_center_px is not None for r in runs)
+    pmodel = make_partiality(psettings, scale_settings=settings, bandwidth_fwhm=bw,
+                             refine_orientation=stills)
+    smodel = ImageScale(refine_bfactor=settings.refine_bfactor)
+    lik = {"normal": NormalLikelihood, "huber": HuberLikelihood,
+           "student_t": StudentTLikelihood}[settings.likelihood]()
+    n_iter = settings.iterations
+    halves = rj.image_halves(n_img, seed=seed)
+    rejected_img = np.zeros(n_img, bool)
+    outlier = np.zeros(obs.size, bool)
+    valid0 = np.asarray(obs.valid).copy()
+    params = None
+    iterations: list[dict[str, np.ndarray]] = []
+    fit = None
+    dcc = np.full(n_img, np.nan)
+
+    def refit(params):
+        v = valid0 & ~outlier & ~rejected_img[np.asarray(obs.image)]
+        o = dataclasses.replace(obs, valid=np.asarray(v))
+        return fit_scales(o, pmodel, smodel, lik, reference=ref_refl, iterations=1,
+                          solver=settings.solver, params0=params,
+                          error_model0=None if fit is None else fit.error_model,
+                          robust_weights0=None if fit is None else fit.obs_weight)
+
+    def corrected(fit):
+        gp = fit.obs_scale * fit.obs_partiality
+        ok = (fit.obs_weight > 0) & (np.abs(gp) > 1e-9)
+        gp_s = np.where(ok, gp, 1.0)
+        return (np.where(ok, np.asarray(obs.intensity) / gp_s, np.nan),
+                np.where(ok, fit.obs_sigma / np.abs(gp_s), np.nan), ok)
+
+    refl_o = np.asarray(obs.refl)
+    image_o = np.asarray(obs.image)
+    cc = np.full(n_img, np.nan)
+    for it in range(n_iter):
+        fit = refit(params)
+        params = fit.params
+        I_c, s_c, ok = corrected(fit)
+        cc = rj.image_cc(refl_o[ok], image_o[ok], I_c[ok], fit.intensity, n_img)
+        changed = False
+        if settings.reject_outliers is not None:
+            bad = np.zeros(obs.size, bool)
+            bad[ok] = rj.outlier_mask(refl_o[ok], I_c[ok], s_c[ok], settings.reject_outliers)
+            changed |= bool(np.any(bad & ~outlier))
+            outlier |= bad
+        if settings.min_image_cc_percent is not None:
+            bad_i = rj.reject_images_cc(cc, settings.min_image_cc_percent) & fit.image_ok
+            changed |= bool(np.any(bad_i & ~rejected_img))
+            rejected_img |= bad_i
+        if settings.reject_delta_cchalf is not None:
+            use = ok & ~outlier & ~rejected_img[image_o]
+            dcc = rj.delta_cc_half(refl_o[use], image_o[use], I_c[use], s_c[use], halves,
+                                   asu.n_refl, n_img)
+            bad_i = rj.reject_images_delta_cc(dcc, settings.reject_delta_cchalf)
+            changed |= bool(np.any(bad_i & ~rejected_img))
+            rejected_img |= bad_i
+        if reference is None:
+            iterations.append({"image": img_num.copy(), "scale": fit.scale.copy(),
+                               "bfactor": fit.bfactor.copy(), "cc": cc.copy(),
+                               "rejected": rejected_img.astype(np.uint8)})
+        if changed and it == n_iter - 1:
+            fit = refit(params)  # the rejections of the last iteration enter the merge
+            params = fit.params
+    assert fit is not None
+    I_c, s_c, ok = corrected(fit)
+    ok &= fit.obs_partiality >= settings.min_partiality
+    use = ok & ~outlier & ~rejected_img[image_o]
+    cc = rj.image_cc(refl_o[use], image_o[use], I_c[use], fit.intensity, n_img)
+
+    # ---- final merge and statistics (original row order → hkl of the used rows)
+    rows = np.flatnonzero(use[:n_rows])
+    asu_f = asu_map(hkl[rows], sg.number, anomalous=settings.anomalous)
+    w_rob = np.clip(fit.obs_weight, 0.0, 1.0)  # IRLS weights of the likelihood (1: normal)
+    merged = merge(asu_f, I_c[rows], s_c[rows], cell_m, sg.number,
+                   anomalous=settings.anomalous, weights=w_rob[rows] / s_c[rows] ** 2)
+    # statistics count the observations of rejected images too (Jungfraujoch); the merge
+    # and CC½ exclude them
+    rows_s = np.flatnonzero((ok & ~outlier)[:n_rows])
+    asu_s = asu_map(hkl[rows_s], sg.number, anomalous=settings.anomalous)
+    ref_arg = None if reference is None else (reference.hkl, reference.intensity)
+    stats = merging_statistics(asu_s, I_c[rows_s], s_c[rows_s], image_o[rows_s],
+                               halves[image_o[rows_s]], cell_m, sg.number,
+                               anomalous=settings.anomalous, n_shells=settings.n_shells,
+                               reference=ref_arg, rejected_image_mask=rejected_img)
+    wedge = (fit.wedge_deg if fit.wedge_deg is not None
+             else np.full(n_img, abs(float(inc)) if inc else np.nan))
+    mos = fit.mosaicity_deg
+    images = {"run": img_run.astype(np.int32), "image": img_num.astype(np.int32),
+              "scale": fit.scale, "bfactor": fit.bfactor, "wedge_deg": np.asarray(wedge),
+              "mosaicity_deg": np.full(n_img, np.nan if mos is None else float(mos)),
+              "cc": cc, "rejected": (rejected_img | ~fit.image_ok).astype(np.uint8),
+              "delta_cc_half": dcc, "ambiguity_op": op_unit.astype(np.int32)}
+    return ScalingResult(
+        merged=merged, statistics=stats, images=images, iterations=iterations,
+        error_model=(float(fit.error_model.a), float(fit.error_model.b)),
+        mosaicity_deg=None if mos is None else float(mos), cell=cell_m,
+        space_group=int(sg.number), n_obs_total=int(n_total), n_obs_used=int(rows.size),
+        n_outliers=int(np.sum(outlier)), n_rejected_images=int(np.sum(rejected_img)),
+        ambiguity=ambiguity_note, reference_used=reference is not None,
+        partiality_model=psettings.model, solver=settings.solver)

@@ -1,0 +1,497 @@
+"""Merging statistics per resolution shell (pure numpy + gemmi).
+
+Definitions (``n`` = number of observations of a reflection, ``I_i`` its observations):
+
+* Shells are equal-volume in reciprocal space: equally spaced in 1/d³ between d_max and d_min
+  (:func:`resolution_shells`).  A reflection belongs to shell ``j`` when
+  ``edges[j+1] ≤ d < edges[j]`` (the lowest-resolution shell also includes ``d = d_max``).
+* The unit of "a reflection" is the unique ASU index; in anomalous mode it is the pair
+  (ASU index, Friedel sign), centric reflections counting once (as XDS with
+  ``FRIEDEL'S_LAW=FALSE``).  N_unique, multiplicity, completeness, ⟨I/σ⟩, CC1/2, R_meas and
+  R_pim use this unit.
+* ``n_obs`` — observations in the shell, **including** observations from rejected images
+  (Jungfraujoch reports N_obs that way); everything else excludes rejected images.
+* ``multiplicity`` = (observations used) / N_unique.
+* ``completeness`` = N_unique / N_possible, N_possible from ``gemmi.make_miller_array``
+  (systematic absences excluded) in the same d range; in anomalous mode acentric
+  reflections count twice (I(+), I(−)), centric once.  A fraction in [0, 1].
+* ``mean_i_over_sigma`` = mean over the merged reflections of ⟨I⟩/σ(⟨I⟩) (inverse-variance
+  weighted merge, σ = 1/√Σσ_i⁻²).
+* ``cc_half`` — Pearson correlation of the two half-dataset means (inverse-variance weighted;
+  the caller assigns whole images to halves) over reflections present in both halves
+  (Karplus & Diederichs, Science 336, 1030 (2012)); ``cc_star`` = √(2 CC½ / (1 + CC½))
+  (same paper; NaN for CC½ ≤ 0).
+* ``r_meas`` = Σ_h √(n/(n−1)) Σ_i |I_i − Ī_h| / Σ_h Σ_i I_i and ``r_pim`` the same with
+  √(1/(n−1)), Ī_h the unweighted mean of the observations, sums over reflections with n ≥ 2
+  (Diederichs & Karplus, Nat. Struct. Biol. 4, 269 (1997); Weiss, J. Appl. Cryst. 34, 130
+  (2001)).
+* ``cc_anom`` (anomalous mode only) — Pearson correlation of the half-dataset anomalous
+  differences ΔI = I(+) − I(−) over acentric reflections having both signs in both halves.
+* ``cc_ref`` (reference given) — Pearson correlation of the merged mean intensity (both
+  Friedel mates merged) with the reference intensity over common ASU reflections.
+* Correlations need ≥ 3 pairs and non-zero variance, else NaN; ratios with an empty
+  denominator are NaN.
+* Wilson B (overall): merged ⟨I⟩ of reflections with d < 4.5 Å (in the statistics d range)
+  divided by the symmetry enhancement factor ε (gemmi ``epsilon_factor_without_centering``)
+  are binned in 20 equal-volume shells; bins with ≥ 5 reflections and positive mean are
+  fitted by unweighted least squares ln⟨I/ε⟩ = ln K − 2B (sin θ/λ)² = ln K − B/(2d²)
+  (Wilson, Nature 150, 152 (1942)), with 1/d² averaged per bin.  NaN with fewer than 3 bins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gemmi
+import numpy as np
+
+from jfx.scale.merge import (
+    AsuMap,
+    _unique_rows,
+    d_spacing,
+    get_space_group,
+    merge_intensities,
+    to_asu,
+)
+
+STAT_COLUMNS = ("d_max", "d_min", "n_obs", "n_unique", "multiplicity", "completeness",
+                "mean_i_over_sigma", "cc_half", "cc_star", "r_meas", "r_pim", "cc_anom",
+                "cc_ref")
+"""Column names of the ``/entry/scaling/statistics`` table (FORMATS.md)."""
+
+WILSON_D_MAX_A = 4.5
+WILSON_BINS = 20
+WILSON_MIN_PER_BIN = 5
+MIN_CC_PAIRS = 3
+
+
+def resolution_shells(d_A: np.ndarray, n_shells: int = 10, d_min: float | None = None,
+                      d_max: float | None = None) -> np.ndarray:
+    """Edges of ``n_shells`` equal-volume resolution shells (equally spaced in 1/d³).
+
+    Args:
+        d_A: (m,) resolutions (Å) of the reflections; used for the limits not given.
+        n_shells: number of shells (≥ 1).
+        d_min, d_max: high/low resolution limits (Å); default min/max of finite ``d_A``.
+
+    Returns:
+        (n_shells + 1,) float64 d values (Å), decreasing: ``edges[0] = d_max``,
+        ``edges[-1] = d_min``.
+    """
+    n_shells = int(n_shells)
+    if n_shells < 1:
+        raise ValueError(f"n_shells must be >= 1, got {n_shells}")
+    d = np.asarray(d_A, dtype=np.float64).reshape(-1)
+    d = d[np.isfinite(d) & (d > 0)]
+    if d_min is None:
+        if d.size == 0:
+            raise ValueError("no finite resolutions to derive d_min from")
+        d_min = float(d.min())
+    if d_max is None:
+        if d.size == 0:
+            raise ValueError("no finite resolutions to derive d_max from")
+        d_max = float(d.max())
+    if not (0 < d_min <= d_max):
+        raise ValueError(f"need 0 < d_min <= d_max, got d_min={d_min}, d_max={d_max}")
+    s3 = np.linspace(d_max ** -3.0, d_min ** -3.0, n_shells + 1)
+    edges = s3 ** (-1.0 / 3.0)
+    edges[0], edges[-1] = d_max, d_min
+    return edges
+
+
+def shell_index(d_A: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Shell of each resolution for ``edges`` from :func:`resolution_shells`; −1 outside."""
+    d = np.asarray(d_A, dtype=np.float64)
+    s3_edges = np.asarray(edges, dtype=np.float64) ** -3.0
+    with np.errstate(divide="ignore"):
+        s3 = d ** -3.0
+    j = np.searchsorted(s3_edges, s3, side="right") - 1
+    n = len(edges) - 1
+    tol = 1e-9
+    j = np.where(np.abs(s3 - s3_edges[-1]) <= tol * s3_edges[-1], n - 1, j)  # d == d_min
+    inside = (j >= 0) & (j < n) & np.isfinite(d)
+    return np.where(inside, j, -1)
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation coefficient; NaN with < 3 pairs or zero variance."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if x.size < MIN_CC_PAIRS:
+        return float("nan")
+    dx = x - x.mean()
+    dy = y - y.mean()
+    den = np.sqrt((dx * dx).sum() * (dy * dy).sum())
+    if not den > 0:
+        return float("nan")
+    return float((dx * dy).sum() / den)
+
+
+def cc_star(cc_half: np.ndarray | float) -> np.ndarray:
+    """CC* = √(2 CC½ / (1 + CC½)) (Karplus & Diederichs 2012); NaN where CC½ ≤ 0 or NaN."""
+    cc = np.asarray(cc_half, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.sqrt(2.0 * cc / (1.0 + cc))
+    return np.where(cc > 0, out, np.nan)
+
+
+@dataclasses.dataclass(frozen=True)
+class MergingStatistics:
+    """Merging statistics; every per-shell array has ``n_shells + 1`` rows, the last is overall.
+
+    Attributes:
+        d_max, d_min: shell limits (Å).
+        n_obs, n_unique: int64 counts (see module docstring).
+        multiplicity, completeness (fraction), mean_i_over_sigma, cc_half, cc_star, r_meas,
+        r_pim, cc_anom (NaN unless anomalous), cc_ref (NaN without reference): float64.
+        wilson_b_A2: overall Wilson B (Å²), NaN when it could not be fitted.
+        anomalous: anomalous mode.
+        has_reference: a reference was given (``cc_ref`` meaningful).
+        n_rejected_images: number of images flagged in ``rejected_image_mask``.
+    """
+
+    d_max: np.ndarray
+    d_min: np.ndarray
+    n_obs: np.ndarray
+    n_unique: np.ndarray
+    multiplicity: np.ndarray
+    completeness: np.ndarray
+    mean_i_over_sigma: np.ndarray
+    cc_half: np.ndarray
+    cc_star: np.ndarray
+    r_meas: np.ndarray
+    r_pim: np.ndarray
+    cc_anom: np.ndarray
+    cc_ref: np.ndarray
+    wilson_b_A2: float
+    anomalous: bool
+    has_reference: bool
+    n_rejected_images: int = 0
+
+    @property
+    def n_shells(self) -> int:
+        """Number of resolution shells (rows minus the overall row)."""
+        return int(self.d_max.shape[0]) - 1
+
+    def overall(self, name: str) -> float:
+        """Overall value of column ``name``."""
+        return getattr(self, name)[-1].item()
+
+    def columns(self) -> tuple[str, ...]:
+        """Column names that apply: ``cc_anom`` only when anomalous, ``cc_ref`` only with a
+        reference."""
+        cols = [c for c in STAT_COLUMNS if c not in ("cc_anom", "cc_ref")]
+        if self.anomalous:
+            cols.append("cc_anom")
+        if self.has_reference:
+            cols.append("cc_ref")
+        return tuple(cols)
+
+    def as_table(self) -> dict[str, np.ndarray]:
+        """Columns for ``/entry/scaling/statistics``: name → (n_shells + 1,) array, one row
+        per shell (low to high resolution) and a last "overall" row."""
+        return {c: np.asarray(getattr(self, c)).copy() for c in self.columns()}
+
+    def as_records(self) -> np.ndarray:
+        """:meth:`as_table` as a numpy structured array (n_shells + 1 rows; int64 counts,
+        float64 otherwise), e.g. for an HDF5 compound dataset."""
+        tab = self.as_table()
+        dtype = [(c, np.int64 if c in ("n_obs", "n_unique") else np.float64) for c in tab]
+        rec = np.zeros(self.n_shells + 1, dtype=dtype)
+        for c, v in tab.items():
+            rec[c] = v
+        return rec
+
+
+def _as_reference(reference) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(reference, dict):
+        keys = list(reference.keys())
+        hkl = np.array(keys, dtype=np.int64).reshape(-1, 3)
+        val = np.array([reference[k] for k in keys], dtype=np.float64)
+    else:
+        try:
+            hkl, val = reference
+        except (TypeError, ValueError):
+            raise ValueError("reference must be a dict hkl->I or a pair (hkl (r,3), I (r,))") \
+                from None
+        hkl = np.asarray(hkl, dtype=np.int64).reshape(-1, 3)
+        val = np.asarray(val, dtype=np.float64).reshape(-1)
+    if hkl.shape[0] != val.shape[0]:
+        raise ValueError("reference hkl and I have different lengths")
+    return hkl, val
+
+
+def _keys(hkl: np.ndarray) -> np.ndarray:
+    h = np.asarray(hkl, dtype=np.int64)
+    off = 1 << 20
+    return ((h[:, 0] + off) << 42) | ((h[:, 1] + off) << 21) | (h[:, 2] + off)
+
+
+def reference_on_asu(unique_hkl: np.ndarray, reference, space_group: int | str) -> np.ndarray:
+    """Reference intensities for ``unique_hkl`` (m, 3) (ASU indices); NaN where absent.
+
+    The reference indices are mapped to the ASU of ``space_group`` and duplicates (symmetry
+    equivalents, Friedel mates) are averaged.  ``reference``: dict hkl → I or (hkl, I).
+    """
+    rh, rv = _as_reference(reference)
+    ok = np.isfinite(rv)
+    rh, rv = rh[ok], rv[ok]
+    out = np.full(unique_hkl.shape[0], np.nan)
+    if rh.shape[0] == 0 or unique_hkl.shape[0] == 0:
+        return out
+    ra, _ = to_asu(rh, space_group)
+    ru, inv = _unique_rows(ra)
+    cnt = np.bincount(inv, minlength=ru.shape[0])
+    mean = np.bincount(inv, weights=rv, minlength=ru.shape[0]) / cnt
+    rk = _keys(ru)  # sorted (np.unique order)
+    uk = _keys(unique_hkl)
+    pos = np.clip(np.searchsorted(rk, uk), 0, len(rk) - 1)
+    hit = rk[pos] == uk
+    out[hit] = mean[pos[hit]]
+    return out
+
+
+def _possible_counts(cell, sg: gemmi.SpaceGroup, edges: np.ndarray,
+                     anomalous: bool) -> np.ndarray:
+    """Number of possible (non-absent) reflections per shell + overall (last)."""
+    d_min = float(edges[-1])
+    uc = gemmi.UnitCell(*[float(x) for x in cell])
+    hkl = np.asarray(gemmi.make_miller_array(uc, sg, d_min * (1 - 1e-6), 0.0, True))
+    hkl = hkl[np.any(hkl != 0, axis=1)]
+    d = d_spacing(hkl, cell)
+    j = shell_index(d, edges)
+    weight = np.ones(hkl.shape[0])
+    if anomalous and hkl.shape[0]:
+        centric = np.asarray(sg.operations().centric_flag_array(hkl.astype(np.int32)), bool)
+        weight = np.where(centric, 1.0, 2.0)
+    ns = len(edges) - 1
+    inside = j >= 0
+    per = np.bincount(j[inside], weights=weight[inside], minlength=ns)
+    return np.append(per, per.sum()).astype(np.int64)
+
+
+def _wilson_b(d: np.ndarray, i_mean: np.ndarray, eps: np.ndarray, d_min: float,
+              d_max: float) -> float:
+    ok = np.isfinite(i_mean) & np.isfinite(d) & (d < WILSON_D_MAX_A)
+    if not ok.any():
+        return float("nan")
+    top = min(WILSON_D_MAX_A, d_max, float(d[ok].max()))
+    lo = max(d_min, float(d[ok].min()))
+    if not lo < top:
+        return float("nan")
+    edges = resolution_shells(d[ok], WILSON_BINS, lo, top)
+    j = shell_index(d[ok], edges)
+    v = i_mean[ok] / eps[ok]
+    x = 1.0 / d[ok] ** 2
+    xs, ys = [], []
+    for b in range(WILSON_BINS):
+        sel = j == b
+        if sel.sum() >= WILSON_MIN_PER_BIN:
+            m = v[sel].mean()
+            if m > 0:
+                xs.append(x[sel].mean())
+                ys.append(np.log(m))
+    if len(xs) < 3:
+        return float("nan")
+    slope, _ = np.polyfit(np.asarray(xs), np.asarray(ys), 1)
+    return float(-2.0 * slope)
+
+
+def merging_statistics(asu: AsuMap, I: np.ndarray, sigma: np.ndarray,
+                       image: np.ndarray | None, half: np.ndarray, cell, space_group: int | str,
+                       *, anomalous: bool = False, n_shells: int = 10,
+                       d_min: float | None = None, d_max: float | None = None,
+                       reference=None, rejected_image_mask: np.ndarray | None = None
+                       ) -> MergingStatistics:
+    """Merging statistics per resolution shell and overall (definitions: module docstring).
+
+    Args:
+        asu: :class:`AsuMap` of the n observations.
+        I, sigma: (n,) scaled intensities and σ.  Systematically absent observations, non-finite
+            values and σ ≤ 0 are ignored.
+        image: (n,) int image number of each observation (only needed with
+            ``rejected_image_mask``).
+        half: (n,) 0/1 half-dataset of each observation (assign whole images to halves).
+        cell: (a, b, c, α, β, γ) Å, °.
+        space_group: IT number or symbol (the group of ``asu``).
+        anomalous: Friedel pairs separate (see module docstring); enables ``cc_anom``.
+        n_shells: number of equal-volume shells.
+        d_min, d_max: resolution limits (Å); default: the range of the observed reflections.
+        reference: dict hkl → I or (hkl (r, 3), I (r,)) for ``cc_ref``.
+        rejected_image_mask: bool array indexed by image number; True = image rejected.
+
+    Returns:
+        :class:`MergingStatistics`.
+    """
+    sg = get_space_group(space_group)
+    if sg.number != asu.space_group:
+        raise ValueError(f"space group {sg.number} differs from the ASU map's {asu.space_group}")
+    n = asu.n_obs
+    I = np.asarray(I, np.float64).reshape(-1)
+    sigma = np.asarray(sigma, np.float64).reshape(-1)
+    half = np.asarray(half).reshape(-1)
+    if I.shape[0] != n or sigma.shape[0] != n or half.shape[0] != n:
+        raise ValueError(f"I, sigma and half must have {n} rows (one per observation)")
+    cell = np.asarray(cell, np.float64).reshape(6)
+    m = asu.n_refl
+    d_refl = d_spacing(asu.unique_hkl, cell) if m else np.zeros(0)
+    d_obs = d_refl[asu.refl] if n else np.zeros(0)
+
+    valid = (~asu.absent) & np.isfinite(I) & np.isfinite(sigma) & (sigma > 0) & np.isfinite(d_obs)
+    if not valid.any():
+        raise ValueError("no valid observations for merging statistics")
+    lo = float(d_obs[valid].min()) if d_min is None else float(d_min)
+    hi = float(d_obs[valid].max()) if d_max is None else float(d_max)
+    edges = resolution_shells(d_obs[valid], n_shells, lo, hi)
+    ns = n_shells
+
+    rejected = np.zeros(n, bool)
+    n_rej_images = 0
+    if rejected_image_mask is not None:
+        mask = np.asarray(rejected_image_mask, bool).reshape(-1)
+        n_rej_images = int(mask.sum())
+        if image is None:
+            raise ValueError("image numbers are needed with rejected_image_mask")
+        img = np.asarray(image).reshape(-1).astype(np.int64)
+        if img.shape[0] != n:
+            raise ValueError(f"image must have {n} rows (one per observation)")
+        if img.size and (img.min() < 0 or img.max() >= mask.shape[0]):
+            raise ValueError("image numbers outside rejected_image_mask")
+        rejected = mask[img]
+
+    j_refl = shell_index(d_refl, edges)
+    counted = valid & (j_refl[asu.refl] >= 0)
+    used = counted & ~rejected
+
+    # units: reflections, or (reflection, sign) pairs in anomalous mode
+    if anomalous:
+        unit, n_units = asu.refl_anom, 2 * m
+        j_unit = np.repeat(j_refl, 2)
+    else:
+        unit, n_units = asu.refl, m
+        j_unit = j_refl
+
+    u, Iu, su = unit[used], I[used], sigma[used]
+    mean, sig, nobs = merge_intensities(u, Iu, su, n_units)
+    h0 = half[used] == 0
+    m0, _, n0 = merge_intensities(u[h0], Iu[h0], su[h0], n_units)
+    m1, _, n1 = merge_intensities(u[~h0], Iu[~h0], su[~h0], n_units)
+    # unweighted means and absolute deviations for R_meas / R_pim
+    cnt = np.bincount(u, minlength=n_units)
+    sum_i = np.bincount(u, weights=Iu, minlength=n_units)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ubar = sum_i / cnt
+    absdev = np.bincount(u, weights=np.abs(Iu - ubar[u]), minlength=n_units)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f_meas = np.where(cnt >= 2, np.sqrt(cnt / np.maximum(cnt - 1, 1)), 0.0)
+        f_pim = np.where(cnt >= 2, np.sqrt(1.0 / np.maximum(cnt - 1, 1)), 0.0)
+        ios = mean / sig
+
+    # anomalous half-set differences (per reflection)
+    if anomalous:
+        a0, _, c0 = merge_intensities(asu.refl_anom[used][h0], Iu[h0], su[h0], 2 * m)
+        a1, _, c1 = merge_intensities(asu.refl_anom[used][~h0], Iu[~h0], su[~h0], 2 * m)
+        both = (c0[0::2] > 0) & (c0[1::2] > 0) & (c1[0::2] > 0) & (c1[1::2] > 0) & ~asu.centric
+        dan0 = a0[0::2] - a0[1::2]
+        dan1 = a1[0::2] - a1[1::2]
+
+    # reference: merged mean over both Friedel mates per reflection
+    if reference is not None:
+        ref = reference_on_asu(asu.unique_hkl, reference, sg)
+        imean, _, nmean = merge_intensities(asu.refl[used], Iu, su, m)
+        ref_ok = np.isfinite(ref) & (nmean > 0)
+
+    n_obs_shell = np.bincount(j_refl[asu.refl[counted]], minlength=ns)
+    possible = _possible_counts(cell, sg, edges, anomalous)
+
+    cols = {c: np.full(ns + 1, np.nan) for c in STAT_COLUMNS}
+    cols["d_max"] = np.append(edges[:-1], edges[0])
+    cols["d_min"] = np.append(edges[1:], edges[-1])
+    n_obs_col = np.append(n_obs_shell, n_obs_shell.sum()).astype(np.int64)
+    n_uni_col = np.zeros(ns + 1, np.int64)
+    for row in range(ns + 1):
+        sel_u = (j_unit >= 0) if row == ns else (j_unit == row)
+        meas = sel_u & (nobs > 0)
+        nu = int(meas.sum())
+        n_uni_col[row] = nu
+        if nu:
+            cols["multiplicity"][row] = nobs[meas].sum() / nu
+            cols["mean_i_over_sigma"][row] = ios[meas].mean()
+        if possible[row] > 0:
+            cols["completeness"][row] = nu / possible[row]
+        pair = sel_u & (n0 > 0) & (n1 > 0)
+        cols["cc_half"][row] = pearson(m0[pair], m1[pair])
+        multi = sel_u & (cnt >= 2)
+        den = sum_i[multi].sum()
+        if multi.any() and den != 0:
+            cols["r_meas"][row] = (f_meas[multi] * absdev[multi]).sum() / den
+            cols["r_pim"][row] = (f_pim[multi] * absdev[multi]).sum() / den
+        sel_r = (j_refl >= 0) if row == ns else (j_refl == row)
+        if anomalous:
+            s = sel_r & both
+            cols["cc_anom"][row] = pearson(dan0[s], dan1[s])
+        if reference is not None:
+            s = sel_r & ref_ok
+            cols["cc_ref"][row] = pearson(imean[s], ref[s])
+    cols["cc_star"] = cc_star(cols["cc_half"])
+    cols["n_obs"] = n_obs_col
+    cols["n_unique"] = n_uni_col
+
+    # Wilson B from the non-anomalous merged means
+    wi, _, wn = merge_intensities(asu.refl[used], Iu, su, m)
+    inr = (wn > 0) & (j_refl >= 0)
+    if inr.any():
+        eps = np.asarray(sg.operations().epsilon_factor_without_centering_array(
+            asu.unique_hkl[inr]), np.float64)
+        wb = _wilson_b(d_refl[inr], wi[inr], eps, float(edges[-1]), float(edges[0]))
+    else:  # pragma: no cover - valid.any() guarantees data
+        wb = float("nan")
+
+    return MergingStatistics(**cols, wilson_b_A2=wb, anomalous=bool(anomalous),
+                             has_reference=reference is not None,
+                             n_rejected_images=n_rej_images)
+
+
+def _fmt(v: float, spec: str, width: int) -> str:
+    if v is None or not np.isfinite(v):
+        return "-".rjust(width)
+    return format(v, spec).rjust(width)
+
+
+def format_table(stats: MergingStatistics) -> str:
+    """Console table of ``stats``: one line per shell, an overall line and the Wilson B.
+
+    Percentages: completeness, R_meas, CC1/2, CC*, CC_anom, CC_ref are printed in %.
+    """
+    head = ["     d range (A)", "  N_obs", " N_uniq", "  mult", " compl%", "   I/sig",
+            " Rmeas%", " CC1/2%", "  CC*%"]
+    if stats.anomalous:
+        head.append(" CCano%")
+    if stats.has_reference:
+        head.append(" CCref%")
+    lines = [" ".join(head)]
+    for r in range(stats.n_shells + 1):
+        if r == stats.n_shells:
+            lines.append("-" * len(lines[0]))
+            rng = "overall"
+        else:
+            rng = f"{stats.d_max[r]:7.2f} -{stats.d_min[r]:6.2f}"
+        row = [rng.rjust(16),
+               f"{int(stats.n_obs[r]):7d}", f"{int(stats.n_unique[r]):7d}",
+               _fmt(stats.multiplicity[r], ".2f", 6),
+               _fmt(100 * stats.completeness[r], ".1f", 7),
+               _fmt(stats.mean_i_over_sigma[r], ".2f", 8),
+               _fmt(100 * stats.r_meas[r], ".1f", 7),
+               _fmt(100 * stats.cc_half[r], ".1f", 7),
+               _fmt(100 * stats.cc_star[r], ".1f", 6)]
+        if stats.anomalous:
+            row.append(_fmt(100 * stats.cc_anom[r], ".1f", 7))
+        if stats.has_reference:
+            row.append(_fmt(100 * stats.cc_ref[r], ".1f", 7))
+        lines.append(" ".join(row))
+    wb = stats.wilson_b_A2
+    lines.append("Wilson B: " + (f"{wb:.2f} A^2" if np.isfinite(wb) else "not determined")
+                 + f" (ln<I> vs 1/d^2 over d < {WILSON_D_MAX_A} A)")
+    if stats.n_rejected_images:
+        lines.append(f"Rejected images: {stats.n_rejected_images} (counted in N_obs only)")
+    return "\n".join(lines)

@@ -1,0 +1,240 @@
+"""Merged-reflection files (jfx.io.merged) and the HTML report (jfx.io.report)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import gemmi
+import numpy as np
+import pytest
+
+from jfx.io.errors import InputError
+from jfx.io.merged import (
+    read_reference_mtz,
+    write_cif,
+    write_merged,
+    write_mtz,
+    write_scale_dat,
+)
+from jfx.io.report import write_report_html
+from jfx.scale.merge import asu_map, merge
+from jfx.scale.stats import merging_statistics
+
+CELL = (30.0, 30.0, 40.0, 90.0, 90.0, 90.0)
+SG = 96
+
+
+def _data(anomalous: bool, seed: int = 0):
+    sg = gemmi.find_spacegroup_by_number(SG)
+    base = np.asarray(gemmi.make_miller_array(gemmi.UnitCell(*CELL), sg, 4.0))
+    rng = np.random.default_rng(seed)
+    n = 1200
+    pick = rng.integers(0, len(base), n)
+    rots = [np.asarray(op.rot) // op.DEN for op in sg.operations().sym_ops]
+    which = rng.integers(0, len(rots), n)
+    hkl = np.empty((n, 3), int)
+    for t, r in enumerate(rots):
+        hkl[which == t] = base[pick[which == t]] @ r
+    hkl *= rng.choice([-1, 1], n)[:, None]
+    sig = rng.uniform(1.0, 3.0, n)
+    I = rng.exponential(50.0, len(base))[pick] + rng.normal(size=n) * sig
+    amap = asu_map(hkl, SG, anomalous)
+    return amap, I, sig, rng.integers(0, 20, n), merge(amap, I, sig, CELL, SG, anomalous)
+
+
+def _no_temp_files(d):
+    return not [p for p in d.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("anomalous", [False, True])
+def test_mtz_round_trip(tmp_path, anomalous):
+    _, _, _, _, mr = _data(anomalous)
+    p = write_mtz(tmp_path / "x.mtz", mr, wavelength_A=0.9795)
+    assert p.is_file() and _no_temp_files(tmp_path)
+    mtz = gemmi.read_mtz_file(str(p))
+    cols = {c.label: c.type for c in mtz.columns}
+    expect = {"H": "H", "K": "H", "L": "H", "IMEAN": "J", "SIGIMEAN": "Q", "N_obs": "I"}
+    if anomalous:
+        expect.update({"I(+)": "K", "SIGI(+)": "M", "I(-)": "K", "SIGI(-)": "M"})
+    assert cols == expect
+    assert mtz.spacegroup.number == SG
+    assert mtz.cell.parameters == pytest.approx(CELL)
+    assert mtz.datasets[-1].wavelength == pytest.approx(0.9795)
+    arr = np.asarray(mtz.array)
+    assert arr.shape[0] == len(mr)
+    hkl = arr[:, :3].astype(int)
+    assert hkl.tolist() == sorted(hkl.tolist())  # sorted
+    rasu = gemmi.ReciprocalAsu(mtz.spacegroup)
+    assert all(rasu.is_in(h) for h in hkl.tolist())  # in the CCP4 ASU
+    order = {tuple(h): i for i, h in enumerate(mr.hkl.tolist())}
+    idx = np.array([order[tuple(h)] for h in hkl.tolist()])
+
+    def col(name):
+        return np.asarray(mtz.column_with_label(name).array, float)
+
+    np.testing.assert_allclose(col("IMEAN"), mr.I[idx], rtol=1e-6)
+    np.testing.assert_allclose(col("SIGIMEAN"), mr.sigma[idx], rtol=1e-6)
+    assert np.array_equal(col("N_obs"), mr.n_obs[idx])
+    if anomalous:
+        np.testing.assert_allclose(col("I(+)"), mr.I_plus[idx], rtol=1e-6)
+        np.testing.assert_allclose(col("SIGI(-)"), mr.sig_minus[idx], rtol=1e-6)
+        im = col("I(-)")
+        assert np.array_equal(np.isnan(im), np.isnan(mr.I_minus[idx]))
+        ok = ~np.isnan(im)
+        np.testing.assert_allclose(im[ok], mr.I_minus[idx][ok], rtol=1e-6)
+
+
+@pytest.mark.parametrize("anomalous", [False, True])
+def test_cif_read_back(tmp_path, anomalous):
+    _, _, _, _, mr = _data(anomalous, 1)
+    p = write_cif(tmp_path / "x.cif", mr)
+    block = gemmi.cif.read(str(p)).sole_block()
+    assert float(block.find_value("_cell.length_c")) == pytest.approx(40.0)
+    assert gemmi.cif.as_string(block.find_value("_symmetry.space_group_name_H-M")) \
+        == "P 43 21 2"
+    assert int(block.find_value("_symmetry.Int_Tables_number")) == SG
+    tags = ["index_h", "index_k", "index_l", "intensity_meas", "intensity_sigma"]
+    if anomalous:
+        tags += ["pdbx_I_plus", "pdbx_I_plus_sigma", "pdbx_I_minus", "pdbx_I_minus_sigma"]
+    tab = block.find("_refln.", tags)
+    assert len(tab) == len(mr)
+    got_hkl = np.array([[int(r[0]), int(r[1]), int(r[2])] for r in tab])
+    assert np.array_equal(got_hkl, mr.hkl)
+
+    def num(i):
+        return np.array([np.nan if r[i] == "?" else float(r[i]) for r in tab])
+
+    np.testing.assert_allclose(num(3), mr.I, atol=1e-4)
+    np.testing.assert_allclose(num(4), mr.sigma, atol=1e-4)
+    if anomalous:
+        np.testing.assert_allclose(num(5), mr.I_plus, atol=1e-4)
+        im = num(7)
+        assert np.array_equal(np.isnan(im), np.isnan(mr.I_minus))
+        assert np.isnan(im).any()  # some acentric reflections lack I(-) → written as '?'
+        # gemmi's own reflection reader agrees
+        rb = gemmi.as_refln_blocks(gemmi.cif.read(str(p)))[0]
+        np.testing.assert_allclose(rb.make_float_array("pdbx_I_minus"), mr.I_minus,
+                                   atol=1e-4, equal_nan=True)
+
+
+@pytest.mark.parametrize("anomalous", [False, True])
+def test_hkl_text_parsed_back(tmp_path, anomalous):
+    _, _, _, _, mr = _data(anomalous, 2)
+    p = write_merged(tmp_path / "out", mr, "txt")
+    assert p.name == "out.hkl"
+    lines = p.read_text().splitlines()
+    header = [ln for ln in lines if ln.startswith("#")]
+    assert any(ln.split()[1:] == ["cell", "30.0000", "30.0000", "40.0000", "90.0000", "90.0000",
+                                  "90.0000"] for ln in header)
+    assert any(ln.startswith("# space_group 96 P 43 21 2") for ln in header)
+    rows = np.array([[float(x) for x in ln.split()] for ln in lines if not ln.startswith("#")])
+    assert rows.shape[1] == 6
+    if not anomalous:
+        assert np.array_equal(rows[:, :3].astype(int), mr.hkl)
+        np.testing.assert_allclose(rows[:, 3], mr.I, atol=1e-4)
+        np.testing.assert_allclose(rows[:, 4], mr.sigma, atol=1e-4)
+        assert np.array_equal(rows[:, 5], mr.n_obs)
+    else:
+        got = {tuple(r[:3].astype(int)): r[3:] for r in rows}
+        for i, h in enumerate(mr.hkl.tolist()):
+            if mr.n_plus[i]:
+                assert got[tuple(h)][0] == pytest.approx(mr.I_plus[i], abs=1e-4)
+                assert got[tuple(h)][2] == mr.n_plus[i]
+            mh = tuple(-x for x in h)
+            if mr.centric[i]:
+                assert mh not in got
+            elif mr.n_minus[i]:
+                assert got[mh][0] == pytest.approx(mr.I_minus[i], abs=1e-4)
+            else:
+                assert mh not in got
+        assert len(rows) == int((mr.n_plus > 0).sum() + ((mr.n_minus > 0) & ~mr.centric).sum())
+
+
+def test_write_merged_formats(tmp_path):
+    _, _, _, _, mr = _data(False)
+    assert write_merged(tmp_path / "a", mr).name == "a.mtz"
+    assert write_merged(tmp_path / "a", mr, "cif").name == "a.cif"
+    with pytest.raises(InputError):
+        write_merged(tmp_path / "a", mr, "xds")
+    assert _no_temp_files(tmp_path)
+
+
+def test_scale_dat(tmp_path):
+    p = write_scale_dat(tmp_path / "p_iter1_scale.dat", np.arange(3), [1.0, 0.5, 2.25],
+                        [0.0, -3.5, 12.0], [0.9, np.nan, 0.75], [False, True, False])
+    rows = [ln.split() for ln in p.read_text().splitlines()]
+    assert len(rows) == 3 and all(len(r) == 5 for r in rows)
+    assert [int(r[0]) for r in rows] == [0, 1, 2]
+    assert [float(r[1]) for r in rows] == [1.0, 0.5, 2.25]
+    assert [float(r[2]) for r in rows] == [0.0, -3.5, 12.0]
+    assert float(rows[0][3]) == 0.9 and np.isnan(float(rows[1][3]))
+    assert [int(r[4]) for r in rows] == [0, 1, 0]
+    with pytest.raises(ValueError):
+        write_scale_dat(tmp_path / "q.dat", np.arange(3), [1.0], [0.0], [0.0], [0])
+
+
+def test_reference_mtz_intensity_and_amplitude(tmp_path):
+    _, _, _, _, mr = _data(False, 3)
+    write_mtz(tmp_path / "ref.mtz", mr)
+    hkl, I, cell, sg = read_reference_mtz(tmp_path / "ref.mtz")
+    assert sg == SG and cell == pytest.approx(CELL)
+    np.testing.assert_allclose(I, mr.I, rtol=1e-6)
+    assert np.array_equal(hkl, mr.hkl)
+    # an MTZ with only an F column (e.g. a model) → I = F²
+    mtz = gemmi.Mtz(with_base=True)
+    mtz.spacegroup = gemmi.find_spacegroup_by_number(19)
+    mtz.set_cell_for_all(gemmi.UnitCell(20, 30, 40, 90, 90, 90))
+    mtz.add_dataset("d")
+    mtz.add_column("FWT", "F")
+    mtz.add_column("PHWT", "P")
+    data = np.array([[1, 2, 3, 10.0, 0.0], [2, 0, 1, 3.0, 90.0], [0, 1, 1, np.nan, 0.0]],
+                    np.float32)
+    mtz.set_data(data)
+    mtz.write_to_file(str(tmp_path / "f.mtz"))
+    hkl, I, cell, sg = read_reference_mtz(tmp_path / "f.mtz")
+    assert sg == 19 and hkl.tolist() == [[1, 2, 3], [2, 0, 1]]
+    np.testing.assert_allclose(I, [100.0, 9.0])
+    assert read_reference_mtz(tmp_path / "f.mtz", space_group=18)[3] == 18
+
+
+def test_reference_mtz_errors(tmp_path):
+    def msg(path):
+        with pytest.raises(InputError) as e:
+            read_reference_mtz(path)
+        text = str(e.value)
+        assert "\n" not in text and text
+        return text
+
+    assert "does not exist" in msg(tmp_path / "missing.mtz")
+    (tmp_path / "bad.mtz").write_text("this is not an MTZ file\n" * 20)
+    assert "cannot read" in msg(tmp_path / "bad.mtz")
+    mtz = gemmi.Mtz(with_base=True)
+    mtz.spacegroup = gemmi.find_spacegroup_by_number(1)
+    mtz.set_cell_for_all(gemmi.UnitCell(20, 30, 40, 90, 90, 90))
+    mtz.add_dataset("d")
+    mtz.add_column("FREE", "I")
+    mtz.set_data(np.array([[1, 2, 3, 0]], np.float32))
+    mtz.write_to_file(str(tmp_path / "nocol.mtz"))
+    assert "no intensity" in msg(tmp_path / "nocol.mtz")
+
+
+@pytest.mark.parametrize("anomalous", [False, True])
+def test_html_report(tmp_path, anomalous):
+    amap, I, sig, image, mr = _data(anomalous, 4)
+    st = merging_statistics(amap, I, sig, image, image % 2, CELL, SG, anomalous=anomalous,
+                            n_shells=4, reference=(mr.hkl, mr.I * 2.0))
+    p = write_report_html(tmp_path / "report.html", st)
+    text = p.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and _no_temp_files(tmp_path)
+    assert text.count("<svg") == 3
+    for title in ("Correlation coefficients", "Mean I/σ(I)", "Completeness"):
+        assert title in text
+    start = 0
+    for _ in range(3):  # every plot is well-formed XML with at least one polyline
+        a = text.index("<svg", start)
+        b = text.index("</svg>", a) + len("</svg>")
+        root = ET.fromstring(text[a:b])
+        assert root.findall(".//{http://www.w3.org/2000/svg}polyline")
+        start = b
+    assert text.count("<tr") == 1 + st.n_shells + 1  # header + shells + overall
+    assert ("CC_anom" in text) == anomalous

@@ -1,0 +1,173 @@
+"""jfjoch_process -M and jfjoch_scale end to end on simulated Jungfraujoch files."""
+
+from __future__ import annotations
+
+import gemmi
+import h5py
+import numpy as np
+import pytest
+
+from jfx.cli import process_main, scale_main
+from jfx.sim.cli import main as simulate_main
+
+
+@pytest.fixture(scope="module")
+def rot(tmp_path_factory):
+    """16 × 0.5° lysozyme sweep with a per-image scale drift, processed with -M -P rot."""
+    d = tmp_path_factory.mktemp("rotscale")
+    assert simulate_main(["--preset", "lyso_rotation", "-o", str(d / "r"), "--n-images", "16",
+                          "-q", "--set", "image_scale_sigma=0.15"]) == 0
+    return d
+
+
+@pytest.fixture(scope="module")
+def merged_run(rot):
+    import contextlib
+    import io
+
+    out = rot / "m"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = process_main([str(rot / "r_master.h5"), "-o", str(out), "-R=10", "-S", "96",
+                           "-M", "-P", "rot"])
+    assert rc == 0
+    return out, buf.getvalue()
+
+
+def _truth_merged(path):
+    with h5py.File(path) as f:
+        g = f["merged"]
+        hkl = np.stack([g["h"][()], g["k"][()], g["l"][()]], 1)
+        return ({tuple(h): v for h, v in zip(hkl, g["i_true"][()])},
+                {tuple(h): (p, m) for h, p, m in zip(hkl, g["i_plus"][()], g["i_minus"][()])},
+                f["images/scale_factor"][()], float(f["crystal/mosaicity_deg"][()]))
+
+
+def _mtz(path, col="IMEAN"):
+    m = gemmi.read_mtz_file(str(path))
+    return (np.asarray(m.make_miller_array()), np.asarray(m.column_with_label(col).array),
+            np.asarray(m.make_d_array()), m)
+
+
+def test_rotation_merge_against_truth(rot, merged_run):
+    out, stdout = merged_run
+    hkl, I, d, m = _mtz(f"{out}.mtz")
+    assert m.spacegroup.number == 96
+    np.testing.assert_allclose(m.cell.parameters[:3], (79.1, 79.1, 38.0), rtol=0.005)
+    truth, _, g_true, mos_true = _truth_merged(rot / "r_truth.h5")
+    t = np.array([truth.get(tuple(h), np.nan) for h in hkl])
+    ok = np.isfinite(t) & (d >= 2.0)  # the simulated structure stops at 2 Å
+    assert ok.sum() > 500
+    assert np.corrcoef(I[ok], t[ok])[0, 1] >= 0.99
+    with h5py.File(f"{out}_process.h5") as f:
+        s = {k: f["entry/scaling"][k][()] for k in ("scale", "image", "mosaicity_deg",
+                                                     "rejected", "cc", "statistics")}
+        em = dict(f["entry/scaling/error_model"].attrs)
+    inside = (s["image"] >= 1) & (s["image"] <= 14)  # sweep ends have few full reflections
+    lg, lt = np.log(s["scale"][inside]), np.log(g_true[s["image"][inside]])
+    # the simulated scale jumps independently from frame to frame, and a summed reflection
+    # spans ~2-3 frames while the model gives it its centroid frame's scale: correlated,
+    # not exact
+    assert np.corrcoef(lg, lt)[0, 1] > 0.8
+    assert abs(s["mosaicity_deg"][0] - mos_true) < 0.3 * mos_true
+    assert 0.5 < em["a"] < 2.0 and 0 <= em["b"] < 0.2
+    st = s["statistics"]
+    assert st.dtype.names[:4] == ("d_max", "d_min", "n_obs", "n_unique")
+    assert st["n_unique"][-1] == len(hkl)
+    # the console table and the other outputs
+    assert "overall" in stdout and "CC1/2" in stdout
+    for n in (1, 2, 3):
+        lines = open(f"{out}_iter{n}_scale.dat").read().split("\n")
+        assert len([ln for ln in lines if ln and not ln.startswith("#")]) == len(s["image"])
+    assert open(f"{out}_scaling.html").read().count("<svg") == 3
+
+
+def test_jfjoch_scale_remerges_and_combines_half_runs(rot, merged_run, tmp_path, capsys):
+    """jfjoch_scale on the full run equals the process run's merge; two half runs
+    (images 0-7, 8-15) scaled together equal one full run (same reflections, CC > 0.995)."""
+    out, _ = merged_run
+    full = tmp_path / "full"
+    assert scale_main([f"{out}_process.h5", "-o", str(full), "-P", "rot"]) == 0
+    h0, i0, _, _ = _mtz(f"{out}.mtz")
+    h1, i1, _, _ = _mtz(f"{full}.mtz")
+    np.testing.assert_array_equal(h0, h1)
+    np.testing.assert_allclose(i1, i0, rtol=1e-4, atol=1e-4 * np.nanmax(i0))
+    halves = []
+    for a, b in ((0, 7), (8, 15)):
+        o = tmp_path / f"h{a}"
+        assert process_main([str(rot / "r_master.h5"), "-o", str(o), "-R=8", "-S", "96",
+                             "-s", str(a), "-e", str(b)]) == 0
+        halves.append(f"{o}_process.h5")
+    both = tmp_path / "both"
+    assert scale_main(halves + ["-o", str(both), "-P", "rot"]) == 0
+    err = capsys.readouterr().err
+    assert "scaling:" in err
+    h2, i2, _, _ = _mtz(f"{both}.mtz")
+    common = {tuple(h): v for h, v in zip(h2, i2)}
+    pairs = np.array([(v, common[tuple(h)]) for h, v in zip(h1, i1) if tuple(h) in common])
+    assert len(pairs) > 0.95 * len(h1)
+    # reflections crossing the split are partial in both halves (each scaled by its own
+    # recorded fraction) but fully summed in the full run: equal within the noise
+    assert np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1] > 0.995
+    with open(f"{both}_iter1_scale.dat") as f:
+        assert len([ln for ln in f.read().split("\n") if ln and not ln.startswith("#")]) >= 16
+
+
+@pytest.mark.parametrize("fmt,ext", [("cif", "cif"), ("txt", "hkl")])
+def test_other_output_formats_with_anomalous(merged_run, tmp_path, fmt, ext):
+    out, _ = merged_run
+    o = tmp_path / "x"
+    assert scale_main([f"{out}_process.h5", "-o", str(o), "-A", "--scaling-output", fmt]) == 0
+    text = open(f"{o}.{ext}").read()
+    if fmt == "cif":
+        doc = gemmi.cif.read_string(text)
+        rb = gemmi.as_refln_blocks(doc)[0]
+        assert rb.spacegroup.number == 96
+        assert "pdbx_I_plus" in text and len(rb.make_miller_array()) > 500
+    else:
+        rows = [ln.split() for ln in text.splitlines() if ln and not ln.startswith("#")]
+        assert len(rows) > 500 and all(len(r) == 6 for r in rows[:50])
+        assert "96" in text.splitlines()[0] + text.splitlines()[1] + text.splitlines()[2]
+
+
+def test_reference_mtz_drives_the_scaling(rot, merged_run, tmp_path, capsys):
+    out, _ = merged_run
+    # a reference made from the truth (I = |F|², P 43 21 2)
+    truth, _, _, _ = _truth_merged(rot / "r_truth.h5")
+    mtz = gemmi.Mtz(with_base=True)
+    mtz.spacegroup = gemmi.SpaceGroup(96)
+    mtz.set_cell_for_all(gemmi.UnitCell(79.1, 79.1, 38.0, 90, 90, 90))
+    mtz.add_dataset("ref")
+    mtz.add_column("IMEAN", "J")
+    mtz.add_column("SIGIMEAN", "Q")
+    rows = np.array([(*h, v, 1.0) for h, v in truth.items() if v > 0], dtype=np.float32)
+    mtz.set_data(rows)
+    ref = tmp_path / "ref.mtz"
+    mtz.write_to_file(str(ref))
+    o = tmp_path / "z"
+    assert scale_main([f"{out}_process.h5", "-o", str(o), "-z", str(ref)]) == 0
+    captured = capsys.readouterr()
+    assert "against the reference" in captured.err and "CCref" in captured.out
+    assert gemmi.read_mtz_file(f"{o}.mtz").spacegroup.number == 96
+    assert not list(tmp_path.glob("z_iter*_scale.dat"))  # only written without a reference
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["-z", "/nonexistent/ref.mtz"], "reference MTZ not found"),
+    (["-S", "195"], "does not fit space group"),
+    (["--min-partiality", "2"], "minimum partiality"),
+])
+def test_bad_scaling_input_is_one_line_exit_2(merged_run, tmp_path, capsys, args, msg):
+    out, _ = merged_run
+    rc = scale_main([f"{out}_process.h5", "-o", str(tmp_path / "b")] + args)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("b*"))
+
+
+def test_process_without_reflections_cannot_be_scaled(rot, tmp_path, capsys):
+    o = tmp_path / "s"
+    assert process_main([str(rot / "r_master.h5"), "-o", str(o), "-X", "none", "-e", "1"]) == 0
+    rc = scale_main([f"{o}_process.h5", "-o", str(tmp_path / "q")])
+    assert rc == 2 and "no integrated reflections" in capsys.readouterr().err
