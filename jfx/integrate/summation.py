@@ -169,11 +169,17 @@ def _median_rows(xp, v, use, n):
     return xp.where(n > 0, 0.5 * (a + b), 0.0)
 
 
+def _sum64(xp, a, axis=1):
+    """Row sums accumulated in float64 (the (n, P) arrays themselves stay float32)."""
+    return xp.sum(a, axis=axis, dtype=np.float64)
+
+
 def _mean_var(xp, v, w):
+    """Mean and variance (float64) of the ``w`` entries of each row of float32 ``v``."""
     n = xp.sum(w, axis=1)
-    m = xp.sum(xp.where(w, v, 0.0), axis=1) / xp.maximum(n, 1)
-    r = xp.where(w, v - m[:, None], 0.0)
-    s2 = xp.sum(r * r, axis=1) / xp.maximum(n - 1, 1)
+    m = _sum64(xp, xp.where(w, v, 0.0)) / xp.maximum(n, 1)
+    r = xp.where(w, v - m[:, None].astype(v.dtype), 0.0)
+    s2 = _sum64(xp, r * r) / xp.maximum(n - 1, 1)
     return n, m, s2
 
 
@@ -187,11 +193,11 @@ def _plane_fit(xp, v, w, ddx, ddy):
     """Weighted least-squares plane b0 + bx·Δx + by·Δy per row (Cramer's rule on the 3 × 3
     normal equations); the mean (bx = by = 0) where they are singular."""
     w = w.astype(v.dtype)
-    S = xp.sum(w, 1)
+    S = _sum64(xp, w)
     wx, wy = w * ddx, w * ddy
-    Sx, Sy = xp.sum(wx, 1), xp.sum(wy, 1)
-    Sxx, Syy, Sxy = xp.sum(wx * ddx, 1), xp.sum(wy * ddy, 1), xp.sum(wx * ddy, 1)
-    T, Tx, Ty = xp.sum(w * v, 1), xp.sum(wx * v, 1), xp.sum(wy * v, 1)
+    Sx, Sy = _sum64(xp, wx), _sum64(xp, wy)
+    Sxx, Syy, Sxy = _sum64(xp, wx * ddx), _sum64(xp, wy * ddy), _sum64(xp, wx * ddy)
+    T, Tx, Ty = _sum64(xp, w * v), _sum64(xp, wx * v), _sum64(xp, wy * v)
     c00 = Sxx * Syy - Sxy * Sxy
     c01 = Sx * Syy - Sxy * Sy
     c02 = Sx * Sxy - Sxx * Sy
@@ -212,8 +218,8 @@ def _reduce(xp, v, inside, bad, sat, ddx, ddy, covered, valid, *, n_disc, a0, r1
 
     Args:
         xp: numpy or jax.numpy.
-        v: (n, P) float64 pixel values; inside/bad/sat: (n, P) bool pixel classes;
-        ddx, ddy: (n, P) float64 pixel centre − (x, y) (px);
+        v: (n, P) float32 pixel values; inside/bad/sat: (n, P) bool pixel classes;
+        ddx, ddy: (n, P) float32 pixel centre − (x, y) (px);
         covered: (n, P) int number of valid signal discs covering the pixel (all rows);
         valid: (n,) bool.
     Returns:
@@ -248,8 +254,10 @@ def _reduce(xp, v, inside, bad, sat, ddx, ddy, covered, valid, *, n_disc, a0, r1
     mad = _median_rows(xp, xp.abs(va - m[:, None]), use, n_use)
     sig = xp.maximum(1.4826 * mad, xp.sqrt(xp.maximum(m, 0.0)))
     keep = None
+    f32 = va.dtype
     for _ in range(n_iter):
-        new = use & (xp.abs(va - m[:, None]) <= nsigma * sig[:, None] + 1.0)
+        lim = (nsigma * sig + 1.0).astype(f32)
+        new = use & (xp.abs(va - m.astype(f32)[:, None]) <= lim[:, None])
         if keep is not None and _converged(xp, new, keep):
             break
         keep = new
@@ -264,18 +272,19 @@ def _reduce(xp, v, inside, bad, sat, ddx, ddy, covered, valid, *, n_disc, a0, r1
             b0, bx, by, dof = _plane_fit(xp, va, keep, dxa, dya)
             if it == n_iter - 1:
                 break
-            res = va - (b0[:, None] + bx[:, None] * dxa + by[:, None] * dya)
-            s2 = xp.sum(xp.where(keep, res * res, 0.0), 1) / dof
+            res = va - (b0.astype(f32)[:, None] + bx.astype(f32)[:, None] * dxa
+                        + by.astype(f32)[:, None] * dya)
+            s2 = _sum64(xp, xp.where(keep, res * res, 0.0)) / dof
             sig = xp.sqrt(xp.maximum(s2, xp.maximum(b0, 0.0)))
-            new = use & (xp.abs(res) <= nsigma * sig[:, None] + 1.0)
+            new = use & (xp.abs(res) <= (nsigma * sig + 1.0).astype(f32)[:, None])
             if _converged(xp, new, keep):
                 break
             keep = new
     n_b = xp.sum(keep, axis=1)
 
-    sum_v = xp.sum(xp.where(sig_px, vs, 0.0), axis=1)
+    sum_v = _sum64(xp, xp.where(sig_px, vs, 0.0))
     if background == "plane":
-        bpix = b0[:, None] + bx[:, None] * dxs + by[:, None] * dys
+        bpix = b0[:, None] + bx[:, None] * dxs + by[:, None] * dys  # float64 (n, disc)
         sum_b = xp.sum(xp.where(sig_px, bpix, 0.0), axis=1)
         b_disc = xp.where(n_s > 0, sum_b / xp.maximum(n_s, 1), b0)
     else:
@@ -358,7 +367,11 @@ def _integrate_numpy(frame, pm, x, y, valid, r, *, has_err, err, has_sat, sat, b
     raw = frame.reshape(-1)[flat]
     pmv = pm.reshape(-1)[flat]
     bad, satd = _classify(np, raw, pmv, inside, has_err, err, has_sat, sat)
-    v = raw.astype(np.float64)
+    # image kernel in float32 (explicit): the (n, P) passes are memory bound; sums of ≤ 200
+    # pixel values keep 7 significant digits
+    v = raw.astype(np.float32)
+    ddx = ddx.astype(np.float32)
+    ddy = ddy.astype(np.float32)
     # signal-disc coverage: a row's own disc (1) unless another row is close enough
     # (centres < r1 + r3 apart) for its disc to reach this row's disc or annulus; for those
     # rows the discs of all the close rows are counted exactly.
@@ -397,7 +410,8 @@ def _integrate_kernel(frame, pixel_mask, x, y, valid, err, sat, nsigma, min_back
     pmv = pixel_mask.reshape(-1)[flat]
     bad, satd = _classify(jnp, raw, pmv, inside, has_err, err.astype(raw.dtype), has_sat,
                           sat.astype(raw.dtype))
-    v = raw.astype(jnp.float64)
+    v = raw.astype(jnp.float32)
+    ddx, ddy = ddx.astype(jnp.float32), ddy.astype(jnp.float32)
     disc = (ddx * ddx + ddy * ddy < radii[0] ** 2) & inside & valid_f[:, None]
     cnt = jnp.zeros(ny * nx, jnp.int32).at[flat.reshape(-1)].add(
         disc.reshape(-1).astype(jnp.int32))

@@ -282,8 +282,12 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
                               f"reindexed" + ("" if amb.converged else " (not converged)"))
 
     # ---- ASU, limits, observations
-    asu = asu_map(hkl, sg.number, anomalous=False)
-    refl_id = np.where(asu.absent, -1, asu.refl).astype(np.int64)
+    # -A: Friedel mates are separate reflections already in the scaling (their intensities
+    # differ by the anomalous signal, which would otherwise enter the error model)
+    asu = asu_map(hkl, sg.number, anomalous=settings.anomalous)
+    n_groups = 2 * asu.n_refl if settings.anomalous else asu.n_refl
+    refl_id = np.where(asu.absent, -1,
+                       asu.refl_anom if settings.anomalous else asu.refl).astype(np.int64)
     cols: dict[str, list[np.ndarray]] = {}
     start = 0
     for k, (r, t) in enumerate(zip(runs, tabs)):
@@ -297,7 +301,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             phi_start_deg=float(r.phi_start_deg or 0.0),
             phi_increment_deg=float(r.phi_increment_deg or 0.0),
             intensity=settings.intensity, min_partiality=settings.min_partiality,
-            d_min_A=settings.high_resolution_A, n_refl=asu.n_refl, n_img=n_img, pad=False,
+            d_min_A=settings.high_resolution_A, n_refl=n_groups, n_img=n_img, pad=False,
             beam_center_px=None if r.is_rotation else r.beam_center_px)
         for f in dataclasses.fields(o):
             if f.metadata.get("static") or f.name in ("n_refl", "n_img", "wavelength_A",
@@ -306,7 +310,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             cols.setdefault(f.name, []).append(np.asarray(getattr(o, f.name)))
     inc = next((r.phi_increment_deg for r in runs if r.is_rotation), 0.0) or 0.0
     obs = make_observations({k: np.concatenate(v) for k, v in cols.items()},
-                            n_refl=asu.n_refl, n_img=n_img,
+                            n_refl=n_groups, n_img=n_img,
                             wavelength_A=float(runs[0].wavelength_A),
                             phi_increment_rad=float(np.radians(inc)))
     n_rows = len(run_row)
@@ -314,6 +318,8 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
     if reference is not None:
         ref_refl = reference_on_asu(asu.unique_hkl, (reference.hkl, reference.intensity),
                                     sg.number)
+        if settings.anomalous:  # both Friedel mates take the reference's mean intensity
+            ref_refl = np.repeat(ref_refl, 2)
         if not np.any(np.isfinite(ref_refl)):
             raise ValueError("the reference shares no reflection with the data")
 
@@ -367,10 +373,14 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             bad_i = rj.reject_images_cc(cc, settings.min_image_cc_percent) & fit.image_ok
             changed |= bool(np.any(bad_i & ~rejected_img))
             rejected_img |= bad_i
-        if settings.reject_delta_cchalf is not None:
+        # ΔCC½ once, on the first scaled set (Jungfraujoch: score every image, then drop):
+        # repeated, the mean − N·sd cut keeps eating into the tail of a distribution that
+        # tightens every time, and after outlier rejection a bad image has lost exactly the
+        # observations that betray it
+        if settings.reject_delta_cchalf is not None and it == 0:
             use = ok & ~outlier & ~rejected_img[image_o]
             dcc = rj.delta_cc_half(refl_o[use], image_o[use], I_c[use], s_c[use], halves,
-                                   asu.n_refl, n_img)
+                                   n_groups, n_img)
             bad_i = rj.reject_images_delta_cc(dcc, settings.reject_delta_cchalf)
             changed |= bool(np.any(bad_i & ~rejected_img))
             rejected_img |= bad_i

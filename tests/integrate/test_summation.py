@@ -48,7 +48,8 @@ def test_noiseless_spot_on_flat_background(impl, background):
     assert r.flags[0] == F.INTEGRATED_SUM
     assert abs(r.intensity[0] / SCALE - N) < 0.01 * N
     # the background is exactly flat (tails of the σ = 1 px spot at r ≥ 8 are < 1e-12)
-    assert r.background[0] == pytest.approx(b * SCALE, abs=1e-9)
+    # (float32 pixel arrays, float64 sums: the plane fit's moments round at ~1e-7)
+    assert r.background[0] == pytest.approx(b * SCALE, rel=1e-7, abs=1e-9)
     assert r.n_signal[0] == disc_count(x, y, 6.0, shape)
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     d2 = (xx - x) ** 2 + (yy - y) ** 2
@@ -229,7 +230,8 @@ def test_jax_equals_numpy_on_random_frames(background):
     np.testing.assert_array_equal(a.n_signal, b.n_signal)
     np.testing.assert_array_equal(a.n_background, b.n_background)
     for k in ("intensity", "variance", "background", "background_sigma", "masked_fraction"):
-        np.testing.assert_allclose(getattr(a, k), getattr(b, k), rtol=1e-9, atol=1e-9)
+        # float32 pixel arrays, float64 sums: equal up to float32 rounding of the products
+        np.testing.assert_allclose(getattr(a, k), getattr(b, k), rtol=1e-6, atol=1e-6)
     assert np.sum(a.flags & F.INTEGRATED_SUM) > 50  # the comparison covers real rows
     assert np.any(a.flags & F.OVERLAP) and np.any(a.flags & F.EDGE)
 
