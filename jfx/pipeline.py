@@ -747,7 +747,8 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
     from jfx.integrate.summation import integrate_frame
     from jfx.models.lattice import Lattice
     from jfx.models.reflections import ReflectionFlag as F
-    from jfx.refine.refine import RefineSpots, refine_rotation, refine_stills
+    from jfx.refine.refine import (RefineSpots, refine_rotation, refine_scan_varying,
+                                   refine_stills)
 
     geo = master.geometry if geometry is None else geometry
     ig = settings.integrate
@@ -925,8 +926,8 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
                                    axis, phi[:, None])
             hr = qr @ b0.T
             hkl_r = np.rint(hr).astype(np.int32)
-            good = _cap_spots(pk & (np.linalg.norm(hr - hkl_r, axis=-1)
-                                    < settings.index.tolerance))
+            inl = pk & (np.linalg.norm(hr - hkl_r, axis=-1) < settings.index.tolerance)
+            good = _cap_spots(inl)
             spots_r = RefineSpots.create(hkl_r, x_all, y_all, frame=frame_c, valid=good)
             res = refine_rotation(spots_r, geo_r, Lattice(basis=b0, space_group=sg),
                                   settings.refine, solver=ig.solver, phi_scale_px=phi_scale)
@@ -936,11 +937,38 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
         refined = int(int(res.status) == 0)
         rmsd, rmsd_phi = float(res.rmsd_px), float(res.rmsd_phi_deg)
         mx["rotation_lattice"] = b0.reshape(9)
+    img_range = (int(indices.min()), int(indices.max()))
+    sv = None
+    if (refine_on and settings.refine.scan_varying_deg is not None
+            and "lattice.orientation" in settings.refine.free and inc > 0):
+        # scan-varying orientation: blocks of scan_varying_deg, each block's orientation on
+        # all of its inlier spots (the model of the last macro-cycle), detector/cell fixed
+        block = max(1, int(round(settings.refine.scan_varying_deg / np.degrees(inc))))
+        sv = refine_scan_varying(
+            RefineSpots.create(hkl_r, x_all, y_all, frame=frame_c, valid=inl), geo_r,
+            Lattice(basis=b0, space_group=sg), block, n_images=img_range, solver=ig.solver,
+            phi_scale_px=phi_scale)
+        mx["scan_varying_edges"] = sv.edges
+        mx["scan_varying_lattice"] = sv.basis.reshape(-1, 9)
     # partials recording < 2 % of a reflection (0.4 % of the intensity in the tails, 20 % of
     # the rows) are not integrated; the recorded fraction (partiality) accounts for them
-    pr = predict_rotation(geo_r, b0, d_min, (int(indices.min()), int(indices.max())),
-                          mosaicity_deg=ig.mosaicity_deg, n_sigma=ig.n_sigma,
-                          space_group=sg, min_fraction=MIN_PARTIAL_FRACTION)
+    if sv is None:
+        pr = predict_rotation(geo_r, b0, d_min, img_range, mosaicity_deg=ig.mosaicity_deg,
+                              n_sigma=ig.n_sigma, space_group=sg,
+                              min_fraction=MIN_PARTIAL_FRACTION)
+    else:  # each block's images predicted with the block's orientation
+        parts_p = []
+        for b in range(len(sv.basis)):
+            lo = max(int(sv.edges[b]), img_range[0])
+            hi = min(int(np.ceil(sv.edges[b + 1])) - 1, img_range[1])
+            if hi < lo:
+                continue
+            pb = predict_rotation(geo_r, sv.basis[b], d_min, (lo, hi),
+                                  mosaicity_deg=ig.mosaicity_deg, n_sigma=ig.n_sigma,
+                                  space_group=sg, min_fraction=MIN_PARTIAL_FRACTION)
+            parts_p.append(pb)
+        pr = type(parts_p[0])(**{f.name: np.concatenate([getattr(q, f.name) for q in parts_p])
+                                 for f in dataclasses.fields(parts_p[0])})
     todo = np.isin(pr.image, indices)
     n_rows = pr.n
     r_int = np.full(n_rows, np.nan)

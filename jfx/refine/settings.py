@@ -31,10 +31,15 @@ class RefineSettings:
     Attributes:
         preset: ``none`` | ``orientation`` | ``beam_and_lattice`` (default) | ``pixelrefine``.
         free: the free leaves, each one of :data:`PARAMETERS` (empty for ``none``).
+        scan_varying_deg: rotation data: after the scan-static refinement, refine the crystal
+            orientation again in blocks of this many degrees of the sweep (scan-varying
+            orientation, piecewise constant; ``None`` = scan-static only). Ignored for stills
+            and without a free ``lattice.orientation``.
     """
 
     preset: str = "beam_and_lattice"
     free: tuple[str, ...] = BEAM_AND_LATTICE_FREE
+    scan_varying_deg: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preset", as_choice("refinement (-r)", self.preset, PRESETS))
@@ -48,6 +53,8 @@ class RefineSettings:
         if self.preset == "none" and free:
             raise ValueError("refinement preset 'none' cannot have free parameters")
         object.__setattr__(self, "free", free)
+        object.__setattr__(self, "scan_varying_deg", as_float(
+            "refine.scan_varying_deg", self.scan_varying_deg, positive=True, allow_none=True))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -153,12 +153,21 @@ def _refl(path):
         return {k: f["entry/reflections"][k][()] for k in f["entry/reflections"]}
 
 
-def test_rotation_refine_and_integrate_against_truth(rotation, tmp_path, capsys):
+@pytest.mark.parametrize("extra", [[], ["refine.scan_varying_deg=4"]])
+def test_rotation_refine_and_integrate_against_truth(rotation, tmp_path, capsys, extra):
     """-R -S 96 runs spots → index → refine → integrate; the summed partials of the full
     reflections correlate with the true expected photons (CC ≥ 0.98 for I/σ > 10 and ≥ 0.9
-    overall, the issue's acceptance)."""
+    overall, the issue's acceptance); likewise with scan-varying orientation (blocks of 4°)."""
     out = tmp_path / "o"
-    assert process_main([str(rotation / "r_master.h5"), "-o", str(out), "-R=10", "-S", "96"]) == 0
+    assert process_main([str(rotation / "r_master.h5"), "-o", str(out), "-R=10", "-S", "96"]
+                        + extra) == 0
+    if extra:
+        with h5py.File(f"{out}_process.h5") as f:
+            edges = f["entry/MX/scan_varying_edges"][()]
+            lat = f["entry/MX/scan_varying_lattice"][()].reshape(-1, 3, 3)
+            b_static = f["entry/MX/rotation_lattice"][()].reshape(3, 3)
+        np.testing.assert_array_equal(edges, [0, 8, 16])
+        assert all(orientation_error_deg(b, b_static) < 0.15 for b in lat)
     err = capsys.readouterr().err
     assert "refinement (rotation)" in err and "integration:" in err
     r = _refl(f"{out}_process.h5")
