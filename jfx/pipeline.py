@@ -847,6 +847,12 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
                     res = res2
             geoms = [_image_geometry(res.geometry, j) for j in range(sel.size)]
             basis = np.asarray(res.basis)
+            # the refined per-image lattices replace the indexing ones in /entry/MX (with a
+            # space group: without one the refined cell is triclinic, and one still's cell
+            # is less exact than the indexer's Bravais-symmetrised one)
+            if sg is not None:
+                ok_b = np.all(np.isfinite(basis.reshape(len(sel), -1)), axis=1)
+                mx["latticeIndexed"][sel[ok_b]] = basis.reshape(len(sel), 9)[ok_b]
             refined = int(np.sum(np.asarray(res.status) == 0))
             rmsd = float(np.nanmedian(res.rmsd_px)) if np.any(np.isfinite(res.rmsd_px)) \
                 else float("nan")

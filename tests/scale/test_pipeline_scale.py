@@ -113,6 +113,21 @@ def test_jfjoch_scale_remerges_and_combines_half_runs(rot, merged_run, tmp_path,
         assert len([ln for ln in f.read().split("\n") if ln and not ln.startswith("#")]) >= 16
 
 
+def test_jfjoch_scale_remerges_in_another_space_group(merged_run, tmp_path):
+    """-S 89 (P422, same lattice, no screw axes): the 00l reflections that P4₃2₁2 calls
+    absent are merged too, everything else maps to the same unique set."""
+    out, _ = merged_run
+    o = tmp_path / "p422"
+    assert scale_main([f"{out}_process.h5", "-o", str(o), "-S", "89"]) == 0
+    h96, _, _, _ = _mtz(f"{out}.mtz")
+    h89, _, _, m = _mtz(f"{o}.mtz")
+    assert m.spacegroup.number == 89
+    ops = gemmi.SpaceGroup(96).operations()
+    extra = [h for h in map(tuple, h89) if ops.is_systematically_absent(list(map(int, h)))]
+    assert len(h89) == len(h96) + len(extra)
+    assert all(h[0] == 0 and h[1] == 0 or h[0] == 0 or h[1] == 0 for h in extra)
+
+
 @pytest.mark.parametrize("fmt,ext", [("cif", "cif"), ("txt", "hkl")])
 def test_other_output_formats_with_anomalous(merged_run, tmp_path, fmt, ext):
     out, _ = merged_run
