@@ -52,8 +52,10 @@ class SolveInfo:
     converged: jnp.ndarray
 
 
-def _split(params: Any, free_mask: Any):
-    """Free leaves → flat vector and the function that puts a vector back."""
+def split_free(params: Any, free_mask: Any):
+    """Free leaves → flat float64 vector ``x0`` and ``unflatten(x)`` that puts a vector back
+    into the pytree; also the indices of the free leaves and their sizes (the vector's
+    layout). ``free_mask`` has the structure of ``params`` with a bool per leaf."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
     mask = [bool(m) for m in jax.tree_util.tree_leaves(free_mask)]
     if len(mask) != len(leaves):
@@ -74,6 +76,12 @@ def _split(params: Any, free_mask: Any):
             o += n
         return jax.tree_util.tree_unflatten(treedef, new)
 
+    return x0, unflatten, idx, sizes
+
+
+def _split(params: Any, free_mask: Any):
+    """Free leaves → flat vector and the function that puts a vector back."""
+    x0, unflatten, _, _ = split_free(params, free_mask)
     return x0, unflatten
 
 
@@ -172,17 +180,14 @@ def _lm(f, x0, max_iter: int, tol: float):
     return x, SolveInfo(iterations=it, cost=c, rmsd=_rmsd(r), converged=conv)
 
 
-def _lbfgs(f, x0, max_iter: int, tol: float):
-    J0 = jax.jacfwd(f)(x0)
-    col = jnp.sqrt(jnp.sum(J0 * J0, axis=0))
-    scale = 1.0 / jnp.where(col > 0, col, 1.0)
+def lbfgs_loop(cost, z0, max_iter: int, tol, grad_norm=None):
+    """optax L-BFGS on ``cost(z)`` from ``z0`` inside one ``lax.while_loop``.
 
-    def cost(z):
-        r = f(x0 + scale * z)
-        return 0.5 * jnp.sum(r * r)
-
+    Stops after ``max_iter`` iterations or when ``grad_norm(g)`` (default the Euclidean norm)
+    of the latest gradient is ≤ ``tol``. Returns (z, iterations, gradient norm).
+    """
+    norm = (lambda g: jnp.sqrt(jnp.sum(g * g))) if grad_norm is None else grad_norm
     opt = optax.lbfgs()
-    z0 = jnp.zeros_like(x0)
     st0 = opt.init(z0)
     vg = optax.value_and_grad_from_state(cost)
 
@@ -195,12 +200,23 @@ def _lbfgs(f, x0, max_iter: int, tol: float):
         v, g = vg(z, state=st)
         upd, st = opt.update(g, st, z, value=v, grad=g, value_fn=cost)
         z = optax.apply_updates(z, upd)
-        gn = optax.tree_utils.tree_norm(optax.tree_utils.tree_get(st, "grad"))
-        return z, st, it + 1, gn
+        return z, st, it + 1, norm(optax.tree_utils.tree_get(st, "grad"))
 
     g0 = jax.grad(cost)(z0)
-    z, _, it, gn = jax.lax.while_loop(
-        cond, body, (z0, st0, jnp.asarray(0), jnp.sqrt(jnp.sum(g0 * g0))))
+    z, _, it, gn = jax.lax.while_loop(cond, body, (z0, st0, jnp.asarray(0), norm(g0)))
+    return z, it, gn
+
+
+def _lbfgs(f, x0, max_iter: int, tol: float):
+    J0 = jax.jacfwd(f)(x0)
+    col = jnp.sqrt(jnp.sum(J0 * J0, axis=0))
+    scale = 1.0 / jnp.where(col > 0, col, 1.0)
+
+    def cost(z):
+        r = f(x0 + scale * z)
+        return 0.5 * jnp.sum(r * r)
+
+    z, it, gn = lbfgs_loop(cost, jnp.zeros_like(x0), max_iter, tol)
     x = x0 + scale * z
     r = f(x)
     return x, SolveInfo(iterations=it, cost=0.5 * jnp.sum(r * r), rmsd=_rmsd(r),

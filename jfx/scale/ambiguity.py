@@ -41,6 +41,8 @@ from collections.abc import Sequence
 import gemmi
 import numpy as np
 
+from jfx.scale.merge import get_space_group
+
 __all__ = [
     "AmbiguityResult",
     "ambiguity_operators",
@@ -57,18 +59,7 @@ _DEN = np.int64(gemmi.Op.DEN)  # gemmi's denominator of rotation matrices
 
 # ----------------------------------------------------------------------------- basics
 def _space_group(space_group) -> gemmi.SpaceGroup:
-    if isinstance(space_group, gemmi.SpaceGroup):
-        return space_group
-    sg = None
-    if isinstance(space_group, (int, np.integer)) or str(space_group).strip().isdigit():
-        n = int(space_group)
-        if 1 <= n <= 230:
-            sg = gemmi.find_spacegroup_by_number(n)
-    else:
-        sg = gemmi.find_spacegroup_by_name(str(space_group))
-    if sg is None:
-        raise ValueError(f"unknown space group {space_group!r}")
-    return sg
+    return get_space_group(space_group)
 
 
 def _unit_cell(cell) -> gemmi.UnitCell:

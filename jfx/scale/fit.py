@@ -37,10 +37,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jfx.models._pytree import replace
-from jfx.refine.solvers import solve
+from jfx.refine.solvers import lbfgs_loop, solve, split_free
 from jfx.scale.base import Likelihood, PartialityModel, ScaleModel
 from jfx.scale.error_model import ErrorModel, fit_error_model
 from jfx.scale.likelihood import NormalLikelihood
@@ -190,25 +189,6 @@ def _global_step(pmodel, smodel, lik, max_iter, tol, use_ref, params, obs, sigma
                  max_iter=max_iter, tol=tol)
 
 
-def _free_split(params, mask):
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    flags = [bool(m) for m in jax.tree_util.tree_leaves(mask)]
-    idx = [i for i, f in enumerate(flags) if f]
-    shapes = [jnp.shape(leaves[i]) for i in idx]
-    sizes = [int(np.prod(s)) for s in shapes]
-
-    def unflatten(x):
-        new = list(leaves)
-        o = 0
-        for i, shp, n in zip(idx, shapes, sizes):
-            new[i] = jnp.reshape(x[o:o + n], shp)
-            o += n
-        return jax.tree_util.tree_unflatten(treedef, new)
-
-    x0 = jnp.concatenate([jnp.ravel(leaves[i]) for i in idx]) if idx else jnp.zeros((0,))
-    return x0, unflatten, idx, sizes
-
-
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def _optax_fit(pmodel, smodel, lik, max_iter, use_ref, params, obs, sigma, weights, ref_obs,
                tol):
@@ -219,7 +199,7 @@ def _optax_fit(pmodel, smodel, lik, max_iter, use_ref, params, obs, sigma, weigh
     scaled by their inverse column norms.
     """
     mask = _masks(pmodel, smodel)
-    x0, unflatten, idx, sizes = _free_split(params, mask)
+    x0, unflatten, idx, sizes = split_free(params, mask)
     # which free leaves are image leaves (per-image column norms via segment sums)
     paths = [jax.tree_util.keystr(p) for p, _ in
              jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -286,27 +266,9 @@ def _optax_fit(pmodel, smodel, lik, max_iter, use_ref, params, obs, sigma, weigh
         m = _model_I(pmodel, smodel, p, obs, sigma, weights, ref_obs, use_ref)
         return lik.nll(m, obs.intensity, sigma, weights)
 
-    opt = optax.lbfgs()
-    z0 = jnp.zeros_like(x0)
-    st0 = opt.init(z0)
-    vg = optax.value_and_grad_from_state(cost)
     n_free = max(int(x0.shape[0]), 1)
-
-    def cond(s):
-        _, _, it, gn = s
-        return (it < max_iter) & (gn > tol)
-
-    def body(s):
-        z, st, it, _ = s
-        v, g = vg(z, state=st)
-        upd, st = opt.update(g, st, z, value=v, grad=g, value_fn=cost)
-        z = optax.apply_updates(z, upd)
-        g2 = optax.tree_utils.tree_get(st, "grad")
-        return z, st, it + 1, jnp.sqrt(jnp.sum(g2 * g2) / n_free)
-
-    g0 = jax.grad(cost)(z0)
-    z, _, it, gn = jax.lax.while_loop(cond, body,
-                                      (z0, st0, jnp.asarray(0), jnp.sqrt(jnp.sum(g0 * g0))))
+    z, it, gn = lbfgs_loop(cost, jnp.zeros_like(x0), max_iter, tol,
+                           grad_norm=lambda g: jnp.sqrt(jnp.sum(g * g) / n_free))
     return unflatten(to_x(z)), it, gn
 
 

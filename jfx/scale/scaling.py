@@ -159,33 +159,15 @@ def _merging_cell(runs: list[RunData], cell: Any) -> np.ndarray:
     return np.median(np.stack(cells), axis=0)
 
 
-def check_cell_fits(cell: np.ndarray, space_group: int, rel_tol: float = 0.01,
-                    angle_tol_deg: float = 1.0) -> None:
-    """ValueError (one line) when ``cell`` violates the metric of ``space_group``'s lattice."""
-    from jfx.scale.merge import get_space_group
+def check_cell_fits(cell: np.ndarray, space_group: int) -> None:
+    """ValueError (one line) when ``cell`` violates the metric of ``space_group``'s lattice
+    (:func:`jfx.models.symmetry.cell_fits_space_group`)."""
+    from jfx.models.symmetry import cell_fits_space_group, space_group as sg_of
 
-    sg = get_space_group(space_group)
-    a, b, c, al, be, ga = (float(v) for v in cell)
-    system = sg.crystal_system_str()
-    close = lambda x, y: abs(x - y) <= rel_tol * max(x, y)  # noqa: E731
-    ang = lambda x, y: abs(x - y) <= angle_tol_deg  # noqa: E731
-    ok = True
-    if system in ("cubic",):
-        ok = close(a, b) and close(b, c) and ang(al, 90) and ang(be, 90) and ang(ga, 90)
-    elif system == "tetragonal":
-        ok = close(a, b) and ang(al, 90) and ang(be, 90) and ang(ga, 90)
-    elif system == "orthorhombic":
-        ok = ang(al, 90) and ang(be, 90) and ang(ga, 90)
-    elif system in ("hexagonal", "trigonal"):
-        if sg.hm.startswith("R") and sg.ext == "R":
-            ok = close(a, b) and close(b, c) and ang(al, be) and ang(be, ga)
-        else:
-            ok = close(a, b) and ang(al, 90) and ang(be, 90) and ang(ga, 120)
-    elif system == "monoclinic":
-        ok = ang(al, 90) and ang(ga, 90)
-    if not ok:
+    if not cell_fits_space_group(tuple(float(v) for v in cell), int(space_group)):
+        sg = sg_of(int(space_group))
         raise ValueError(f"unit cell {', '.join(f'{v:.2f}' for v in cell)} does not fit space "
-                         f"group {sg.hm} ({sg.number}, {system})")
+                         f"group {sg.hm} ({sg.number}, {sg.crystal_system_str()})")
 
 
 def scale_merge(runs: list[RunData], settings: ScaleSettings,

@@ -125,16 +125,9 @@ def _lookup(table_hkl: np.ndarray, table_val: np.ndarray, hkl: np.ndarray) -> np
 
 def resolve_space_group(space_group: int | str) -> gemmi.SpaceGroup:
     """gemmi space group from a number (1–230) or an H-M symbol; ValueError if unknown."""
-    sg = None
-    if isinstance(space_group, (int, np.integer)) or str(space_group).strip().isdigit():
-        n = int(space_group)
-        if 1 <= n <= 230:
-            sg = gemmi.find_spacegroup_by_number(n)
-    else:
-        sg = gemmi.find_spacegroup_by_name(str(space_group))
-    if sg is None:
-        raise ValueError(f"unknown space group {space_group!r}")
-    return sg
+    from jfx.scale.merge import get_space_group
+
+    return get_space_group(space_group)
 
 
 def reciprocal_metric(cell) -> np.ndarray:
