@@ -21,7 +21,7 @@ Definitions (``n`` = number of observations of a reflection, ``I_i`` its observa
   the caller assigns whole images to halves) over reflections present in both halves
   (Karplus & Diederichs, Science 336, 1030 (2012)); ``cc_star`` = √(2 CC½ / (1 + CC½))
   (same paper; NaN for CC½ ≤ 0).
-* ``r_meas`` = Σ_h √(n/(n−1)) Σ_i |I_i − Ī_h| / Σ_h Σ_i I_i and ``r_pim`` the same with
+* ``r_meas`` = Σ_h √(n/(n−1)) Σ_i |I_i − Ī_h| / Σ_h Σ_i I_i (NaN where Σ I ≤ 0) and ``r_pim`` the same with
   √(1/(n−1)), Ī_h the unweighted mean of the observations, sums over reflections with n ≥ 2
   (Diederichs & Karplus, Nat. Struct. Biol. 4, 269 (1997); Weiss, J. Appl. Cryst. 34, 130
   (2001)).
@@ -423,7 +423,7 @@ def merging_statistics(asu: AsuMap, I: np.ndarray, sigma: np.ndarray,
         cols["cc_half"][row] = pearson(m0[pair], m1[pair])
         multi = sel_u & (cnt >= 2)
         den = sum_i[multi].sum()
-        if multi.any() and den != 0:
+        if multi.any() and den > 0:  # undefined (NaN) when the shell's Σ I is ≤ 0 (noise)
             cols["r_meas"][row] = (f_meas[multi] * absdev[multi]).sum() / den
             cols["r_pim"][row] = (f_pim[multi] * absdev[multi]).sum() / den
         sel_r = (j_refl >= 0) if row == ns else (j_refl == row)
