@@ -470,6 +470,10 @@ def _process_job(argv: list[str], con: _Console) -> int:
     dt = time.perf_counter() - t0
     con.info(f"wrote {out_path} ({n_img} images) in {dt:.2f} s "
              f"({n_img / dt if dt > 0 else 0.0:.1f} frames/s overall)")
+    if settings.merging and result.scaling is None:
+        # the _process.h5 (spots, indexing) is written; there is nothing to scale
+        con.error("scaling: nothing to merge (no image was indexed and integrated)")
+        return 1
     return 0
 
 

@@ -1299,7 +1299,18 @@ def process(
             times["integrate"] = time.perf_counter() - t2
         if settings.merging and "reflections" in groups:
             t3 = time.perf_counter()
-            scaling = run_scaling(settings, [run_data(groups, geometry, settings)])
+            run = run_data(groups, geometry, settings)
+            sg_merge = settings.crystal.space_group
+            stored_sg = getattr(master, "space_group", None)
+            if sg_merge is None and stored_sg is not None and run.cell is not None:
+                # no -S: the master's space group, when the indexed cell has its metric
+                from jfx.scale.scaling import check_cell_fits
+                try:
+                    check_cell_fits(run.cell, int(stored_sg))
+                    sg_merge = int(stored_sg)
+                except ValueError:
+                    pass  # merged in P1 (the summary line names the space group)
+            scaling = run_scaling(settings, [run], space_group=sg_merge)
             groups["scaling"] = scaling.scaling_group()
             times["scale"] = time.perf_counter() - t3
     times["total"] = time.perf_counter() - t0

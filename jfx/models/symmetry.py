@@ -94,20 +94,22 @@ def validate_unit_cell(cell: Sequence[float]) -> tuple[float, ...]:
     return values
 
 
-def _eq_len(x: float, y: float) -> bool:
-    return abs(x - y) <= LENGTH_RTOL * max(x, y)
-
-
-def _eq_ang(x: float, y: float) -> bool:
-    return abs(x - y) <= ANGLE_TOL_DEG
-
-
-def cell_fits_space_group(cell: Sequence[float], number: int) -> bool:
+def cell_fits_space_group(cell: Sequence[float], number: int, *,
+                          length_rtol: float = LENGTH_RTOL,
+                          angle_tol_deg: float = ANGLE_TOL_DEG) -> bool:
     """Whether ``cell`` has the metric symmetry required by space group ``number``.
 
-    See the module docstring for the rules and :data:`LENGTH_RTOL`, :data:`ANGLE_TOL_DEG`.
+    See the module docstring for the rules and :data:`LENGTH_RTOL`, :data:`ANGLE_TOL_DEG`
+    (the defaults; a refined, unconstrained cell is judged with looser ones).
     """
     a, b, c, al, be, ga = validate_unit_cell(cell)
+
+    def _eq_len(x: float, y: float) -> bool:
+        return abs(x - y) <= length_rtol * max(x, y)
+
+    def _eq_ang(x: float, y: float) -> bool:
+        return abs(x - y) <= angle_tol_deg
+
     sg = space_group(number)
     system = sg.crystal_system_str()
     right = _eq_ang(al, 90.0) and _eq_ang(be, 90.0) and _eq_ang(ga, 90.0)

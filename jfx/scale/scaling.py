@@ -159,15 +159,27 @@ def _merging_cell(runs: list[RunData], cell: Any) -> np.ndarray:
     return np.median(np.stack(cells), axis=0)
 
 
-def check_cell_fits(cell: np.ndarray, space_group: int) -> None:
-    """ValueError (one line) when ``cell`` violates the metric of ``space_group``'s lattice
-    (:func:`jfx.models.symmetry.cell_fits_space_group`)."""
+CELL_LENGTH_RTOL = 0.01
+CELL_ANGLE_TOL_DEG = 1.0
+"""A refined cell (triclinic when processed without ``-S``) fits a space group within 1 % and
+1°; the merging cell is then symmetrised to the group's metric."""
+
+
+def check_cell_fits(cell: np.ndarray, space_group: int) -> np.ndarray:
+    """The merging cell: ``cell`` symmetrised to ``space_group``'s lattice metric
+    (:func:`jfx.index.bravais.symmetrized_cell`). ValueError (one line) when ``cell`` is
+    further than 1 % / 1° from that metric (:func:`jfx.models.symmetry.cell_fits_space_group`)."""
+    from jfx.index.bravais import bravais_of_space_group, symmetrized_cell
     from jfx.models.symmetry import cell_fits_space_group, space_group as sg_of
 
-    if not cell_fits_space_group(tuple(float(v) for v in cell), int(space_group)):
+    c = tuple(float(v) for v in cell)
+    if not cell_fits_space_group(c, int(space_group), length_rtol=CELL_LENGTH_RTOL,
+                                 angle_tol_deg=CELL_ANGLE_TOL_DEG):
         sg = sg_of(int(space_group))
         raise ValueError(f"unit cell {', '.join(f'{v:.2f}' for v in cell)} does not fit space "
                          f"group {sg.hm} ({sg.number}, {sg.crystal_system_str()})")
+    return np.asarray(symmetrized_cell(np.asarray(c), bravais_of_space_group(int(space_group))),
+                      np.float64)
 
 
 def scale_merge(runs: list[RunData], settings: ScaleSettings,
@@ -207,8 +219,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
     sg_num = space_group if space_group is not None else next(
         (r.space_group for r in runs if r.space_group is not None), 1)
     sg = get_space_group(sg_num)
-    cell_m = _merging_cell(runs, cell)
-    check_cell_fits(cell_m, sg.number)
+    cell_m = check_cell_fits(_merging_cell(runs, cell), sg.number)
 
     # ---- usable rows of every run, images numbered 0..n_img-1 over all runs
     tabs, run_of_row, keys = [], [], []

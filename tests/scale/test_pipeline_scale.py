@@ -186,3 +186,16 @@ def test_process_without_reflections_cannot_be_scaled(rot, tmp_path, capsys):
     assert process_main([str(rot / "r_master.h5"), "-o", str(o), "-X", "none", "-e", "1"]) == 0
     rc = scale_main([f"{o}_process.h5", "-o", str(tmp_path / "q")])
     assert rc == 2 and "no integrated reflections" in capsys.readouterr().err
+
+
+def test_merge_requested_but_nothing_indexed(tmp_path, capsys):
+    """Blank stills with -M: the _process.h5 is written, then a one-line error, exit 1."""
+    d = tmp_path / "b"
+    assert simulate_main(["--preset", "lyso_serial", "-o", str(d), "--n-images", "3", "-q",
+                          "--set", "blank_fraction=1.0"]) == 0
+    o = tmp_path / "o"
+    rc = process_main([f"{d}_master.h5", "-o", str(o), "-X", "ffbidx", "-C",
+                       "79.1,79.1,38,90,90,90", "-S", "96", "-M"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "nothing to merge" in err and "Traceback" not in err
+    assert (tmp_path / "o_process.h5").is_file() and not (tmp_path / "o.mtz").exists()
