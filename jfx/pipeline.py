@@ -1174,6 +1174,25 @@ def _crystal_fields(settings: ProcessSettings, geometry: Geometry,
     return out
 
 
+def _space_group_used(settings: ProcessSettings, master: Any,
+                      mx: dict[str, np.ndarray]) -> int | None:
+    """``-S``, else the master's space group when the indexed cell fits it (1 % / 1°), else
+    None (merging then uses P1)."""
+    if settings.crystal.space_group is not None:
+        return int(settings.crystal.space_group)
+    stored = getattr(master, "space_group", None)
+    cell = np.asarray(mx.get("unit_cell", np.full(6, np.nan)), np.float64)
+    if stored is None or not np.all(np.isfinite(cell)):
+        return None
+    from jfx.scale.scaling import check_cell_fits
+
+    try:
+        check_cell_fits(cell, int(stored))
+    except ValueError:
+        return None
+    return int(stored)
+
+
 def run_data(groups: dict[str, dict[str, Any]], geometry: Geometry,
              settings: ProcessSettings | None = None, name: str = "run") -> Any:
     """:class:`jfx.scale.scaling.RunData` of a run's output groups (``reflections`` + the
@@ -1296,21 +1315,13 @@ def process(
             if table is not None:
                 groups["reflections"] = table
                 groups["MX"].update(_crystal_fields(settings, geometry, groups["MX"]))
+                sg_used = _space_group_used(settings, master, groups["MX"])
+                groups["MX"]["space_group"] = np.int32(sg_used or 0)
             times["integrate"] = time.perf_counter() - t2
         if settings.merging and "reflections" in groups:
             t3 = time.perf_counter()
             run = run_data(groups, geometry, settings)
-            sg_merge = settings.crystal.space_group
-            stored_sg = getattr(master, "space_group", None)
-            if sg_merge is None and stored_sg is not None and run.cell is not None:
-                # no -S: the master's space group, when the indexed cell has its metric
-                from jfx.scale.scaling import check_cell_fits
-                try:
-                    check_cell_fits(run.cell, int(stored_sg))
-                    sg_merge = int(stored_sg)
-                except ValueError:
-                    pass  # merged in P1 (the summary line names the space group)
-            scaling = run_scaling(settings, [run], space_group=sg_merge)
+            scaling = run_scaling(settings, [run], space_group=run.space_group)
             groups["scaling"] = scaling.scaling_group()
             times["scale"] = time.perf_counter() - t3
     times["total"] = time.perf_counter() - t0

@@ -199,3 +199,15 @@ def test_merge_requested_but_nothing_indexed(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "nothing to merge" in err and "Traceback" not in err
     assert (tmp_path / "o_process.h5").is_file() and not (tmp_path / "o.mtz").exists()
+
+
+def test_without_s_the_masters_space_group_is_used(rot, tmp_path, capsys):
+    """No -S: the run is refined with a free (triclinic) cell and merged in the master's
+    space group (P4₃2₁2), the merging cell symmetrised to it."""
+    o = tmp_path / "n"
+    assert process_main([str(rot / "r_master.h5"), "-o", str(o), "-R=10", "-M"]) == 0
+    assert "space group 96" in capsys.readouterr().err
+    m = gemmi.read_mtz_file(f"{o}.mtz")
+    a, b, c, al, be, ga = m.cell.parameters
+    assert m.spacegroup.number == 96 and a == b and (al, be, ga) == (90, 90, 90)
+    assert abs(a / 79.1 - 1) < 0.005 and abs(c / 38.0 - 1) < 0.005
