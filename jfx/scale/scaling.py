@@ -266,9 +266,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
                                     cell_m, reference=ref, n_img=n_units, seed=seed,
                                     operators=ops)
             hkl = amb.reindex(hkl, unit_id).astype(np.int64)
-            per_img = np.zeros(n_img, np.int64)
-            per_img[img_id] = amb.op_index[unit_id]
-            op_unit = per_img
+            op_unit[img_id] = amb.op_index[unit_id]
             moved = int(np.sum(amb.op_index != 0))
             ambiguity_note = (f"indexing ambiguity ({len(ops)} settings, {amb.method}): "
                               f"{moved} of {n_units} {'images' if n_units == n_img else 'units'} "
@@ -283,7 +281,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
                        asu.refl_anom if settings.anomalous else asu.refl).astype(np.int64)
     cols: dict[str, list[np.ndarray]] = {}
     start = 0
-    for k, (r, t) in enumerate(zip(runs, tabs)):
+    for r, t in zip(runs, tabs):
         n = len(t["h"])
         sl = slice(start, start + n)
         start += n
@@ -297,8 +295,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             d_min_A=settings.high_resolution_A, n_refl=n_groups, n_img=n_img, pad=False,
             beam_center_px=None if r.is_rotation else r.beam_center_px)
         for f in dataclasses.fields(o):
-            if f.metadata.get("static") or f.name in ("n_refl", "n_img", "wavelength_A",
-                                                      "phi_increment_rad"):
+            if f.metadata.get("static"):
                 continue
             cols.setdefault(f.name, []).append(np.asarray(getattr(o, f.name)))
     inc = next((r.phi_increment_deg for r in runs if r.is_rotation), 0.0) or 0.0
