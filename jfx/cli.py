@@ -406,7 +406,7 @@ def _process_job(argv: list[str], con: _Console) -> int:
     from jfx.io.nxmx import open_master
     from jfx.io.process_h5 import process_h5_path, write_process_h5
     from jfx.io.progress import Progress
-    from jfx.pipeline import process, select_images
+    from jfx.pipeline import STAGE_SUMMARIES, process, select_images
 
     out_path = process_h5_path(g.output_prefix)
     t_open = time.perf_counter()
@@ -425,56 +425,69 @@ def _process_job(argv: list[str], con: _Console) -> int:
         sel = select_images(master.n_images, g.start_image, g.end_image, g.stride)
         for w in sel.warnings:
             con.info(f"warning: {w}")
+        sg_hint = (settings.crystal.space_group if settings.crystal.space_group is not None
+                   else getattr(master, "space_group", None))
+        reference = _read_reference(settings.scale.reference_mtz, sg_hint)
         con.detail(f"processing {len(sel.indices)} images ({g.start_image}..{sel.indices[-1]} "
                    f"step {g.stride}) with {g.threads} reader worker(s), batch "
                    f"{g.batch_size if g.batch_size is not None else 'auto'}, device {g.device}")
-        result = process(settings, master, selection=sel,
+
+        def on_stage(name: str, state: Any) -> None:
+            """Each stage's summary as soon as it ends."""
+            s = STAGE_SUMMARIES[name](state)
+            if s is not None and name != "scale":  # scaling: printed with its table below
+                for line in s.lines():
+                    con.info(line)
+            if name == "index" and state.indexing is not None \
+                    and state.indexing.basis0 is not None:
+                con.detail("rotation lattice (angle 0, A): " + " ".join(
+                    f"{v:.3f}" for v in state.indexing.basis0.reshape(9)))
+            if name == "spotfind" and state.azint is not None:
+                az = state.azint
+                con.detail(f"azimuthal integration: {len(az.bin_to_q)} q bins "
+                           f"{float(az.bin_to_q[0]):.3f}..{float(az.bin_to_q[-1]):.3f} 1/A"
+                           + (f" x {len(az.bin_to_azimuth_deg)} azimuth bins"
+                              if az.bin_to_azimuth_deg is not None else ""))
+
+        result = process(settings, master, selection=sel, reference=reference,
+                         on_stage=on_stage,
                          progress=lambda name, total: Progress(
                              name, total, unit="images" if name == "indexing" else "frames"))
-    if result.spots is not None:
-        con.info(result.spots.line())
-    if result.indexing is not None:
-        for line in result.indexing.lines():
-            con.info(line)
-        if result.indexing.rotation_lattice is not None:
-            con.detail("rotation lattice (angle 0, A): " + " ".join(
-                f"{v:.3f}" for v in result.indexing.rotation_lattice))
-    if result.integration is not None:
-        for line in result.integration.lines():
-            con.info(line)
-    tm = result.timings_s
+    state = result.state
+    tm = state.timings_s
     con.detail("time per part: " + ", ".join(
-        f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "azint", "index", "integrate",
-                                        "total")
+        f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "azint", "index", "refine",
+                                        "integrate", "scale", "total")
         if k in tm)
         + f" (read = waiting for the reader; device {result.device}, batch {result.batch_size})")
-    if "azint" in result.groups:
-        q = result.groups["azint"]["bin_to_q"]
-        con.detail(f"azimuthal integration: {len(q)} q bins {float(q[0]):.3f}..{float(q[-1]):.3f}"
-                   " 1/A" + (f" x {len(result.groups['azint']['bin_to_azimuth_deg'])} azimuth "
-                             "bins" if "bin_to_azimuth_deg" in result.groups["azint"] else ""))
-    groups = dict(result.groups)
-    if result.scaling is not None:
-        groups["scaling"] = dict(groups.get("scaling", {}))
-        groups["scaling"].update(_scaling_extras(result.scaling))
     # the master is closed again before its metadata is copied (h5py file-locking flags)
     t_write = time.perf_counter()
-    write_process_h5(out_path, master_path=g.input, geometry=result.geometry,
-                     config_yaml=jcfg.to_yaml(cfg), version=__version__, image=result.image,
-                     groups=groups)
+    write_process_h5(out_path, state, master_path=g.input, config_yaml=jcfg.to_yaml(cfg),
+                     version=__version__)
     con.detail(f"wrote the output in {time.perf_counter() - t_write:.2f} s")
-    if result.scaling is not None:
-        _write_scaling_outputs(g.output_prefix, result.scaling, settings.scale, con,
-                               wavelength_A=float(result.geometry.beam.wavelength_A))
-    n_img = len(result.image.number)
+    if state.scaling is not None:
+        _write_scaling_outputs(g.output_prefix, state.scaling, settings.scale, con,
+                               wavelength_A=float(state.final_geometry.beam.wavelength_A))
+    n_img = state.n_images
     dt = time.perf_counter() - t0
     con.info(f"wrote {out_path} ({n_img} images) in {dt:.2f} s "
              f"({n_img / dt if dt > 0 else 0.0:.1f} frames/s overall)")
-    if settings.merging and result.scaling is None:
+    if settings.merging and state.scaling is None:
         # the _process.h5 (spots, indexing) is written; there is nothing to scale
         con.error("scaling: nothing to merge (no image was indexed and integrated)")
         return 1
     return 0
+
+
+def _read_reference(path: str | None, space_group: int | None) -> Any:
+    """The ``-z`` reference (:class:`jfx.scale.scaling.Reference`), read before any work."""
+    if path is None:
+        return None
+    from jfx.io.merged import read_reference_mtz
+    from jfx.scale.scaling import Reference
+
+    hkl, inten, rcell, rsg = read_reference_mtz(path, space_group)
+    return Reference(hkl=hkl, intensity=inten, cell=rcell, space_group=rsg)
 
 
 def scale_main(argv: Sequence[str] | None = None) -> int:
@@ -500,59 +513,29 @@ def _scale_job(argv: list[str], con: _Console) -> int:
     if not settings.general.inputs:
         raise InputError("no _process.h5 input given")
     from jfx.io.process_h5 import read_process_h5
+    from jfx.pipeline.scale_stage import run_data, scale_runs
 
     runs = []
     for path in settings.general.inputs:
         pf = read_process_h5(path)
         if not pf.has_reflections:
-            raise InputError(f"{path} has no integrated reflections (/entry/reflections); "
+            raise InputError(f"{path}: {pf.reflection_problem}" if pf.reflection_problem else
+                             f"{path} has no integrated reflections (/entry/reflections); "
                              "run jfjoch_process with integration first")
-        con.detail(f"{path}: {len(next(iter(pf.groups['reflections'].values())))} reflections")
-        runs.append(_run_data_of(pf))
+        con.detail(f"{path}: {pf.reflections.n} reflections")
+        runs.append(run_data(pf.reflections, wavelength_A=pf.wavelength_A,
+                             unit_cell=pf.unit_cell, space_group=pf.space_group,
+                             bandwidth_fwhm=pf.bandwidth_fwhm,
+                             beam_center_px=pf.beam_center_px, scan_deg=pf.scan_deg,
+                             name=str(pf.path)))
+    reference = _read_reference(settings.scale.reference_mtz, settings.crystal.space_group)
     enable_compilation_cache()
-    from jfx.pipeline import run_scaling
-
     t0 = time.perf_counter()
-    result = run_scaling(settings, runs)
+    result = scale_runs(settings, runs, reference=reference, cell=settings.crystal.unit_cell)
     con.detail(f"scaled {len(runs)} run(s) in {time.perf_counter() - t0:.2f} s")
     _write_scaling_outputs(settings.general.output_prefix, result, settings.scale, con,
                            wavelength_A=runs[0].wavelength_A)
     return 0
-
-
-REFLECTION_COLUMNS = ("h", "k", "l", "image", "d", "lp", "partiality", "int_sum",
-                      "int_sum_var", "flags")
-
-
-def _run_data_of(pf: Any) -> Any:
-    """:class:`jfx.scale.scaling.RunData` of a read ``_process.h5``."""
-    import numpy as np
-
-    from jfx.scale.scaling import RunData
-
-    missing = [c for c in REFLECTION_COLUMNS if c not in pf.groups["reflections"]]
-    if missing:
-        raise InputError(f"{pf.path}: /entry/reflections lacks {', '.join(missing)}; "
-                         "it was not written by jfjoch_process integration")
-    mx = pf.groups.get("MX", {})
-    cell = np.asarray(mx.get("unit_cell", np.full(6, np.nan)), np.float64).reshape(-1)
-    sg = int(np.asarray(mx.get("space_group", 0)))
-    rot = "scan_increment_deg" in mx and "rotation_lattice" in mx
-    return RunData(
-        table=pf.groups["reflections"], wavelength_A=float(pf.wavelength_A),
-        phi_start_deg=float(mx["scan_start_deg"]) if rot else None,
-        phi_increment_deg=float(mx["scan_increment_deg"]) if rot else None,
-        cell=cell if cell.size == 6 and np.all(np.isfinite(cell)) else None,
-        space_group=sg or None, bandwidth_fwhm=float(mx.get("bandwidth_fwhm", 0.0)),
-        beam_center_px=tuple(pf.beam_center_px), name=str(pf.path))
-
-
-def _scaling_extras(res: Any) -> dict[str, Any]:
-    """``/entry/scaling`` statistics table and error-model attributes."""
-    a, b = res.error_model
-    return {"statistics": res.statistics.as_records(),
-            "error_model": {"a": a, "b": b, "form": "sigma'^2 = a^2 (sigma^2 + (b I)^2)"},
-            "space_group": res.space_group, "unit_cell": res.cell}
 
 
 def _write_scaling_outputs(prefix: str, res: Any, sc: Any, con: _Console, *,

@@ -117,6 +117,10 @@ class ScaleGeneralSettings:
         s(self, "verbose", as_bool("verbose", self.verbose))
 
 
+PROFILE_MULTIPLIER_DEFAULT = 6.0
+"""Default of ``--profile-multiplier`` (the pixel-refinement aperture)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ProcessSettings:
     """Every setting of one ``jfjoch_process`` run, typed and cross-validated.
@@ -126,7 +130,9 @@ class ProcessSettings:
 
     Cross-stage rules checked here: the cell fits the space group (in CrystalSettings),
     ``-X ffbidx`` needs a cell, ``-r pixelrefine`` needs ``--reference-mtz``, the two
-    rotation-indexing modes exclude each other.
+    rotation-indexing modes exclude each other, ``--profile-multiplier`` only with
+    ``-r pixelrefine``. ``--bandwidth`` (``pixelrefine.bandwidth_fwhm``) replaces the
+    master file's bandwidth for every refinement mode (still prediction and partiality).
     """
 
     general: GeneralSettings
@@ -149,6 +155,10 @@ class ProcessSettings:
             raise ValueError("-r pixelrefine requires a reference MTZ (-z/--reference-mtz)")
         if self.rotation.two_pass_images is not None and self.rotation.single_pass_deg is not None:
             raise ValueError("-R/--two-pass-rotation and --single-pass-rotation exclude each other")
+        if (self.pixelrefine.profile_multiplier != PROFILE_MULTIPLIER_DEFAULT
+                and self.refine.preset != "pixelrefine"):
+            raise ValueError("--profile-multiplier (pixelrefine.profile_multiplier) applies to "
+                             "-r pixelrefine only")
 
     @property
     def merging(self) -> bool:

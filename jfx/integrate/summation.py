@@ -68,18 +68,16 @@ covers only itself. The numpy path stops the rejection iterations at their fixed
 4M frames, 2000 reflections, robust mean): numpy ≈ 20 ms/frame, JAX ≈ 55 ms/frame, so numpy
 is the CPU default.
 
-Rotation (:func:`integrate_rotation`): one row per (reflection, frame); each frame is
+Rotation (:func:`combine_partials`): one row per (reflection, frame); each frame is
 integrated at that frame's predicted position (the rows on the same frame are each other's
-overlap partners); a reflection's intensity is the sum over its frames and its variance the
-sum of variances. With predicted fractions f_i of the reflection recorded on each frame,
-frames with f_i < ``min_fraction`` are skipped and the sum is divided by F = Σ f_i over the
-frames used (variance by F²): the full-reflection estimate when part of the rocking curve
-is outside the frames given (F < ``partial_below`` sets ``PARTIAL``); for F = 1 it is the
-plain sum.
+overlap partners); a reflection's recorded intensity is the sum over its integrated
+partials, its variance the sum of their variances, and its recorded fraction F = Σ f_i over
+the same partials (scaling divides by F; F < 0.9 sets ``PARTIAL``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import partial
 from typing import Any, Literal
@@ -89,8 +87,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import cKDTree
 
-from jfx.models._pytree import pytree_dataclass, replace
-from jfx.models.reflections import ReflectionFlag, Reflections
+from jfx.models._pytree import pytree_dataclass
+from jfx.models.reflections import ReflectionFlag
 from jfx.spotfind.strong import special_values
 
 Background = Literal["robust_mean", "plane"]
@@ -494,106 +492,37 @@ def integrate_frame(
     return SummationResult(*out)
 
 
-@pytree_dataclass
-class RotationResult:
-    """Rotation summation: per observation row and per reflection (group).
+PARTIAL_BELOW = 0.9
+"""A rotation reflection whose summed partials record less than this fraction is
+``PARTIAL``."""
 
-    Attributes:
-        rows: :class:`SummationResult` for each (reflection, frame) row (NaN/0 for rows not
-            integrated: outside the frames given, invalid, or fraction < min_fraction).
-        intensity, variance: (n_groups,) float64 Σ_i I_i / F and Σ_i var_i / F².
-        background: (n_groups,) float64 mean background of the frames used (photons/pixel).
-        fraction: (n_groups,) float64 F = Σ f_i over the frames used.
-        n_frames: (n_groups,) int32 frames used.
-        flags: (n_groups,) uint32 OR of the row flags of the frames used; INTEGRATED_SUM only
-            if every frame used is integrated; PARTIAL if F < ``partial_below``. (Row flags
-            carry PARTIAL where f_i < 1, the per-image meaning of the bit.)
+
+@dataclasses.dataclass(frozen=True)
+class PartialSums:
+    """Rotation reflections summed over the partials recorded on their images.
+
+    Attributes (all (n_groups,)):
+        intensity, variance: float64 Σ I_i and Σ var_i over the integrated partials (NaN
+            where none was integrated): the *recorded* intensity; the recorded fraction
+            ``fraction`` accounts for the rest (scaling divides by it).
+        fraction: float64 F = Σ f_i over the integrated partials.
+        background: float64 mean background of those partials (photons/pixel).
+        n_frames: int32 integrated partials.
+        prf_intensity, prf_variance: float64 Σ of the profile-fitted partials, NaN unless
+            every integrated partial has one (None when no profile rows were given).
+        flags: uint32 OR of the row flags of every partial meant to be integrated;
+            INTEGRATED_SUM where a partial was integrated; INTEGRATED_PRF where
+            ``prf_intensity`` is finite; PARTIAL where F < ``partial_below``.
     """
 
-    rows: SummationResult
-    intensity: Any
-    variance: Any
-    background: Any
-    fraction: Any
-    n_frames: Any
-    flags: Any
-
-
-def integrate_rotation(
-    frames: np.ndarray,
-    first_image: int,
-    image: np.ndarray,
-    x_px: np.ndarray,
-    y_px: np.ndarray,
-    fraction: np.ndarray,
-    group: np.ndarray,
-    valid: np.ndarray | None,
-    radii: tuple[float, ...],
-    pixel_mask: np.ndarray | None = None,
-    *,
-    n_groups: int | None = None,
-    min_fraction: float = 0.0,
-    partial_below: float = 0.99,
-    **kwargs: Any,
-) -> RotationResult:
-    """Summation integration of rotation reflections spread over several frames.
-
-    Args:
-        frames: (k, ny, nx) integer frames, images first_image … first_image + k − 1.
-        first_image: image number of ``frames[0]``.
-        image: (m,) int image number of each observation row (one row per reflection and
-            frame it is recorded on).
-        x_px, y_px: (m,) predicted position on that frame (px).
-        fraction: (m,) predicted fraction f_i of the reflection recorded on that frame.
-        group: (m,) int reflection index 0 … n_groups − 1 of each row.
-        valid: (m,) bool (``None`` = all).
-        radii: as :func:`integrate_frame`.
-        pixel_mask: (ny, nx) bool, True = invalid.
-        n_groups: number of reflections (default max(group) + 1).
-        min_fraction: rows with f_i < min_fraction are not integrated.
-        partial_below: a reflection whose used fractions sum to F < partial_below is
-            flagged ``PARTIAL`` (its intensity is still the full estimate Σ I_i / F).
-        **kwargs: passed to :func:`integrate_frame` (error_value, saturation_value,
-            background, nsigma, n_iter, min_background_px, impl).
-
-    Returns:
-        :class:`RotationResult`; groups without any integrated row have NaN intensity.
-    """
-    frames = np.asarray(frames)
-    if frames.ndim != 3:
-        raise ValueError(f"frames must be (k, ny, nx), got shape {frames.shape}")
-    image = np.asarray(image, dtype=np.int64).reshape(-1)
-    x = np.asarray(x_px, dtype=np.float64).reshape(-1)
-    y = np.asarray(y_px, dtype=np.float64).reshape(-1)
-    f = np.asarray(fraction, dtype=np.float64).reshape(-1)
-    g = np.asarray(group, dtype=np.int64).reshape(-1)
-    m = image.size
-    valid = np.ones(m, bool) if valid is None else np.asarray(valid, dtype=bool).reshape(-1)
-    if not (x.size == y.size == f.size == g.size == valid.size == m):
-        raise ValueError("image, x_px, y_px, fraction, group, valid must have the same length")
-    if m and g[valid].size and g[valid].min() < 0:
-        raise ValueError("group indices must be >= 0")
-    ng = int(n_groups) if n_groups is not None else (int(g[valid].max()) + 1 if valid.any() else 0)
-    use = valid & (f >= min_fraction) & (image >= first_image) & (image < first_image + len(frames))
-    if use.any() and g[use].max() >= ng:
-        raise ValueError(f"group index {int(g[use].max())} >= n_groups {ng}")
-
-    fields = {k: np.full(m, np.nan) for k in ("intensity", "variance", "background",
-                                              "background_sigma", "masked_fraction")}
-    fields["n_signal"] = np.zeros(m, np.int32)
-    fields["n_background"] = np.zeros(m, np.int32)
-    fields["flags"] = np.zeros(m, np.uint32)
-    fields["flags"][use & (f < 1.0 - 1e-6)] |= np.uint32(int(_F.PARTIAL))
-    for k in np.unique(image[use]):
-        rows = np.flatnonzero(use & (image == k))
-        res = integrate_frame(frames[k - first_image], pixel_mask, x[rows], y[rows], None, radii,
-                              **kwargs)
-        for name, arr in fields.items():
-            if name == "flags":
-                arr[rows] |= res.flags
-            else:
-                arr[rows] = getattr(res, name)
-    return combine_partials(SummationResult(**fields), g, f, use, ng, partial_below=partial_below)
+    intensity: np.ndarray
+    variance: np.ndarray
+    fraction: np.ndarray
+    background: np.ndarray
+    n_frames: np.ndarray
+    flags: np.ndarray
+    prf_intensity: np.ndarray | None = None
+    prf_variance: np.ndarray | None = None
 
 
 def combine_partials(
@@ -603,70 +532,65 @@ def combine_partials(
     used: np.ndarray,
     n_groups: int,
     *,
-    partial_below: float = 0.99,
-) -> RotationResult:
-    """Combine per-frame summation rows into reflections (rules of :func:`integrate_rotation`).
+    prf: tuple[np.ndarray, np.ndarray] | None = None,
+    partial_below: float = PARTIAL_BELOW,
+) -> PartialSums:
+    """Combine per-frame rows of rotation reflections into reflections (the rule the
+    integration stage runs while frames stream in).
 
-    Usable on rows integrated frame by frame while frames stream in.
+    A partial that failed (no ``INTEGRATED_SUM``: edge, too little background, …) leaves
+    both the sum and the recorded fraction F, so I/F stays an unbiased estimate of the full
+    reflection; its flags are still ORed into the reflection's (an OVERLOADED partial marks
+    the reflection).
 
     Args:
-        rows: (m,) per-(reflection, frame) results (e.g. concatenated
+        rows: (m,) per-(reflection, frame) summation results (e.g. concatenated
             :func:`integrate_frame` outputs).
         group: (m,) int reflection index in [0, n_groups).
         fraction: (m,) predicted fraction f_i recorded on that frame.
-        used: (m,) bool rows that were meant to be integrated (frames available, valid,
-            f_i ≥ min_fraction); a used row that failed (no ``INTEGRATED_SUM``) makes its
-            reflection not integrated rather than silently low.
+        used: (m,) bool rows that were meant to be integrated (frames available).
         n_groups: number of reflections.
-        partial_below: ``PARTIAL`` when F = Σ f_i (used rows) < partial_below.
-
-    Returns:
-        :class:`RotationResult` (``rows`` as given): I = Σ I_i / F, var = Σ var_i / F².
+        prf: optional ((m,), (m,)) profile-fitted intensity and variance per row (NaN: none).
+        partial_below: ``PARTIAL`` when F < partial_below.
     """
     g = np.asarray(group, np.int64).reshape(-1)
     f = np.asarray(fraction, np.float64).reshape(-1)
     use = np.asarray(used, bool).reshape(-1)
-    rflags = np.asarray(rows.flags, np.uint32)
+    rflags = np.asarray(rows.flags, np.uint32).reshape(-1)
     ng = int(n_groups)
     if not (g.size == f.size == use.size == rflags.size):
         raise ValueError("rows, group, fraction and used must have the same length")
     if use.any() and (g[use].min() < 0 or g[use].max() >= ng):
         raise ValueError(f"group indices must be in [0, {ng})")
-    integ = use & ((rflags & np.uint32(int(_F.INTEGRATED_SUM))) != 0)
-    gi = g[use]
-    gk = g[integ]
-    n_fr = np.bincount(gi, minlength=ng).astype(np.int32)
-    n_ok = np.bincount(gk, minlength=ng)
-    F = np.bincount(gi, weights=f[use], minlength=ng)
-    S = np.bincount(gk, weights=np.asarray(rows.intensity, np.float64)[integ], minlength=ng)
-    V = np.bincount(gk, weights=np.asarray(rows.variance, np.float64)[integ], minlength=ng)
-    B = np.bincount(gk, weights=np.asarray(rows.background, np.float64)[integ], minlength=ng)
-    good = (n_fr > 0) & (n_ok == n_fr) & (F > 0)
-    Fs = np.where(good, F, 1.0)
-    inten = np.where(good, S / Fs, np.nan)
-    var = np.where(good, V / Fs**2, np.nan)
-    bg = np.where(good, B / np.maximum(n_ok, 1), np.nan)
+    ok = use & ((rflags & np.uint32(int(_F.INTEGRATED_SUM))) != 0)
+    gs = np.where(ok, g, 0)
+
+    def gsum(v):
+        return np.bincount(gs, weights=np.where(ok, np.asarray(v, np.float64), 0.0),
+                           minlength=ng)
+
+    n_ok = np.bincount(gs, weights=ok.astype(np.float64), minlength=ng)
+    got = n_ok > 0
+    F = gsum(f)
     flags = np.zeros(ng, np.uint32)
-    np.bitwise_or.at(flags, gi, rflags[use] & ~np.uint32(int(_F.INTEGRATED_SUM | _F.PARTIAL)))
-    flags |= np.where(good, np.uint32(int(_F.INTEGRATED_SUM)), np.uint32(0))
-    flags |= np.where((n_fr > 0) & (F < partial_below), np.uint32(int(_F.PARTIAL)), np.uint32(0))
-    return RotationResult(rows=rows, intensity=inten, variance=var, background=bg,
-                          fraction=F, n_frames=n_fr, flags=flags)
-
-
-def fill_reflections(refl: Reflections, res: SummationResult) -> Reflections:
-    """Copy summation results into a :class:`Reflections` table (same row order).
-
-    Sets ``int_sum``, ``int_sum_var``, ``background_mean`` (float32) and ORs the summation
-    flags into ``flags`` (previous INTEGRATED_SUM, OVERLOADED, MASKED_PIXEL, OVERLAP, EDGE,
-    BAD_BACKGROUND bits are replaced).
-    """
-    n = refl.capacity
-    if np.asarray(res.intensity).shape != (n,):
-        raise ValueError(f"result has {np.asarray(res.intensity).shape[0]} rows, table {n}")
-    ours = np.uint32(int(_F.INTEGRATED_SUM | _F.OVERLOADED | _F.MASKED_PIXEL | _F.OVERLAP
-                         | _F.EDGE | _F.BAD_BACKGROUND))
-    flags = (np.asarray(refl.flags, dtype=np.uint32) & ~ours) | np.asarray(res.flags, np.uint32)
-    f32 = lambda a: jnp.asarray(np.asarray(a, dtype=np.float32))
-    return replace(refl, int_sum=f32(res.intensity), int_sum_var=f32(res.variance),
-                   background_mean=f32(res.background), flags=jnp.asarray(flags))
+    np.bitwise_or.at(flags, np.where(use, g, 0), np.where(use, rflags, np.uint32(0)))
+    flags = np.where(got, flags | np.uint32(int(_F.INTEGRATED_SUM)),
+                     flags & ~np.uint32(int(_F.INTEGRATED_SUM | _F.INTEGRATED_PRF)))
+    flags |= np.where(F < partial_below, np.uint32(int(_F.PARTIAL)), np.uint32(0))
+    p_int = p_var = None
+    if prf is not None:
+        r_prf, r_prfv = (np.asarray(a, np.float64).reshape(-1) for a in prf)
+        ok_prf = ok & np.isfinite(r_prf)
+        n_prf = np.bincount(gs, weights=ok_prf.astype(np.float64), minlength=ng)
+        all_prf = got & (n_prf == n_ok)
+        p_int = np.where(all_prf, gsum(np.where(ok_prf, r_prf, 0.0)), np.nan)
+        p_var = np.where(all_prf, gsum(np.where(ok_prf, r_prfv, 0.0)), np.nan)
+        flags = np.where(all_prf, flags | np.uint32(int(_F.INTEGRATED_PRF)),
+                         flags & ~np.uint32(int(_F.INTEGRATED_PRF)))
+    return PartialSums(
+        intensity=np.where(got, gsum(rows.intensity), np.nan),
+        variance=np.where(got, gsum(rows.variance), np.nan),
+        fraction=F,
+        background=np.where(got, gsum(rows.background) / np.maximum(n_ok, 1), np.nan),
+        n_frames=n_ok.astype(np.int32), flags=flags.astype(np.uint32),
+        prf_intensity=p_int, prf_variance=p_var)

@@ -16,9 +16,12 @@ Layout written by :func:`write_process_h5`:
   ``nPeaksFound`` (int32, spots found before truncation to ``max_spots``; > max_spots means
   overflow). ``/entry/azint/bin_to_azimuth_deg`` (float32, azimuth-bin centres, deg) goes
   with ``image_2d``.
-* Any later-stage arrays given in ``groups`` (``MX``, ``azint``, ``reflections``,
-  ``scaling``): each is a mapping of field name → array, cast to the FORMATS dtype when the
-  field is a documented one (:data:`FIELD_DTYPES`); other fields are written as given.
+* The later-stage groups built from the pipeline state by :func:`state_groups` (the one
+  table of ``/entry/MX``, ``/entry/azint``, ``/entry/reflections`` and ``/entry/scaling``
+  field names), each field cast to its FORMATS dtype (:data:`FIELD_DTYPES`).
+
+:func:`read_process_h5` reads the file back; its ``reflections`` (a
+:class:`jfx.models.reflections.Reflections`) and crystal fields feed ``jfjoch_scale``.
 
 The file is written atomically (temporary file in the output directory, then
 :func:`os.replace`): on any failure or Ctrl-C no final file appears and a pre-existing output
@@ -40,6 +43,7 @@ import numpy as np
 from jfx.io.errors import InputError
 from jfx.io.h5util import atomic_path
 from jfx.models.geometry import Geometry
+from jfx.models.reflections import Reflections
 from jfx.spotfind.stats import ImageStats
 
 
@@ -56,6 +60,10 @@ FIELD_DTYPES: dict[str, dict[str, Any]] = {
         "strongPixels": np.int32, "imageIndexed": np.uint8, "latticeIndexed": np.float32,
         "bkgEstimate": np.float32, "resolutionEstimate": np.float32,
         "rotation_lattice": np.float64, "nPeaksIceRing": np.int32, "nPeaksFound": np.int32,
+        "peakLattice": np.int8, "latticeIndexedAll": np.float64, "unit_cell": np.float64,
+        "space_group": np.int32, "bandwidth_fwhm": np.float64, "scan_start_deg": np.float64,
+        "scan_increment_deg": np.float64, "scan_varying_edges": np.float64,
+        "scan_varying_lattice": np.float64,
     },
     "azint": {"bin_to_q": np.float32, "image": np.float32, "image_2d": np.float32,
               "bin_to_azimuth_deg": np.float32},
@@ -209,7 +217,7 @@ def _write_group(entry: h5py.Group, name: str, fields: Mapping[str, Any]) -> Non
         g.create_dataset(key, data=arr, **kw)
 
 
-def write_process_h5(
+def write_process_groups(
     path: str | os.PathLike,
     *,
     master_path: str | os.PathLike,
@@ -220,7 +228,8 @@ def write_process_h5(
     groups: Mapping[str, Mapping[str, Any]] | None = None,
     _after_create=None,
 ) -> Path:
-    """Write ``<prefix>_process.h5`` atomically.
+    """Write ``<prefix>_process.h5`` atomically from output groups already named
+    (:func:`write_process_h5` builds them from a :class:`ProcessState`).
 
     Args:
         path: final output path.
@@ -277,6 +286,122 @@ def write_process_h5(
     return path
 
 
+# --------------------------------------------------------------------------- state → fields
+def _mx_fields(state: Any) -> dict[str, Any]:
+    """``/entry/MX`` of a pipeline state (spots, indexing, crystal fields)."""
+    sp, st = state.spots, state.spot_stats
+    valid = np.asarray(sp.valid)
+    n, n_spots = valid.shape
+    mx: dict[str, Any] = {
+        "nPeaks": valid.sum(axis=1),
+        "peakXPosRaw": np.where(valid, sp.x_px, np.nan),
+        "peakYPosRaw": np.where(valid, sp.y_px, np.nan),
+        "peakTotalIntensity": np.where(valid, sp.intensity, np.nan),
+        "strongPixels": sp.strong_pixels, "nPeaksFound": sp.n_found,
+        "bkgEstimate": st.bkg_estimate, "resolutionEstimate": st.resolution_estimate,
+        "nPeaksIceRing": st.n_ice,
+        "peakIndexed": np.zeros((n, n_spots), np.uint8),
+        "imageIndexed": np.zeros(n, np.uint8),
+        "latticeIndexed": np.full((n, 9), np.nan),
+    }
+    ix = state.indexing
+    if ix is None:
+        return mx
+    lid = np.asarray(ix.lattice_id)
+    mx["imageIndexed"] = ix.indexed.astype(np.uint8)
+    mx["peakIndexed"] = (lid == 0) & ix.indexed[:, None]
+    mx["peakLattice"] = np.where(ix.indexed[:, None], lid, -1)
+    mx["latticeIndexed"] = state.image_lattices().reshape(n, 9)
+    if ix.basis.shape[1] > 1:
+        mx["latticeIndexedAll"] = ix.basis.reshape(n, ix.basis.shape[1], 9)
+    b0 = state.rotation_basis0()
+    if b0 is not None:
+        mx["rotation_lattice"] = b0.reshape(9)
+    r = state.refinement
+    if r is not None and r.scan_varying_edges is not None:
+        mx["scan_varying_edges"] = r.scan_varying_edges
+        mx["scan_varying_lattice"] = np.asarray(r.scan_varying_basis).reshape(-1, 9)
+    if state.reflections is not None:
+        geo = state.final_geometry
+        mx["unit_cell"] = state.unit_cell if state.unit_cell is not None else np.full(6, np.nan)
+        mx["space_group"] = state.space_group or 0
+        mx["bandwidth_fwhm"] = float(geo.beam.bandwidth_fwhm)
+        gon = geo.goniometer
+        if geo.is_rotation and gon is not None:
+            mx["scan_start_deg"] = np.degrees(float(gon.start_rad))
+            mx["scan_increment_deg"] = np.degrees(float(gon.increment_rad))
+    return mx
+
+
+def _azint_fields(az: Any) -> dict[str, Any]:
+    out = {"bin_to_q": az.bin_to_q, "image": az.profile}
+    if az.profile_2d is not None:
+        out["image_2d"] = az.profile_2d
+        out["bin_to_azimuth_deg"] = az.bin_to_azimuth_deg
+    return out
+
+
+REFLECTION_FIELDS = {
+    "image": "image", "image_first": "image_first", "image_last": "image_last",
+    "predicted_x": "predicted_x", "predicted_y": "predicted_y",
+    "predicted_phi": "predicted_phi_deg", "observed_x": "observed_x",
+    "observed_y": "observed_y", "d": "d_A", "partiality": "partiality", "lp": "lp",
+    "zeta": "zeta", "ewald_offset": "ewald_offset_invA", "int_sum": "int_sum",
+    "int_sum_var": "int_sum_var", "int_prf": "int_prf", "int_prf_var": "int_prf_var",
+    "background_mean": "background_mean", "flags": "flags",
+}
+"""``/entry/reflections`` field → :class:`Reflections` attribute (plus ``h``, ``k``, ``l``
+from ``hkl``)."""
+
+REQUIRED_REFLECTION_FIELDS = ("h", "k", "l", "image", "d", "lp", "partiality", "int_sum",
+                              "int_sum_var", "flags")
+"""Fields a ``_process.h5`` must have for ``jfjoch_scale``."""
+
+
+def _reflection_fields(refl: Any) -> dict[str, Any]:
+    hkl = np.asarray(refl.hkl)
+    out = {"h": hkl[:, 0], "k": hkl[:, 1], "l": hkl[:, 2]}
+    out.update({name: getattr(refl, attr) for name, attr in REFLECTION_FIELDS.items()})
+    return out
+
+
+def _scaling_fields(res: Any) -> dict[str, Any]:
+    """``/entry/scaling``: per-image arrays, the statistics table and the error model."""
+    im = res.images
+    out: dict[str, Any] = {k: im[k] for k in ("scale", "bfactor", "wedge_deg", "mosaicity_deg",
+                                             "cc", "rejected", "image", "run",
+                                             "delta_cc_half")}
+    a, b = res.error_model
+    out["statistics"] = res.statistics.as_records()
+    out["error_model"] = {"a": a, "b": b, "form": "sigma'^2 = a^2 (sigma^2 + (b I)^2)"}
+    out["space_group"] = res.space_group
+    out["unit_cell"] = res.cell
+    return out
+
+
+def state_groups(state: Any) -> dict[str, dict[str, Any]]:
+    """The output groups of a :class:`jfx.pipeline.state.ProcessState` (field name → array):
+    the only place that maps pipeline results to ``_process.h5`` names."""
+    groups: dict[str, dict[str, Any]] = {"MX": _mx_fields(state)}
+    if state.azint is not None:
+        groups["azint"] = _azint_fields(state.azint)
+    if state.reflections is not None:
+        groups["reflections"] = _reflection_fields(state.reflections)
+    if state.scaling is not None:
+        groups["scaling"] = _scaling_fields(state.scaling)
+    return groups
+
+
+def write_process_h5(path: str | os.PathLike, state: Any, *, master_path: str | os.PathLike,
+                     config_yaml: str, version: str, _after_create=None) -> Path:
+    """Write ``<prefix>_process.h5`` of a pipeline state atomically (the final geometry, the
+    per-image statistics and :func:`state_groups`)."""
+    return write_process_groups(path, master_path=master_path, geometry=state.final_geometry,
+                                config_yaml=config_yaml, version=version,
+                                image=state.image_stats, groups=state_groups(state),
+                                _after_create=_after_create)
+
+
 # --------------------------------------------------------------------------- reading
 @dataclasses.dataclass(frozen=True)
 class ProcessFile:
@@ -290,6 +415,11 @@ class ProcessFile:
         beam_center_px: (bx, by) px; ``detector_distance_m`` (m); ``wavelength_A`` (Å).
         image: per-image statistics, or ``None`` if absent.
         groups: ``{"MX"|"azint"|"reflections"|"scaling": {field: array}}`` for those present.
+        reflections: the integrated reflections (None: the file has none usable;
+            ``reflection_problem`` says why when it has a reflection group).
+        unit_cell: (6,) Å/deg cell of the run (None: not stored); ``space_group`` (None:
+            not stored or 0); ``bandwidth_fwhm``; ``scan_deg`` (start, increment) of a
+            rotation run (None for stills).
     """
 
     path: Path
@@ -301,10 +431,48 @@ class ProcessFile:
     wavelength_A: float
     image: ImageStats | None
     groups: dict[str, dict[str, np.ndarray]]
+    reflections: Reflections | None = None
+    reflection_problem: str | None = None
+    unit_cell: np.ndarray | None = None
+    space_group: int | None = None
+    bandwidth_fwhm: float = 0.0
+    scan_deg: tuple[float, float] | None = None
 
     @property
     def has_reflections(self) -> bool:
-        return "reflections" in self.groups and len(self.groups["reflections"]) > 0
+        return self.reflections is not None
+
+
+def _reflections(t: dict[str, np.ndarray] | None) -> tuple[Reflections | None, str | None]:
+    """(:class:`Reflections` of the ``/entry/reflections`` fields, or None with the reason:
+    no group, or required fields missing)."""
+    if not t:
+        return None, None
+    missing = [c for c in REQUIRED_REFLECTION_FIELDS if c not in t]
+    if missing:
+        return None, (f"/entry/reflections lacks {', '.join(missing)}; it was not written by "
+                      "jfjoch_process integration")
+    n = len(t["h"])
+    out = Reflections.empty(n)
+    cols = {attr: np.asarray(t[name]).astype(getattr(out, attr).dtype)
+            for name, attr in REFLECTION_FIELDS.items() if name in t}
+    cols["hkl"] = np.stack([t["h"], t["k"], t["l"]], 1).astype(np.int32)
+    if "image_first" not in t:
+        cols["image_first"] = cols["image"]
+    if "image_last" not in t:
+        cols["image_last"] = cols["image"]
+    return dataclasses.replace(out, **cols), None
+
+
+def _crystal(mx: dict[str, np.ndarray]) -> dict[str, Any]:
+    cell = np.asarray(mx.get("unit_cell", np.full(6, np.nan)), np.float64).reshape(-1)
+    sg = int(np.asarray(mx.get("space_group", 0)))
+    rot = "scan_increment_deg" in mx and "rotation_lattice" in mx
+    return {"unit_cell": cell if cell.size == 6 and np.all(np.isfinite(cell)) else None,
+            "space_group": sg or None,
+            "bandwidth_fwhm": float(mx.get("bandwidth_fwhm", 0.0)),
+            "scan_deg": ((float(mx["scan_start_deg"]), float(mx["scan_increment_deg"]))
+                         if rot else None)}
 
 
 def _str(d: h5py.Dataset) -> str:
@@ -344,6 +512,7 @@ def read_process_h5(path: str | os.PathLike) -> ProcessFile:
                 if name in f["entry"]:
                     groups[name] = {k: v[()] for k, v in f["entry"][name].items()
                                     if isinstance(v, h5py.Dataset)}
+            refl, problem = _reflections(groups.get("reflections"))
             return ProcessFile(
                 path=path,
                 config_yaml=_str(f["entry/jfx/config"]),
@@ -354,6 +523,9 @@ def read_process_h5(path: str | os.PathLike) -> ProcessFile:
                 wavelength_A=float(f["entry/instrument/beam/incident_wavelength"][()]),
                 image=image,
                 groups=groups,
+                reflections=refl,
+                reflection_problem=problem,
+                **_crystal(groups.get("MX", {})),
             )
         except (OSError, KeyError, ValueError) as e:
             raise InputError(f"cannot read {path}: {' '.join(str(e).split())}") from None

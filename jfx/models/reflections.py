@@ -1,16 +1,17 @@
 """Reflection tables (one row per observation) and their flag bits.
 
-Column meanings follow DIALS / NXreflections; names are the ``/entry/reflections`` fields of
-the file contract. Rows are padded to a capacity; ``valid`` marks real rows.
+Column meanings follow DIALS / NXreflections. A :class:`Reflections` table is host-side
+(numpy), one row per reflection observation: a still's reflection on its image, or a rotation
+reflection summed over the images it was recorded on. The file names of the columns live in
+:mod:`jfx.io.process_h5` only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 
-import jax.numpy as jnp
-
-from jfx.models._pytree import pytree_dataclass
+import numpy as np
 
 
 class ReflectionFlag(enum.IntFlag):
@@ -27,47 +28,88 @@ class ReflectionFlag(enum.IntFlag):
     OUTLIER = 1 << 8  # rejected as an outlier (integration or scaling)
     EDGE = 1 << 9  # signal area crosses the detector edge
     BAD_BACKGROUND = 1 << 10  # too few background pixels
-    PARTIAL = 1 << 11  # partial fraction < 1 on this image (rotation)
+    PARTIAL = 1 << 11  # recorded fraction < 0.9 (rotation)
 
 
-@pytree_dataclass
+_FLOAT_COLUMNS = ("predicted_x", "predicted_y", "predicted_phi_deg", "observed_x", "observed_y",
+                  "d_A", "partiality", "lp", "zeta", "ewald_offset_invA", "int_sum",
+                  "int_sum_var", "int_prf", "int_prf_var", "background_mean")
+
+
+@dataclasses.dataclass(frozen=True)
 class Reflections:
-    """Flat reflection table with ``n_refl`` rows (padded).
+    """Reflection table with ``n`` rows (all columns (n,) unless noted; px: first pixel
+    centre = 0).
 
-    Attributes (all (n_refl,) unless noted; px: first pixel centre = 0):
-        hkl: (n_refl, 3) int32 Miller indices in the indexed setting.
-        image: int32 image number (rotation: frame of the centroid).
+    Attributes:
+        hkl: (n, 3) int32 Miller indices in the indexed setting.
+        image: int32 image number (rotation: the image holding the centroid).
+        image_first, image_last: int32 first/last image whose partials were summed.
         predicted_x, predicted_y: float32 px.
-        predicted_phi_rad: float64 rotation angle of the centroid (NaN for stills).
-        observed_x, observed_y: float32 px, NaN if no centroid.
+        predicted_phi_deg: float32 rotation angle of the centroid (deg; NaN for stills).
+        observed_x, observed_y: float32 px of the matched indexed spot (NaN: none).
         d_A: float32 resolution (Å).
-        partiality: float32 model partiality.
-        lp: float32 Lorentz × polarisation factor.
-        int_sum, int_sum_var: float32 summation intensity and variance (photons).
+        partiality: float32 stills: model Ewald-offset partiality; rotation: recorded
+            fraction F of the reflection (Σ of the summed partials' fractions).
+        lp: float32 Lorentz × polarisation factor (stills: polarisation).
+        zeta: float32 ζ = e·(ŝ1 × ŝ0)/|…| of rotation reflections (NaN for stills).
+        ewald_offset_invA: float32 Ewald offset of still reflections (Å⁻¹; NaN: rotation).
+        int_sum, int_sum_var: float32 summation intensity and variance (photons; rotation:
+            sum over the recorded partials).
         int_prf, int_prf_var: float32 profile-fitted intensity and variance (NaN if none).
         background_mean: float32 photons/pixel.
         flags: uint32 :class:`ReflectionFlag` bits.
-        valid: bool, row holds a reflection.
     """
 
-    hkl: jnp.ndarray
-    image: jnp.ndarray
-    predicted_x: jnp.ndarray
-    predicted_y: jnp.ndarray
-    predicted_phi_rad: jnp.ndarray
-    observed_x: jnp.ndarray
-    observed_y: jnp.ndarray
-    d_A: jnp.ndarray
-    partiality: jnp.ndarray
-    lp: jnp.ndarray
-    int_sum: jnp.ndarray
-    int_sum_var: jnp.ndarray
-    int_prf: jnp.ndarray
-    int_prf_var: jnp.ndarray
-    background_mean: jnp.ndarray
-    flags: jnp.ndarray
-    valid: jnp.ndarray
+    hkl: np.ndarray
+    image: np.ndarray
+    image_first: np.ndarray
+    image_last: np.ndarray
+    predicted_x: np.ndarray
+    predicted_y: np.ndarray
+    predicted_phi_deg: np.ndarray
+    observed_x: np.ndarray
+    observed_y: np.ndarray
+    d_A: np.ndarray
+    partiality: np.ndarray
+    lp: np.ndarray
+    zeta: np.ndarray
+    ewald_offset_invA: np.ndarray
+    int_sum: np.ndarray
+    int_sum_var: np.ndarray
+    int_prf: np.ndarray
+    int_prf_var: np.ndarray
+    background_mean: np.ndarray
+    flags: np.ndarray
 
     @property
-    def capacity(self) -> int:
-        return int(self.hkl.shape[0])
+    def n(self) -> int:
+        return int(np.asarray(self.hkl).shape[0])
+
+    @staticmethod
+    def empty(n: int) -> Reflections:
+        """``n`` rows with the defaults of unset columns (NaN floats, partiality and lp 1,
+        zero indices, images and flags)."""
+        cols = {c: np.full(n, np.nan, np.float32) for c in _FLOAT_COLUMNS}
+        cols["partiality"][:] = 1.0
+        cols["lp"][:] = 1.0
+        cols["predicted_x"][:] = 0.0
+        cols["predicted_y"][:] = 0.0
+        cols["d_A"][:] = 0.0
+        return Reflections(hkl=np.zeros((n, 3), np.int32), image=np.zeros(n, np.int32),
+                           image_first=np.zeros(n, np.int32), image_last=np.zeros(n, np.int32),
+                           flags=np.zeros(n, np.uint32), **cols)
+
+    def take(self, rows: np.ndarray) -> Reflections:
+        """The table restricted to ``rows`` (an index array or a boolean mask)."""
+        return Reflections(**{f.name: np.asarray(getattr(self, f.name))[rows]
+                              for f in dataclasses.fields(self)})
+
+    @staticmethod
+    def concatenate(tables: list[Reflections]) -> Reflections:
+        """Rows of ``tables`` one after the other."""
+        if not tables:
+            return Reflections.empty(0)
+        return Reflections(**{f.name: np.concatenate([np.asarray(getattr(t, f.name))
+                                                      for t in tables])
+                              for f in dataclasses.fields(Reflections)})

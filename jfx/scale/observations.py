@@ -9,6 +9,8 @@ to a power-of-two bucket so that jitted scaling kernels compile once per bucket.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -265,3 +267,20 @@ def make_observations(cols: dict, *, n_refl: int, n_img: int, wavelength_A: floa
     return Observations(**out, n_refl=int(n_refl), n_img=int(n_img),
                         wavelength_A=float(wavelength_A),
                         phi_increment_rad=float(phi_increment_rad))
+
+
+def reflection_columns(refl: Any) -> dict[str, np.ndarray]:
+    """The column mapping :func:`observations_from_table` and
+    :func:`jfx.scale.scaling.scale_merge` read (``h k l image d lp partiality int_sum
+    int_sum_var int_prf int_prf_var flags predicted_x predicted_y predicted_phi zeta
+    ewald_offset image_first image_last``) of a :class:`jfx.models.reflections.Reflections`
+    table."""
+    hkl = np.asarray(refl.hkl)
+    return {"h": hkl[:, 0], "k": hkl[:, 1], "l": hkl[:, 2], "image": refl.image,
+            "image_first": refl.image_first, "image_last": refl.image_last,
+            "d": refl.d_A, "lp": refl.lp, "partiality": refl.partiality,
+            "int_sum": refl.int_sum, "int_sum_var": refl.int_sum_var,
+            "int_prf": refl.int_prf, "int_prf_var": refl.int_prf_var, "flags": refl.flags,
+            "predicted_x": refl.predicted_x, "predicted_y": refl.predicted_y,
+            "predicted_phi": refl.predicted_phi_deg, "zeta": refl.zeta,
+            "ewald_offset": refl.ewald_offset_invA, "background_mean": refl.background_mean}

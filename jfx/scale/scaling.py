@@ -108,14 +108,6 @@ class ScalingResult:
     partiality_model: str
     solver: str
 
-    def scaling_group(self) -> dict[str, np.ndarray]:
-        """Arrays of ``/entry/scaling`` (FORMATS.md) plus ``run`` and ``image``."""
-        im = self.images
-        return {"scale": im["scale"], "bfactor": im["bfactor"], "wedge_deg": im["wedge_deg"],
-                "mosaicity_deg": im["mosaicity_deg"], "cc": im["cc"],
-                "rejected": im["rejected"], "image": im["image"], "run": im["run"],
-                "delta_cc_half": im["delta_cc_half"]}
-
     def lines(self) -> list[str]:
         """Console summary (the statistics table is :func:`jfx.scale.stats.format_table`)."""
         a, b = self.error_model

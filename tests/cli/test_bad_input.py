@@ -185,3 +185,12 @@ def test_gpu_requested_without_gpu(capsys, tmp_path, shared_master):
 def test_azint_q_range_beyond_detector(capsys, tmp_path, shared_master):
     run_bad(capsys, tmp_path, [str(shared_master[0]), "-X", "None", "azint.low_q_invA=50"],
             "no q range on the detector")
+
+
+def test_profile_multiplier_without_pixelrefine_is_refused(tmp_path, capsys):
+    """--profile-multiplier was parsed and read by nothing; it belongs to -r pixelrefine."""
+    from jfx.cli import process_main
+
+    rc = process_main([str(tmp_path / "m_master.h5"), "--profile-multiplier", "3"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "applies to -r pixelrefine only" in err and err.count("\n") == 1

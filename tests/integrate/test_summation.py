@@ -8,13 +8,12 @@ import pytest
 
 import jfx  # noqa: F401
 from jfx.integrate.summation import (
+    SummationResult,
     box_offsets,
-    fill_reflections,
+    combine_partials,
     integrate_frame,
-    integrate_rotation,
 )
 from jfx.models.reflections import ReflectionFlag as F
-from jfx.models.reflections import Reflections
 from jfx.sim.forward import gaussian_patches, splat
 
 SCALE = 1000  # noiseless tests: photons × SCALE rounded to integers (error ≤ 5e-4 photons/px)
@@ -255,6 +254,23 @@ def test_box_offsets_cover_all_pixels_within_r3():
                     assert (dy, dx) in ann
 
 
+def rotation_rows(frames, first_image, image, x, y, radii, used=None):
+    """Per-(reflection, frame) summation rows the way the integration stage makes them:
+    each frame's rows integrated together on that frame (rows not used stay NaN)."""
+    m = len(image)
+    used = np.ones(m, bool) if used is None else np.asarray(used, bool)
+    out = {k: np.full(m, np.nan) for k in ("intensity", "variance", "background",
+                                          "background_sigma", "masked_fraction")}
+    out.update(n_signal=np.zeros(m, np.int32), n_background=np.zeros(m, np.int32),
+               flags=np.zeros(m, np.uint32))
+    for k in np.unique(image[used]):
+        rows = np.flatnonzero(used & (image == k))
+        res = integrate_frame(frames[k - first_image], None, x[rows], y[rows], None, radii)
+        for name in out:
+            out[name][rows] = getattr(res, name)
+    return SummationResult(**out)
+
+
 def test_rotation_spot_split_over_three_frames_sums_to_total():
     shape = (50, 50)
     N, b = 2400.0, 1.0
@@ -269,40 +285,26 @@ def test_rotation_spot_split_over_three_frames_sums_to_total():
     y = np.append(ys, 10.0)
     f = np.append(fr, 1.0)
     g = np.array([0, 0, 0, 1])
-    res = integrate_rotation(frames, 10, image, x, y, f, g, None, (4.0, 6.0, 9.0))
+    radii = (4.0, 6.0, 9.0)
+    rows = rotation_rows(frames, 10, image, x, y, radii)
+    res = combine_partials(rows, g, f, np.ones(4, bool), 2)
     assert res.intensity[0] / SCALE == pytest.approx(N, rel=0.01)
     assert res.intensity[1] / SCALE == pytest.approx(700.0, rel=0.01)
-    assert res.n_frames.tolist() == [3, 1]
+    assert res.n_frames.tolist() == [3, 1] and res.fraction.tolist() == [1.0, 1.0]
     assert res.flags[0] == F.INTEGRATED_SUM and res.flags[1] == F.INTEGRATED_SUM
-    assert res.rows.flags.tolist() == [F.INTEGRATED_SUM | F.PARTIAL] * 3 + [F.INTEGRATED_SUM]
-    np.testing.assert_allclose(res.intensity[0], np.sum(res.rows.intensity[:3]), rtol=1e-12)
-    np.testing.assert_allclose(res.variance[0], np.sum(res.rows.variance[:3]), rtol=1e-12)
-    # only frames 11 and 12 given: fraction 0.75 recorded, scaled up to the full reflection
-    part = integrate_rotation(frames[1:], 11, image, x, y, f, g, None, (4.0, 6.0, 9.0))
+    np.testing.assert_allclose(res.intensity[0], np.sum(rows.intensity[:3]), rtol=1e-12)
+    np.testing.assert_allclose(res.variance[0], np.sum(rows.variance[:3]), rtol=1e-12)
+    # only frames 11 and 12 given: fraction 0.75 recorded; I / F estimates the full reflection
+    used = image != 10
+    part = combine_partials(rotation_rows(frames, 10, image, x, y, radii, used), g, f, used, 2)
     assert part.fraction[0] == pytest.approx(0.75)
     assert part.flags[0] == F.INTEGRATED_SUM | F.PARTIAL
-    assert part.intensity[0] / SCALE == pytest.approx(N, rel=0.01)
-    assert part.variance[0] == pytest.approx(np.sum(res.rows.variance[1:3]) / 0.75**2, rel=1e-9)
+    assert part.intensity[0] / part.fraction[0] / SCALE == pytest.approx(N, rel=0.01)
+    assert part.variance[0] == pytest.approx(np.sum(rows.variance[1:3]), rel=1e-9)
 
 
-def test_fill_reflections_and_input_errors():
-    n = 3
-    z = lambda dt: jnp.zeros(n, dt)
-    refl = Reflections(hkl=jnp.zeros((n, 3), jnp.int32), image=z(jnp.int32), predicted_x=z(jnp.float32),
-                       predicted_y=z(jnp.float32), predicted_phi_rad=z(jnp.float64),
-                       observed_x=z(jnp.float32), observed_y=z(jnp.float32), d_A=z(jnp.float32),
-                       partiality=z(jnp.float32), lp=z(jnp.float32), int_sum=z(jnp.float32),
-                       int_sum_var=z(jnp.float32), int_prf=z(jnp.float32), int_prf_var=z(jnp.float32),
-                       background_mean=z(jnp.float32),
-                       flags=jnp.full(n, int(F.PREDICTED | F.OVERLAP), jnp.uint32),
-                       valid=jnp.ones(n, bool))
+def test_integrate_frame_input_errors():
     img = scaled(spot_image((30, 30), 15.0, 15.0, 100.0) + 1.0)
-    res = integrate_frame(img, None, [15.0, 2.0, 50.0], [15.0, 15.0, 15.0], None, (3.0,))
-    out = fill_reflections(refl, res)
-    assert out.int_sum.dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(out.int_sum), res.intensity.astype(np.float32))
-    assert int(out.flags[0]) == F.PREDICTED | F.INTEGRATED_SUM  # stale OVERLAP cleared
-    assert int(out.flags[2]) & F.EDGE
     with pytest.raises(ValueError, match="radii"):
         integrate_frame(img, None, [1.0], [1.0], None, (3.0, 2.0, 5.0))
     with pytest.raises(ValueError, match="background"):
@@ -311,46 +313,50 @@ def test_fill_reflections_and_input_errors():
         integrate_frame(img.astype(float), None, [1.0], [1.0], None, (3.0,))
 
 
-def test_rotation_same_frame_overlap_min_fraction_and_valid():
+def test_rotation_same_frame_overlap_and_unused_rows():
     shape = (40, 60)
     frames = np.stack([scaled(spot_image(shape, [20.0, 24.0], [20.0, 20.0], [500.0, 500.0])
                               + 1.0)] * 2)
     image = np.array([0, 0, 1, 1])
     x = np.array([20.0, 24.0, 20.0, 40.0])
     y = np.array([20.0, 20.0, 20.0, 20.0])
-    f = np.array([0.6, 1.0, 0.4, 0.001])
+    f = np.array([0.6, 1.0, 0.4, 0.5])
     g = np.array([0, 1, 0, 2])
-    res = integrate_rotation(frames, 0, image, x, y, f, g, np.array([1, 1, 1, 1], bool),
-                             (3.0, 5.0, 8.0), min_fraction=0.01)
+    used = np.array([1, 1, 1, 0], bool)  # group 2's only row is not meant to be integrated
+    rows = rotation_rows(frames, 0, image, x, y, (3.0, 5.0, 8.0), used)
+    res = combine_partials(rows, g, f, used, 3)
     # rows 0 and 1 are 4 px apart on frame 0: disc of one in the other's annulus
-    assert res.rows.flags[0] & F.OVERLAP and res.rows.flags[1] & F.OVERLAP
-    assert not res.rows.flags[2] & F.OVERLAP  # on frame 1 reflection 1 is not predicted
+    assert rows.flags[0] & F.OVERLAP and rows.flags[1] & F.OVERLAP
+    assert not rows.flags[2] & F.OVERLAP  # on frame 1 reflection 1 is not predicted
     assert res.flags[0] & F.OVERLAP and res.flags[0] & F.INTEGRATED_SUM
-    # group 2: its only row is below min_fraction, so not integrated
-    assert res.n_frames[2] == 0 and np.isnan(res.intensity[2]) and res.flags[2] == 0
-    assert np.isnan(res.rows.intensity[3])
+    assert res.n_frames[2] == 0 and np.isnan(res.intensity[2])
+    assert res.flags[2] == F.PARTIAL and res.fraction[2] == 0.0
     with pytest.raises(ValueError, match="same length"):
-        integrate_rotation(frames, 0, image, x[:3], y, f, g, None, (3.0,))
+        combine_partials(rows, g[:3], f, used, 3)
+    with pytest.raises(ValueError, match="group indices"):
+        combine_partials(rows, g, f, np.ones(4, bool), 2)
 
 
-def test_combine_partials_streaming_equals_integrate_rotation():
-    from jfx.integrate.summation import SummationResult, combine_partials
-
+def test_combine_partials_failed_partial_and_profile_sums():
     shape = (50, 50)
     fr = np.array([0.3, 0.7])
     frames = np.stack([scaled(spot_image(shape, 20.0 + i, 25.0, 900.0 * fr[i]) + 2.0)
                        for i in range(2)])
     image, x, y, g = np.array([5, 6]), np.array([20.0, 21.0]), np.array([25.0, 25.0]), np.zeros(2)
-    ref = integrate_rotation(frames, 5, image, x, y, fr, g, None, (4.0, 6.0, 9.0))
-    parts = [integrate_frame(frames[i], None, x[i:i + 1], y[i:i + 1], None, (4.0, 6.0, 9.0))
-             for i in range(2)]
-    rows = SummationResult(*(np.concatenate([getattr(p, k) for p in parts])
-                             for k in SummationResult.__dataclass_fields__))
-    c = combine_partials(rows, g, fr, np.ones(2, bool), 1)
-    assert c.intensity[0] == ref.intensity[0] and c.variance[0] == ref.variance[0]
+    rows = rotation_rows(frames, 5, image, x, y, (4.0, 6.0, 9.0))
+    prf = (np.array([280.0, 610.0]), np.array([3.0, 5.0]))
+    c = combine_partials(rows, g, fr, np.ones(2, bool), 1, prf=prf)
     assert c.intensity[0] / SCALE == pytest.approx(900.0, rel=0.01)
-    # a used row that failed makes the reflection not integrated (not silently low)
+    assert c.prf_intensity[0] == 890.0 and c.prf_variance[0] == 8.0
+    assert c.flags[0] == F.INTEGRATED_SUM | F.INTEGRATED_PRF
+    # a partial without a profile intensity: no profile sum for the reflection
+    c = combine_partials(rows, g, fr, np.ones(2, bool), 1, prf=(np.array([280.0, np.nan]),
+                                                                  prf[1]))
+    assert np.isnan(c.prf_intensity[0]) and c.flags[0] == F.INTEGRATED_SUM
+    # a partial that failed leaves the sum and the recorded fraction; its flags are kept
     bad = SummationResult(**{**{k: getattr(rows, k) for k in SummationResult.__dataclass_fields__},
                              "flags": np.array([int(F.INTEGRATED_SUM), int(F.EDGE)], np.uint32)})
     c = combine_partials(bad, g, fr, np.ones(2, bool), 1)
-    assert np.isnan(c.intensity[0]) and c.flags[0] == F.EDGE
+    assert c.intensity[0] == rows.intensity[0] and c.fraction[0] == pytest.approx(0.3)
+    assert c.n_frames[0] == 1
+    assert c.flags[0] == F.INTEGRATED_SUM | F.EDGE | F.PARTIAL

@@ -11,7 +11,8 @@ import pytest
 from jfx.io.errors import InputError
 from jfx.io.jfjoch_writer import write_jungfraujoch
 from jfx.io.nxmx import open_master
-from jfx.io.process_h5 import process_h5_path, read_process_h5, write_process_h5
+from jfx.io.process_h5 import (process_h5_path, read_process_h5, write_process_groups,
+                                write_process_h5)
 from jfx.models.geometry import Beam, Detector, Geometry, Goniometer
 from jfx.spotfind.stats import ImageStats
 
@@ -41,7 +42,7 @@ def used_geometry():
 
 def test_layout_and_dtypes(tmp_path, master):
     mpath, _ = master
-    out = write_process_h5(process_h5_path(tmp_path / "o"), master_path=mpath,
+    out = write_process_groups(process_h5_path(tmp_path / "o"), master_path=mpath,
                            geometry=used_geometry(), config_yaml="a: 1\n", version="9.9",
                            image=stats(),
                            groups={"reflections": {"h": [1, 2], "k": [0, 0], "l": [3, 4],
@@ -80,7 +81,8 @@ def test_layout_and_dtypes(tmp_path, master):
     pf = read_process_h5(out)
     np.testing.assert_array_equal(pf.image.max, [5, 9])
     assert np.isnan(pf.image.mean[1])
-    assert pf.has_reflections and pf.groups["reflections"]["l"].tolist() == [3, 4]
+    assert pf.groups["reflections"]["l"].tolist() == [3, 4]
+    assert not pf.has_reflections  # lacks columns jfjoch_scale needs: not usable
     assert pf.input == str(mpath.resolve())
 
 
@@ -88,7 +90,7 @@ def test_geometry_round_trips_through_the_nxmx_reader(tmp_path, master):
     """The geometry written (values + transformations) is what the NXmx reader derives."""
     mpath, _ = master
     geo = used_geometry()
-    out = write_process_h5(tmp_path / "o_process.h5", master_path=mpath, geometry=geo,
+    out = write_process_groups(tmp_path / "o_process.h5", master_path=mpath, geometry=geo,
                            config_yaml="", version="0", image=stats())
     probe = tmp_path / "probe_master.h5"
     shutil.copy(out, probe)
@@ -119,7 +121,7 @@ def test_failure_after_temp_file_leaves_no_output(tmp_path, master, exc):
         raise exc
 
     with pytest.raises(type(exc)):
-        write_process_h5(out_dir / "o_process.h5", master_path=mpath, geometry=geo,
+        write_process_groups(out_dir / "o_process.h5", master_path=mpath, geometry=geo,
                          config_yaml="", version="0", image=stats(), _after_create=fail)
     assert seen and seen[0].startswith(str(out_dir))  # the temp file existed in the output dir
     assert list(out_dir.iterdir()) == []
@@ -134,7 +136,7 @@ def test_failure_keeps_previous_output(tmp_path, master):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        write_process_h5(final, master_path=mpath, geometry=geo, config_yaml="", version="0",
+        write_process_groups(final, master_path=mpath, geometry=geo, config_yaml="", version="0",
                          image=stats(), _after_create=fail)
     assert final.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "o_process.h5"]
@@ -143,7 +145,7 @@ def test_failure_keeps_previous_output(tmp_path, master):
 def test_unknown_group_is_rejected(tmp_path, master):
     mpath, geo = master
     with pytest.raises(ValueError, match="unknown output group"):
-        write_process_h5(tmp_path / "o_process.h5", master_path=mpath, geometry=geo,
+        write_process_groups(tmp_path / "o_process.h5", master_path=mpath, geometry=geo,
                          config_yaml="", version="0", image=stats(), groups={"bogus": {}})
     assert not (tmp_path / "o_process.h5").exists()
 

@@ -211,3 +211,17 @@ def test_without_s_the_masters_space_group_is_used(rot, tmp_path, capsys):
     a, b, c, al, be, ga = m.cell.parameters
     assert m.spacegroup.number == 96 and a == b and (al, be, ga) == (90, 90, 90)
     assert abs(a / 79.1 - 1) < 0.005 and abs(c / 38.0 - 1) < 0.005
+
+
+def test_jfjoch_scale_unit_cell_override_reaches_the_output(merged_run, tmp_path):
+    """``crystal.unit_cell=[...]`` was accepted and ignored (the MTZ kept the stored cell);
+    it is the merging cell now, and one that does not fit the space group is refused."""
+    out, _ = merged_run
+    o = tmp_path / "cell"
+    cell = [79.5, 79.5, 38.2, 90, 90, 90]
+    assert scale_main([f"{out}_process.h5", "-o", str(o), "-S", "96",
+                       "crystal.unit_cell=[" + ",".join(map(str, cell)) + "]"]) == 0
+    _, _, _, m = _mtz(f"{o}.mtz")
+    np.testing.assert_allclose(m.cell.parameters, cell, atol=1e-3)
+    assert scale_main([f"{out}_process.h5", "-o", str(o), "-S", "96",
+                       "crystal.unit_cell=[79.5,70.0,38.2,90,90,90]"]) == 2

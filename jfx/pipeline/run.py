@@ -1,0 +1,230 @@
+"""The runner: the only place that knows the stage order and the retries.
+
+``spotfind → index → [rotation rescue: symmetry-free index → refine → index] → [stills
+retry: refine → index with the pooled detector] → refine → integrate → crystal (cell and
+space group used) → scale``. Each stage is ``run(state, settings, ctx) -> state`` and
+``summary(state)``; ``on_stage(name, state)`` is called as soon as a stage ends (the shell
+prints its summary there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from jfx.config import ProcessSettings
+from jfx.io.errors import InputError, ProcessingError
+from jfx.pipeline import (index_stage, integrate_stage, refine_stage, scale_stage,
+                          spotfind_stage)
+from jfx.pipeline.context import (ProgressFactory, RunContext, default_batch_size, one_line,
+                                  resolve_device)
+from jfx.pipeline.state import ImageSelection, ProcessState
+
+STILLS_RETRY_BELOW = 0.9
+"""Stills indexed below this fraction of the attempts get the pooled-detector retry."""
+
+STAGES = {"spotfind": spotfind_stage, "index": index_stage, "refine": refine_stage,
+          "integrate": integrate_stage, "scale": scale_stage}
+"""Stage name → module (each with ``run`` and ``summary``)."""
+
+STAGE_SUMMARIES = {name: mod.summary for name, mod in STAGES.items()}
+"""Stage name → ``summary(state)`` (an object with ``lines()``, or None)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessResult:
+    """Result of :func:`process`: the final state and the resources used.
+
+    Attributes:
+        state: the final :class:`ProcessState`.
+        batch_size: frames per kernel call used; device: the JAX device used.
+    """
+
+    state: ProcessState
+    batch_size: int
+    device: str
+
+
+def select_images(n_images: int, start: int = 0, end: int | None = None,
+                  stride: int = 1) -> ImageSelection:
+    """Images ``start..end`` (inclusive, 0-based) with ``stride``; ``end`` beyond the data is
+    clipped to the last image (with a warning).
+
+    Raises:
+        InputError: no images, ``start`` beyond the data, ``end < start`` or ``stride < 1``.
+    """
+    if n_images <= 0:
+        raise InputError("the input holds no images")
+    if stride < 1:
+        raise InputError(f"stride must be >= 1, got {stride}")
+    if start < 0:
+        raise InputError(f"start image must be >= 0, got {start}")
+    if start >= n_images:
+        raise InputError(f"start image {start} is beyond the data (images 0-{n_images - 1})")
+    warnings = []
+    last = n_images - 1
+    if end is None:
+        end = last
+    elif end < start:
+        raise InputError(f"end image {end} is before start image {start} (-e < -s)")
+    elif end > last:
+        warnings.append(f"end image {end} is beyond the data; clipped to {last}")
+        end = last
+    return ImageSelection(np.arange(start, end + 1, stride, dtype=np.int64), tuple(warnings))
+
+
+def unimplemented_stages(settings: ProcessSettings) -> list[str]:
+    """Requested stages that cannot run (empty: the run can proceed); one line each."""
+    out = []
+    if settings.refine.preset == "pixelrefine":
+        out.append("pixel refinement (-r pixelrefine) is not implemented yet")
+    if settings.merging and (settings.index.algorithm == "none"
+                             or not settings.integrate.enabled):
+        out.append("scaling and merging (-M / -z) needs indexing and integration: not possible "
+                   "with -X none or integrate.enabled=false")
+    return out
+
+
+def _retry_rotation(state: ProcessState, settings: ProcessSettings,
+                    ctx: RunContext) -> ProcessState:
+    """A geometry off by a few px / % distorts the lattice beyond the symmetry tolerances:
+    index without symmetry, refine the geometry on that lattice, index again with it."""
+    if not index_stage.can_rescue_rotation(state, settings, ctx):
+        return state
+    trial = index_stage.run_unconstrained(state, settings, ctx)
+    trial = refine_stage.run(trial, settings, ctx)
+    if trial.refinement is None:
+        return state
+    again = index_stage.run(trial, settings, ctx, use_stored_spots=False)
+    if again.indexing.basis0 is None:
+        return state
+    ix = dataclasses.replace(again.indexing, mode=again.indexing.mode
+                             + " (geometry refined first)")
+    return dataclasses.replace(again, indexing=ix, refinement=None)
+
+
+def _retry_stills(state: ProcessState, settings: ProcessSettings,
+                  ctx: RunContext) -> ProcessState:
+    """Stills indexed poorly: a wrong stored beam centre or distance moves the spots off the
+    lattice. Refine the indexed stills, pool the detector over them and index again with
+    it; the better of the two runs is kept."""
+    ix = state.indexing
+    if (ix is None or ix.mode != "stills" or ix.n_indexed < 2
+            or ix.n_indexed >= STILLS_RETRY_BELOW * ix.n_attempted
+            or not refine_stage.enabled(settings)
+            or not any(p.startswith("detector.") for p in settings.refine.free)):
+        return state
+    trial = refine_stage.run(state, settings, ctx)
+    if trial.refinement is None or trial.refinement.refined < 2:
+        return state
+    again = index_stage.run(trial, settings, ctx)
+    if again.indexing.n_indexed <= ix.n_indexed:
+        return dataclasses.replace(state, timings_s=again.timings_s)
+    ix2 = dataclasses.replace(again.indexing, mode="stills (detector pooled from a first pass)")
+    return dataclasses.replace(again, indexing=ix2, refinement=None)
+
+
+def crystal(state: ProcessState, settings: ProcessSettings) -> ProcessState:
+    """The data's cell (rotation: the refined sweep lattice; stills: median of the image
+    lattices) and the space group used: ``-S``, else the master's when the cell fits it
+    (1 % / 1°), else None (merging then uses P1)."""
+    from jfx.models.lattice import basis_to_cell
+    from jfx.scale.scaling import check_cell_fits
+
+    if state.indexing is None:
+        return state
+    b0 = state.rotation_basis0()
+    if b0 is not None:
+        cell = basis_to_cell(b0)
+    else:
+        lat = state.image_lattices()[state.indexing.indexed]
+        cell = (np.median(np.stack([basis_to_cell(b) for b in lat]), 0) if len(lat)
+                else np.full(6, np.nan))
+    cell = np.asarray(cell, np.float64)
+    sg = settings.crystal.space_group
+    if sg is None and state.stored_space_group is not None and np.all(np.isfinite(cell)):
+        try:
+            check_cell_fits(cell, int(state.stored_space_group))
+            sg = int(state.stored_space_group)
+        except ValueError:
+            sg = None
+    return dataclasses.replace(state, unit_cell=cell, space_group=sg)
+
+
+def process(settings: ProcessSettings, source: Any, *, selection: ImageSelection | None = None,
+            progress: ProgressFactory | None = None, reference: Any = None,
+            on_stage: Callable[[str, ProcessState], None] | None = None) -> ProcessResult:
+    """Run the pipeline on an open frame source (a :class:`jfx.io.nxmx.MasterFile`).
+
+    Args:
+        settings: the run's settings.
+        source: the open master file.
+        selection: the images (default from ``settings.general``).
+        progress: progress-bar factory used by every stage.
+        reference: reference intensities for ``-z`` (read by the shell).
+        on_stage: called with ``(stage name, state)`` when a stage ends.
+
+    Raises:
+        InputError: unusable input or a requested stage that cannot run.
+        ProcessingError: a kernel or a fit failed.
+    """
+    import jax
+
+    t0 = time.perf_counter()
+    todo = unimplemented_stages(settings)
+    if todo:
+        raise InputError(todo[0])
+    g = settings.general
+    if selection is None:
+        selection = select_images(source.n_images, g.start_image, g.end_image, g.stride)
+    device = resolve_device(g.device)
+    batch = g.batch_size if g.batch_size is not None else default_batch_size(device)
+    stored = None
+    if settings.rotation.two_pass_images is not None and not settings.rotation.redo_spots:
+        stored = getattr(source, "stored_spots", None)
+    ctx = RunContext(source=source, batch_size=int(batch), workers=g.threads,
+                     progress=progress, device=device, stored_spots=stored,
+                     reference=reference)
+    warnings = tuple(getattr(source, "warnings", ()) or ()) + selection.warnings
+    geometry = source.geometry
+    if settings.pixelrefine.bandwidth_fwhm is not None:  # --bandwidth overrides the file
+        geometry = dataclasses.replace(geometry, beam=dataclasses.replace(
+            geometry.beam, bandwidth_fwhm=np.asarray(float(settings.pixelrefine.bandwidth_fwhm))))
+    state = ProcessState(selection=selection, geometry=geometry,
+                         stored_space_group=getattr(source, "space_group", None),
+                         warnings=warnings)
+
+    def done(name: str, st: ProcessState) -> ProcessState:
+        if on_stage is not None:
+            on_stage(name, st)
+        return st
+
+    def guarded(name: str, st: ProcessState) -> ProcessState:
+        try:
+            return STAGES[name].run(st, settings, ctx)
+        except (InputError, ProcessingError):
+            raise
+        except Exception as e:
+            raise ProcessingError(f"{name} failed: {one_line(e)}") from e
+
+    dev = jax.default_device(device) if g.device != "auto" else contextlib.nullcontext()
+    with dev:
+        state = done("spotfind", spotfind_stage.run(state, settings, ctx))
+        state = index_stage.run(state, settings, ctx)
+        state = _retry_rotation(state, settings, ctx)
+        state = _retry_stills(state, settings, ctx)
+        state = done("index", state)
+        if state.indexing is not None and state.indexing.n_indexed and \
+                integrate_stage.enabled(settings):
+            state = done("refine", guarded("refine", state))
+            state = done("integrate", guarded("integrate", state))
+            if state.reflections is not None:
+                state = crystal(state, settings)
+        state = done("scale", scale_stage.run(state, settings, ctx))
+    state = state.with_time("total", time.perf_counter() - t0)
+    return ProcessResult(state=state, batch_size=int(batch), device=str(device))
