@@ -39,8 +39,9 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from jfx.io.nxmx import SUPPORTED_DTYPES, StoredSpots, error_value_of
+from jfx.io.nxmx import SUPPORTED_DTYPES, error_value_of
 from jfx.models.geometry import Geometry
+from jfx.models.spots import StoredSpots
 
 __all__ = ["write_jungfraujoch"]
 

@@ -3,11 +3,17 @@
 Ragged per-image spot lists live in padded arrays of capacity ``max_spots`` (the
 ``--max-spots`` option). ``n_found`` keeps the number of spots found before truncation so
 overflow is data, never a silent loss.
+
+:class:`StoredSpots` holds the spot lists a master file may already carry (read by
+:mod:`jfx.io.nxmx`, written by :mod:`jfx.io.jfjoch_writer`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax.numpy as jnp
+import numpy as np
 
 from jfx.models._pytree import pytree_dataclass
 
@@ -55,3 +61,20 @@ class SpotList:
     def overflow(self) -> jnp.ndarray:
         """(n_img,) bool: more spots were found than the capacity holds."""
         return self.n_found > self.max_spots
+
+
+@dataclass(frozen=True)
+class StoredSpots:
+    """Spot lists stored in the master file (CXI layout, ``/entry/MX``).
+
+    Attributes:
+        n_peaks: (n_images,) int32 number of valid spots per image.
+        x_px, y_px: (n_images, max_spots) float32 centroids (px, first pixel centre = 0);
+            padding as in the file (NaN or 0).
+        intensity: (n_images, max_spots) float32 total intensity (photons).
+    """
+
+    n_peaks: np.ndarray
+    x_px: np.ndarray
+    y_px: np.ndarray
+    intensity: np.ndarray

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from jfx.io.jfjoch_writer import write_jungfraujoch
-from jfx.io.nxmx import StoredSpots, error_value_of, open_master
+from jfx.io.nxmx import error_value_of, open_master
+from jfx.models.spots import StoredSpots
 from jfx.physics.diffraction import pixel_to_lab
 
 from .conftest import N_IMG, NX, NY, random_frames, small_geometry

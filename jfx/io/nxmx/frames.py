@@ -1,0 +1,208 @@
+"""Chunked frame reading with bounded read-ahead: synchronous, one thread, or processes.
+
+:func:`iter_chunks` delivers ``(indices (k,) int64, frames (k, ny, nx) native dtype)`` in
+order from a :class:`~jfx.io.h5util.FrameReader`:
+
+* ``workers=0`` (or ``prefetch=0``): read in the caller;
+* ``workers=1`` (or a single chunk): one background thread, at most ``prefetch`` chunks
+  queued;
+* ``workers>1``: that many reader *processes* (h5py serialises on a global lock, so only
+  processes scale). Each is started with the ``spawn`` context, opens the files itself from
+  the plain-dict spec and reads every ``workers``-th chunk into its ring of shared-memory
+  slots. The process entry point is :func:`jfx.io.h5util.reader_process_main`, which the
+  children load by file path (:func:`jfx.io.h5util.reader_process`) without importing jfx or
+  JAX; :func:`no_main_reimport` keeps them from re-running the parent's ``__main__``.
+
+Read errors are re-raised in the consumer as one-line :class:`~jfx.io.errors.InputError`
+naming the image and the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing as mp
+import queue
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from jfx.io.errors import InputError
+from jfx.io.h5util import FrameReader, FrameReadError, one_line, reader_process
+
+Chunk = tuple[np.ndarray, np.ndarray]
+
+
+def iter_chunks(src: FrameReader, chunks: list[list[int]], *, image_shape: tuple[int, int],
+                dtype: np.dtype, workers: int, prefetch: int, path: Path) -> Iterator[Chunk]:
+    """Iterate over ``chunks`` (lists of image numbers) of ``src``, reading ahead.
+
+    Args:
+        src: the master's frame reader (its ``spec`` is sent to reader processes).
+        chunks: image numbers per chunk, delivered in this order.
+        image_shape: (ny, nx); dtype: native pixel dtype of the delivered arrays.
+        workers: 0 = synchronous, 1 = one thread, >1 = that many processes.
+        prefetch: at most this many chunks are read ahead (memory bound ≈
+            (prefetch + workers) · chunk size frames).
+        path: master file (messages).
+    """
+    if not chunks:
+        return iter(())
+    if workers <= 0 or prefetch <= 0:
+        return _iter_sync(src, chunks, image_shape, dtype)
+    if workers == 1 or len(chunks) == 1:
+        return _iter_thread(src, chunks, prefetch, image_shape, dtype, path)
+    return _iter_procs(src.spec, chunks, min(workers, len(chunks)), prefetch, image_shape,
+                       dtype, path)
+
+
+def _iter_sync(src, chunks, image_shape, dtype) -> Iterator[Chunk]:
+    for c in chunks:
+        out = np.empty((len(c),) + image_shape, dtype=dtype)
+        try:
+            src.read_into(out, c)
+        except FrameReadError as e:
+            raise InputError(str(e)) from None
+        yield np.asarray(c, dtype=np.int64), out
+
+
+def _iter_thread(src, chunks, prefetch, image_shape, dtype, path) -> Iterator[Chunk]:
+    q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run():
+        try:
+            for c in chunks:
+                if stop.is_set():
+                    return
+                out = np.empty((len(c),) + image_shape, dtype=dtype)
+                src.read_into(out, c)
+                if not put(("ok", c, out)):
+                    return
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            put(("error", None, e))
+            return
+        put(("done", None, None))
+
+    th = threading.Thread(target=run, name="jfx-reader", daemon=True)
+    th.start()
+    try:
+        while True:
+            kind, c, payload = q.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                if isinstance(payload, (InputError, FrameReadError)):
+                    raise InputError(str(payload)) from None
+                raise InputError(f"reading {path} failed: {one_line(payload)}") from None
+            yield np.asarray(c, dtype=np.int64), payload
+    finally:
+        stop.set()
+        th.join(timeout=10)
+
+
+def _iter_procs(spec, chunks, nw, prefetch, image_shape, dtype, path) -> Iterator[Chunk]:
+    from multiprocessing import shared_memory
+
+    ctx = mp.get_context("spawn")
+    n_slots = max(1, math.ceil(prefetch / nw))
+    cmax = max(len(c) for c in chunks)
+    slot_bytes = cmax * image_shape[0] * image_shape[1] * dtype.itemsize
+    stop = ctx.Event()
+    shms, sems, queues, procs, bufs = [], [], [], [], []
+    try:
+        for w in range(nw):
+            shm = shared_memory.SharedMemory(create=True, size=max(1, n_slots * slot_bytes))
+            shms.append(shm)
+            bufs.append(np.ndarray((n_slots, cmax) + image_shape, dtype=dtype, buffer=shm.buf))
+            sems.append(ctx.Semaphore(n_slots))
+            queues.append(ctx.Queue())
+        with no_main_reimport():
+            for w in range(nw):
+                pr = reader_process(ctx, f"jfx-reader-{w}",
+                                    (spec, chunks, w, nw, shms[w].name, n_slots,
+                                     sems[w], queues[w], stop))
+                pr.start()
+                procs.append(pr)
+        for c in range(len(chunks)):
+            w = c % nw
+            while True:
+                try:
+                    kind, cc, payload = queues[w].get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    if not procs[w].is_alive():
+                        try:  # a message flushed just before the process ended
+                            kind, cc, payload = queues[w].get(timeout=1.0)
+                            break
+                        except queue.Empty:
+                            raise InputError(
+                                f"reader process {w} for {path} died "
+                                f"(exit code {procs[w].exitcode})") from None
+            if kind == "error":
+                raise InputError(payload)
+            assert cc == c
+            k = len(chunks[c])
+            out = bufs[w][payload, :k].copy()
+            sems[w].release()
+            yield np.asarray(chunks[c], dtype=np.int64), out
+    finally:
+        stop.set()
+        for s in sems:  # wake workers blocked on a full ring
+            for _ in range(n_slots):
+                s.release()
+        for pr in procs:
+            pr.join(timeout=5)
+            if pr.is_alive():
+                pr.terminate()
+                pr.join(timeout=5)
+        for q_ in queues:
+            q_.close()
+            q_.cancel_join_thread()
+        bufs.clear()
+        for shm in shms:
+            shm.close()
+            shm.unlink()
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def no_main_reimport():
+    """Start spawned reader processes without re-running the parent's ``__main__``.
+
+    ``multiprocessing``'s spawn start method re-imports the main script in every child
+    (fatal for unguarded scripts, ``python -`` or notebooks). The reader processes only need
+    :mod:`jfx.io.h5util` (loaded by path), so the main module's ``__spec__``/``__file__`` are
+    hidden while the children are started and restored afterwards.
+    """
+    main = sys.modules.get("__main__")
+    with _MAIN_LOCK:
+        if main is None:
+            yield
+            return
+        missing = object()
+        saved = {k: main.__dict__.get(k, missing) for k in ("__spec__", "__file__")}
+        main.__dict__["__spec__"] = None
+        main.__dict__.pop("__file__", None)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is missing:
+                    main.__dict__.pop(k, None)
+                else:
+                    main.__dict__[k] = v
