@@ -1184,7 +1184,7 @@ def _space_group_used(settings: ProcessSettings, master: Any,
     cell = np.asarray(mx.get("unit_cell", np.full(6, np.nan)), np.float64)
     if stored is None or not np.all(np.isfinite(cell)):
         return None
-    from jfx.scale.scaling import check_cell_fits
+    from jfx.symmetry.groups import check_cell_fits
 
     try:
         check_cell_fits(cell, int(stored))

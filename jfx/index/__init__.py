@@ -5,8 +5,9 @@
   without a known cell → an :class:`IndexResult` (basis, per-spot hkl); no files needed;
 * strategies: :class:`jfx.index.fft.FFTIndexer` (``fft`` / ``fftw``, DPS 1-D FFT) and
   :class:`jfx.index.ffbidx.FFBIndexer` (``ffbidx``, known cell);
-* :mod:`jfx.index.bravais` — Niggli reduction and the Bravais-lattice search;
 * :mod:`jfx.index.rotation` — two-pass / single-pass rotation indexing.
+
+Niggli reduction and the Bravais-lattice search are the shared layer :mod:`jfx.symmetry`.
 """
 
 from jfx.index.base import Indexer as Indexer

@@ -11,10 +11,10 @@ Per image and lattice:
    (:func:`jfx.index.common.refine_basis`); the one indexing the most spots wins (ties: the
    smaller rms error);
 3. symmetry: with a known cell (``-C``) the lattice is expressed in that cell's setting
-   (:func:`jfx.index.bravais.match_cell`) and rejected if it does not match; with only a space
+   (:func:`jfx.symmetry.bravais.match_cell`) and rejected if it does not match; with only a space
    group (``-S``) the lattice must fit that group's Bravais type; with neither, Niggli reduction
    and the Bravais search pick the highest-symmetry lattice within the tolerances
-   (:func:`jfx.index.bravais.best_setting`); the basis is then refined again in the
+   (:func:`jfx.symmetry.bravais.best_setting`); the basis is then refined again in the
    conventional setting and given the exact metric of its lattice system;
 4. viability: the lattice must index at least ``min_indexed`` spots and at least
    ``min_fraction`` of the spots still unindexed;
@@ -28,9 +28,9 @@ import dataclasses
 
 import numpy as np
 
-from jfx.index import bravais
 from jfx.index.base import Indexer, IndexResult, IndexStatus
 from jfx.index.common import index_error, refine_basis, right_handed, smallest_cell
+from jfx.symmetry import bravais, groups, niggli
 from jfx.validate import as_float, as_int
 
 SYMMETRY_KEEP = 0.75
@@ -111,7 +111,7 @@ class Symmetry:
         """Bravais type required by the space group (None: unknown)."""
         if self.space_group is None:
             return None
-        return bravais.bravais_of_space_group(self.space_group)
+        return groups.bravais_of_space_group(self.space_group)
 
     @property
     def centrings(self) -> tuple[str, ...]:
@@ -166,7 +166,7 @@ def _search_symmetry(B: np.ndarray, q: np.ndarray, valid: np.ndarray, sym: Symme
         if inl.sum() >= 3:
             conv = conv2
         if btype != "aP":
-            conv = bravais.symmetrize_basis(conv, btype)
+            conv = niggli.symmetrize_basis(conv, btype)
             conv = _fit_orientation(conv, q, valid, opt)
         if _count(conv, q, valid, opt.tolerance) >= SYMMETRY_KEEP * n0:
             return right_handed(conv), btype
@@ -180,7 +180,7 @@ def _fit_orientation(basis: np.ndarray, q: np.ndarray, valid: np.ndarray,
     free, inl, _ = _fit(basis, q, valid, opt)
     if inl.sum() < 3:
         return basis
-    return basis @ bravais.best_rotation(basis, free).T
+    return basis @ niggli.best_rotation(basis, free).T
 
 
 def _with_symmetry(B: np.ndarray, q: np.ndarray, valid: np.ndarray, sym: Symmetry,
@@ -196,7 +196,7 @@ def _with_symmetry(B: np.ndarray, q: np.ndarray, valid: np.ndarray, sym: Symmetr
         if sym.unit_cell is not None:
             prim = B
             if in_cell_setting and sym.bravais is not None:
-                prim = bravais.primitive_basis(B, sym.bravais[1])
+                prim = niggli.primitive_basis(B, sym.bravais[1])
             m = sym.match(prim, **tol)
             if m is None:
                 return None, ""
@@ -209,10 +209,10 @@ def _with_symmetry(B: np.ndarray, q: np.ndarray, valid: np.ndarray, sym: Symmetr
         if inl.sum() >= 3:
             conv = conv2
         if btype != "aP":
-            conv = bravais.symmetrize_basis(conv, btype)  # exact metric of the lattice system
+            conv = niggli.symmetrize_basis(conv, btype)  # exact metric of the lattice system
         if sym.unit_cell is not None:
             # re-check the refined cell against the known cell (and keep its setting)
-            m = sym.match(bravais.primitive_basis(conv, centring), **tol)
+            m = sym.match(niggli.primitive_basis(conv, centring), **tol)
             if m is None:
                 return None, ""
             conv = m[0]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from jfx.index.indexing import IndexOptions
-from jfx.models.symmetry import check_cell_and_space_group
+from jfx.symmetry.groups import check_cell_and_space_group
 from jfx.validate import as_bool, as_choice, as_float, as_floats, as_int
 
 ALGORITHMS = ("ffbidx", "fft", "fftw", "auto", "none")
@@ -93,7 +93,7 @@ class CrystalSettings:
         space_group: International Tables number 1–230 (``-S``) or ``None``.
 
     The cell must be geometrically possible and fit the space group's crystal system
-    (:func:`jfx.models.symmetry.check_cell_and_space_group`).
+    (:func:`jfx.symmetry.groups.check_cell_and_space_group`).
     """
 
     unit_cell: tuple[float, ...] | None = None
