@@ -626,7 +626,7 @@ def _rescue_rotation_geometry(geometry: Geometry, mx: dict[str, np.ndarray],
         free = tuple(p for p in settings.refine.free if p != "detector.distance_mm")
         rs = RefineSettings(preset=settings.refine.preset, free=free)
         r = refine_rotation(spots, geometry, Lattice(basis=b, space_group=None), rs,
-                            solver=settings.integrate.solver)
+                            solver=settings.refine.solver)
         if int(r.status) > 1:
             return None
     except ValueError:
@@ -824,7 +824,7 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
         if refine_on:
             spots = RefineSpots.create(hkl, xs, ys, valid=ok)
             res = refine_stills(spots, geo, Lattice(basis=basis, space_group=sg),
-                                settings.refine, solver=ig.solver)
+                                settings.refine, solver=settings.refine.solver)
             det_free = tuple(f for f in settings.refine.free if f.startswith("detector."))
             good = np.asarray(res.status) == 0
             if det_free and int(good.sum()) >= 3:
@@ -841,7 +841,7 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
                                                 if not f.startswith("detector.")))
                 res2 = refine_stills(spots, geo_p, Lattice(basis=np.asarray(res.basis),
                                                            space_group=sg),
-                                     crystal_only, solver=ig.solver)
+                                     crystal_only, solver=settings.refine.solver)
                 ok2 = np.asarray(res2.status) == 0
                 if int(ok2.sum()) >= int(good.sum()) * 0.9:
                     res = res2
@@ -936,7 +936,8 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
             good = _cap_spots(inl)
             spots_r = RefineSpots.create(hkl_r, x_all, y_all, frame=frame_c, valid=good)
             res = refine_rotation(spots_r, geo_r, Lattice(basis=b0, space_group=sg),
-                                  settings.refine, solver=ig.solver, phi_scale_px=phi_scale)
+                                  settings.refine, solver=settings.refine.solver,
+                                  phi_scale_px=phi_scale)
             geo_r = Geometry(beam=res.geometry.beam, detector=res.geometry.detector,
                              goniometer=geo.goniometer)
             b0 = np.asarray(res.basis)
@@ -952,8 +953,8 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
         block = max(1, int(round(settings.refine.scan_varying_deg / np.degrees(inc))))
         sv = refine_scan_varying(
             RefineSpots.create(hkl_r, x_all, y_all, frame=frame_c, valid=inl), geo_r,
-            Lattice(basis=b0, space_group=sg), block, n_images=img_range, solver=ig.solver,
-            phi_scale_px=phi_scale)
+            Lattice(basis=b0, space_group=sg), block, n_images=img_range,
+            solver=settings.refine.solver, phi_scale_px=phi_scale)
         mx["scan_varying_edges"] = sv.edges
         mx["scan_varying_lattice"] = sv.basis.reshape(-1, 9)
     # partials recording < 2 % of a reflection (0.4 % of the intensity in the tails, 20 % of
@@ -1089,7 +1090,7 @@ def _stills_geometry_retry(settings: ProcessSettings, geometry: Geometry,
     try:
         res = refine_stills(RefineSpots.create(hkl, x, y, valid=ok), geometry,
                             Lattice(basis=basis, space_group=settings.crystal.space_group),
-                            settings.refine, solver=settings.integrate.solver)
+                            settings.refine, solver=settings.refine.solver)
     except ValueError:
         return summary
     conv = np.asarray(res.status) == 0
