@@ -40,7 +40,7 @@ import numpy as np
 from jfx.config import ProcessSettings
 from jfx.io.errors import InputError, ProcessingError
 from jfx.models.geometry import Geometry
-from jfx.spotfind.stats import ImageStats
+from jfx.models.images import ImageStats
 
 DEFAULT_BATCH_CPU = 4
 """Frames per reader chunk and kernel call on CPU when ``general.batch_size`` is null."""
@@ -477,10 +477,11 @@ def run_indexing(settings: ProcessSettings, geometry: Geometry, mx: dict[str, np
     """
     import jax
 
-    from jfx.index import rotation as rot
     from jfx.index.factory import make_indexer
     from jfx.index.indexing import Symmetry, index
+    from jfx.index.rotation import single_pass, two_pass
     from jfx.models.lattice import basis_to_cell
+    from jfx.physics import rotation as rot
 
     ix = settings.index
     cry = settings.crystal
@@ -538,17 +539,17 @@ def run_indexing(settings: ProcessSettings, geometry: Geometry, mx: dict[str, np
             def rotation_index(geom: Geometry, use_stored: bool):
                 q0 = rot.to_angle_zero(vectors(slice(0, n), geom), axis, phi[:, None])
                 if rs.force_lattice is not None:
-                    return "forced", rot.two_pass(
+                    return "forced", two_pass(
                         q0, valid, axis, phi, 0, None, sym, opt,
                         force_basis0=np.reshape(rs.force_lattice, (3, 3)))
                 if rs.two_pass_images is not None:
                     q1 = v1 = None
                     if use_stored and stored_spots is not None and not rs.redo_spots:
                         q1, v1 = _stored_pass1(geom, stored_spots, indices[:n1], axis)
-                    return "two-pass", rot.two_pass(q0, valid, axis, phi, n1, indexer, sym,
-                                                    opt, q0_first=q1, valid_first=v1)
-                return "single-pass", rot.single_pass(q0, valid, axis, phi,
-                                                      rs.single_pass_deg, indexer, sym, opt)
+                    return "two-pass", two_pass(q0, valid, axis, phi, n1, indexer, sym,
+                                                opt, q0_first=q1, valid_first=v1)
+                return "single-pass", single_pass(q0, valid, axis, phi,
+                                                  rs.single_pass_deg, indexer, sym, opt)
 
             mode, out = rotation_index(geometry, True)
             used_stored = (rs.two_pass_images is not None and stored_spots is not None
@@ -596,10 +597,10 @@ def _rescue_rotation_geometry(geometry: Geometry, mx: dict[str, np.ndarray],
                               settings: ProcessSettings) -> Geometry | None:
     """Index the first-pass spots without symmetry, refine the geometry (scan-static,
     triclinic cell, ``-r`` free parameters) on that lattice; the refined geometry or None."""
-    from jfx.index import rotation as rot
     from jfx.index.common import index_error
     from jfx.index.indexing import Symmetry, index
     from jfx.models.lattice import Lattice
+    from jfx.physics import rotation as rot
     from jfx.refine.refine import RefineSpots, refine_rotation
 
     k = len(images)
@@ -637,7 +638,7 @@ def _rescue_rotation_geometry(geometry: Geometry, mx: dict[str, np.ndarray],
 
 def _stored_pass1(geometry: Geometry, stored: Any, images: np.ndarray, axis: np.ndarray):
     """Angle-0 spot vectors of the spots stored in the master for ``images`` (pass 1)."""
-    from jfx.index import rotation as rot
+    from jfx.physics import rotation as rot
 
     images = np.asarray(images, dtype=np.int64)
     images = images[images < len(stored.n_peaks)]
@@ -741,12 +742,12 @@ def run_integration(settings: ProcessSettings, master: Any, indices: np.ndarray,
         (``/entry/reflections`` columns or None if nothing was indexed, the refined geometry
         (rotation; the input geometry for stills), summary or None).
     """
-    from jfx.index import rotation as rot
     from jfx.integrate.predict import predict_rotation, predict_still
     from jfx.integrate.profile import integrate_profile
     from jfx.integrate.summation import integrate_frame
     from jfx.models.lattice import Lattice
     from jfx.models.reflections import ReflectionFlag as F
+    from jfx.physics import rotation as rot
     from jfx.refine.refine import (RefineSpots, refine_rotation, refine_scan_varying,
                                    refine_stills)
 
@@ -1074,8 +1075,8 @@ def _stills_geometry_retry(settings: ProcessSettings, geometry: Geometry,
     beam centre and distance over the converged images: one still pins the distance only to
     ≈ 0.3 %, the median of many much better) and index again with it; the better of the two
     runs is kept (its geometry travels with the summary)."""
-    from jfx.index import rotation as rot
     from jfx.models.lattice import Lattice
+    from jfx.physics import rotation as rot
     from jfx.refine.refine import RefineSpots, refine_stills
 
     if settings.refine.preset == "none" or not any(

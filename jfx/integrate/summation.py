@@ -90,8 +90,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from jfx.models._pytree import pytree_dataclass, replace
+from jfx.models.pixels import special_values
 from jfx.models.reflections import ReflectionFlag, Reflections
-from jfx.spotfind.strong import special_values
 
 Background = Literal["robust_mean", "plane"]
 _BACKGROUNDS = ("robust_mean", "plane")

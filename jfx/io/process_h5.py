@@ -40,7 +40,7 @@ import numpy as np
 from jfx.io.errors import InputError
 from jfx.io.h5util import atomic_path
 from jfx.models.geometry import Geometry
-from jfx.spotfind.stats import ImageStats
+from jfx.models.images import ImageStats
 
 
 GROUPS = ("MX", "azint", "reflections", "scaling")

@@ -13,7 +13,7 @@ from jfx.io.jfjoch_writer import write_jungfraujoch
 from jfx.io.nxmx import open_master
 from jfx.io.process_h5 import process_h5_path, read_process_h5, write_process_h5
 from jfx.models.geometry import Beam, Detector, Geometry, Goniometer
-from jfx.spotfind.stats import ImageStats
+from jfx.models.images import ImageStats
 
 
 SHAPE = (16, 20)
