@@ -298,7 +298,7 @@ def run_spotfind_azint(
         InputError: the data cannot be read, or every selected image is fully masked.
         ProcessingError: a kernel failed (names the stage and the images).
     """
-    from jfx.spotfind.azint import AzimuthalIntegrator
+    from jfx.azint.integrator import AzimuthalIntegrator
     from jfx.spotfind.find import ThresholdSpotFinder, find_spots
 
     t_setup = time.perf_counter()

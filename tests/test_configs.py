@@ -93,12 +93,12 @@ def test_bad_overrides(override, needle):
 
 
 # ---------------------------------------------------------------- settings validation
+from jfx.azint.settings import AzintSettings  # noqa: E402
 from jfx.index.settings import CrystalSettings, IndexSettings, RotationSettings  # noqa: E402
 from jfx.integrate.settings import SummationIntegratorSettings  # noqa: E402
 from jfx.refine.settings import PixelRefineSettings, RefineSettings  # noqa: E402
 from jfx.scale.settings import PartialitySettings, ScaleSettings  # noqa: E402
 from jfx.config import GeneralSettings  # noqa: E402
-from jfx.spotfind.azint import AzintSettings  # noqa: E402
 from jfx.spotfind.settings import ThresholdSpotFinderSettings  # noqa: E402
 from jfx.symmetry.groups import cell_fits_space_group, check_cell_and_space_group  # noqa: E402
 
