@@ -1,8 +1,8 @@
 """The indexing verb: candidates → refined, symmetry-aware lattices with per-spot Miller indices.
 
 :func:`index` takes a batch of spot-vector sets and an :class:`~jfx.index.base.Indexer`
-strategy; :func:`index_vectors` is the plain-array entry point for one set (no files, no
-geometry). Frames and units: see :mod:`jfx.index.base`.
+strategy (the plain-array entry point for one set, which also builds the strategy, is
+:func:`jfx.index.factory.index_vectors`). Frames and units: see :mod:`jfx.index.base`.
 
 Per image and lattice:
 
@@ -11,9 +11,9 @@ Per image and lattice:
    (:func:`jfx.index.common.refine_basis`); the one indexing the most spots wins (ties: the
    smaller rms error);
 3. symmetry: with a known cell (``-C``) the lattice is expressed in that cell's setting
-   (:func:`jfx.symmetry.bravais.match_cell`) and rejected if it does not match; with only a space
-   group (``-S``) the lattice must fit that group's Bravais type; with neither, Niggli reduction
-   and the Bravais search pick the highest-symmetry lattice within the tolerances
+   (:func:`jfx.symmetry.bravais.match_cell`) and rejected if it does not match; with only a
+   space group (``-S``) the lattice must fit that group's Bravais type; with neither, Niggli
+   reduction and the Bravais search pick the highest-symmetry lattice within the tolerances
    (:func:`jfx.symmetry.bravais.best_setting`); the basis is then refined again in the
    conventional setting and given the exact metric of its lattice system;
 4. viability: the lattice must index at least ``min_indexed`` spots and at least
@@ -331,40 +331,3 @@ def index(q: np.ndarray, valid: np.ndarray, indexer: Indexer, *,
         for i, c in zip(sel, indexer.candidates(q[sel], valid[sel])):
             first[i] = np.asarray(c, dtype=np.float64).reshape(-1, 3, 3)
     return [_one_image(q[b], valid[b], first[b], indexer, sym, opt) for b in range(q.shape[0])]
-
-
-def index_vectors(q: np.ndarray, *, unit_cell=None, space_group: int | None = None,
-                  algorithm: str = "auto", valid: np.ndarray | None = None,
-                  options: IndexOptions | None = None, indexer: Indexer | None = None
-                  ) -> IndexResult:
-    """Index one set of reciprocal-space vectors — the plain-array API (no files needed).
-
-    Args:
-        q: (n, 3) spot vectors (Å⁻¹) in any Cartesian frame; the basis comes back in the same
-            frame.
-        unit_cell: optional known cell (a, b, c, α, β, γ), Å/deg.
-        space_group: optional space-group number.
-        algorithm: ``ffbidx`` (needs ``unit_cell``), ``fft`` (JAX), ``fftw`` (numpy) or
-            ``auto`` (ffbidx with a cell, else fftw on CPU / fft on GPU).
-        valid: optional (n,) bool mask.
-        options: :class:`IndexOptions`.
-        indexer: a ready strategy object (overrides ``algorithm``).
-
-    Returns:
-        :class:`~jfx.index.base.IndexResult`: ``basis[0]`` rows a, b, c (Å), ``hkl`` per spot.
-
-    Example:
-        >>> res = index_vectors(q, unit_cell=(79.1, 79.1, 38.0, 90, 90, 90), space_group=96)
-        >>> res.basis[0], res.hkl[res.lattice_id == 0]
-    """
-    from jfx.index.factory import make_indexer
-
-    q = np.asarray(q, dtype=np.float64)
-    if q.ndim != 2 or q.shape[1] != 3:
-        raise ValueError(f"q must be (n, 3), got {q.shape}")
-    sym = Symmetry(None if unit_cell is None else tuple(float(v) for v in unit_cell),
-                   space_group)
-    if indexer is None:
-        indexer = make_indexer(algorithm, sym.unit_cell)
-    v = np.ones(len(q), bool) if valid is None else np.asarray(valid, dtype=bool)
-    return index(q[None], v[None], indexer, symmetry=sym, options=options)[0]
