@@ -542,8 +542,7 @@ def _write_scaling_outputs(prefix: str, res: Any, sc: Any, con: _Console, *,
                            wavelength_A: float | None = None) -> None:
     """Console table + merged reflections + ``_iterN_scale.dat`` + HTML report."""
     from jfx.io.merged import write_merged, write_scale_dat
-    from jfx.io.report import write_report_html
-    from jfx.scale.stats import format_table
+    from jfx.io.report import format_table, write_report_html
 
     for line in res.lines():
         con.info(line)

@@ -126,7 +126,7 @@ class ProcessSettings:
     """Every setting of one ``jfjoch_process`` run, typed and cross-validated.
 
     ``azint`` holds the azimuthal-integration settings
-    (:class:`jfx.spotfind.azint.AzintSettings`, config node ``azint``).
+    (:class:`jfx.azint.settings.AzintSettings`, config node ``azint``).
 
     Cross-stage rules checked here: the cell fits the space group (in CrystalSettings),
     ``-X ffbidx`` needs a cell, ``-r pixelrefine`` needs ``--reference-mtz``, the two

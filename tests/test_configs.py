@@ -93,14 +93,14 @@ def test_bad_overrides(override, needle):
 
 
 # ---------------------------------------------------------------- settings validation
+from jfx.azint.settings import AzintSettings  # noqa: E402
 from jfx.index.settings import CrystalSettings, IndexSettings, RotationSettings  # noqa: E402
 from jfx.integrate.settings import SummationIntegratorSettings  # noqa: E402
-from jfx.models.symmetry import cell_fits_space_group, check_cell_and_space_group  # noqa: E402
 from jfx.refine.settings import PixelRefineSettings, RefineSettings  # noqa: E402
 from jfx.scale.settings import PartialitySettings, ScaleSettings  # noqa: E402
 from jfx.config import GeneralSettings  # noqa: E402
-from jfx.spotfind.azint import AzintSettings  # noqa: E402
 from jfx.spotfind.settings import ThresholdSpotFinderSettings  # noqa: E402
+from jfx.symmetry.groups import cell_fits_space_group, check_cell_and_space_group  # noqa: E402
 
 
 @pytest.mark.parametrize("cls,kwargs", [
@@ -127,6 +127,8 @@ from jfx.spotfind.settings import ThresholdSpotFinderSettings  # noqa: E402
     (ScaleSettings, {"min_partiality": -0.1}),
     (ScaleSettings, {"merge": "maybe"}),
     (ScaleSettings, {"solver": "adam"}),
+    (ScaleSettings, {"solver": "optax"}),  # renamed lbfgs
+    (RefineSettings, {"solver": "adam"}),
     (ScaleSettings, {"intensity": "peak"}),
     (ScaleSettings, {"likelihood": "cauchy"}),
     (ScaleSettings, {"n_shells": 0}),
@@ -170,6 +172,16 @@ def test_check_cell_and_space_group_normalises():
     assert check_cell_and_space_group(["79", 79, 38, 90, 90, 90], 96.0) == (
         (79.0, 79.0, 38.0, 90.0, 90.0, 90.0), 96)
     assert check_cell_and_space_group(None, None) == (None, None)
+
+
+def test_solver_settings_name_one_algorithm_once():
+    s = process_settings(compose("process", ["refine.solver=lbfgs", "scale.solver=lbfgs"]))
+    assert s.refine.solver == "lbfgs" and s.scale.solver == "lbfgs"
+    assert process_settings(compose("process", ["refine=orientation"])).refine.solver == "lm"
+    with pytest.raises(ValueError, match="Could not override 'integrate.solver'"):
+        compose("process", ["integrate.solver=lm"])
+    with pytest.raises(ValueError, match=r"^scale.solver must be one of lm\|lbfgs, got 'optax'$"):
+        process_settings(compose("process", ["scale.solver=optax"]))
 
 
 def test_index_auto_resolution():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jfx.spotfind.stats import ImageStats, image_stats
+from jfx.models.images import ImageStats
+from jfx.spotfind.stats import image_stats
 
 
 def numpy_reference(frames, mask, err, sat):

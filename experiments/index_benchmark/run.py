@@ -29,6 +29,7 @@ from jfx.index import rotation as rot
 from jfx.index.common import orientation_error_deg, pad_sets
 from jfx.index.factory import make_indexer
 from jfx.models.lattice import basis_to_cell
+from jfx.physics.rotation import to_angle_zero
 from jfx.sim.spots import rotation_spots, still_spots
 
 CELL = (79.1, 79.1, 38.0, 90.0, 90.0, 90.0)
@@ -146,7 +147,7 @@ def main() -> None:
         q[i, :len(p)] = s.q[p]
         v[i, :len(p)] = True
     phi = np.radians((np.arange(30) + 0.5) * 0.5)
-    q0 = rot.to_angle_zero(q, AXIS, phi[:, None])
+    q0 = to_angle_zero(q, AXIS, phi[:, None])
     for label, alg, sym in [("fftw -S 96", "fftw", Symmetry(None, SG)),
                             ("ffbidx -C -S 96", "ffbidx", Symmetry(CELL, SG))]:
         ix = make_indexer(alg, sym.unit_cell)

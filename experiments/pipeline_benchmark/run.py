@@ -39,11 +39,12 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "read_benchmark"))
 from run import NX, NY, make_frames, module_mask, time_it
 
+from jfx.azint.integrator import AzimuthalIntegrator
+from jfx.azint.settings import AzintSettings
 from jfx.cli import enable_compilation_cache, process_main
 from jfx.io.jfjoch_writer import write_jungfraujoch
 from jfx.io.nxmx import open_master
 from jfx.models.geometry import Beam, Detector, Geometry
-from jfx.spotfind.azint import AzimuthalIntegrator, AzintSettings
 
 
 def baseline_frame(frame, mask, err, window, sigma, threshold, az_bins, az_corr, n_bins):

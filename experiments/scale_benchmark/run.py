@@ -3,13 +3,13 @@
 Sets (synthetic, known truth):
   * stills: N_IMG stills × OBS_PER_IMG observations (default 1000 × 1000 = 1 M obs) of
     ~30k unique reflections, per-image G (log-normal σ 0.3) and B (±10 Å²), stored partiality,
-    ``-P fixed -B``, 3 iterations, error model on; lm and optax.
+    ``-P fixed -B``, 3 iterations, error model on; lm and lbfgs.
   * rotation: ~100k summed rotation rows over 900 images, ``-P rot`` (mosaicity refined),
-    3 iterations; lm and optax, and lm with the per-image wedge refined (``-w``).
+    3 iterations; lm and lbfgs, and lm with the per-image wedge refined (``-w``).
 Each configuration runs once to compile (reported) and then best-of-N timed.
 
 Usage: python experiments/scale_benchmark/run.py [--n-img 1000] [--per 1000] [--repeat 2]
-       [--skip-optax]
+       [--skip-lbfgs]
 """
 
 from __future__ import annotations
@@ -88,13 +88,13 @@ def main() -> None:
     ap.add_argument("--per", type=int, default=1000)
     ap.add_argument("--n-refl", type=int, default=30000)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--skip-optax", action="store_true")
+    ap.add_argument("--skip-lbfgs", action="store_true")
     a = ap.parse_args()
 
     obs, G, B = stills(a.n_img, a.per, a.n_refl)
     print(f"stills: {a.n_img} images x {a.per} obs = {a.n_img * a.per} obs "
           f"(padded {obs.size}), {a.n_refl} unique")
-    for solver in ["lm"] + ([] if a.skip_optax else ["optax"]):
+    for solver in ["lm"] + ([] if a.skip_lbfgs else ["lbfgs"]):
         fit, first, best = timed(lambda solver=solver: fit_scales(
             obs, FixedPartiality(), ImageScale(refine_bfactor=True), iterations=3,
             solver=solver), a.repeat)
@@ -108,7 +108,7 @@ def main() -> None:
     obs, G = rotation()
     print(f"rotation: {int(np.sum(np.asarray(obs.valid)))} obs (padded {obs.size}), "
           f"{obs.n_img} images, -P rot")
-    for solver in ["lm"] + ([] if a.skip_optax else ["optax"]):
+    for solver in ["lm"] + ([] if a.skip_lbfgs else ["lbfgs"]):
         fit, first, best = timed(lambda solver=solver: fit_scales(
             obs, RotationPartiality(mosaicity_deg=0.1), ImageScale(), iterations=3,
             solver=solver), a.repeat)

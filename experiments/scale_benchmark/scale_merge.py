@@ -103,7 +103,7 @@ def rotation(n_img=180, seed=1):
 
 
 def _cc(res, hkl_u, i_u):
-    from jfx.scale.merge import asu_map
+    from jfx.symmetry.asu import asu_map
 
     lut = dict(zip(map(tuple, asu_map(hkl_u, 96).asu_hkl), i_u))
     t = np.array([lut.get(tuple(h), np.nan) for h in res.merged.hkl])

@@ -1,21 +1,23 @@
 """Indexing (``-X``): strategies, the ``index`` verb and the plain-array API.
 
 * :func:`index` — batches of spot-vector sets + an :class:`Indexer` strategy → results;
-* :func:`index_vectors` — one (n, 3) array of reciprocal-space vectors (Å⁻¹), with or
-  without a known cell → an :class:`IndexResult` (basis, per-spot hkl); no files needed;
+* :func:`index_vectors` (:mod:`jfx.index.factory`) — one (n, 3) array of reciprocal-space
+  vectors (Å⁻¹), with or without a known cell → an :class:`IndexResult` (basis, per-spot
+  hkl); no files needed;
 * strategies: :class:`jfx.index.fft.FFTIndexer` (``fft`` / ``fftw``, DPS 1-D FFT) and
   :class:`jfx.index.ffbidx.FFBIndexer` (``ffbidx``, known cell);
-* :mod:`jfx.index.bravais` — Niggli reduction and the Bravais-lattice search;
 * :mod:`jfx.index.rotation` — two-pass / single-pass rotation indexing.
+
+Niggli reduction and the Bravais-lattice search are the shared layer :mod:`jfx.symmetry`.
 """
 
 from jfx.index.base import Indexer as Indexer
 from jfx.index.base import IndexResult as IndexResult
 from jfx.index.base import IndexStatus as IndexStatus
+from jfx.index.factory import index_vectors as index_vectors
 from jfx.index.indexing import IndexOptions as IndexOptions
 from jfx.index.indexing import Symmetry as Symmetry
 from jfx.index.indexing import index as index
-from jfx.index.indexing import index_vectors as index_vectors
 from jfx.index.settings import CrystalSettings as CrystalSettings
 from jfx.index.settings import IndexSettings as IndexSettings
 from jfx.index.settings import RotationSettings as RotationSettings

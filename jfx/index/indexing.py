@@ -1,8 +1,8 @@
 """The indexing verb: candidates → refined, symmetry-aware lattices with per-spot Miller indices.
 
 :func:`index` takes a batch of spot-vector sets and an :class:`~jfx.index.base.Indexer`
-strategy; :func:`index_vectors` is the plain-array entry point for one set (no files, no
-geometry). Frames and units: see :mod:`jfx.index.base`.
+strategy (the plain-array entry point for one set, which also builds the strategy, is
+:func:`jfx.index.factory.index_vectors`). Frames and units: see :mod:`jfx.index.base`.
 
 Per image and lattice:
 
@@ -11,10 +11,10 @@ Per image and lattice:
    (:func:`jfx.index.common.refine_basis`); the one indexing the most spots wins (ties: the
    smaller rms error);
 3. symmetry: with a known cell (``-C``) the lattice is expressed in that cell's setting
-   (:func:`jfx.index.bravais.match_cell`) and rejected if it does not match; with only a space
-   group (``-S``) the lattice must fit that group's Bravais type; with neither, Niggli reduction
-   and the Bravais search pick the highest-symmetry lattice within the tolerances
-   (:func:`jfx.index.bravais.best_setting`); the basis is then refined again in the
+   (:func:`jfx.symmetry.bravais.match_cell`) and rejected if it does not match; with only a
+   space group (``-S``) the lattice must fit that group's Bravais type; with neither, Niggli
+   reduction and the Bravais search pick the highest-symmetry lattice within the tolerances
+   (:func:`jfx.symmetry.bravais.best_setting`); the basis is then refined again in the
    conventional setting and given the exact metric of its lattice system;
 4. viability: the lattice must index at least ``min_indexed`` spots and at least
    ``min_fraction`` of the spots still unindexed;
@@ -28,9 +28,9 @@ import dataclasses
 
 import numpy as np
 
-from jfx.index import bravais
 from jfx.index.base import Indexer, IndexResult, IndexStatus
 from jfx.index.common import index_error, refine_basis, right_handed, smallest_cell
+from jfx.symmetry import bravais, groups, niggli
 from jfx.validate import as_float, as_int
 
 SYMMETRY_KEEP = 0.75
@@ -111,7 +111,7 @@ class Symmetry:
         """Bravais type required by the space group (None: unknown)."""
         if self.space_group is None:
             return None
-        return bravais.bravais_of_space_group(self.space_group)
+        return groups.bravais_of_space_group(self.space_group)
 
     @property
     def centrings(self) -> tuple[str, ...]:
@@ -166,7 +166,7 @@ def _search_symmetry(B: np.ndarray, q: np.ndarray, valid: np.ndarray, sym: Symme
         if inl.sum() >= 3:
             conv = conv2
         if btype != "aP":
-            conv = bravais.symmetrize_basis(conv, btype)
+            conv = niggli.symmetrize_basis(conv, btype)
             conv = _fit_orientation(conv, q, valid, opt)
         if _count(conv, q, valid, opt.tolerance) >= SYMMETRY_KEEP * n0:
             return right_handed(conv), btype
@@ -180,7 +180,7 @@ def _fit_orientation(basis: np.ndarray, q: np.ndarray, valid: np.ndarray,
     free, inl, _ = _fit(basis, q, valid, opt)
     if inl.sum() < 3:
         return basis
-    return basis @ bravais.best_rotation(basis, free).T
+    return basis @ niggli.best_rotation(basis, free).T
 
 
 def _with_symmetry(B: np.ndarray, q: np.ndarray, valid: np.ndarray, sym: Symmetry,
@@ -196,7 +196,7 @@ def _with_symmetry(B: np.ndarray, q: np.ndarray, valid: np.ndarray, sym: Symmetr
         if sym.unit_cell is not None:
             prim = B
             if in_cell_setting and sym.bravais is not None:
-                prim = bravais.primitive_basis(B, sym.bravais[1])
+                prim = niggli.primitive_basis(B, sym.bravais[1])
             m = sym.match(prim, **tol)
             if m is None:
                 return None, ""
@@ -209,10 +209,10 @@ def _with_symmetry(B: np.ndarray, q: np.ndarray, valid: np.ndarray, sym: Symmetr
         if inl.sum() >= 3:
             conv = conv2
         if btype != "aP":
-            conv = bravais.symmetrize_basis(conv, btype)  # exact metric of the lattice system
+            conv = niggli.symmetrize_basis(conv, btype)  # exact metric of the lattice system
         if sym.unit_cell is not None:
             # re-check the refined cell against the known cell (and keep its setting)
-            m = sym.match(bravais.primitive_basis(conv, centring), **tol)
+            m = sym.match(niggli.primitive_basis(conv, centring), **tol)
             if m is None:
                 return None, ""
             conv = m[0]
@@ -331,40 +331,3 @@ def index(q: np.ndarray, valid: np.ndarray, indexer: Indexer, *,
         for i, c in zip(sel, indexer.candidates(q[sel], valid[sel])):
             first[i] = np.asarray(c, dtype=np.float64).reshape(-1, 3, 3)
     return [_one_image(q[b], valid[b], first[b], indexer, sym, opt) for b in range(q.shape[0])]
-
-
-def index_vectors(q: np.ndarray, *, unit_cell=None, space_group: int | None = None,
-                  algorithm: str = "auto", valid: np.ndarray | None = None,
-                  options: IndexOptions | None = None, indexer: Indexer | None = None
-                  ) -> IndexResult:
-    """Index one set of reciprocal-space vectors — the plain-array API (no files needed).
-
-    Args:
-        q: (n, 3) spot vectors (Å⁻¹) in any Cartesian frame; the basis comes back in the same
-            frame.
-        unit_cell: optional known cell (a, b, c, α, β, γ), Å/deg.
-        space_group: optional space-group number.
-        algorithm: ``ffbidx`` (needs ``unit_cell``), ``fft`` (JAX), ``fftw`` (numpy) or
-            ``auto`` (ffbidx with a cell, else fftw on CPU / fft on GPU).
-        valid: optional (n,) bool mask.
-        options: :class:`IndexOptions`.
-        indexer: a ready strategy object (overrides ``algorithm``).
-
-    Returns:
-        :class:`~jfx.index.base.IndexResult`: ``basis[0]`` rows a, b, c (Å), ``hkl`` per spot.
-
-    Example:
-        >>> res = index_vectors(q, unit_cell=(79.1, 79.1, 38.0, 90, 90, 90), space_group=96)
-        >>> res.basis[0], res.hkl[res.lattice_id == 0]
-    """
-    from jfx.index.factory import make_indexer
-
-    q = np.asarray(q, dtype=np.float64)
-    if q.ndim != 2 or q.shape[1] != 3:
-        raise ValueError(f"q must be (n, 3), got {q.shape}")
-    sym = Symmetry(None if unit_cell is None else tuple(float(v) for v in unit_cell),
-                   space_group)
-    if indexer is None:
-        indexer = make_indexer(algorithm, sym.unit_cell)
-    v = np.ones(len(q), bool) if valid is None else np.asarray(valid, dtype=bool)
-    return index(q[None], v[None], indexer, symmetry=sym, options=options)[0]

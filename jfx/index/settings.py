@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from jfx.index.ffbidx import FFBSettings
+from jfx.index.fft import FFTSettings
 from jfx.index.indexing import IndexOptions
-from jfx.models.symmetry import check_cell_and_space_group
+from jfx.symmetry.groups import check_cell_and_space_group
 from jfx.validate import as_bool, as_choice, as_float, as_floats, as_int
 
 ALGORITHMS = ("ffbidx", "fft", "fftw", "auto", "none")
@@ -41,13 +43,11 @@ class IndexSettings(IndexOptions):
     ffbidx: Any = None
 
     def __post_init__(self) -> None:
-        from jfx.index.fft import FFTSettings
-
         super().__post_init__()
         s = object.__setattr__
         s(self, "algorithm", as_choice("indexing algorithm (-X)", self.algorithm, ALGORITHMS))
         s(self, "fft", _sub(FFTSettings, self.fft, "index.fft"))
-        s(self, "ffbidx", _sub(_ffb_settings_class(), self.ffbidx, "index.ffbidx"))
+        s(self, "ffbidx", _sub(FFBSettings, self.ffbidx, "index.ffbidx"))
 
     def options(self) -> IndexOptions:
         """The shared post-processing options alone."""
@@ -61,12 +61,6 @@ class IndexSettings(IndexOptions):
         if cell_known:
             return "ffbidx"
         return "fft" if gpu else "fftw"
-
-
-def _ffb_settings_class():
-    from jfx.index.ffbidx import FFBSettings
-
-    return FFBSettings
 
 
 def _sub(cls, value, where: str):
@@ -93,7 +87,7 @@ class CrystalSettings:
         space_group: International Tables number 1–230 (``-S``) or ``None``.
 
     The cell must be geometrically possible and fit the space group's crystal system
-    (:func:`jfx.models.symmetry.check_cell_and_space_group`).
+    (:func:`jfx.symmetry.groups.check_cell_and_space_group`).
     """
 
     unit_cell: tuple[float, ...] | None = None

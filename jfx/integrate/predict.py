@@ -75,7 +75,7 @@ def _miller_indices(basis: np.ndarray, d_min_A: float, space_group: int | None) 
     q = h @ np.linalg.inv(basis).T
     h = h[np.einsum("ij,ij->i", q, q) <= 1.0 / d_min_A**2].astype(np.int32)
     if space_group is not None:
-        from jfx.models.symmetry import space_group as sg_of
+        from jfx.symmetry.groups import space_group as sg_of
 
         absent = sg_of(space_group).operations().systematic_absences(h)
         h = h[~np.asarray(absent, dtype=bool)]
@@ -155,7 +155,7 @@ def ewald_shell_indices(basis: np.ndarray, s0: np.ndarray, d_min_A: float, halfw
     q = hkl @ rec
     hkl = hkl[np.einsum("ij,ij->i", q, q) <= qmax * qmax].astype(np.int32)
     if space_group is not None and len(hkl):
-        from jfx.models.symmetry import space_group as sg_of
+        from jfx.symmetry.groups import space_group as sg_of
 
         absent = sg_of(space_group).operations().systematic_absences(hkl)
         hkl = hkl[~np.asarray(absent, dtype=bool)]

@@ -53,8 +53,8 @@ from jfx.integrate.summation import (
     integrate_frame,
 )
 from jfx.models._pytree import pytree_dataclass
+from jfx.models.pixels import special_values
 from jfx.models.reflections import ReflectionFlag as _F
-from jfx.spotfind.strong import special_values
 
 _REJECT = int(_F.OVERLOADED | _F.MASKED_PIXEL | _F.OVERLAP | _F.EDGE | _F.BAD_BACKGROUND)
 

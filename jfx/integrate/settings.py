@@ -22,7 +22,6 @@ class SummationIntegratorSettings:
             envelope; rotation: rocking-curve width).
         n_sigma: prediction envelope in σ (stills |ε| ≤ n σ_ε; rotation ± n σ_M/|ζ|).
         d_min_A: prediction resolution limit (Å); ``None`` = the detector corner.
-        solver: refinement solver, ``lm`` (Levenberg–Marquardt in JAX) or ``lbfgs`` (optax).
         profile: also profile-fit every reflection (``int_prf``; widths per resolution shell
             fitted on each image's strong reflections; :mod:`jfx.integrate.profile`;
             rotation: fitted on the first image of each chunk and used for the chunk).
@@ -36,7 +35,6 @@ class SummationIntegratorSettings:
     mosaicity_deg: float = 0.1
     n_sigma: float = 3.0
     d_min_A: float | None = None
-    solver: str = "lm"
     profile: bool = True
     threads: int = 2
 
@@ -59,8 +57,6 @@ class SummationIntegratorSettings:
                                                      positive=True))
         object.__setattr__(self, "d_min_A", as_float("integrate.d_min_A", self.d_min_A,
                                                      positive=True, allow_none=True))
-        object.__setattr__(self, "solver", as_choice("integrate.solver", self.solver,
-                                                     ("lm", "lbfgs")))
         object.__setattr__(self, "profile", as_bool("integrate.profile", self.profile))
         object.__setattr__(self, "threads", as_int("integrate.threads", self.threads,
                                                    minimum=1))

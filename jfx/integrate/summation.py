@@ -88,8 +88,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from jfx.models._pytree import pytree_dataclass
+from jfx.models.pixels import special_values
 from jfx.models.reflections import ReflectionFlag
-from jfx.spotfind.strong import special_values
 
 Background = Literal["robust_mean", "plane"]
 _BACKGROUNDS = ("robust_mean", "plane")

@@ -28,7 +28,8 @@ import numpy as np
 
 from jfx.io.errors import InputError
 from jfx.io.h5util import atomic_path, one_line
-from jfx.scale.merge import MergedReflections, get_space_group
+from jfx.models.merged import MergedReflections
+from jfx.symmetry import groups
 
 MERGED_EXTENSIONS = {"mtz": ".mtz", "cif": ".cif", "txt": ".hkl"}
 
@@ -39,7 +40,7 @@ _F_LABELS = ("FP", "F", "FOBS", "F-obs", "F_obs", "FOBS-obs", "F-model", "FMODEL
 
 
 def _sg(merged: MergedReflections) -> gemmi.SpaceGroup:
-    return get_space_group(int(merged.space_group))
+    return groups.space_group(int(merged.space_group))
 
 
 def write_mtz(path: str | os.PathLike, merged: MergedReflections,
@@ -48,7 +49,7 @@ def write_mtz(path: str | os.PathLike, merged: MergedReflections,
 
     Args:
         path: output file.
-        merged: :class:`~jfx.scale.merge.MergedReflections`.
+        merged: :class:`~jfx.models.merged.MergedReflections`.
         wavelength_A: dataset wavelength (Å) stored in the MTZ dataset header (0 if unknown).
         title: MTZ title.
 
@@ -229,7 +230,7 @@ def read_reference_mtz(path: str | os.PathLike, space_group: int | str | None = 
                          f"(columns: {' '.join(labels)})")
     if space_group is not None:
         try:
-            sg = get_space_group(space_group)
+            sg = groups.space_group(space_group)
         except ValueError as e:
             raise InputError(one_line(e)) from None
     else:

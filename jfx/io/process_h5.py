@@ -43,8 +43,8 @@ import numpy as np
 from jfx.io.errors import InputError
 from jfx.io.h5util import atomic_path
 from jfx.models.geometry import Geometry
+from jfx.models.images import ImageStats
 from jfx.models.reflections import Reflections
-from jfx.spotfind.stats import ImageStats
 
 
 GROUPS = ("MX", "azint", "reflections", "scaling")

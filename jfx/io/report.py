@@ -1,5 +1,7 @@
-"""Self-contained HTML report of merging statistics (inline SVG plots, no external assets).
+"""Merging statistics for people: the console table and a self-contained HTML report
+(inline SVG plots, no external assets).
 
+:func:`format_table` is the console table (``jfjoch_scale``, ``-M``).
 :func:`write_report_html` writes one HTML file with three plots against resolution —
 CC1/2 (with CC_anom / CC_ref when present), ⟨I/σ⟩ and completeness — and the statistics
 table.  The x axis is 1/d² (Å⁻²), so equal-volume shells are spread evenly, labelled in d (Å).
@@ -17,11 +19,56 @@ from pathlib import Path
 import numpy as np
 
 from jfx.io.h5util import atomic_path
-from jfx.scale.stats import MergingStatistics, format_table
+from jfx.models.merged import WILSON_D_MAX_A, MergingStatistics
 
 _W, _H = 480, 300
 _ML, _MR, _MT, _MB = 62, 16, 30, 48  # margins: left, right, top, bottom
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+
+
+def _fmt(v: float, spec: str, width: int) -> str:
+    if v is None or not np.isfinite(v):
+        return "-".rjust(width)
+    return format(v, spec).rjust(width)
+
+
+def format_table(stats: MergingStatistics) -> str:
+    """Console table of ``stats``: one line per shell, an overall line and the Wilson B.
+
+    Percentages: completeness, R_meas, CC1/2, CC*, CC_anom, CC_ref are printed in %.
+    """
+    head = ["     d range (A)", "  N_obs", " N_uniq", "  mult", " compl%", "   I/sig",
+            " Rmeas%", " CC1/2%", "  CC*%"]
+    if stats.anomalous:
+        head.append(" CCano%")
+    if stats.has_reference:
+        head.append(" CCref%")
+    lines = [" ".join(head)]
+    for r in range(stats.n_shells + 1):
+        if r == stats.n_shells:
+            lines.append("-" * len(lines[0]))
+            rng = "overall"
+        else:
+            rng = f"{stats.d_max[r]:7.2f} -{stats.d_min[r]:6.2f}"
+        row = [rng.rjust(16),
+               f"{int(stats.n_obs[r]):7d}", f"{int(stats.n_unique[r]):7d}",
+               _fmt(stats.multiplicity[r], ".2f", 6),
+               _fmt(100 * stats.completeness[r], ".1f", 7),
+               _fmt(stats.mean_i_over_sigma[r], ".2f", 8),
+               _fmt(100 * stats.r_meas[r], ".1f", 7),
+               _fmt(100 * stats.cc_half[r], ".1f", 7),
+               _fmt(100 * stats.cc_star[r], ".1f", 6)]
+        if stats.anomalous:
+            row.append(_fmt(100 * stats.cc_anom[r], ".1f", 7))
+        if stats.has_reference:
+            row.append(_fmt(100 * stats.cc_ref[r], ".1f", 7))
+        lines.append(" ".join(row))
+    wb = stats.wilson_b_A2
+    lines.append("Wilson B: " + (f"{wb:.2f} A^2" if np.isfinite(wb) else "not determined")
+                 + f" (ln<I> vs 1/d^2 over d < {WILSON_D_MAX_A} A)")
+    if stats.n_rejected_images:
+        lines.append(f"Rejected images: {stats.n_rejected_images} (counted in N_obs only)")
+    return "\n".join(lines)
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:

@@ -111,7 +111,7 @@ def _spot_arrays(state: ProcessState) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _vectors(geom: Geometry, x: np.ndarray, y: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    from jfx.index import rotation as rot
+    from jfx.physics import rotation as rot
 
     return rot.spot_vectors(geom, np.where(valid, x, 0.0), np.where(valid, y, 0.0))
 
@@ -161,8 +161,9 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext, *,
     Raises:
         InputError: rotation indexing asked for still data, or ffbidx without a cell.
     """
-    from jfx.index import rotation as rot
     from jfx.index.indexing import Symmetry, index
+    from jfx.index.rotation import single_pass, two_pass
+    from jfx.physics import rotation as rot
 
     if not enabled(settings):
         return state
@@ -188,17 +189,17 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext, *,
             n1 = n if rs.two_pass_images is None else min(rs.two_pass_images, n)
             q0 = rot.to_angle_zero(_vectors(geom, x, y, valid), axis, phi[:, None])
             if rs.force_lattice is not None:
-                mode, out = "forced", rot.two_pass(
+                mode, out = "forced", two_pass(
                     q0, valid, axis, phi, 0, None, sym, opt,
                     force_basis0=np.reshape(rs.force_lattice, (3, 3)))
             elif rs.two_pass_images is not None:
                 q1 = v1 = None
                 if use_stored_spots and ctx.stored_spots is not None and not rs.redo_spots:
                     q1, v1 = _stored_pass1(geom, ctx.stored_spots, indices[:n1], axis)
-                mode, out = "two-pass", rot.two_pass(q0, valid, axis, phi, n1, indexer, sym,
+                mode, out = "two-pass", two_pass(q0, valid, axis, phi, n1, indexer, sym,
                                                      opt, q0_first=q1, valid_first=v1)
             else:
-                mode, out = "single-pass", rot.single_pass(q0, valid, axis, phi,
+                mode, out = "single-pass", single_pass(q0, valid, axis, phi,
                                                            rs.single_pass_deg, indexer, sym,
                                                            opt)
             results, basis0 = out.images, out.basis0
@@ -240,7 +241,7 @@ def run_unconstrained(state: ProcessState, settings: ProcessSettings,
     25 % indexed, rms 0.2): a lattice a wrong stored geometry still admits, for refining
     the geometry before indexing again. The table's mode is ``unconstrained``; its
     ``basis0`` is None when even this fails."""
-    from jfx.index import rotation as rot
+    from jfx.physics import rotation as rot
     from jfx.index.common import index_error
     from jfx.index.indexing import Symmetry, index
 
@@ -278,7 +279,7 @@ def run_unconstrained(state: ProcessState, settings: ProcessSettings,
 
 def _stored_pass1(geometry: Geometry, stored: Any, images: np.ndarray, axis: np.ndarray):
     """Angle-0 spot vectors of the spots stored in the master for ``images`` (pass 1)."""
-    from jfx.index import rotation as rot
+    from jfx.physics import rotation as rot
 
     images = np.asarray(images, dtype=np.int64)
     images = images[images < len(stored.n_peaks)]

@@ -167,7 +167,7 @@ def _phi_scale(geo: Geometry) -> float | None:
 
 
 def _rotation_inputs(state: ProcessState):
-    from jfx.index import rotation as rot
+    from jfx.physics import rotation as rot
 
     ix = state.indexing
     geo = ix.geometry
@@ -184,7 +184,7 @@ def _rotation_inputs(state: ProcessState):
 def _assign(geo: Geometry, b0: np.ndarray, x, y, pk, axis, phi, tolerance: float):
     """Miller indices of the candidate spots ``pk`` under the model (geo, b0) and the
     inliers within ``tolerance``."""
-    from jfx.index import rotation as rot
+    from jfx.physics import rotation as rot
 
     q = rot.to_angle_zero(rot.spot_vectors(geo, np.where(pk, x, 0.0), np.where(pk, y, 0.0)),
                           axis, phi[:, None])

@@ -134,7 +134,7 @@ def crystal(state: ProcessState, settings: ProcessSettings) -> ProcessState:
     lattices) and the space group used: ``-S``, else the master's when the cell fits it
     (1 % / 1°), else None (merging then uses P1)."""
     from jfx.models.lattice import basis_to_cell
-    from jfx.scale.scaling import check_cell_fits
+    from jfx.symmetry.groups import check_cell_fits
 
     if state.indexing is None:
         return state

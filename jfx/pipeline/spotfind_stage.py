@@ -24,7 +24,7 @@ from jfx.io.errors import InputError, ProcessingError
 from jfx.models.spots import SpotList
 from jfx.pipeline.context import RunContext, one_line, what
 from jfx.pipeline.state import AzintProfiles, ProcessState, SpotImageStats
-from jfx.spotfind.stats import ImageStats
+from jfx.models.images import ImageStats
 
 MIN_SPOTS_HIT = 15
 """An image with at least this many spots counts as a hit in the console summary."""
@@ -134,7 +134,7 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         InputError: the data cannot be read, or every selected image is fully masked.
         ProcessingError: a kernel failed (names the stage and the images).
     """
-    from jfx.spotfind.azint import AzimuthalIntegrator
+    from jfx.azint import AzimuthalIntegrator
     from jfx.spotfind.find import ThresholdSpotFinder, find_spots
 
     t_setup = time.perf_counter()

@@ -20,7 +20,7 @@ import numpy as np
 
 from jfx.models.geometry import Geometry
 from jfx.models.spots import SpotList
-from jfx.spotfind.stats import ImageStats
+from jfx.models.images import ImageStats
 
 
 @dataclasses.dataclass(frozen=True)

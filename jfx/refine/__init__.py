@@ -1,11 +1,12 @@
-"""Geometry refinement: presets (-r), parameter pytrees, residuals, solvers and the verb.
+"""Geometry refinement: presets (-r), parameter pytrees, residuals and the verb.
 
 * :func:`~jfx.refine.refine.refine` — stills (per image, vmap-batched) or a rotation sweep
   (scan-static), with :class:`~jfx.refine.refine.RefineSpots` in and
   :class:`~jfx.refine.refine.RefineResult` out;
 * :mod:`jfx.refine.params` — detector / beam / crystal parameter pytrees and the free mask;
 * :mod:`jfx.refine.residuals` — position (and φ) residuals with robust losses;
-* :mod:`jfx.refine.solvers` — ``lm`` (Levenberg–Marquardt in JAX) and ``lbfgs`` (optax).
+* the solvers ``lm`` (Levenberg–Marquardt in JAX) and ``lbfgs`` (optax) are the shared layer
+  :mod:`jfx.solvers`; the setting is ``refine.solver``.
 """
 
 from jfx.refine.refine import RefineResult as RefineResult

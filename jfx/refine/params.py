@@ -28,11 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jfx.index.bravais import best_rotation, bravais_of_space_group, symmetrized_cell
 from jfx.models._pytree import pytree_dataclass, static
 from jfx.models.geometry import Beam, Detector, Geometry
 from jfx.models.lattice import basis_to_cell, cell_to_basis
 from jfx.refine.settings import RefineSettings
+from jfx.symmetry.groups import bravais_of_space_group
+from jfx.symmetry.niggli import best_rotation, symmetrized_cell
 
 SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "hexagonal", "cubic")
 CELL_PARAMS = {
@@ -245,7 +246,7 @@ def from_geometry(geometry: Geometry) -> tuple[DetectorParams, BeamParams]:
 def from_basis(basis, system: str) -> CrystalParams:
     """Crystal parameters of a (3, 3) basis (rows a, b, c, Å, lab frame; host-side numpy).
 
-    The cell is symmetrised to ``system`` (:func:`jfx.index.bravais.symmetrized_cell`); the
+    The cell is symmetrised to ``system`` (:func:`jfx.symmetry.niggli.symmetrized_cell`); the
     reference orientation U0 is the rotation that best superposes ``B(cell)`` on ``basis``
     (Kabsch), and the rotation vector starts at 0.
 

@@ -37,7 +37,7 @@ from jfx.refine.residuals import (
     still_raw_residuals,
 )
 from jfx.refine.settings import RefineSettings
-from jfx.refine.solvers import SOLVERS, solve
+from jfx.solvers import SOLVERS, solve
 
 SPOT_BUCKETS = (64, 128, 256, 512)
 IMAGE_CHUNKS = (1, 8, 64)

@@ -26,7 +26,7 @@ BEAM_AND_LATTICE_FREE = ("detector.beam_center_px", "detector.distance_mm",
 
 @dataclasses.dataclass(frozen=True)
 class RefineSettings:
-    """A refinement preset: which parameter leaves are free.
+    """A refinement preset: which parameter leaves are free, and the solver.
 
     Attributes:
         preset: ``none`` | ``orientation`` | ``beam_and_lattice`` (default) | ``pixelrefine``.
@@ -35,11 +35,14 @@ class RefineSettings:
             orientation again in blocks of this many degrees of the sweep (scan-varying
             orientation, piecewise constant; ``None`` = scan-static only). Ignored for stills
             and without a free ``lattice.orientation``.
+        solver: refinement solver, ``lm`` (Levenberg–Marquardt in JAX, default) or ``lbfgs``
+            (optax); :mod:`jfx.solvers`.
     """
 
     preset: str = "beam_and_lattice"
     free: tuple[str, ...] = BEAM_AND_LATTICE_FREE
     scan_varying_deg: float | None = None
+    solver: str = "lm"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preset", as_choice("refinement (-r)", self.preset, PRESETS))
@@ -55,6 +58,8 @@ class RefineSettings:
         object.__setattr__(self, "free", free)
         object.__setattr__(self, "scan_varying_deg", as_float(
             "refine.scan_varying_deg", self.scan_varying_deg, positive=True, allow_none=True))
+        object.__setattr__(self, "solver", as_choice("refine.solver", self.solver,
+                                                     ("lm", "lbfgs")))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import gemmi
 import numpy as np
 
-from jfx.scale.merge import get_space_group
+from jfx.symmetry import groups
 
 __all__ = [
     "AmbiguityResult",
@@ -58,10 +58,6 @@ _DEN = np.int64(gemmi.Op.DEN)  # gemmi's denominator of rotation matrices
 
 
 # ----------------------------------------------------------------------------- basics
-def _space_group(space_group) -> gemmi.SpaceGroup:
-    return get_space_group(space_group)
-
-
 def _unit_cell(cell) -> gemmi.UnitCell:
     if isinstance(cell, gemmi.UnitCell):
         return cell
@@ -143,7 +139,7 @@ def ambiguity_operators(space_group, cell, tol_deg: float = 3.0) -> list[gemmi.O
     Returns:
         list of ``gemmi.Op`` (real-space triplets, rotation part only), identity first.
     """
-    sg = _space_group(space_group)
+    sg = groups.space_group(space_group)
     uc = _unit_cell(cell)
     if not np.isfinite(tol_deg) or tol_deg < 0:
         raise ValueError(f"tolerance must be ≥ 0 deg, got {tol_deg!r}")
@@ -189,7 +185,7 @@ def canonical_keys(hkl, space_group) -> np.ndarray:
     Two indices have the same key exactly when they are symmetry equivalent (Friedel mates
     included); the key is the largest packed ``h·L`` over the Laue rotations L.
     """
-    return _orbit_keys(_hkl_array(hkl), _laue_rotations(_space_group(space_group)))
+    return _orbit_keys(_hkl_array(hkl), _laue_rotations(groups.space_group(space_group)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -388,7 +384,7 @@ def resolve_ambiguity(
     n_img = int(image.max()) + 1 if n_img is None else int(n_img)
     if n and image.max() >= n_img:
         raise ValueError(f"image index {int(image.max())} out of range (n_img = {n_img})")
-    sg = _space_group(space_group)
+    sg = groups.space_group(space_group)
     uc = _unit_cell(cell)
     ops = ambiguity_operators(sg, uc, tol_deg) if operators is None else list(operators)
     if not ops:

@@ -12,14 +12,14 @@ Two solvers:
       estimate for fixed scales (Hamilton, Rollett & Sparks 1965, Acta Cryst. 18, 129), or the
       reference intensities when given;
   (b) the image parameters (ln G, B, wedge …) by Levenberg–Marquardt
-      (:func:`jfx.refine.solvers.solve`) vmapped over images, observations grouped per image into
+      (:func:`jfx.solvers.solve`) vmapped over images, observations grouped per image into
       a fixed (n_img, cap) layout (cap a power of two), float64;
   (c) the global parameters (mosaicity …) by LM over all observations with I_hkl eliminated
       analytically (variable projection: I_hkl is the weighted merge as a function of the
       parameters, Golub & Pereyra 1973, SIAM J. Numer. Anal. 10, 413);
   then the gauge is fixed (mean ln G = 0, mean B = 0 without a reference), the error model
   σ'² = a²(σ² + (b·gP·I_hkl)²) is refitted and robust IRLS weights are updated.
-* ``optax``: one joint L-BFGS (``optax.lbfgs``) of all free parameters on the likelihood's
+* ``lbfgs``: one joint L-BFGS (``optax.lbfgs``) of all free parameters on the likelihood's
   negative log-likelihood with I_hkl eliminated (or the reference), in variables scaled by
   the inverse Gauss–Newton column norms; error model and IRLS weights are refitted between
   ``iterations`` rounds as in ``lm``.
@@ -39,13 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jfx.models._pytree import replace
-from jfx.refine.solvers import lbfgs_loop, solve, split_free
 from jfx.scale.base import Likelihood, PartialityModel, ScaleModel
 from jfx.scale.error_model import ErrorModel, fit_error_model
 from jfx.scale.likelihood import NormalLikelihood
 from jfx.scale.observations import Observations, bucket_size
+from jfx.solvers import lbfgs_loop, solve, split_free
 
-SOLVERS = ("lm", "optax")
+SOLVERS = ("lm", "lbfgs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ class ScaleFit:
             "error_model_b"}`` (cost = the likelihood's nll after the iteration, n_used = rows
             with nonzero weight for the next iteration) plus the
             solver iteration counts ``image_lm_iterations`` (slowest lane),
-            ``global_lm_iterations`` or ``optax_iterations`` where they ran.
+            ``global_lm_iterations`` or ``lbfgs_iterations`` where they ran.
     """
 
     params: dict
@@ -190,7 +190,7 @@ def _global_step(pmodel, smodel, lik, max_iter, tol, use_ref, params, obs, sigma
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _optax_fit(pmodel, smodel, lik, max_iter, use_ref, params, obs, sigma, weights, ref_obs,
+def _lbfgs_fit(pmodel, smodel, lik, max_iter, use_ref, params, obs, sigma, weights, ref_obs,
                tol):
     """Joint L-BFGS of all free leaves on the nll in preconditioned variables.
 
@@ -313,8 +313,8 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
                likelihood: Likelihood | None = None, *, reference=None, iterations: int = 3,
                solver: str = "lm", refine_globals: bool = True, error_model: bool = True,
                params0: dict | None = None, max_iter_image: int = 20,
-               max_iter_global: int = 20, max_iter_optax: int = 500,
-               optax_tol: float = 1e-4, optax_chunk: int = 50, lm_cycles: int = 2,
+               max_iter_global: int = 20, max_iter_lbfgs: int = 500,
+               lbfgs_tol: float = 1e-4, lbfgs_chunk: int = 50, lm_cycles: int = 2,
                lm_tol: float = 1e-9, min_obs_per_image: int | None = None,
                min_partiality: float | None = None,
                error_model0: ErrorModel | None = None,
@@ -328,14 +328,14 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
         reference: (n_refl,) reference intensities on the corrected scale (NaN = missing), or
             None (reference-free: the scale gauge is fixed by mean ln G = 0, mean B = 0).
         iterations: outer iterations (≥ 1).
-        solver: ``lm`` (alternating, per-image vmapped LM) or ``optax`` (joint L-BFGS).
+        solver: ``lm`` (alternating, per-image vmapped LM) or ``lbfgs`` (joint L-BFGS).
         refine_globals: refine the global leaves (mosaicity) when free.
         error_model: refit σ'² = a²(σ² + (b·I)²) after every iteration.
         params0: starting parameters (default: the models' ``init_params``).
-        max_iter_image, max_iter_global, max_iter_optax: iteration caps.
-        optax_tol: L-BFGS stop on the rms gradient in scaled units (1 unit ≈ 1 standard
+        max_iter_image, max_iter_global, max_iter_lbfgs: iteration caps.
+        lbfgs_tol: L-BFGS stop on the rms gradient in scaled units (1 unit ≈ 1 standard
             error of the parameter).
-        optax_chunk: L-BFGS iterations between preconditioner rebuilds (restarts).
+        lbfgs_chunk: L-BFGS iterations between preconditioner rebuilds (restarts).
         lm_cycles: (merge, image LM, global LM) cycles per iteration (``lm``).
         lm_tol: LM stop on the relative cost decrease per step.
         min_obs_per_image: images with fewer valid observations are not fitted (default:
@@ -354,7 +354,7 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
         ValueError: unknown solver, iterations < 1, or reference of the wrong length.
     """
     if solver not in SOLVERS:
-        raise ValueError(f"unknown scaling solver {solver!r} (known: lm, optax)")
+        raise ValueError(f"unknown scaling solver {solver!r} (known: {', '.join(SOLVERS)})")
     if int(iterations) < 1:
         raise ValueError("scaling iterations must be >= 1")
     lik = NormalLikelihood() if likelihood is None else likelihood
@@ -427,18 +427,18 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
             if any(jax.tree_util.tree_leaves(opt_mask)):
                 # L-BFGS in chunks; the preconditioner is rebuilt at every restart
                 done_it = 0
-                while done_it < int(max_iter_optax):
-                    chunk = min(int(optax_chunk), int(max_iter_optax) - done_it)
-                    params, n_opt, gn = _optax_fit(
+                while done_it < int(max_iter_lbfgs):
+                    chunk = min(int(lbfgs_chunk), int(max_iter_lbfgs) - done_it)
+                    params, n_opt, gn = _lbfgs_fit(
                         _Masked(partiality, opt_mask["partiality"]),
                         _Masked(scale_model, opt_mask["scale"]), lik, chunk, use_ref, params,
                         obs, sigma, jnp.where(jnp.asarray(fit_rows), weights, 0.0), ref_obs,
-                        float(optax_tol))
+                        float(lbfgs_tol))
                     done_it += int(n_opt)
-                    if float(gn) <= optax_tol or int(n_opt) < chunk:
+                    if float(gn) <= lbfgs_tol or int(n_opt) < chunk:
                         break
                 # images without usable rows have zero columns: step 0, start kept
-                n_it["optax_iterations"] = done_it
+                n_it["lbfgs_iterations"] = done_it
             if not use_ref:
                 params = _gauge(partiality, scale_model, params, image_ok_j)
 

@@ -7,7 +7,7 @@ crystallographer expects (Evans 2006, Aimless; Kabsch 2010, XSCALE; White 2016, 
 2. indexing-ambiguity resolution when the lattice has more symmetry than the point group
    (stills per image, rotation runs per run; against the reference when one is given,
    otherwise self-consistently, :mod:`jfx.scale.ambiguity`);
-3. ASU mapping (:mod:`jfx.scale.merge`, gemmi), the resolution limit, min. partiality;
+3. ASU mapping (:mod:`jfx.symmetry.asu`, gemmi), the resolution limit, min. partiality;
 4. iterations of the model fit (:func:`jfx.scale.fit.fit_scales`: per-image G (+B, wedge),
    global mosaicity, error model), each followed by the rejections (per-observation outliers
    vs the per-reflection median, ``--min-image-cc``, ΔCC½); ``iterations`` of them (with a
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from jfx.scale.settings import PartialitySettings, ScaleSettings
+from jfx.symmetry import groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +75,8 @@ class ScalingResult:
     """Everything scaling produced (numpy; written by the shell).
 
     Attributes:
-        merged: :class:`jfx.scale.merge.MergedReflections`.
-        statistics: :class:`jfx.scale.stats.MergingStatistics`.
+        merged: :class:`jfx.models.merged.MergedReflections`.
+        statistics: :class:`jfx.models.merged.MergingStatistics`.
         images: per image (n_img,) arrays ``run``, ``image`` (image number in its run),
             ``scale``, ``bfactor``, ``wedge_deg``, ``mosaicity_deg``, ``cc`` (image vs merged),
             ``rejected`` (uint8), ``delta_cc_half``, ``ambiguity_op``.
@@ -109,7 +110,7 @@ class ScalingResult:
     solver: str
 
     def lines(self) -> list[str]:
-        """Console summary (the statistics table is :func:`jfx.scale.stats.format_table`)."""
+        """Console summary (the statistics table is :func:`jfx.io.report.format_table`)."""
         a, b = self.error_model
         out = [f"scaling: {self.n_obs_used} of {self.n_obs_total} observations merged into "
                f"{len(self.merged.hkl)} unique reflections, space group {self.space_group}, "
@@ -151,29 +152,6 @@ def _merging_cell(runs: list[RunData], cell: Any) -> np.ndarray:
     return np.median(np.stack(cells), axis=0)
 
 
-CELL_LENGTH_RTOL = 0.01
-CELL_ANGLE_TOL_DEG = 1.0
-"""A refined cell (triclinic when processed without ``-S``) fits a space group within 1 % and
-1°; the merging cell is then symmetrised to the group's metric."""
-
-
-def check_cell_fits(cell: np.ndarray, space_group: int) -> np.ndarray:
-    """The merging cell: ``cell`` symmetrised to ``space_group``'s lattice metric
-    (:func:`jfx.index.bravais.symmetrized_cell`). ValueError (one line) when ``cell`` is
-    further than 1 % / 1° from that metric (:func:`jfx.models.symmetry.cell_fits_space_group`)."""
-    from jfx.index.bravais import bravais_of_space_group, symmetrized_cell
-    from jfx.models.symmetry import cell_fits_space_group, space_group as sg_of
-
-    c = tuple(float(v) for v in cell)
-    if not cell_fits_space_group(c, int(space_group), length_rtol=CELL_LENGTH_RTOL,
-                                 angle_tol_deg=CELL_ANGLE_TOL_DEG):
-        sg = sg_of(int(space_group))
-        raise ValueError(f"unit cell {', '.join(f'{v:.2f}' for v in cell)} does not fit space "
-                         f"group {sg.hm} ({sg.number}, {sg.crystal_system_str()})")
-    return np.asarray(symmetrized_cell(np.asarray(c), bravais_of_space_group(int(space_group))),
-                      np.float64)
-
-
 def scale_merge(runs: list[RunData], settings: ScaleSettings,
                 partiality: PartialitySettings | None = None, *, space_group: int | None = None,
                 cell: Any = None, reference: Reference | None = None,
@@ -199,19 +177,20 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
     from jfx.scale.ambiguity import ambiguity_operators, resolve_ambiguity
     from jfx.scale.fit import fit_scales
     from jfx.scale.likelihood import HuberLikelihood, NormalLikelihood, StudentTLikelihood
-    from jfx.scale.merge import asu_map, get_space_group, merge
+    from jfx.scale.merge import merge
     from jfx.scale.models import ImageScale
     from jfx.scale.observations import make_observations, observations_from_table
     from jfx.scale.partiality import make_partiality
     from jfx.scale.stats import merging_statistics, reference_on_asu
+    from jfx.symmetry.asu import asu_map
 
     if not runs:
         raise ValueError("nothing to scale: no input runs")
     psettings = partiality if partiality is not None else PartialitySettings()
     sg_num = space_group if space_group is not None else next(
         (r.space_group for r in runs if r.space_group is not None), 1)
-    sg = get_space_group(sg_num)
-    cell_m = check_cell_fits(_merging_cell(runs, cell), sg.number)
+    sg = groups.space_group(sg_num)
+    cell_m = groups.check_cell_fits(_merging_cell(runs, cell), sg.number)
 
     # ---- usable rows of every run, images numbered 0..n_img-1 over all runs
     tabs, run_of_row, keys = [], [], []

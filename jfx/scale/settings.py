@@ -10,7 +10,7 @@ from jfx.validate import as_bool, as_choice, as_float, as_int, as_str
 
 PARTIALITY_MODELS = ("fixed", "rot", "unity")
 OUTPUT_FORMATS = ("mtz", "cif", "txt")
-SOLVERS = ("lm", "optax")
+SOLVERS = ("lm", "lbfgs")
 LIKELIHOODS = ("normal", "huber", "student_t")
 INTENSITIES = ("prf", "sum")
 
@@ -49,7 +49,7 @@ class ScaleSettings:
         output_format: merged-reflection format ``mtz`` | ``cif`` | ``txt`` (``--scaling-output``).
         reference_mtz: reference MTZ (``-z``); implies merging. Must exist.
         solver: ``lm`` (alternating per-image Levenberg–Marquardt, vmapped; default) or
-            ``optax`` (joint L-BFGS of all parameters).
+            ``lbfgs`` (joint L-BFGS of all parameters, optax).
         intensity: ``prf`` (profile-fitted where available, else summation; default) or
             ``sum``.
         likelihood: error distribution of an observation: ``normal`` (weighted least

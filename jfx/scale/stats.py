@@ -40,26 +40,14 @@ Definitions (``n`` = number of observations of a reflection, ``I_i`` its observa
 
 from __future__ import annotations
 
-import dataclasses
-
 import gemmi
 import numpy as np
 
-from jfx.scale.merge import (
-    AsuMap,
-    _unique_rows,
-    d_spacing,
-    get_space_group,
-    merge_intensities,
-    to_asu,
-)
+from jfx.models.merged import STAT_COLUMNS, WILSON_D_MAX_A, MergingStatistics
+from jfx.scale.merge import merge_intensities
+from jfx.symmetry import groups
+from jfx.symmetry.asu import AsuMap, _unique_rows, d_spacing, to_asu
 
-STAT_COLUMNS = ("d_max", "d_min", "n_obs", "n_unique", "multiplicity", "completeness",
-                "mean_i_over_sigma", "cc_half", "cc_star", "r_meas", "r_pim", "cc_anom",
-                "cc_ref")
-"""Column names of the ``/entry/scaling/statistics`` table (FORMATS.md)."""
-
-WILSON_D_MAX_A = 4.5
 WILSON_BINS = 20
 WILSON_MIN_PER_BIN = 5
 MIN_CC_PAIRS = 3
@@ -133,74 +121,6 @@ def cc_star(cc_half: np.ndarray | float) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.sqrt(2.0 * cc / (1.0 + cc))
     return np.where(cc > 0, out, np.nan)
-
-
-@dataclasses.dataclass(frozen=True)
-class MergingStatistics:
-    """Merging statistics; every per-shell array has ``n_shells + 1`` rows, the last is overall.
-
-    Attributes:
-        d_max, d_min: shell limits (Å).
-        n_obs, n_unique: int64 counts (see module docstring).
-        multiplicity, completeness (fraction), mean_i_over_sigma, cc_half, cc_star, r_meas,
-        r_pim, cc_anom (NaN unless anomalous), cc_ref (NaN without reference): float64.
-        wilson_b_A2: overall Wilson B (Å²), NaN when it could not be fitted.
-        anomalous: anomalous mode.
-        has_reference: a reference was given (``cc_ref`` meaningful).
-        n_rejected_images: number of images flagged in ``rejected_image_mask``.
-    """
-
-    d_max: np.ndarray
-    d_min: np.ndarray
-    n_obs: np.ndarray
-    n_unique: np.ndarray
-    multiplicity: np.ndarray
-    completeness: np.ndarray
-    mean_i_over_sigma: np.ndarray
-    cc_half: np.ndarray
-    cc_star: np.ndarray
-    r_meas: np.ndarray
-    r_pim: np.ndarray
-    cc_anom: np.ndarray
-    cc_ref: np.ndarray
-    wilson_b_A2: float
-    anomalous: bool
-    has_reference: bool
-    n_rejected_images: int = 0
-
-    @property
-    def n_shells(self) -> int:
-        """Number of resolution shells (rows minus the overall row)."""
-        return int(self.d_max.shape[0]) - 1
-
-    def overall(self, name: str) -> float:
-        """Overall value of column ``name``."""
-        return getattr(self, name)[-1].item()
-
-    def columns(self) -> tuple[str, ...]:
-        """Column names that apply: ``cc_anom`` only when anomalous, ``cc_ref`` only with a
-        reference."""
-        cols = [c for c in STAT_COLUMNS if c not in ("cc_anom", "cc_ref")]
-        if self.anomalous:
-            cols.append("cc_anom")
-        if self.has_reference:
-            cols.append("cc_ref")
-        return tuple(cols)
-
-    def as_table(self) -> dict[str, np.ndarray]:
-        """Columns for ``/entry/scaling/statistics``: name → (n_shells + 1,) array, one row
-        per shell (low to high resolution) and a last "overall" row."""
-        return {c: np.asarray(getattr(self, c)).copy() for c in self.columns()}
-
-    def as_records(self) -> np.ndarray:
-        """:meth:`as_table` as a numpy structured array (n_shells + 1 rows; int64 counts,
-        float64 otherwise), e.g. for an HDF5 compound dataset."""
-        tab = self.as_table()
-        dtype = [(c, np.int64 if c in ("n_obs", "n_unique") else np.float64) for c in tab]
-        rec = np.zeros(self.n_shells + 1, dtype=dtype)
-        for c, v in tab.items():
-            rec[c] = v
-        return rec
 
 
 def _as_reference(reference) -> tuple[np.ndarray, np.ndarray]:
@@ -323,7 +243,7 @@ def merging_statistics(asu: AsuMap, I: np.ndarray, sigma: np.ndarray,
     Returns:
         :class:`MergingStatistics`.
     """
-    sg = get_space_group(space_group)
+    sg = groups.space_group(space_group)
     if sg.number != asu.space_group:
         raise ValueError(f"space group {sg.number} differs from the ASU map's {asu.space_group}")
     n = asu.n_obs
@@ -450,48 +370,3 @@ def merging_statistics(asu: AsuMap, I: np.ndarray, sigma: np.ndarray,
     return MergingStatistics(**cols, wilson_b_A2=wb, anomalous=bool(anomalous),
                              has_reference=reference is not None,
                              n_rejected_images=n_rej_images)
-
-
-def _fmt(v: float, spec: str, width: int) -> str:
-    if v is None or not np.isfinite(v):
-        return "-".rjust(width)
-    return format(v, spec).rjust(width)
-
-
-def format_table(stats: MergingStatistics) -> str:
-    """Console table of ``stats``: one line per shell, an overall line and the Wilson B.
-
-    Percentages: completeness, R_meas, CC1/2, CC*, CC_anom, CC_ref are printed in %.
-    """
-    head = ["     d range (A)", "  N_obs", " N_uniq", "  mult", " compl%", "   I/sig",
-            " Rmeas%", " CC1/2%", "  CC*%"]
-    if stats.anomalous:
-        head.append(" CCano%")
-    if stats.has_reference:
-        head.append(" CCref%")
-    lines = [" ".join(head)]
-    for r in range(stats.n_shells + 1):
-        if r == stats.n_shells:
-            lines.append("-" * len(lines[0]))
-            rng = "overall"
-        else:
-            rng = f"{stats.d_max[r]:7.2f} -{stats.d_min[r]:6.2f}"
-        row = [rng.rjust(16),
-               f"{int(stats.n_obs[r]):7d}", f"{int(stats.n_unique[r]):7d}",
-               _fmt(stats.multiplicity[r], ".2f", 6),
-               _fmt(100 * stats.completeness[r], ".1f", 7),
-               _fmt(stats.mean_i_over_sigma[r], ".2f", 8),
-               _fmt(100 * stats.r_meas[r], ".1f", 7),
-               _fmt(100 * stats.cc_half[r], ".1f", 7),
-               _fmt(100 * stats.cc_star[r], ".1f", 6)]
-        if stats.anomalous:
-            row.append(_fmt(100 * stats.cc_anom[r], ".1f", 7))
-        if stats.has_reference:
-            row.append(_fmt(100 * stats.cc_ref[r], ".1f", 7))
-        lines.append(" ".join(row))
-    wb = stats.wilson_b_A2
-    lines.append("Wilson B: " + (f"{wb:.2f} A^2" if np.isfinite(wb) else "not determined")
-                 + f" (ln<I> vs 1/d^2 over d < {WILSON_D_MAX_A} A)")
-    if stats.n_rejected_images:
-        lines.append(f"Rejected images: {stats.n_rejected_images} (counted in N_obs only)")
-    return "\n".join(lines)

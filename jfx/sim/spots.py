@@ -15,8 +15,8 @@ import dataclasses
 
 import numpy as np
 
-from jfx.index.rotation import axis_rotation
 from jfx.models.lattice import cell_to_basis
+from jfx.physics.rotation import axis_rotation
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:

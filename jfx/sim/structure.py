@@ -31,6 +31,7 @@ import gemmi
 import numpy as np
 
 from jfx.models.lattice import cell_to_basis
+from jfx.symmetry import groups
 
 
 HC_KEV_A = 12.398419843320026
@@ -123,13 +124,6 @@ def _lookup(table_hkl: np.ndarray, table_val: np.ndarray, hkl: np.ndarray) -> np
     return np.where(found, table_val[order][pos], 0.0)
 
 
-def resolve_space_group(space_group: int | str) -> gemmi.SpaceGroup:
-    """gemmi space group from a number (1–230) or an H-M symbol; ValueError if unknown."""
-    from jfx.scale.merge import get_space_group
-
-    return get_space_group(space_group)
-
-
 def reciprocal_metric(cell) -> np.ndarray:
     """(3, 3) reciprocal basis A* (rows a*, b*, c*, Å⁻¹) of the standard orthogonalisation."""
     return np.linalg.inv(cell_to_basis(np.asarray(cell, dtype=np.float64))).T
@@ -193,7 +187,7 @@ def structure_factors_numpy(
     Returns:
         (n,) complex128 F (electrons).
     """
-    sg = resolve_space_group(space_group)
+    sg = groups.space_group(space_group)
     ops = list(sg.operations())
     R = np.array([np.array(op.rot, dtype=np.float64) / op.DEN for op in ops])  # (o, 3, 3)
     T = np.array([np.array(op.tran, dtype=np.float64) / op.DEN for op in ops])  # (o, 3)
@@ -240,7 +234,7 @@ def structure_factors_gemmi(
 
     Independent implementation used to check :func:`structure_factors_numpy`.
     """
-    sg = resolve_space_group(space_group)
+    sg = groups.space_group(space_group)
     ss = gemmi.SmallStructure()
     ss.cell = gemmi.UnitCell(*[float(v) for v in cell])
     ss.spacegroup_hall = sg.hall
@@ -334,7 +328,7 @@ def compute_intensities(
     operation (R, t); also under −R when there is no anomalous scattering, I(−h) = I(h)),
     then expanded to every index; absences are set to 0.
     """
-    sg = resolve_space_group(space_group)
+    sg = groups.space_group(space_group)
     hkl, d = all_hkl(cell, d_min)
     # Without anomalous scattering f is real and I(−h) = I(h): use Laue-group orbits.
     reps, inv = _orbit_representatives(hkl, sg, friedel=energy_keV is None)
@@ -358,7 +352,7 @@ def compute_intensities(
 def systematic_absences(hkl: np.ndarray, sg: gemmi.SpaceGroup | int | str) -> np.ndarray:
     """(n,) bool: index is systematically absent in the space group."""
     if not isinstance(sg, gemmi.SpaceGroup):
-        sg = resolve_space_group(sg)
+        sg = groups.space_group(sg)
     ops = sg.operations()
     return np.array([ops.is_systematically_absent([int(a) for a in h]) for h in hkl], bool)
 

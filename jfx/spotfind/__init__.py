@@ -1,6 +1,7 @@
 """Spot finding: strong-pixel kernel (:mod:`jfx.spotfind.strong`), connected components
 (:mod:`jfx.spotfind.label`), ice rings (:mod:`jfx.spotfind.ice`), the stage
-(:mod:`jfx.spotfind.find`), per-image statistics (:mod:`jfx.spotfind.stats`) and settings."""
+(:mod:`jfx.spotfind.find`), the per-image statistics kernel (:mod:`jfx.spotfind.stats`; the
+data type is :class:`jfx.models.images.ImageStats`) and settings."""
 
 from jfx.spotfind.find import SpotFindResult, ThresholdSpotFinder, find_spots
 from jfx.spotfind.ice import ICE_RINGS_A, on_ice_ring

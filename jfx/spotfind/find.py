@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jfx.models.geometry import Geometry
+from jfx.models.pixels import special_values
 from jfx.models.spots import SpotList
 from jfx.physics.diffraction import detector_origin_mm
 from jfx.spotfind.ice import on_ice_ring
@@ -43,7 +44,6 @@ from jfx.spotfind.strong import (
     dilate,
     finish_stats,
     host_pass,
-    special_values,
     window_sums,
 )
 

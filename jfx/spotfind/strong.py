@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jfx.models.pixels import special_values
+
 
 # ------------------------------------------------------------------------------ box sums
 def _shift_sum(a: jnp.ndarray, width: int, axis: int) -> jnp.ndarray:
@@ -220,20 +222,6 @@ def finish_stats(st, strong_values: np.ndarray, saturation: int | None) -> dict:
     return {"max": np.int64(vmax), "mean": np.float32(vmean), "n_masked": np.int64(n_masked),
                 "n_saturated": np.int64(n_sat), "strong_pixels": np.int64(np.asarray(strong_values).size),
                 "bkg_estimate": bkg}
-
-
-def special_values(dtype: np.dtype, error_value: int | None,
-                   saturation_value: float | None) -> tuple[bool, int, bool, int]:
-    """(has_error, error, has_saturation, saturation) for a frame dtype, as in
-    :func:`jfx.spotfind.stats.image_stats`: an error value outside the dtype's range never
-    matches; a saturation value above the dtype's maximum never matches (a fractional
-    saturation value s acts as ceil(s) on integer data)."""
-    info = np.iinfo(dtype)
-    has_err = error_value is not None and info.min <= int(error_value) <= info.max
-    sat = None if saturation_value is None else int(np.ceil(float(saturation_value)))
-    has_sat = sat is not None and sat <= info.max
-    sat = max(sat, int(info.min)) if has_sat else 0
-    return has_err, int(error_value) if has_err else 0, has_sat, sat
 
 
 def strong_pixels(

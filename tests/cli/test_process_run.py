@@ -12,11 +12,11 @@ import pytest
 from omegaconf import OmegaConf
 
 import jfx
+from jfx.azint.settings import AzintSettings
 from jfx.cli import process_main
 from jfx.io.process_h5 import read_process_h5
-from jfx.spotfind.azint import AzintSettings
+from tests.azint.test_azint import numpy_reference
 from tests.cli.conftest import SATURATION, numpy_stats
-from tests.spotfind.test_azint import numpy_reference
 
 
 def check_mx_azint(out_path, frames, mask, geo, numbers, settings=None):

@@ -45,9 +45,9 @@ def test_real_eiger_frame_statistics(shared_data, tmp_path, capsys):
     assert 1.0 < mx["resolutionEstimate"][0] < 10.0
     assert mx["strongPixels"][0] >= mx["nPeaks"][0]
     # azimuthal profile against the independent numpy computation on the same frame
+    from jfx.azint.settings import AzintSettings
     from jfx.io.nxmx import open_master
-    from jfx.spotfind.azint import AzintSettings
-    from tests.spotfind.test_azint import numpy_reference
+    from tests.azint.test_azint import numpy_reference
 
     with open_master(master) as m:
         geo = m.geometry

@@ -15,7 +15,8 @@ from jfx.index.ffbidx import (
     same_lattice,
 )
 from jfx.models.lattice import cell_to_basis
-from jfx.sim.spots import axis_rotation, random_rotation, still_spots
+from jfx.physics.rotation import axis_rotation
+from jfx.sim.spots import random_rotation, still_spots
 
 CELLS = {
     "tetragonal": (79.1, 79.1, 38.0, 90.0, 90.0, 90.0),

@@ -1,4 +1,4 @@
-"""Rotation indexing: spot vectors, two-pass, single-pass, forced lattice (synthetic sweeps)."""
+"""Rotation indexing: two-pass, single-pass, forced lattice (synthetic sweeps)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from jfx.index import IndexOptions, IndexStatus, Symmetry
 from jfx.index import rotation as rot
 from jfx.index.common import orientation_error_deg
 from jfx.index.fft import FFTIndexer, FFTSettings
-from jfx.models.geometry import Beam, Detector, Geometry, Goniometer
 from jfx.models.lattice import basis_to_cell
-from jfx.physics.diffraction import lab_to_pixel
+from jfx.physics.rotation import lattice_at, to_angle_zero
 from jfx.sim.spots import rotation_spots
 
 CELL = (79.1, 79.1, 38.0, 90.0, 90.0, 90.0)
@@ -31,38 +30,8 @@ def _sweep(range_deg=30.0, osc_deg=0.5, seed=0, n_false=0):
         q[i, :len(p)] = s.q[p]
         valid[i, :len(p)] = True
     phi = np.radians((np.arange(n_img) + 0.5) * osc_deg)
-    q0 = rot.to_angle_zero(q, AXIS, phi[:, None])
+    q0 = to_angle_zero(q, AXIS, phi[:, None])
     return q, q0, valid, phi, s
-
-
-def test_spot_vectors_round_trip():
-    geo = Geometry(Beam.create(1.0), Detector.create(100.0, (500.0, 510.0), (1000, 1030)))
-    rng = np.random.default_rng(0)
-    x, y = rng.uniform(0, 1000, 50), rng.uniform(0, 1000, 50)
-    q = rot.spot_vectors(geo, x, y)
-    # |s0 + q| = 1/λ and q maps back to the same pixel
-    np.testing.assert_allclose(np.linalg.norm(q + np.array([0, 0, 1.0]), axis=1), 1.0,
-                               atol=1e-12)
-    xb, yb = lab_to_pixel(geo.detector, geo.beam, q + np.array([0, 0, 1.0]))[:2]
-    np.testing.assert_allclose(np.asarray(xb), x, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(yb), y, atol=1e-6)
-
-
-def test_to_angle_zero_inverts_lattice_at():
-    rng = np.random.default_rng(1)
-    b0 = rng.normal(size=(3, 3)) * 30
-    phi = 0.7
-    b = rot.lattice_at(b0, AXIS, phi)
-    qs = rng.normal(size=(10, 3)) * 0.1
-    # fractional indices are frame independent: q·b(φ) = q0·b0
-    np.testing.assert_allclose(qs @ b.T, rot.to_angle_zero(qs, AXIS, phi) @ b0.T, atol=1e-12)
-
-
-def test_image_angles_use_the_goniometer():
-    geo = Geometry(Beam.create(1.0), Detector.create(100.0, (5.0, 5.0), (10, 10)),
-                   Goniometer.create(AXIS, 10.0, 0.25))
-    np.testing.assert_allclose(rot.image_angles(geo, np.array([0.5, 4.5])),
-                               np.radians([10.125, 11.125]))
 
 
 def test_two_pass_indexes_every_image():
@@ -78,7 +47,7 @@ def test_two_pass_indexes_every_image():
     # per-image lattices are the angle-0 lattice rotated to the image
     i = 17
     np.testing.assert_allclose(np.asarray(out.images[i].basis[0]),
-                               rot.lattice_at(out.basis0, AXIS, phi[i]), atol=1e-9)
+                               lattice_at(out.basis0, AXIS, phi[i]), atol=1e-9)
     # Miller indices of the true spots in image i agree with the truth (same change of basis)
     hk = (q[i][valid[i]] @ np.asarray(out.images[i].basis[0]).T)
     assert np.mean(np.abs(hk - np.rint(hk)).max(axis=1) < 0.2) > 0.8

@@ -17,8 +17,9 @@ from jfx.io.merged import (
     write_scale_dat,
 )
 from jfx.io.report import write_report_html
-from jfx.scale.merge import asu_map, merge
+from jfx.scale.merge import merge
 from jfx.scale.stats import merging_statistics
+from jfx.symmetry.asu import asu_map
 
 CELL = (30.0, 30.0, 40.0, 90.0, 90.0, 90.0)
 SG = 96

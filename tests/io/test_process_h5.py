@@ -14,7 +14,7 @@ from jfx.io.nxmx import open_master
 from jfx.io.process_h5 import (process_h5_path, read_process_h5, write_process_groups,
                                 write_process_h5)
 from jfx.models.geometry import Beam, Detector, Geometry, Goniometer
-from jfx.spotfind.stats import ImageStats
+from jfx.models.images import ImageStats
 
 
 SHAPE = (16, 20)
@@ -159,3 +159,25 @@ def test_reader_errors(tmp_path, master):
         read_process_h5(bad)
     with pytest.raises(InputError, match="not a jfx _process.h5"):
         read_process_h5(master[0])
+
+
+def test_state_written_and_read_back(tmp_path):
+    """write_process_h5(path, state): the pipeline state's spots, statistics and profiles land
+    under their FORMATS names (the one name table in io/process_h5.py)."""
+    from jfx.config import compose, process_settings
+    from jfx.pipeline import process
+    from tests.cli.conftest import make_master
+
+    mpath, frames, _, _ = make_master(tmp_path, rotation=False, n_images=3)
+    settings = process_settings(compose("process", ["index=none"]))
+    with open_master(mpath) as m:
+        state = process(settings, m).state
+    out = write_process_h5(tmp_path / "s_process.h5", state, master_path=mpath,
+                           config_yaml="", version="0")
+    pf = read_process_h5(out)
+    mx = pf.groups["MX"]
+    np.testing.assert_array_equal(mx["nPeaks"], np.asarray(state.spots.valid).sum(1))
+    np.testing.assert_array_equal(mx["imageNumber"], [0, 1, 2])
+    np.testing.assert_array_equal(pf.image.max, state.image_stats.max)
+    np.testing.assert_array_equal(pf.groups["azint"]["image"], state.azint.profile)
+    assert not mx["imageIndexed"].any() and pf.reflections is None

@@ -131,7 +131,7 @@ def test_a_lattice_is_refined_on_its_own_spots_with_the_indexers_hkl():
 
 def test_file_marks_the_first_lattices_spots_and_keeps_every_lattice():
     from jfx.io.process_h5 import state_groups
-    from jfx.spotfind.stats import ImageStats
+    from jfx.models.images import ImageStats
 
     n, s = 2, 5
     lid = np.tile(np.array([0, 1, -1, 0, 1], np.int32), (n, 1))

@@ -141,7 +141,7 @@ def test_batch_equals_single_image(data, lm_result):
         assert perm.iterations[j] == full.iterations[i]
     # one image alone, solved with the unbatched solver (no vmap), agrees
     from jfx.refine.refine import _still_residual
-    from jfx.refine.solvers import solve
+    from jfx.solvers import solve
     i = 1
     p0 = P.from_models(data["g_start"], data["b_start"][i], "tetragonal")
     mask = P.free_mask(p0, RefineSettings())

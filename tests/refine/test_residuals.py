@@ -20,7 +20,7 @@ from jfx.refine.residuals import (
     still_residuals,
 )
 from jfx.refine.settings import RefineSettings
-from jfx.refine.solvers import _split
+from jfx.solvers import _split
 from tests.refine import geometry, simulate_still, simulate_sweep
 
 ALL_FREE = RefineSettings("beam_and_lattice", ("detector.beam_center_px",

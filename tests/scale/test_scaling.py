@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from jfx.models.reflections import ReflectionFlag as F
-from jfx.scale.merge import asu_map
-from jfx.scale.scaling import Reference, RunData, check_cell_fits, scale_merge
+from jfx.scale.scaling import Reference, RunData, scale_merge
+from jfx.symmetry.asu import asu_map
+from jfx.symmetry.groups import check_cell_fits
 from jfx.scale.settings import PartialitySettings, ScaleSettings
 
 LYSO = (79.1, 79.1, 38.0, 90.0, 90.0, 90.0)

@@ -8,16 +8,15 @@ import gemmi
 import numpy as np
 import pytest
 
-from jfx.scale.merge import asu_map
+from jfx.io.report import format_table
+from jfx.models.merged import STAT_COLUMNS, MergingStatistics
 from jfx.scale.stats import (
-    STAT_COLUMNS,
-    MergingStatistics,
     cc_star,
-    format_table,
     merging_statistics,
     resolution_shells,
     shell_index,
 )
+from jfx.symmetry.asu import asu_map
 
 CUBIC10 = (10.0, 10.0, 10.0, 90.0, 90.0, 90.0)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jfx.models import Beam, Detector, Geometry
+from jfx.models.pixels import special_values
 from jfx.spotfind.find import ThresholdSpotFinder
 from jfx.spotfind.settings import ThresholdSpotFinderSettings
 from jfx.spotfind.stats import image_stats
@@ -15,7 +16,6 @@ from jfx.spotfind.strong import (
     candidate_strong,
     dilate,
     host_pass,
-    special_values,
     window_sums,
 )
 from tests.spotfind.conftest import random_frame, reference_strong

@@ -1,12 +1,13 @@
-"""Azimuthal integration (jfx.spotfind.azint) against analytic results and a numpy reference."""
+"""Azimuthal integration (jfx.azint) against analytic results and a numpy reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from jfx.azint.integrator import AzimuthalIntegrator, pixel_correction
+from jfx.azint.settings import AzintSettings
 from jfx.models.geometry import Beam, Detector, Geometry
-from jfx.spotfind.azint import AzimuthalIntegrator, AzintSettings, pixel_correction
 
 SHAPE = (40, 52)
 
@@ -179,9 +180,9 @@ def test_corrections_match_the_physics_functions():
     """pixel_correction / pixel_q_azimuth agree with jfx.physics at sampled pixels."""
     import jax.numpy as jnp
 
+    from jfx.azint.integrator import pixel_q_azimuth
     from jfx.physics.corrections import polarization_factor
     from jfx.physics.diffraction import pixel_q, pixel_s1, solid_angle
-    from jfx.spotfind.azint import pixel_q_azimuth
 
     geo = geometry(distance_mm=25.0, bc=(-3.0, 30.5), fast=(0.0, 1.0, 0.0), slow=(1.0, 0.0, 0.0))
     det, beam = geo.detector, geo.beam
@@ -203,8 +204,9 @@ def test_host_and_jax_paths_agree():
     """The numpy run-reduceat path (CPU default) equals the jitted scatter kernel."""
     import jax.numpy as jnp
 
+    from jfx.azint.integrator import AzimuthalIntegrator
+    from jfx.azint.settings import AzintSettings
     from jfx.models import Beam, Detector, Geometry
-    from jfx.spotfind.azint import AzimuthalIntegrator, AzintSettings
 
     rng = np.random.default_rng(4)
     shape = (90, 120)
@@ -230,8 +232,9 @@ def test_host_and_jax_paths_agree():
 
 def test_pixel_resolution_map_matches_spot_finder_map():
     """The integrator's d = 2π/q map (handed to the spot finder) equals resolution_map."""
+    from jfx.azint.integrator import AzimuthalIntegrator
+    from jfx.azint.settings import AzintSettings
     from jfx.models import Beam, Detector, Geometry
-    from jfx.spotfind.azint import AzimuthalIntegrator, AzintSettings
     from jfx.spotfind.find import resolution_map
 
     geom = Geometry(Beam.create(0.9), Detector.create(70.0, (33.0, 21.5), (60, 90),

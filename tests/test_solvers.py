@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
-from jfx.refine.solvers import solve
+from jfx.solvers import solve
 
 T = np.linspace(0.0, 4.0, 40)
 

@@ -1,4 +1,5 @@
-"""Tests for jfx.index.bravais: Niggli reduction, Bravais search, symmetrisation, cell matching.
+"""Tests for jfx.symmetry.bravais and jfx.symmetry.niggli: Niggli reduction, Bravais search,
+symmetrisation, cell matching.
 
 Independent expectations: lattices are generated from known conventional cells (standard
 settings), turned into scrambled primitive bases by hand-written centring matrices and random
@@ -14,8 +15,9 @@ import gemmi
 import numpy as np
 import pytest
 
-from jfx.index import bravais as br
 from jfx.models.lattice import basis_to_cell, cell_to_basis
+from jfx.symmetry import bravais as br
+from jfx.symmetry import groups, niggli
 
 # Primitive cells of centred lattices, rows in conventional fractional coordinates
 # (written out here independently of the module).
@@ -254,13 +256,13 @@ def test_settings_list_order_and_restriction():
     found = [s.bravais for s in br.conventional_settings(prim)]
     assert found[0] == "cP" and found[-1] == "aP"
     assert {"tP", "oP", "mP", "hR", "oC", "mC"} <= set(found)
-    order = [br.BRAVAIS_TYPES[s].holohedry_order for s in found]
+    order = [niggli.BRAVAIS_TYPES[s].holohedry_order for s in found]
     assert order == sorted(order, reverse=True)
     s = br.best_setting(prim, bravais={"oP", "mP"})
     assert s.bravais == "oP"
     np.testing.assert_allclose(s.cell[:3], 50.0, rtol=1e-9)
     assert br.best_setting(prim, bravais="hP") is None
-    s = br.best_setting(prim, bravais=br.bravais_of_space_group(146))     # R3 → hR
+    s = br.best_setting(prim, bravais=groups.bravais_of_space_group(146))     # R3 → hR
     assert s.bravais == "hR"
     np.testing.assert_allclose(s.cell, (50 * 2**0.5, 50 * 2**0.5, 50 * 3**0.5, 90, 90, 120),
                                rtol=1e-9)
@@ -274,11 +276,11 @@ def test_bravais_of_space_group():
               79: "tI", 97: "tI", 143: "hP", 146: "hR", 155: "hR", 168: "hP", 173: "hP",
               195: "cP", 196: "cF", 197: "cI", 230: "cI"}
     for n, sym in expect.items():
-        assert br.bravais_of_space_group(n) == sym, n
-    assert {br.bravais_of_space_group(n) for n in range(1, 231)} == set(br.BRAVAIS_SYMBOLS)
+        assert groups.bravais_of_space_group(n) == sym, n
+    assert {groups.bravais_of_space_group(n) for n in range(1, 231)} == set(niggli.BRAVAIS_SYMBOLS)
     for bad in (0, 231, 2.5, "x"):
         with pytest.raises(ValueError):
-            br.bravais_of_space_group(bad)
+            groups.bravais_of_space_group(bad)
 
 
 def test_niggli_reduce_matches_gemmi():
@@ -288,7 +290,7 @@ def test_niggli_reduce_matches_gemmi():
                            ((80, 80, 120, 90, 90, 120), "R")]:
         for _ in range(4):
             _, prim = lattice(cell, centring, rng, noise=0.002)
-            red, M = br.niggli_reduce(prim)
+            red, M = niggli.niggli_reduce(prim)
             assert np.issubdtype(M.dtype, np.integer)
             assert round(abs(np.linalg.det(M))) == 1
             np.testing.assert_allclose(M @ prim, red, atol=1e-9)
@@ -305,7 +307,7 @@ def test_niggli_reduce_matches_gemmi():
 
 def test_degenerate_basis_raises():
     flat = np.array([[10.0, 0, 0], [0, 10.0, 0], [10.0, 10.0, 0]])
-    for fn in (br.niggli_reduce, br.conventional_settings, br.best_setting):
+    for fn in (niggli.niggli_reduce, br.conventional_settings, br.best_setting):
         with pytest.raises(ValueError, match="degenerate"):
             fn(flat)
     with pytest.raises(ValueError, match="degenerate"):
@@ -358,9 +360,9 @@ def test_symmetrize_exact_metric_and_orientation():
         sym = br.symmetrize(s)
         c = basis_to_cell(sym)
         assert s.bravais == symbol
-        want = br.symmetrized_cell(s.cell, symbol)
+        want = niggli.symmetrized_cell(s.cell, symbol)
         np.testing.assert_allclose(c, want, rtol=1e-12, atol=1e-9)
-        system = br.BRAVAIS_TYPES[symbol].system
+        system = niggli.BRAVAIS_TYPES[symbol].system
         if system in ("tetragonal", "hexagonal", "cubic"):
             assert c[0] == pytest.approx(c[1], rel=1e-12)
         if system == "cubic":
@@ -376,11 +378,11 @@ def test_symmetrize_exact_metric_and_orientation():
     # an exact basis comes back unchanged (orientation exactly preserved)
     U = random_rotation(rng)
     B = cell_to_basis(np.array([93.0, 93.0, 130.0, 90, 90, 120])) @ U.T
-    np.testing.assert_allclose(br.symmetrize_basis(B, "hP"), B, atol=1e-9)
+    np.testing.assert_allclose(niggli.symmetrize_basis(B, "hP"), B, atol=1e-9)
     # hR on rhombohedral axes stays rhombohedral
     rh = np.array([81.0, 80.0, 80.5, 81.5, 82.0, 82.5])
-    np.testing.assert_allclose(br.symmetrized_cell(rh, "hR"), [80.5] * 3 + [82.0] * 3)
-    np.testing.assert_allclose(br.symmetrized_cell((80.0, 80.4, 120, 90.2, 89.9, 119.5), "hR"),
+    np.testing.assert_allclose(niggli.symmetrized_cell(rh, "hR"), [80.5] * 3 + [82.0] * 3)
+    np.testing.assert_allclose(niggli.symmetrized_cell((80.0, 80.4, 120, 90.2, 89.9, 119.5), "hR"),
                                (80.2, 80.2, 120, 90, 90, 120))
 
 
@@ -388,17 +390,17 @@ def test_primitive_basis_and_centring_codes():
     rng = np.random.default_rng(8)
     for letter in ("P", "A", "B", "C", "I", "F", "R"):
         conv = cell_to_basis(np.array([60.0, 70.0, 80.0, 90, 90, 90])) @ random_rotation(rng).T
-        p = br.primitive_basis(conv, letter)
+        p = niggli.primitive_basis(conv, letter)
         T = np.linalg.solve(p.T, conv.T).T               # conv = T @ primitive
         Ti = np.rint(T).astype(int)
         np.testing.assert_allclose(T, Ti, atol=1e-9)
-        assert str(br.centring_of_transform(Ti)) == letter
+        assert str(niggli.centring_of_transform(Ti)) == letter
         assert np.linalg.det(p) > 0
     # a supercell is no centred cell
-    assert str(br.centring_of_transform(np.diag([2, 1, 1]))) == ""
-    assert str(br.centring_of_transform(np.diag([1, 1, 1]))) == "P"
+    assert str(niggli.centring_of_transform(np.diag([2, 1, 1]))) == ""
+    assert str(niggli.centring_of_transform(np.diag([1, 1, 1]))) == "P"
     # round trip: a conventional C cell → primitive → best_setting gives it back
     conv = cell_to_basis(np.array([120.0, 60.0, 50.0, 90, 110, 90])) @ random_rotation(rng).T
-    s = br.best_setting(br.primitive_basis(conv, "C"))
+    s = br.best_setting(niggli.primitive_basis(conv, "C"))
     assert s.bravais == "mC"
     np.testing.assert_allclose(s.basis, conv, atol=1e-9)

@@ -1,8 +1,13 @@
-"""Space-group and unit-cell validation (gemmi-backed, host side only).
+"""Space groups and unit-cell checks (gemmi-backed, host side only).
 
-These helpers check user input (``-C/--unit-cell``, ``-S/--space-group``, cells stored in the
-master file) before anything is jitted. They raise :class:`ValueError` with a one-line message;
-the shell turns that into exit code 2.
+:func:`space_group` is THE resolver of a space group given as an International Tables number,
+a Hermann–Mauguin / Hall symbol or a :class:`gemmi.SpaceGroup`; :func:`bravais_of_space_group`
+and :func:`centring_of_space_group` give its lattice type.
+
+The checks validate user input (``-C/--unit-cell``, ``-S/--space-group``, cells stored in the
+master file) before anything is jitted (:func:`check_cell_and_space_group`), and a refined
+merging cell against the merging space group (:func:`check_cell_fits`, looser tolerances).
+They raise :class:`ValueError` with a one-line message; the shell turns that into exit code 2.
 
 Conventions: a cell is (a, b, c, α, β, γ) with lengths in Å and angles in degrees. A cell
 "fits" a space group when it has the metric symmetry of the group's crystal system
@@ -27,6 +32,8 @@ from collections.abc import Sequence
 import gemmi
 import numpy as np
 
+from jfx.symmetry.niggli import symmetrized_cell
+
 
 LENGTH_RTOL = 1e-3
 """Relative tolerance for equal cell lengths (a = b etc.)."""
@@ -34,25 +41,35 @@ ANGLE_TOL_DEG = 0.05
 """Absolute tolerance for fixed cell angles (90°, 120°), degrees."""
 
 
-def space_group(number: int) -> gemmi.SpaceGroup:
-    """The gemmi space group for an International Tables number (1–230).
+def space_group(sg: int | str | gemmi.SpaceGroup) -> gemmi.SpaceGroup:
+    """The :class:`gemmi.SpaceGroup` of an International Tables number (1–230), a
+    Hermann–Mauguin or Hall symbol (e.g. ``"P 43 21 2"``; a string of digits is a number), or
+    a :class:`gemmi.SpaceGroup` (returned as is).
 
     Raises:
-        ValueError: if ``number`` is not an integer in 1–230.
+        ValueError: a number that is not an integer in 1–230, an unknown symbol, or another
+            type (one-line message).
     """
+    if isinstance(sg, gemmi.SpaceGroup):
+        return sg
+    if isinstance(sg, str) and not sg.strip().isdigit():
+        found = gemmi.find_spacegroup_by_name(sg.strip())
+        if found is None:
+            raise ValueError(f"unknown space group {sg!r}")
+        return found
     try:
-        n = int(number)
+        n = int(sg)
     except (TypeError, ValueError):
-        raise ValueError(f"space group must be a number 1-230, got {number!r}") from None
-    if n != number or not 1 <= n <= 230:
-        raise ValueError(f"space group must be a number 1-230, got {number!r}")
-    sg = gemmi.find_spacegroup_by_number(n)
-    if sg is None:  # pragma: no cover - gemmi knows all 230
+        raise ValueError(f"space group must be a number 1-230 or a symbol, got {sg!r}") from None
+    if (not isinstance(sg, str) and n != sg) or not 1 <= n <= 230:
+        raise ValueError(f"space group must be a number 1-230, got {sg!r}")
+    found = gemmi.find_spacegroup_by_number(n)
+    if found is None:  # pragma: no cover - gemmi knows all 230
         raise ValueError(f"unknown space group {n}")
-    return sg
+    return found
 
 
-def crystal_system(number: int) -> str:
+def crystal_system(number: int | str | gemmi.SpaceGroup) -> str:
     """Crystal system name (``"triclinic"`` … ``"cubic"``) of space group ``number``."""
     return space_group(number).crystal_system_str()
 
@@ -148,8 +165,7 @@ def check_cell_and_space_group(
     out_cell = validate_unit_cell(cell) if cell is not None else None
     out_sg = None
     if number is not None:
-        space_group(number)
-        out_sg = int(number)
+        out_sg = space_group(number).number
     if out_cell is not None and out_sg is not None and not cell_fits_space_group(out_cell, out_sg):
         sg = space_group(out_sg)
         raise ValueError(
@@ -157,3 +173,55 @@ def check_cell_and_space_group(
             f"{out_sg} ({sg.hm}, {sg.crystal_system_str()})"
         )
     return out_cell, out_sg
+
+
+def bravais_of_space_group(number: int) -> str:
+    """Bravais type of space group ``number`` (1–230), from gemmi's crystal system + centring.
+
+    Trigonal R groups → ``hR``, other trigonal and hexagonal → ``hP``; monoclinic C/I (any
+    cell choice) → ``mC``; orthorhombic A/B/C → ``oC``.
+
+    Raises:
+        ValueError: ``number`` is not an integer 1–230.
+    """
+    sg = space_group(number)
+    system = sg.crystal_system_str()
+    centring = sg.centring_type()
+    if system == "triclinic":
+        return "aP"
+    if system == "monoclinic":
+        return "mP" if centring == "P" else "mC"
+    if system == "orthorhombic":
+        return {"P": "oP", "A": "oC", "B": "oC", "C": "oC", "I": "oI", "F": "oF"}[centring]
+    if system == "tetragonal":
+        return "tP" if centring == "P" else "tI"
+    if system == "trigonal":
+        return "hR" if centring == "R" else "hP"
+    if system == "hexagonal":
+        return "hP"
+    return {"P": "cP", "I": "cI", "F": "cF"}[centring]
+
+
+def centring_of_space_group(number: int) -> str:
+    """Centring letter (P, A, B, C, I, F, R) of space group ``number`` in its gemmi setting."""
+    return space_group(number).centring_type()
+
+
+CELL_LENGTH_RTOL = 0.01
+CELL_ANGLE_TOL_DEG = 1.0
+"""A refined cell (triclinic when processed without ``-S``) fits a space group within 1 % and
+1°; the merging cell is then symmetrised to the group's metric."""
+
+
+def check_cell_fits(cell: np.ndarray, number: int) -> np.ndarray:
+    """The merging cell: ``cell`` symmetrised to space group ``number``'s lattice metric
+    (:func:`jfx.symmetry.niggli.symmetrized_cell`). ValueError (one line) when ``cell`` is
+    further than 1 % / 1° from that metric (:func:`cell_fits_space_group`)."""
+    c = tuple(float(v) for v in cell)
+    if not cell_fits_space_group(c, int(number), length_rtol=CELL_LENGTH_RTOL,
+                                 angle_tol_deg=CELL_ANGLE_TOL_DEG):
+        sg = space_group(int(number))
+        raise ValueError(f"unit cell {', '.join(f'{v:.2f}' for v in cell)} does not fit space "
+                         f"group {sg.hm} ({sg.number}, {sg.crystal_system_str()})")
+    return np.asarray(symmetrized_cell(np.asarray(c), bravais_of_space_group(int(number))),
+                      np.float64)
