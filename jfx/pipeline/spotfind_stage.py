@@ -219,11 +219,12 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
             pos += k
             if hasattr(bar, "update"):
                 bar.update(k)
-    if pos != len(indices):
-        raise InputError(f"the reader delivered {pos} of {len(indices)} selected images")
-    stats = ImageStats(**acc.stats)
-    if np.all(np.isnan(stats.mean)):
-        raise InputError("every selected image is fully masked (no valid pixels)")
+        # checked inside the progress context: a failed stage prints no "done" line
+        if pos != len(indices):
+            raise InputError(f"the reader delivered {pos} of {len(indices)} selected images")
+        stats = ImageStats(**acc.stats)
+        if np.all(np.isnan(stats.mean)):
+            raise InputError("every selected image is fully masked (no valid pixels)")
     azint = None
     if integ is not None:
         azint = AzintProfiles(
