@@ -103,7 +103,8 @@ CASES = [
     (["--bandwidth", "0.01"], {"pixelrefine.bandwidth_fwhm": 0.01}),
     (["--integration-radius", "4"], {"integrate.radii_px": [4.0, 6.0, 8.0]}),
     (["--integration-radius", "2,4,6"], {"integrate.radii_px": [2, 4, 6]}),
-    (["--profile-multiplier", "3"], {"pixelrefine.profile_multiplier": 3}),
+    (["--profile-multiplier", "3", "-r", "pixelrefine", "-z", MTZ],
+     {"pixelrefine.profile_multiplier": 3}),  # refused without -r pixelrefine
     (["spotfind.sigma=5", "scale.iterations=7"], {"spotfind.sigma": 5, "scale.iterations": 7}),
     (["--spot-sigma", "4", "spotfind.sigma=6"], {"spotfind.sigma": 6}),  # native overrides win
     (["index=fft", "partiality=rot"], {"index.algorithm": "fft", "partiality.model": "rot"}),

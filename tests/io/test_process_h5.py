@@ -168,7 +168,7 @@ def test_state_written_and_read_back(tmp_path):
     from jfx.pipeline import process
     from tests.cli.conftest import make_master
 
-    mpath, frames, _, _ = make_master(tmp_path, rotation=False, n_images=3)
+    mpath, frames, _, _ = make_master(tmp_path, rotation=False, n_images=4)
     settings = process_settings(compose("process", ["index=none"]))
     with open_master(mpath) as m:
         state = process(settings, m).state
@@ -177,7 +177,7 @@ def test_state_written_and_read_back(tmp_path):
     pf = read_process_h5(out)
     mx = pf.groups["MX"]
     np.testing.assert_array_equal(mx["nPeaks"], np.asarray(state.spots.valid).sum(1))
-    np.testing.assert_array_equal(mx["imageNumber"], [0, 1, 2])
+    np.testing.assert_array_equal(mx["imageNumber"], [0, 1, 2, 3])
     np.testing.assert_array_equal(pf.image.max, state.image_stats.max)
     np.testing.assert_array_equal(pf.groups["azint"]["image"], state.azint.profile)
     assert not mx["imageIndexed"].any() and pf.reflections is None

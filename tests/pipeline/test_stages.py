@@ -168,11 +168,11 @@ def test_bandwidth_option_replaces_the_files_bandwidth(tmp_path):
     from jfx.pipeline import process
     from tests.cli.conftest import make_master
 
-    master, *_ = make_master(tmp_path, rotation=False, n_images=2)
+    master, *_ = make_master(tmp_path, rotation=False, n_images=4)
     for opt, want in ((["pixelrefine.bandwidth_fwhm=0.012"], 0.012), ([], 0.0)):
         settings = process_settings(compose("process", ["index=none", "azint.enabled=false",
                                                         *opt]))
         with open_master(master) as m:
             st = process(settings, m).state
         assert float(st.geometry.beam.bandwidth_fwhm) == pytest.approx(want)
-        assert st.indexing is None and st.spots.x_px.shape[0] == 2
+        assert st.indexing is None and st.spots.x_px.shape[0] == 4
