@@ -128,9 +128,10 @@ def _stream(ctx: RunContext, images: np.ndarray, pool: Any,
             refit_widths: bool) -> None:
     """Stream ``images`` through ``per_image(image, frame, widths)`` in chunks; the frames of
     a chunk run concurrently in ``pool``. With ``refit_widths`` the first frame of one chunk
-    in ~:data:`WIDTH_REFIT_FRAMES` runs first and fits the profile widths (it returns them),
-    which the other frames then use until the next refit (explicit, so the result does not
-    depend on which thread runs first)."""
+    in ~:data:`WIDTH_REFIT_FRAMES` fits the profile widths (``widths=None``; it returns
+    them) while the chunk's other frames use the widths fitted before the chunk began (none
+    yet: each fits its own); the new widths serve from the next chunk on. The widths every
+    frame uses are thus fixed by the chunk order alone, not by which thread runs first."""
     if images.size == 0:
         return
     batch = max(1, int(ctx.batch_size))
@@ -139,17 +140,15 @@ def _stream(ctx: RunContext, images: np.ndarray, pool: Any,
     with ctx.bar("integration", len(images)) as bar:
         for c, (idx, frames) in enumerate(ctx.source.iter_chunks(images, chunk_size=batch,
                                                                  workers=ctx.workers)):
-            jobs = list(zip((int(j) for j in np.asarray(idx)), frames))
-            if refit_widths and (c % every == 0 or widths is None):
-                fitted = per_image(jobs[0][0], jobs[0][1], None)
-                widths = fitted if fitted is not None else widths
-                jobs = jobs[1:]
+            refit = refit_widths and c % every == 0
+            jobs = [(int(j), frame, None if (refit and k == 0) else widths)
+                    for k, (j, frame) in enumerate(zip(np.asarray(idx), frames))]
             if pool is None or len(jobs) < 2:
-                for j, frame in jobs:
-                    per_image(j, frame, widths)
+                results = [per_image(*job) for job in jobs]
             else:
-                for f in [pool.submit(per_image, j, frame, widths) for j, frame in jobs]:
-                    f.result()
+                results = [f.result() for f in [pool.submit(per_image, *job) for job in jobs]]
+            if refit and results and results[0] is not None:
+                widths = results[0]
             if hasattr(bar, "update"):
                 bar.update(len(idx))
 
@@ -203,7 +202,7 @@ def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, int
     parts: dict[int, Reflections] = {}
 
     def per_image(image: int, frame: np.ndarray, widths: dict | None) -> None:
-        k, pr = preds[image]
+        k, pr = preds[image]  # stills: every image fits its own profile widths
         res, prf, _ = integ(frame, pr.x_px, pr.y_px, pr.d_A)
         t = Reflections.empty(pr.n)
         flags = np.asarray(res.flags, np.uint32) | np.uint32(int(F.PREDICTED))
@@ -274,6 +273,7 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
         if sel.size == 0:
             return None
         res, prf, fitted = integ(frame, pr.x_px[sel], pr.y_px[sel], pr.d_A[sel], widths)
+        # fitted: widths of this frame when it fitted them (widths=None), for later chunks
         for k in ("intensity", "variance", "background"):
             rows[k][sel] = getattr(res, k)
         r_flags[sel] = np.asarray(res.flags, np.uint32)
