@@ -87,8 +87,9 @@ def _preprocess(argv: Sequence[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- option tables
-# (flags, dest, config key or None, kind, metavar, help); kind: value | flag | group:<name> |
-# list | optional:<bare override>.  Defaults in --help come from the composed config.
+# (flags, dest, config key or group, kind, metavar, help); kind: value | flag | group:<name> |
+# list | optional:<bare override>.  Defaults in --help come from the composed config; the
+# choices of a group option are the option files of that group on the config search path.
 PROCESS_OPTIONS: list[tuple[tuple[str, ...], str, str, str, str | None, str]] = [
     (("-o", "--output-prefix"), "output_prefix", "general.output_prefix", "value", "PREFIX",
      "output prefix; writes <prefix>_process.h5"),
@@ -108,15 +109,15 @@ PROCESS_OPTIONS: list[tuple[tuple[str, ...], str, str, str, str | None, str]] = 
      "D_A", "high-resolution limit for spot finding (A)"),
     (("--max-spots",), "max_spots", "spotfind.max_spots", "value", "N",
      "maximum spot count per image"),
-    (("-X", "--indexing-algorithm"), "indexing_algorithm", "index.algorithm", "group:index", "ALG",
-     "FFBIDX | FFT | FFTW | Auto | None (case-insensitive); auto = ffbidx with a known cell, "
+    (("-X", "--indexing-algorithm"), "indexing_algorithm", "index", "group:index", "ALG",
+     "indexing algorithm {choices} (case-insensitive); auto = ffbidx with a known cell, "
      "else fft (GPU) / fftw (CPU)"),
     (("-C", "--unit-cell"), "unit_cell", "crystal.unit_cell", "list", "a,b,c,al,be,ga",
      "reference unit cell (A, deg; required by ffbidx)"),
     (("-S", "--space-group"), "space_group", "crystal.space_group", "value", "N",
      "space group number (indexing and scaling)"),
-    (("-r", "--refine"), "refine", "refine.preset", "group:refine", "PRESET",
-     "geometry refinement: none | orientation | beam_and_lattice | pixelrefine"),
+    (("-r", "--refine"), "refine", "refine", "group:refine", "PRESET",
+     "geometry refinement: {choices}"),
     (("-R", "--two-pass-rotation"), "two_pass_rotation", "rotation.two_pass_images",
      "optional:30", "[=N]", "two-pass offline rotation indexing (optional image count; bare: 30)"),
     (("--single-pass-rotation",), "single_pass_rotation", "rotation.single_pass_deg",
@@ -127,8 +128,8 @@ PROCESS_OPTIONS: list[tuple[tuple[str, ...], str, str, str, str | None, str]] = 
     (("--force-rotation-lattice",), "force_rotation_lattice", "rotation.force_lattice", "list",
      "9_FLOATS", "force the angle-0 rotation lattice (a,b,c rows, A), skipping the first pass"),
     (("-M", "--scale-merge"), "scale_merge", "scale.merge", "flag", None, "scale and merge"),
-    (("-P", "--partiality"), "partiality", "partiality.model", "group:partiality", "MODEL",
-     "partiality model: fixed | rot | unity"),
+    (("-P", "--partiality"), "partiality", "partiality", "group:partiality", "MODEL",
+     "partiality model: {choices}"),
     (("-A", "--anomalous"), "anomalous", "scale.anomalous", "flag", None,
      "anomalous mode (keep Friedel pairs separate)"),
     (("-B", "--refine-bfactor"), "refine_bfactor", "scale.refine_bfactor", "flag", None,
@@ -167,13 +168,6 @@ _SCALE_DESTS = {
 }
 SCALE_OPTIONS = [o for o in PROCESS_OPTIONS if o[1] in _SCALE_DESTS]
 
-_GROUP_CHOICES = {
-    "index": ("ffbidx", "fft", "fftw", "auto", "none"),
-    "refine": ("none", "orientation", "beam_and_lattice", "pixelrefine"),
-    "partiality": ("fixed", "rot", "unity"),
-}
-
-
 def _select(cfg: Any, key: str) -> Any:
     from omegaconf import OmegaConf
 
@@ -188,7 +182,8 @@ def _fmt_default(v: Any) -> str:
     return str(v)
 
 
-def _build_parser(prog: str, options, defaults_cfg: Any, positional_help: str) -> _Parser:
+def _build_parser(prog: str, options, defaults_cfg: Any, positional_help: str,
+                  choices: dict[str, str], group_options: dict[str, list[str]]) -> _Parser:
     p = _Parser(
         prog=prog,
         description=(f"{prog}: jfx replacement for Jungfraujoch's {prog}. Options map to config "
@@ -199,13 +194,17 @@ def _build_parser(prog: str, options, defaults_cfg: Any, positional_help: str) -
     )
     p.add_argument("args", nargs="*", metavar="INPUT|key=value", help=positional_help)
     for flags, dest, key, kind, metavar, text in options:
-        default = _fmt_default(_select(defaults_cfg, key)) if defaults_cfg is not None else "?"
+        if kind.startswith("group:"):
+            default = choices.get(key, "?")
+            text = text.replace("{choices}", " | ".join(group_options[key]))
+        else:
+            default = _fmt_default(_select(defaults_cfg, key)) if defaults_cfg is not None else "?"
         h = f"{text} [{key}] (default: {default})"
         if kind == "flag":
             p.add_argument(*flags, dest=dest, action="store_true", default=None, help=h)
         elif kind.startswith("group:"):
             p.add_argument(*flags, dest=dest, type=str.lower,
-                           choices=_GROUP_CHOICES[kind.split(":")[1]], metavar=metavar, help=h)
+                           choices=group_options[kind.split(":")[1]], metavar=metavar, help=h)
         else:
             # optional-value options only ever arrive as --long=value after _preprocess
             mv = metavar.strip("[=]") if kind.startswith("optional") else metavar
@@ -214,6 +213,9 @@ def _build_parser(prog: str, options, defaults_cfg: Any, positional_help: str) -
                 action.optional_value_metavar = metavar
     p.add_argument("--cfg", choices=["job"], default=None,
                    help="print the resolved config (YAML) and exit")
+    p.add_argument("--config-dir", dest="config_dir", action="append", metavar="DIR",
+                   help="extra config directory with <group>/<option>.yaml files (repeatable; "
+                        "also $JFX_CONFIG_PATH, os.pathsep-separated); see docs/extending.md")
     return p
 
 
@@ -331,12 +333,12 @@ def _run(prog: str, argv: Sequence[str] | None, job) -> int:
         return 1
 
 
-def _compose_settings(config_name: str, overrides: list[str]):
+def _compose_settings(config_name: str, overrides: list[str], config_dirs: Sequence[str] = ()):
     """Compose + instantiate; validation failures become InputError (exit 2)."""
     from jfx import config as jcfg
 
     try:
-        cfg = jcfg.compose(config_name, overrides)
+        cfg = jcfg.compose(config_name, overrides, config_dirs_extra=config_dirs)
         build = jcfg.process_settings if config_name == "process" else jcfg.scale_settings
         return cfg, build(cfg)
     except (ValueError, FileNotFoundError) as e:
@@ -344,25 +346,52 @@ def _compose_settings(config_name: str, overrides: list[str]):
 
 
 @functools.lru_cache(maxsize=8)
-def _defaults(config_name: str, conf: str) -> Any:
+def _defaults(config_name: str, dirs: tuple[str, ...]) -> tuple[Any, dict[str, str],
+                                                                dict[str, list[str]]]:
+    """(default config, chosen option per group, options per group) on the search path
+    ``dirs`` (built-in first)."""
     from jfx import config as jcfg
 
-    return jcfg.compose(config_name, [])
+    extra = dirs[1:]
+    cfg, choices = jcfg.compose(config_name, [], config_dirs_extra=extra, with_choices=True)
+    return cfg, choices, {g: jcfg.group_options(g, extra) for g in choices}
+
+
+def _config_dirs(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(argv without ``--config-dir DIR`` / ``--config-dir=DIR``, the directories): read
+    before the parser is built, because they add choices to the group options."""
+    rest, dirs = [], []
+    it = iter(argv)
+    for tok in it:
+        if tok == "--config-dir":
+            d = next(it, None)
+            if d is None:
+                raise InputError("argument --config-dir: expected one argument")
+            dirs.append(d)
+        elif tok.startswith("--config-dir="):
+            dirs.append(tok.split("=", 1)[1])
+        else:
+            rest.append(tok)
+    return rest, dirs
 
 
 def _parse(prog: str, argv: list[str], options, config_name: str, positional_help: str):
     from jfx import config as jcfg
 
+    argv, extra = _config_dirs(argv)
     try:
-        defaults_cfg = _defaults(config_name, str(jcfg.conf_dir()))
-    except FileNotFoundError as e:
+        dirs = tuple(str(d) for d in jcfg.config_dirs(extra))
+        defaults_cfg, choices, group_options = _defaults(config_name, dirs)
+    except (FileNotFoundError, ValueError) as e:
         raise InputError(str(e)) from None
-    parser = _build_parser(prog, options, defaults_cfg, positional_help)
+    parser = _build_parser(prog, options, defaults_cfg, positional_help, choices,
+                           group_options)
     if not argv:
         parser.print_usage(sys.stderr)
         print(f"{prog}: error: no input given (see {prog} --help)", file=sys.stderr)
         raise SystemExit(2)
     ns = parser.parse_intermixed_args(_preprocess(argv))
+    ns.config_dir = extra
     inputs, native = _split_positionals(ns.args)
     return ns, inputs, _overrides(ns, options), native, defaults_cfg
 
@@ -384,12 +413,13 @@ def _process_job(argv: list[str], con: _Console) -> int:
         raise InputError(f"expected one master file, got {len(inputs)}: {' '.join(inputs)}")
     if inputs:
         overrides.insert(0, f"general.input={_quote(inputs[0])}")
-    cfg, settings = _compose_settings("process", overrides + native)
+    cfg, settings = _compose_settings("process", overrides + native, ns.config_dir)
     con.verbose = settings.general.verbose
     if ns.cfg == "job":
         sys.stdout.write(jcfg.to_yaml(cfg))
         return 0
-    con.detail(f"jfx {__version__}; config from {jcfg.conf_dir()}")
+    con.detail(f"jfx {__version__}; config from "
+               + ", ".join(str(d) for d in jcfg.config_dirs(ns.config_dir)))
     for line in _diff(cfg, defaults_cfg):
         con.detail(f"override {line}")
     g = settings.general
@@ -503,7 +533,7 @@ def _scale_job(argv: list[str], con: _Console) -> int:
         "one or more _process.h5 files, then optional key=value config overrides")
     if inputs:
         overrides.insert(0, "general.inputs=[" + ",".join(_quote(i) for i in inputs) + "]")
-    cfg, settings = _compose_settings("scale", overrides + native)
+    cfg, settings = _compose_settings("scale", overrides + native, ns.config_dir)
     con.verbose = settings.general.verbose
     if ns.cfg == "job":
         sys.stdout.write(jcfg.to_yaml(cfg))

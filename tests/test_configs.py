@@ -1,17 +1,43 @@
-"""Every config-group option composes and instantiates; settings classes validate their fields."""
+"""Every config-group option composes and instantiates into its group's interface; option
+files name their own class and hold only non-default values; settings classes validate."""
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from jfx.config import (ProcessSettings, ScaleJobSettings, compose, conf_dir, process_settings,
-                        scale_settings)
-
+from jfx.azint.settings import AzintSettings
+from jfx.config import (
+    GeneralSettings,
+    ProcessSettings,
+    ScaleJobSettings,
+    compose,
+    conf_dir,
+    config_dirs,
+    group_options,
+    process_settings,
+    scale_settings,
+)
+from jfx.index.fft import FFTSettings
+from jfx.index.settings import CrystalSettings, FFTWIndexing, RotationSettings
+from jfx.integrate.settings import SummationIntegratorSettings
+from jfx.refine.settings import (
+    NoRefinement,
+    OrientationRefinement,
+    PixelRefineSettings,
+    RefineSettings,
+)
+from jfx.scale.likelihood import HuberLikelihood, StudentTLikelihood
+from jfx.scale.partiality import RotationPartiality
+from jfx.scale.settings import ScaleSettings
+from jfx.spotfind.settings import ThresholdSpotFinderSettings
+from jfx.symmetry.groups import cell_fits_space_group, check_cell_and_space_group
+from jfx.validate import config_defaults
 
 CONF = conf_dir()
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
@@ -28,10 +54,14 @@ EXTRA = {  # options that need a companion setting to be valid
 
 
 def test_groups_are_the_documented_ones():
-    assert GROUPS == ["index", "integrate", "partiality", "refine", "scale", "spotfind"]
+    assert GROUPS == ["azint", "crystal", "general", "index", "integrate", "likelihood",
+                      "partiality", "pixelrefine", "refine", "rotation", "scale", "spotfind"]
     assert options("index") == ["auto", "ffbidx", "fft", "fftw", "none"]
     assert options("refine") == ["beam_and_lattice", "none", "orientation", "pixelrefine"]
     assert options("partiality") == ["fixed", "rot", "unity"]
+    assert options("likelihood") == ["huber", "normal", "student_t"]
+    assert options("general") == ["process", "scale"]
+    assert group_options("partiality") == ["fixed", "rot", "unity"]
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
@@ -39,16 +69,37 @@ def test_every_option_composes_and_instantiates(tmp_path, group, option):
     mtz = tmp_path / "ref.mtz"
     mtz.write_bytes(b"x")
     extra = [e.replace("<mtz>", str(mtz)) for e in EXTRA.get((group, option), [])]
-    cfg = compose("process", [f"{group}={option}", *extra])
+    primary = "scale" if (group, option) == ("general", "scale") else "process"
+    cfg = compose(primary, [f"{group}={option}", *extra])
     node = cfg[group]
     cls = get_class(node._target_)
-    keys = set(node.keys()) - {"_target_"}
-    assert keys == {f.name for f in dataclasses.fields(cls)}  # YAML keys = class fields
-    obj = instantiate(node, _convert_="all")
-    assert isinstance(obj, cls)
-    settings = process_settings(cfg)
-    assert isinstance(settings, ProcessSettings)
-    assert getattr(settings, group) == obj
+    # the option's schema: every config field of ITS class, with the class's defaults
+    assert set(node.keys()) - {"_target_"} == set(config_defaults(cls))
+    settings = process_settings(cfg) if primary == "process" else scale_settings(cfg)
+    obj = getattr(settings, group)
+    assert type(obj) is cls
+    hints = typing.get_type_hints(ProcessSettings if primary == "process" else ScaleJobSettings)
+    assert isinstance(obj, hints[group])  # the group's interface
+    if not extra:
+        assert obj == cls()  # the defaults come from the class
+
+
+@pytest.mark.parametrize("path", sorted(CONF.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_option_files_name_their_class_and_hold_only_non_defaults(path):
+    data = OmegaConf.to_container(OmegaConf.load(path))
+    assert data["defaults"] == [f"{path.stem}_schema", "_self_"]
+    cls = get_class(data["_target_"])
+    assert dataclasses.is_dataclass(cls)
+    defaults = config_defaults(cls)
+    for key, value in data.items():
+        if key not in ("defaults", "_target_"):
+            assert key in defaults and value != defaults[key], key
+
+
+def test_every_option_names_a_different_class():
+    for group in GROUPS:
+        targets = [OmegaConf.load(CONF / group / f"{o}.yaml")["_target_"] for o in options(group)]
+        assert len(set(targets)) == len(targets), group
 
 
 @pytest.mark.parametrize("name", ["process", "scale"])
@@ -57,12 +108,13 @@ def test_primary_configs_every_node_has_matching_target(name):
     for key in cfg:
         node = cfg[key]
         cls = get_class(node._target_)
-        assert set(node.keys()) - {"_target_"} == {f.name for f in dataclasses.fields(cls)}, key
-        # defaults in YAML equal the dataclass defaults (one source of truth for both)
-        obj = instantiate(node, _convert_="all")
-        assert obj == cls(), key
+        assert set(node.keys()) - {"_target_"} == set(config_defaults(cls)), key
+        obj = OmegaConf.to_container(node)
+        assert {k: v for k, v in obj.items() if k != "_target_"} == config_defaults(cls), key
     s = process_settings(cfg) if name == "process" else scale_settings(cfg)
     assert isinstance(s, ProcessSettings if name == "process" else ScaleJobSettings)
+    for key in cfg:
+        assert getattr(s, key) == type(getattr(s, key))(), key  # defaults equal the class's
 
 
 def test_conf_dir_env_override(tmp_path, monkeypatch):
@@ -93,14 +145,6 @@ def test_bad_overrides(override, needle):
 
 
 # ---------------------------------------------------------------- settings validation
-from jfx.azint.settings import AzintSettings  # noqa: E402
-from jfx.index.settings import CrystalSettings, IndexSettings, RotationSettings  # noqa: E402
-from jfx.integrate.settings import SummationIntegratorSettings  # noqa: E402
-from jfx.refine.settings import PixelRefineSettings, RefineSettings  # noqa: E402
-from jfx.scale.settings import PartialitySettings, ScaleSettings  # noqa: E402
-from jfx.config import GeneralSettings  # noqa: E402
-from jfx.spotfind.settings import ThresholdSpotFinderSettings  # noqa: E402
-from jfx.symmetry.groups import cell_fits_space_group, check_cell_and_space_group  # noqa: E402
 
 
 @pytest.mark.parametrize("cls,kwargs", [
@@ -108,7 +152,9 @@ from jfx.symmetry.groups import cell_fits_space_group, check_cell_and_space_grou
     (ThresholdSpotFinderSettings, {"max_spots": 0}),
     (ThresholdSpotFinderSettings, {"high_resolution_A": 2.0, "low_resolution_A": 1.0}),
     (ThresholdSpotFinderSettings, {"keep": "random"}),
-    (IndexSettings, {"algorithm": "magic"}),
+    (FFTWIndexing, {"tolerance": 0.5}),
+    (FFTWIndexing, {"fft": {"max_cell_A": 2.0}}),
+    (FFTSettings, {"n_directions": "many"}),
     (CrystalSettings, {"unit_cell": [10, 10, 10, 90, 90, 90], "space_group": 0}),
     (CrystalSettings, {"unit_cell": [10, 10, 12, 90, 90, 90], "space_group": 195}),
     (CrystalSettings, {"unit_cell": [10, 10, 12, 90, 90, 90], "space_group": 168}),
@@ -117,12 +163,14 @@ from jfx.symmetry.groups import cell_fits_space_group, check_cell_and_space_grou
     (CrystalSettings, {"unit_cell": [10, 0, 12, 90, 90, 90]}),
     (RotationSettings, {"two_pass_images": 0}),
     (RotationSettings, {"force_lattice": [1, 2, 3, 2, 4, 6, 0, 0, 1]}),
-    (RefineSettings, {"preset": "none", "free": ["lattice.cell"]}),
-    (RefineSettings, {"preset": "orientation", "free": ["lattice.spin"]}),
+    (NoRefinement, {"free": ["lattice.cell"]}),
+    (OrientationRefinement, {"free": ["lattice.spin"]}),
+    (RefineSettings, {"free": ["lattice.cell", "lattice.cell"]}),
     (PixelRefineSettings, {"profile_multiplier": 0}),
     (PixelRefineSettings, {"bandwidth_fwhm": -0.1}),
     (SummationIntegratorSettings, {"radii_px": [3, 3, 3]}),
-    (PartialitySettings, {"model": "gauss"}),
+    (RotationPartiality, {"mosaicity_deg": 0}),
+    (RotationPartiality, {"refine_mosaicity": "perhaps"}),
     (ScaleSettings, {"iterations": 0}),
     (ScaleSettings, {"min_partiality": -0.1}),
     (ScaleSettings, {"merge": "maybe"}),
@@ -130,7 +178,8 @@ from jfx.symmetry.groups import cell_fits_space_group, check_cell_and_space_grou
     (ScaleSettings, {"solver": "optax"}),  # renamed lbfgs
     (RefineSettings, {"solver": "adam"}),
     (ScaleSettings, {"intensity": "peak"}),
-    (ScaleSettings, {"likelihood": "cauchy"}),
+    (HuberLikelihood, {"k": 0}),
+    (StudentTLikelihood, {"nu": "many"}),
     (ScaleSettings, {"n_shells": 0}),
     (RefineSettings, {"scan_varying_deg": 0}),
     (SummationIntegratorSettings, {"threads": 0}),
@@ -143,7 +192,6 @@ from jfx.symmetry.groups import cell_fits_space_group, check_cell_and_space_grou
     (GeneralSettings, {"batch_size": 100000}),
     (GeneralSettings, {"device": "tpu"}),
 ])
-
 def test_settings_reject_bad_values(cls, kwargs):
     with pytest.raises(ValueError) as e:
         cls(**kwargs)
@@ -180,16 +228,12 @@ def test_solver_settings_name_one_algorithm_once():
     assert process_settings(compose("process", ["refine=orientation"])).refine.solver == "lm"
     with pytest.raises(ValueError, match="Could not override 'integrate.solver'"):
         compose("process", ["integrate.solver=lm"])
+    with pytest.raises(ValueError, match="Could not override 'scale.likelihood'"):
+        compose("process", ["scale.likelihood=huber"])  # now the group `likelihood`
+    s = process_settings(compose("process", ["likelihood=student_t", "likelihood.nu=3"]))
+    assert s.likelihood == StudentTLikelihood(nu=3.0)
     with pytest.raises(ValueError, match=r"^scale.solver must be one of lm\|lbfgs, got 'optax'$"):
         process_settings(compose("process", ["scale.solver=optax"]))
-
-
-def test_index_auto_resolution():
-    s = IndexSettings(algorithm="auto")
-    assert s.resolve(cell_known=True, gpu=False) == "ffbidx"
-    assert s.resolve(cell_known=False, gpu=True) == "fft"
-    assert s.resolve(cell_known=False, gpu=False) == "fftw"
-    assert IndexSettings(algorithm="FFT").resolve(cell_known=True, gpu=False) == "fft"
 
 
 def test_resolved_yaml_round_trips():
@@ -206,3 +250,90 @@ def test_pipeline_settings_defaults_and_coercion():
     cfg = compose("process", ["azint.high_q_invA=2.5", "general.batch_size=2"])
     s = process_settings(cfg)
     assert s.azint == AzintSettings(high_q_invA=2.5) and s.general.batch_size == 2
+
+
+def test_settings_coerce_and_normalise_in_one_place():
+    """One generic __post_init__ (jfx.validate.Settings) converts every field; no settings
+    class sets attributes itself."""
+    r = RotationPartiality(mosaicity_deg="0.2", refine_mosaicity="no")
+    assert r.mosaicity_deg == 0.2 and r.refine_mosaicity is False
+    assert SummationIntegratorSettings(radii_px="4").radii_px == (4.0, 6.0, 8.0)
+    assert ScaleSettings(wedge_start_deg=0.3).refine_wedge is True  # -w=v implies -w
+    assert NoRefinement().free == () and not NoRefinement.enabled and RefineSettings.enabled
+    jfx = Path(__file__).resolve().parents[1] / "jfx"
+    settings_modules = [*jfx.glob("*/settings.py"), *jfx.glob("*/base.py"), jfx / "config.py",
+                        jfx / "scale" / "partiality.py", jfx / "scale" / "likelihood.py",
+                        jfx / "index" / "indexing.py", jfx / "index" / "fft.py",
+                        jfx / "index" / "ffbidx.py"]
+    users = [p.relative_to(jfx).as_posix() for p in settings_modules
+             if "object.__setattr__" in p.read_text()
+             or ("__post_init__" in p.read_text() and p.name != "config.py")]
+    assert users == [], users  # config.py: only ProcessSettings' cross-stage checks
+
+
+# ---------------------------------------------------------------- targets and search path
+@pytest.mark.parametrize("override,needle", [
+    ("spotfind._target_=os.getcwd", ("config node 'spotfind': _target_ 'os.getcwd' is not a "
+                                     "jfx.spotfind.base.SpotFinderSettings")),
+    ("partiality._target_=jfx.scale.likelihood.NormalLikelihood",
+     "is not a jfx.scale.base.PartialityModel"),
+    ("index._target_=jfx.index.indexing.IndexOptions", "is not a jfx.index.settings.IndexSettings"),
+    ("likelihood._target_=no_such_module.Thing", "is not an importable class"),
+])
+def test_targets_must_implement_their_groups_interface(override, needle):
+    with pytest.raises(ValueError, match=needle) as e:
+        process_settings(compose("process", [override]))
+    assert "\n" not in str(e.value)
+
+
+def test_any_importable_subclass_is_a_valid_target(tmp_path, monkeypatch):
+    """A class outside jfx is accepted when it implements the group's interface."""
+    (tmp_path / "ext_likelihood.py").write_text(
+        "import dataclasses\n"
+        "from jfx.scale.likelihood import HuberLikelihood\n\n\n"
+        "@dataclasses.dataclass(frozen=True)\n"
+        "class WideHuber(HuberLikelihood):\n"
+        "    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    s = process_settings(compose("process", ["likelihood=huber",
+                                             "likelihood._target_=ext_likelihood.WideHuber",
+                                             "likelihood.k=5"]))
+    assert type(s.likelihood).__name__ == "WideHuber" and s.likelihood.k == 5.0
+
+
+def _ext_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "my_conf"
+    (d / "likelihood").mkdir(parents=True)
+    (d / "likelihood" / "huber2.yaml").write_text(
+        "defaults:\n  - huber2_schema\n  - _self_\n\n"
+        "_target_: jfx.scale.likelihood.HuberLikelihood\nk: 2.0\n")
+    (d / "likelihood" / "normal.yaml").write_text(  # a built-in name: the built-in wins
+        "_target_: jfx.scale.likelihood.StudentTLikelihood\n")
+    return d
+
+
+def test_extra_config_dir_from_the_environment(tmp_path, monkeypatch):
+    d = _ext_dir(tmp_path)
+    monkeypatch.setenv("JFX_CONFIG_PATH", str(tmp_path / "absent_is_an_error"))
+    with pytest.raises(ValueError, match="config directory not found"):
+        config_dirs()
+    monkeypatch.setenv("JFX_CONFIG_PATH", str(d))
+    assert config_dirs() == [CONF, d.resolve()]
+    assert group_options("likelihood") == ["huber", "huber2", "normal", "student_t"]
+    cfg = compose("process", ["likelihood=huber2"])
+    assert OmegaConf.to_container(cfg.likelihood) == {
+        "_target_": "jfx.scale.likelihood.HuberLikelihood", "k": 2.0}  # schema: every field
+    s = process_settings(compose("process", ["likelihood=huber2", "likelihood.k=1.5"]))
+    assert s.likelihood == HuberLikelihood(k=1.5)
+    assert type(process_settings(compose("process", [])).likelihood).__name__ == \
+        "NormalLikelihood"
+
+
+def test_extra_config_dir_argument(tmp_path, monkeypatch):
+    monkeypatch.delenv("JFX_CONFIG_PATH", raising=False)
+    d = _ext_dir(tmp_path)
+    with pytest.raises(ValueError, match="Could not find 'likelihood/huber2'"):
+        compose("scale", ["likelihood=huber2"])
+    s = scale_settings(compose("scale", ["likelihood=huber2"], config_dirs_extra=[d]))
+    assert s.likelihood == HuberLikelihood(k=2.0)
+    assert "huber2" in group_options("likelihood", [d])

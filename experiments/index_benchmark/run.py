@@ -27,7 +27,7 @@ import jfx  # noqa: F401  (x64, compilation cache settings)
 from jfx.index import IndexOptions, Symmetry, index
 from jfx.index import rotation as rot
 from jfx.index.common import orientation_error_deg, pad_sets
-from jfx.index.factory import make_indexer
+from jfx.index.settings import FFBIdxIndexing, FFTIndexing, FFTWIndexing
 from jfx.models.lattice import basis_to_cell
 from jfx.physics.rotation import to_angle_zero
 from jfx.sim.spots import rotation_spots, still_spots
@@ -107,12 +107,12 @@ def main() -> None:
           "cell err median / max | orientation err median / p95 / max (deg) | "
           "false positives |")
     print("|---|---|---|---|---|---|---|---|")
-    configs = [("ffbidx -C -S 96", "ffbidx", Symmetry(CELL, SG)),
-               ("fftw -C -S 96", "fftw", Symmetry(CELL, SG)),
-               ("fftw (no cell, no SG)", "fftw", Symmetry()),
-               ("fft JAX (no cell, no SG)", "fft", Symmetry())]
-    for label, alg, sym in configs:
-        ix = make_indexer(alg, sym.unit_cell)
+    configs = [("ffbidx -C -S 96", FFBIdxIndexing(), Symmetry(CELL, SG)),
+               ("fftw -C -S 96", FFTWIndexing(), Symmetry(CELL, SG)),
+               ("fftw (no cell, no SG)", FFTWIndexing(), Symmetry()),
+               ("fft JAX (no cell, no SG)", FFTIndexing(), Symmetry())]
+    for label, strategy, sym in configs:
+        ix = strategy.create_indexer(sym.unit_cell)
         res, best, med = run_indexer(label, ix, sym, [s[0] for s in stills], args.batch,
                                      args.repeats)
         hits = np.array([s[1].sum() >= 15 for s in stills])
@@ -148,9 +148,9 @@ def main() -> None:
         v[i, :len(p)] = True
     phi = np.radians((np.arange(30) + 0.5) * 0.5)
     q0 = to_angle_zero(q, AXIS, phi[:, None])
-    for label, alg, sym in [("fftw -S 96", "fftw", Symmetry(None, SG)),
-                            ("ffbidx -C -S 96", "ffbidx", Symmetry(CELL, SG))]:
-        ix = make_indexer(alg, sym.unit_cell)
+    for label, strategy, sym in [("fftw -S 96", FFTWIndexing(), Symmetry(None, SG)),
+                                 ("ffbidx -C -S 96", FFBIdxIndexing(), Symmetry(CELL, SG))]:
+        ix = strategy.create_indexer(sym.unit_cell)
         rot.two_pass(q0, v, AXIS, phi, 30, ix, sym, IndexOptions())
         t0 = time.perf_counter()
         out = rot.two_pass(q0, v, AXIS, phi, 30, ix, sym, IndexOptions())

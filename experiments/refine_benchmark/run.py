@@ -95,7 +95,7 @@ def main() -> None:
     g0r, b0r = perturb(gr, rng, [b])
     sp = RefineSpots.create(hkl, x, y, fr)
     latr = Lattice(basis=jnp.asarray(b0r[0]), space_group=SPACE_GROUP)
-    free = RefineSettings("beam_and_lattice", BEAM_AND_LATTICE_FREE + ("detector.orientation",))
+    free = RefineSettings(free=BEAM_AND_LATTICE_FREE + ("detector.orientation",))
     print(f"\n## Rotation: one sweep, {len(hkl)} spots, scan-static, beam_and_lattice + tilts\n")
     print("| solver | compile+first call (s) | ms best | ms median | iter | beam-centre err (px) "
           "| rmsd (px) | rmsd φ (deg) |")

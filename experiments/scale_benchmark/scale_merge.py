@@ -24,8 +24,11 @@ import numpy as np
 
 import jfx  # noqa: F401  (x64)
 from jfx.models.reflections import ReflectionFlag as F
+from jfx.scale.partiality import FixedPartiality, RotationPartiality
 from jfx.scale.scaling import RunData, scale_merge
-from jfx.scale.settings import PartialitySettings, ScaleSettings
+from jfx.scale.settings import ScaleSettings
+
+MODELS = {"fixed": FixedPartiality, "rot": RotationPartiality}
 
 CELL = (79.1, 79.1, 38.0, 90.0, 90.0, 90.0)
 
@@ -113,12 +116,12 @@ def _cc(res, hkl_u, i_u):
 
 def timed(label, run, settings, partiality, repeat, hkl_u, i_u):
     t0 = time.perf_counter()
-    res = scale_merge([run], settings, PartialitySettings(partiality))
+    res = scale_merge([run], settings, MODELS[partiality]())
     first = time.perf_counter() - t0
     best = np.inf
     for _ in range(repeat):
         t0 = time.perf_counter()
-        res = scale_merge([run], settings, PartialitySettings(partiality))
+        res = scale_merge([run], settings, MODELS[partiality]())
         best = min(best, time.perf_counter() - t0)
     print(f"{label}: {len(run.table['h'])} obs -> {len(res.merged.hkl)} unique; first call "
           f"{first:.2f} s, best of {repeat} {best:.2f} s; CC(merged, truth) "

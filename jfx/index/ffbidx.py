@@ -62,6 +62,7 @@ import numpy as np
 
 from jfx.index.base import Indexer
 from jfx.models.lattice import cell_to_basis
+from jfx.validate import Settings
 
 SPOT_BUCKETS = (64, 128, 256)
 """Spot-count buckets (padding sizes) of the jitted search; larger counts round up to 64s."""
@@ -70,7 +71,7 @@ ANGLE_QUANTUM = 16
 
 
 @dataclasses.dataclass(frozen=True)
-class FFBSettings:
+class FFBSettings(Settings):
     """Parameters of the fast-feedback (known-cell) indexer.
 
     Attributes:
@@ -99,6 +100,8 @@ class FFBSettings:
         fine_steps: fine-patch grid size per axis.
     """
 
+    config_node = "index.ffbidx"
+
     n_halfsphere: int = 32 * 1024
     n_candidates: int = 32
     triml: float = 0.001
@@ -118,21 +121,11 @@ class FFBSettings:
     coarse_keep: int = 256
     fine_steps: int = 5
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         def need(ok: bool, msg: str) -> None:
             if not ok:
-                raise ValueError(f"FFBSettings: {msg}")
+                raise ValueError(f"index.ffbidx: {msg}")
 
-        for name in ("n_halfsphere", "n_candidates", "max_spots", "min_spots", "n_angles",
-                     "max_angles", "n_cells", "n_output", "n_refine", "coarse_directions",
-                     "coarse_keep", "fine_steps"):
-            v = getattr(self, name)
-            need(isinstance(v, (int, np.integer)) and not isinstance(v, bool),
-                 f"{name} must be an integer, got {v!r}")
-        for name in ("triml", "trimh", "delta", "angle_step", "dist3"):
-            v = getattr(self, name)
-            need(isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)
-                 and math.isfinite(v), f"{name} must be a finite number, got {v!r}")
         need(self.n_halfsphere >= 16, f"n_halfsphere must be >= 16, got {self.n_halfsphere}")
         need(1 <= self.n_candidates <= self.n_halfsphere,
              f"n_candidates must be in 1..n_halfsphere, got {self.n_candidates}")
@@ -158,8 +151,6 @@ class FFBSettings:
             need(self.fine_steps >= 2, f"fine_steps must be >= 2, got {self.fine_steps}")
             need(self.n_candidates <= self.coarse_keep * self.fine_steps ** 2,
                  "n_candidates must be <= coarse_keep * fine_steps**2")
-        need(isinstance(self.fast_log, (bool, np.bool_)),
-             f"fast_log must be true/false, got {self.fast_log!r}")
 
 
 # ----------------------------------------------------------------------------------------

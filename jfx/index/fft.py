@@ -34,7 +34,7 @@ import numpy as np
 
 from jfx.index.base import Indexer
 from jfx.index.common import right_handed
-from jfx.validate import as_choice, as_float, as_int
+from jfx.validate import Settings, setting
 
 SPOT_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096)
 """Padded spot counts (one compile per bucket)."""
@@ -43,7 +43,7 @@ BIN_BUCKETS = (256, 512, 1024, 2048, 4096)
 
 
 @dataclasses.dataclass(frozen=True)
-class FFTSettings:
+class FFTSettings(Settings):
     """Parameters of the DPS/1-D FFT search.
 
     Attributes:
@@ -57,31 +57,25 @@ class FFTSettings:
         n_peaks: strongest directions turned into vector candidates.
         n_vectors: vector candidates kept for the basis search.
         n_output: candidate bases returned.
-        backend: ``jax`` (jit/vmap, CPU or GPU) or ``numpy`` (numpy + scipy.fft).
+        backend: ``jax`` (jit/vmap, CPU or GPU) or ``numpy`` (numpy + scipy.fft); set by the
+            strategy (``-X fft`` / ``fftw``), not a config key.
     """
 
-    n_directions: int = 4096
-    max_cell_A: float = 250.0
-    min_cell_A: float = 4.0
-    max_spots: int = 400
-    n_peaks: int = 256
-    n_vectors: int = 30
-    n_output: int = 4
-    backend: str = "jax"
+    config_node = "index.fft"
 
-    def __post_init__(self) -> None:
-        s = object.__setattr__
-        s(self, "n_directions", as_int("fft n_directions", self.n_directions, minimum=64))
-        s(self, "max_cell_A", as_float("fft max_cell_A", self.max_cell_A, positive=True))
-        s(self, "min_cell_A", as_float("fft min_cell_A", self.min_cell_A, positive=True))
+    n_directions: int = setting(4096, minimum=64)
+    max_cell_A: float = setting(250.0, positive=True)
+    min_cell_A: float = setting(4.0, positive=True)
+    max_spots: int = setting(400, minimum=8)
+    n_peaks: int = setting(256, minimum=3)
+    n_vectors: int = setting(30, minimum=3)
+    n_output: int = setting(4, minimum=1)
+    backend: str = setting("jax", choices=("jax", "numpy"), config=False)
+
+    def validate(self) -> None:
         if self.min_cell_A >= self.max_cell_A:
-            raise ValueError(f"fft min_cell_A ({self.min_cell_A:g}) must be < max_cell_A "
-                             f"({self.max_cell_A:g})")
-        s(self, "max_spots", as_int("fft max_spots", self.max_spots, minimum=8))
-        s(self, "n_peaks", as_int("fft n_peaks", self.n_peaks, minimum=3))
-        s(self, "n_vectors", as_int("fft n_vectors", self.n_vectors, minimum=3))
-        s(self, "n_output", as_int("fft n_output", self.n_output, minimum=1))
-        s(self, "backend", as_choice("fft backend", self.backend, ("jax", "numpy")))
+            raise ValueError(f"index.fft.min_cell_A ({self.min_cell_A:g}) must be < "
+                             f"max_cell_A ({self.max_cell_A:g})")
 
 
 @functools.lru_cache(maxsize=8)

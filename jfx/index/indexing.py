@@ -31,15 +31,17 @@ import numpy as np
 from jfx.index.base import Indexer, IndexResult, IndexStatus
 from jfx.index.common import index_error, refine_basis, right_handed, smallest_cell
 from jfx.symmetry import bravais, groups, niggli
-from jfx.validate import as_float, as_int
+from jfx.validate import Settings, setting
 
 SYMMETRY_KEEP = 0.75
 """A symmetrised lattice must index this fraction of the unconstrained lattice's spots."""
 
 
 @dataclasses.dataclass(frozen=True)
-class IndexOptions:
-    """Shared post-processing parameters (config keys of the ``index`` group).
+class IndexOptions(Settings):
+    """Shared post-processing parameters: the base settings dataclass of every indexing
+    strategy (:class:`jfx.index.settings.IndexSettings`), whose instance is passed to
+    :func:`index` as these options (config keys ``index.*`` of every ``-X`` option).
 
     Attributes:
         tolerance: a spot is indexed when its fractional indices lie within this Euclidean
@@ -61,37 +63,23 @@ class IndexOptions:
         trim_fraction: least-trimmed-squares fraction of the inliers used in the fit.
     """
 
-    tolerance: float = 0.2
-    min_spots: int = 8
-    min_indexed: int = 8
-    min_fraction: float = 0.5
-    max_rms: float = 0.15
-    min_indexed_de_novo: int = 15
-    max_lattices: int = 1
-    length_tol: float = 0.03
-    angle_tol_deg: float = 3.0
-    n_try: int = 4
-    trim_fraction: float = 0.9
+    config_node = "index"
 
-    def __post_init__(self) -> None:
-        s = object.__setattr__
-        s(self, "tolerance", as_float("index tolerance", self.tolerance, positive=True))
+    tolerance: float = setting(0.2, positive=True)
+    min_spots: int = setting(8, minimum=3)
+    min_indexed: int = setting(8, minimum=3)
+    min_fraction: float = setting(0.5, minimum=0.0, maximum=1.0)
+    max_rms: float = setting(0.15, positive=True)
+    min_indexed_de_novo: int = setting(15, minimum=3)
+    max_lattices: int = setting(1, minimum=1)
+    length_tol: float = setting(0.03, positive=True)
+    angle_tol_deg: float = setting(3.0, positive=True)
+    n_try: int = setting(4, minimum=1)
+    trim_fraction: float = setting(0.9, positive=True, maximum=1.0)
+
+    def validate(self) -> None:
         if self.tolerance >= 0.5:
-            raise ValueError(f"index tolerance must be < 0.5, got {self.tolerance:g}")
-        s(self, "min_spots", as_int("index min_spots", self.min_spots, minimum=3))
-        s(self, "min_indexed", as_int("index min_indexed", self.min_indexed, minimum=3))
-        s(self, "min_fraction", as_float("index min_fraction", self.min_fraction,
-                                         minimum=0.0, maximum=1.0))
-        s(self, "max_rms", as_float("index max_rms", self.max_rms, positive=True))
-        s(self, "min_indexed_de_novo", as_int("index min_indexed_de_novo",
-                                              self.min_indexed_de_novo, minimum=3))
-        s(self, "max_lattices", as_int("index max_lattices", self.max_lattices, minimum=1))
-        s(self, "length_tol", as_float("index length_tol", self.length_tol, positive=True))
-        s(self, "angle_tol_deg", as_float("index angle_tol_deg", self.angle_tol_deg,
-                                          positive=True))
-        s(self, "n_try", as_int("index n_try", self.n_try, minimum=1))
-        s(self, "trim_fraction", as_float("index trim_fraction", self.trim_fraction,
-                                          positive=True, maximum=1.0))
+            raise ValueError(f"index.tolerance must be < 0.5, got {self.tolerance:g}")
 
 
 @dataclasses.dataclass(frozen=True)

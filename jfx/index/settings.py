@@ -1,86 +1,159 @@
-"""Indexing settings: algorithm (``-X``), crystal (``-C``/``-S``), rotation indexing (``-R``…)."""
+"""Indexing settings: the ``-X`` strategies (config group ``index``), the crystal (``-C``/``-S``)
+and rotation indexing (``-R``…).
+
+Every ``-X`` option is its own class, named by ``conf/index/<option>.yaml``; all share the
+one base settings dataclass :class:`jfx.index.indexing.IndexOptions` (the post-processing
+options, config keys ``index.*``), and each builds its :class:`jfx.index.base.Indexer` with
+:meth:`IndexSettings.create_indexer`. The strategy object itself is the options passed to
+:func:`jfx.index.indexing.index`.
+"""
 
 from __future__ import annotations
 
+import abc
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from jfx.index.ffbidx import FFBSettings
-from jfx.index.fft import FFTSettings
+from jfx.index.base import Indexer
+from jfx.index.ffbidx import FFBIndexer, FFBSettings
+from jfx.index.fft import FFTIndexer, FFTSettings
 from jfx.index.indexing import IndexOptions
 from jfx.symmetry.groups import check_cell_and_space_group
-from jfx.validate import as_bool, as_choice, as_float, as_floats, as_int
+from jfx.validate import Settings, setting
 
-ALGORITHMS = ("ffbidx", "fft", "fftw", "auto", "none")
 DEFAULT_TWO_PASS_IMAGES = 30
 """Images in the first pass of two-pass rotation indexing when ``-R`` has no value (seed)."""
 DEFAULT_SINGLE_PASS_DEG = 10.0
 """Minimum angular range (deg) for ``--single-pass-rotation`` without a value (our choice)."""
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class IndexSettings(IndexOptions):
-    """Indexing (config group ``index``; the option is ``-X``, case-insensitive).
+def _on_gpu(gpu: bool | None) -> bool:
+    if gpu is not None:
+        return bool(gpu)
+    import jax
 
-    The shared post-processing options are inherited from
-    :class:`jfx.index.indexing.IndexOptions` (tolerance, viability, lattices, Bravais
-    tolerances; documented there).
-
-    Attributes:
-        algorithm: ``ffbidx`` (known-cell, fast-feedback), ``fft`` (de novo, JAX FFT),
-            ``fftw`` (de novo, numpy/scipy FFT), ``auto`` or ``none`` (no indexing).
-            ``auto`` resolves (see :meth:`resolve`) to ``ffbidx`` when a unit cell is known,
-            else to ``fft`` on a GPU and ``fftw`` on a CPU.
-        fft: parameters of the DPS/FFT search (:class:`jfx.index.fft.FFTSettings`).
-        ffbidx: parameters of the known-cell search (:class:`jfx.index.ffbidx.FFBSettings`).
-    """
-
-    algorithm: str = "auto"
-    fft: Any = None
-    ffbidx: Any = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        s = object.__setattr__
-        s(self, "algorithm", as_choice("indexing algorithm (-X)", self.algorithm, ALGORITHMS))
-        s(self, "fft", _sub(FFTSettings, self.fft, "index.fft"))
-        s(self, "ffbidx", _sub(FFBSettings, self.ffbidx, "index.ffbidx"))
-
-    def options(self) -> IndexOptions:
-        """The shared post-processing options alone."""
-        return IndexOptions(**{f.name: getattr(self, f.name)
-                               for f in dataclasses.fields(IndexOptions)})
-
-    def resolve(self, cell_known: bool, gpu: bool) -> str:
-        """The concrete algorithm: ``auto`` → ffbidx (cell known) / fft (GPU) / fftw (CPU)."""
-        if self.algorithm != "auto":
-            return self.algorithm
-        if cell_known:
-            return "ffbidx"
-        return "fft" if gpu else "fftw"
-
-
-def _sub(cls, value, where: str):
-    """A nested settings dataclass from a mapping (config) or an instance."""
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{where} must be a mapping of settings, got {value!r}")  # noqa: TRY004
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(value) - names
-    if unknown:
-        raise ValueError(f"unknown {where} setting(s): {', '.join(sorted(map(str, unknown)))}")
-    return cls(**dict(value))
+    return jax.default_backend() != "cpu"
 
 
 @dataclasses.dataclass(frozen=True)
-class CrystalSettings:
-    """Known crystal (config node ``crystal``).
+class IndexSettings(IndexOptions, abc.ABC):
+    """Interface of the indexing strategies (config group ``index``; ``-X``).
+
+    Class attributes: ``name`` (the indexer's name on the console and in the output),
+    ``needs_cell`` (``-C`` is required), ``enabled`` (``-X none``: False).
+    """
+
+    name: ClassVar[str] = ""
+    needs_cell: ClassVar[bool] = False
+    enabled: ClassVar[bool] = True
+
+    def resolve(self, unit_cell: Any = None, gpu: bool | None = None) -> IndexSettings:
+        """The concrete strategy that runs (itself; ``auto`` chooses one)."""
+        return self
+
+    @abc.abstractmethod
+    def create_indexer(self, unit_cell: Any = None, gpu: bool | None = None) -> Indexer | None:
+        """The :class:`~jfx.index.base.Indexer` of this strategy (None: no indexing).
+
+        Args:
+            unit_cell: the known cell (a, b, c, α, β, γ) or None.
+            gpu: whether JAX runs on a GPU (None: ask JAX).
+
+        Raises:
+            ValueError: the strategy needs a unit cell and none is given (one line).
+        """
+
+    def shared_options(self) -> dict[str, Any]:
+        """The :class:`IndexOptions` fields of this strategy (to build another one)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(IndexOptions)}
+
+
+@dataclasses.dataclass(frozen=True)
+class FFBIdxIndexing(IndexSettings):
+    """``-X ffbidx``: known-cell search (fast-feedback indexer / TORO); needs ``-C``.
+
+    Attributes:
+        ffbidx: parameters of the search (:class:`jfx.index.ffbidx.FFBSettings`).
+    """
+
+    name = "ffbidx"
+    needs_cell = True
+
+    ffbidx: FFBSettings = dataclasses.field(default_factory=FFBSettings)
+
+    def create_indexer(self, unit_cell: Any = None, gpu: bool | None = None) -> FFBIndexer:
+        if unit_cell is None:
+            raise ValueError("indexing algorithm ffbidx requires a unit cell "
+                             "(-C a,b,c,alpha,beta,gamma)")
+        return FFBIndexer(cell=tuple(float(v) for v in unit_cell), settings=self.ffbidx)
+
+
+@dataclasses.dataclass(frozen=True)
+class FFTIndexing(IndexSettings):
+    """``-X fft``: de-novo DPS/1-D FFT search in JAX (CPU or GPU).
+
+    Attributes:
+        fft: parameters of the search (:class:`jfx.index.fft.FFTSettings`).
+    """
+
+    name = "fft"
+    backend: ClassVar[str] = "jax"
+
+    fft: FFTSettings = dataclasses.field(default_factory=FFTSettings)
+
+    def create_indexer(self, unit_cell: Any = None, gpu: bool | None = None) -> FFTIndexer:
+        return FFTIndexer(dataclasses.replace(self.fft, backend=self.backend))
+
+
+@dataclasses.dataclass(frozen=True)
+class FFTWIndexing(FFTIndexing):
+    """``-X fftw``: the same search on the host (numpy + scipy.fft)."""
+
+    name = "fftw"
+    backend: ClassVar[str] = "numpy"
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoIndexing(IndexSettings):
+    """``-X auto`` (default): ``ffbidx`` when a unit cell is known, else ``fft`` on a GPU and
+    ``fftw`` on a CPU (:meth:`resolve`, the one place of this rule).
+
+    Attributes:
+        fft: parameters of the FFT search; ffbidx: parameters of the known-cell search.
+    """
+
+    name = "auto"
+
+    fft: FFTSettings = dataclasses.field(default_factory=FFTSettings)
+    ffbidx: FFBSettings = dataclasses.field(default_factory=FFBSettings)
+
+    def resolve(self, unit_cell: Any = None, gpu: bool | None = None) -> IndexSettings:
+        if unit_cell is not None:
+            return FFBIdxIndexing(**self.shared_options(), ffbidx=self.ffbidx)
+        cls = FFTIndexing if _on_gpu(gpu) else FFTWIndexing
+        return cls(**self.shared_options(), fft=self.fft)
+
+    def create_indexer(self, unit_cell: Any = None, gpu: bool | None = None) -> Indexer:
+        return self.resolve(unit_cell, gpu).create_indexer(unit_cell, gpu)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoIndexing(IndexSettings):
+    """``-X none``: no indexing (spot finding and azimuthal integration only). The shared
+    options still apply to ``--force-rotation-lattice``."""
+
+    name = "none"
+    enabled = False
+
+    def create_indexer(self, unit_cell: Any = None, gpu: bool | None = None) -> None:
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class CrystalSettings(Settings):
+    """Known crystal (config group ``crystal``).
 
     Attributes:
         unit_cell: (a, b, c, α, β, γ) in Å/deg (``-C``) or ``None``.
@@ -90,28 +163,20 @@ class CrystalSettings:
     (:func:`jfx.symmetry.groups.check_cell_and_space_group`).
     """
 
-    unit_cell: tuple[float, ...] | None = None
-    space_group: int | None = None
+    config_node = "crystal"
 
-    def __post_init__(self) -> None:
-        cell = self.unit_cell
-        if isinstance(cell, str):
-            cell = as_floats("unit cell (-C)", cell)
-        sg = self.space_group
-        if sg is not None:
-            try:
-                sg = as_int("space group (-S)", sg)
-            except ValueError:
-                raise ValueError(
-                    f"space group must be a number 1-230, got {self.space_group!r}") from None
-        cell, sg = check_cell_and_space_group(cell, sg)
-        object.__setattr__(self, "unit_cell", cell)
-        object.__setattr__(self, "space_group", sg)
+    unit_cell: tuple[float, ...] | None = setting(None, label="unit cell (-C)")
+    space_group: int | None = setting(None, error="space group must be a number 1-230")
+
+    def validate(self) -> None:
+        cell, sg = check_cell_and_space_group(self.unit_cell, self.space_group)
+        self._replace_field("unit_cell", cell)
+        self._replace_field("space_group", sg)
 
 
 @dataclasses.dataclass(frozen=True)
-class RotationSettings:
-    """Rotation-data indexing (config node ``rotation``).
+class RotationSettings(Settings):
+    """Rotation-data indexing (config group ``rotation``).
 
     Attributes:
         two_pass_images: ``-R[=n]``: two-pass offline rotation indexing with the first pass
@@ -124,20 +189,17 @@ class RotationSettings:
             a, b, c (Å, lab frame, row major), skipping the first pass; ``None`` = off.
     """
 
-    two_pass_images: int | None = None
-    single_pass_deg: float | None = None
-    redo_spots: bool = False
-    force_lattice: tuple[float, ...] | None = None
+    config_node = "rotation"
 
-    def __post_init__(self) -> None:
-        s = object.__setattr__
-        s(self, "two_pass_images", as_int("two-pass rotation images (-R)", self.two_pass_images,
-                                          minimum=1, allow_none=True))
-        s(self, "single_pass_deg", as_float("single-pass rotation range (--single-pass-rotation)",
-                                            self.single_pass_deg, positive=True, allow_none=True))
-        s(self, "redo_spots", as_bool("redo_spots", self.redo_spots))
-        lat = as_floats("rotation lattice (--force-rotation-lattice)", self.force_lattice, 9,
-                        allow_none=True)
+    two_pass_images: int | None = setting(None, minimum=1,
+                                          label="two-pass rotation images (-R)")
+    single_pass_deg: float | None = setting(
+        None, positive=True, label="single-pass rotation range (--single-pass-rotation)")
+    redo_spots: bool = False
+    force_lattice: tuple[float, float, float, float, float, float, float, float, float] | None \
+        = setting(None, label="rotation lattice (--force-rotation-lattice)")
+
+    def validate(self) -> None:
+        lat = self.force_lattice
         if lat is not None and abs(np.linalg.det(np.reshape(lat, (3, 3)))) < 1e-6:
             raise ValueError("rotation lattice (--force-rotation-lattice) has zero volume")
-        s(self, "force_lattice", lat)

@@ -99,7 +99,7 @@ def rotation_mode(settings: ProcessSettings) -> bool:
 
 def enabled(settings: ProcessSettings) -> bool:
     """Whether indexing runs at all (``-X none`` without a forced rotation lattice: no)."""
-    return settings.index.algorithm != "none" or settings.rotation.force_lattice is not None
+    return settings.index.enabled or settings.rotation.force_lattice is not None
 
 
 def _spot_arrays(state: ProcessState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,15 +117,15 @@ def _vectors(geom: Geometry, x: np.ndarray, y: np.ndarray, valid: np.ndarray) ->
 
 
 def _indexer(settings: ProcessSettings) -> tuple[str, Any]:
+    """(name, :class:`~jfx.index.base.Indexer` or None) of the ``-X`` strategy (``auto``
+    resolved by the strategy for the known cell and the JAX backend)."""
     import jax
 
-    from jfx.index.factory import make_indexer
-
     gpu = jax.default_backend() != "cpu"
-    alg = settings.index.resolve(settings.crystal.unit_cell is not None, gpu)
+    cell = settings.crystal.unit_cell
     try:
-        return alg, (None if alg == "none"
-                     else make_indexer(alg, settings.crystal.unit_cell, settings.index, gpu))
+        strategy = settings.index.resolve(cell, gpu)
+        return strategy.name, strategy.create_indexer(cell, gpu)
     except ValueError as e:
         raise InputError(" ".join(str(e).split())) from None
 
@@ -168,10 +168,10 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext, *,
     if not enabled(settings):
         return state
     t0 = time.perf_counter()
-    ix, cry, rs = settings.index, settings.crystal, settings.rotation
+    cry, rs = settings.crystal, settings.rotation
     alg, indexer = _indexer(settings)
     sym = Symmetry(cry.unit_cell, cry.space_group)
-    opt = ix.options()
+    opt = settings.index  # the strategy settings are the shared IndexOptions
     geom = state.final_geometry
     x, y, valid = _spot_arrays(state)
     n, n_spots = valid.shape
@@ -231,8 +231,7 @@ def can_rescue_rotation(state: ProcessState, settings: ProcessSettings,
         return False
     used_stored = (rs.two_pass_images is not None and ctx.stored_spots is not None
                    and not rs.redo_spots)
-    return (not used_stored and settings.index.algorithm != "none"
-            and settings.refine.preset != "none")
+    return not used_stored and settings.index.enabled and settings.refine.enabled
 
 
 def run_unconstrained(state: ProcessState, settings: ProcessSettings,
@@ -255,7 +254,7 @@ def run_unconstrained(state: ProcessState, settings: ProcessSettings,
     axis = np.asarray(geom.goniometer.axis, dtype=np.float64)
     phi = rot.image_angles(geom, indices.astype(np.float64) + 0.5)
     q0 = rot.to_angle_zero(_vectors(geom, x[:n1], y[:n1], valid[:n1]), axis, phi[:n1, None])
-    opt = dataclasses.replace(settings.index.options(), min_fraction=0.25, max_rms=0.2)
+    opt = dataclasses.replace(settings.index, min_fraction=0.25, max_rms=0.2)
     qf = q0[valid[:n1]]
     res = index(qf[None], np.ones((1, len(qf)), bool), indexer, symmetry=Symmetry(),
                 options=opt)[0]

@@ -1,10 +1,11 @@
 """Integration stage: predict the reflections of the indexed images with the refined model
 and integrate them in a second streamed pass over the frames.
 
+The integrator is built once by the ``integrate`` settings
+(``settings.integrate.create(...)``, e.g. summation + profile fitting,
+:class:`jfx.integrate.integrator.SummationIntegrator`) and called on every frame.
 Stills: each indexed image's reflections inside the Ewald-offset envelope
-(:func:`jfx.integrate.predict.predict_still`), summation + profile fitting
-(:func:`jfx.integrate.summation.integrate_frame`, :func:`jfx.integrate.profile.integrate_profile`)
-on that image, the matched indexed spot as the observed centroid. Rotation: every event of
+(:func:`jfx.integrate.predict.predict_still`), integrated on that image, the matched indexed spot as the observed centroid. Rotation: every event of
 the sweep (:func:`jfx.integrate.predict.predict_rotation`, per scan-varying block when
 refined so), integrated on each image it spans, the partials combined by
 :func:`jfx.integrate.summation.combine_partials`. The frames of a chunk run concurrently in
@@ -88,41 +89,6 @@ def detector_d_min(geometry: Geometry) -> float:
     return float(np.min(np.asarray(pixel_resolution(geometry.detector, geometry.beam, xs, ys))))
 
 
-@dataclasses.dataclass(frozen=True)
-class _Integrator:
-    """Summation (+ profile fitting) of rows at given positions on one frame."""
-
-    settings: Any  # settings.integrate
-    mask: np.ndarray | None
-    error_value: int | None
-    saturation_value: float | None
-
-    def __call__(self, frame: np.ndarray, x: np.ndarray, y: np.ndarray, d: np.ndarray,
-                 widths: dict[str, np.ndarray] | None = None):
-        """(summation result, (int_prf, int_prf_var) or None, fitted widths or None). With
-        ``widths`` the profile widths are given, else fitted on this frame."""
-        from jfx.integrate.profile import integrate_profile
-        from jfx.integrate.summation import integrate_frame
-
-        ig = self.settings
-        r = integrate_frame(frame, self.mask, x, y, None, ig.radii_px,
-                            error_value=self.error_value, saturation_value=self.saturation_value,
-                            background=ig.background)
-        if not (ig.profile and len(x)):
-            return r, None, None
-        try:
-            p = integrate_profile(frame, self.mask, x, y, None, d, ig.radii_px, summation=r,
-                                  error_value=self.error_value,
-                                  saturation_value=self.saturation_value, **(widths or {}))
-        except ValueError:  # too few strong reflections on this image to fit widths
-            return r, None, None
-        fitted = None
-        if widths is None and np.any(np.isfinite(p.shell_sigma_px)):
-            fitted = dict(shell_sigma_px=np.asarray(p.shell_sigma_px),
-                          shell_edges_invd2=np.asarray(p.shell_edges_invd2))
-        return r, (np.asarray(p.intensity), np.asarray(p.variance)), fitted
-
-
 def _stream(ctx: RunContext, images: np.ndarray, pool: Any,
             per_image: Callable[[int, np.ndarray, dict | None], dict | None],
             refit_widths: bool) -> None:
@@ -168,7 +134,7 @@ def _observed(hkl_pred: np.ndarray, hkl_spots: np.ndarray, xs: np.ndarray, ys: n
     return ox, oy, hit
 
 
-def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, integ: _Integrator,
+def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, integ: Any,
             pool: Any, d_min: float) -> Reflections | None:
     from jfx.integrate.predict import predict_still
 
@@ -252,7 +218,7 @@ def _rotation_predictions(state: ProcessState, settings: ProcessSettings, geo: G
 
 
 def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
-              integ: _Integrator, pool: Any, d_min: float) -> Reflections:
+              integ: Any, pool: Any, d_min: float) -> Reflections:
     from jfx.integrate.summation import SummationResult, combine_partials
 
     geo = state.final_geometry
@@ -331,7 +297,7 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
     ig = settings.integrate
     geo = state.final_geometry
     d_min = ig.d_min_A if ig.d_min_A is not None else detector_d_min(geo)
-    integ = _Integrator(ig, ctx.pixel_mask, ctx.error_value, ctx.saturation_value)
+    integ = ig.create(ctx.pixel_mask, ctx.error_value, ctx.saturation_value)
     pool = (concurrent.futures.ThreadPoolExecutor(ig.threads, thread_name_prefix="integrate")
             if ig.threads > 1 else None)
     try:

@@ -73,7 +73,8 @@ def summary(state: ProcessState) -> RefineSummary | None:
 
 
 def enabled(settings: ProcessSettings) -> bool:
-    return settings.refine.preset != "none"
+    """Whether the ``-r`` preset refines at all (``-r none``: no)."""
+    return settings.refine.enabled
 
 
 def cap_spots(mask: np.ndarray, cap: int = MAX_REFINE_SPOTS) -> np.ndarray:
@@ -240,7 +241,6 @@ def refine_rescue(state: ProcessState, settings: ProcessSettings) -> RefinementT
     symmetry-constrained refinement frees it). None when it fails."""
     from jfx.models.lattice import Lattice
     from jfx.refine.refine import RefineSpots, refine_rotation
-    from jfx.refine.settings import RefineSettings
 
     if state.indexing is None or state.indexing.basis0 is None:
         return None
@@ -248,7 +248,7 @@ def refine_rescue(state: ProcessState, settings: ProcessSettings) -> RefinementT
     ix = state.indexing
     spots = RefineSpots.create(ix.hkl, x, y, frame=frame, valid=cap_spots(pk))
     free = tuple(p for p in settings.refine.free if p != "detector.distance_mm")
-    rs = RefineSettings(preset=settings.refine.preset, free=free, solver=settings.refine.solver)
+    rs = dataclasses.replace(settings.refine, free=free, scan_varying_deg=None)
     try:
         r = refine_rotation(spots, geo, Lattice(basis=ix.basis0, space_group=None), rs,
                             solver=settings.refine.solver)

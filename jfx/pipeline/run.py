@@ -81,10 +81,9 @@ def select_images(n_images: int, start: int = 0, end: int | None = None,
 def unimplemented_stages(settings: ProcessSettings) -> list[str]:
     """Requested stages that cannot run (empty: the run can proceed); one line each."""
     out = []
-    if settings.refine.preset == "pixelrefine":
-        out.append("pixel refinement (-r pixelrefine) is not implemented yet")
-    if settings.merging and (settings.index.algorithm == "none"
-                             or not settings.integrate.enabled):
+    if not settings.refine.implemented:
+        out.append(f"refinement (-r {settings.refine.name}) is not implemented yet")
+    if settings.merging and (not settings.index.enabled or not settings.integrate.enabled):
         out.append("scaling and merging (-M / -z) needs indexing and integration: not possible "
                    "with -X none or integrate.enabled=false")
     return out

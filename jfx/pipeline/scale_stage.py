@@ -68,7 +68,8 @@ def scan_deg(state: ProcessState) -> tuple[float, float] | None:
 
 def scale_runs(settings: Any, runs: list[Any], *, space_group: int | None = None,
                reference: Any = None, cell: Any = None) -> Any:
-    """Scale and merge ``runs`` with the ``scale``/``partiality`` settings of either program.
+    """Scale and merge ``runs`` with the ``scale`` settings, the ``partiality`` model and the
+    ``likelihood`` of either program.
 
     ``space_group``: the merging space group (default ``-S``, else the reference's);
     ``cell``: a merging cell that overrides the runs' (``crystal.unit_cell``).
@@ -83,7 +84,8 @@ def scale_runs(settings: Any, runs: list[Any], *, space_group: int | None = None
     if sg is None and reference is not None:
         sg = reference.space_group
     try:
-        return scale_merge(runs, settings.scale, settings.partiality, space_group=sg,
+        return scale_merge(runs, settings.scale, settings.partiality,
+                           likelihood=settings.likelihood, space_group=sg,
                            reference=reference, cell=cell)
     except ValueError as e:
         raise InputError(f"scaling: {one_line(e)}") from None

@@ -1,7 +1,9 @@
 """Spot-finding stage: stream the selected frames once and run spot finding, per-image
 statistics and (when ``azint.enabled``) azimuthal integration on each.
 
-Data flow (bounded memory): reader (a background thread, or ``-N`` worker processes,
+The finder is built once per run by the ``spotfind`` settings
+(``settings.spotfind.create(...)``, :class:`jfx.spotfind.base.SpotFinderSettings`) and called
+on every batch of frames. Data flow (bounded memory): reader (a background thread, or ``-N`` worker processes,
 reading ahead) → kernels (``batch_size`` frames per call, the last chunk zero-padded so
 each kernel compiles once; the azimuthal-integration kernel is dispatched asynchronously
 before spot finding so both overlap) → compact per-image results (O(max_spots) numbers per
@@ -135,7 +137,6 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         ProcessingError: a kernel failed (names the stage and the images).
     """
     from jfx.azint import AzimuthalIntegrator
-    from jfx.spotfind.find import ThresholdSpotFinder, find_spots
 
     t_setup = time.perf_counter()
     indices = np.asarray(state.selection.indices, dtype=np.int64)
@@ -151,8 +152,8 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         except ValueError as e:
             raise InputError(" ".join(str(e).split())) from None
     try:
-        finder = ThresholdSpotFinder.create(settings.spotfind, geo, mask, err, sat_i,
-                                            d_map=integ.pixel_d_A if integ else None)
+        finder = settings.spotfind.create(geo, mask, err, sat_i,
+                                          d_map=integ.pixel_d_A if integ else None)
     except ValueError as e:
         raise InputError(f"spot finding: {' '.join(str(e).split())}") from None
     acc = _Results(len(indices), settings.spotfind.max_spots, integ.n_bins if integ else 0,
@@ -198,7 +199,7 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
                     raise ProcessingError(f"azimuthal integration failed on {what(idx)}: "
                                           f"{one_line(e)}") from e
             try:
-                acc.add(pos, k, idx, find_spots(frames, idx_p, finder))
+                acc.add(pos, k, idx, finder(frames, idx_p))
             except (InputError, ProcessingError):
                 raise
             except Exception as e:

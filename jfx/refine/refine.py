@@ -36,7 +36,7 @@ from jfx.refine.residuals import (
     rotation_raw_residuals,
     still_raw_residuals,
 )
-from jfx.refine.settings import RefineSettings
+from jfx.refine.settings import OrientationRefinement, RefineSettings
 from jfx.solvers import SOLVERS, solve
 
 SPOT_BUCKETS = (64, 128, 256, 512)
@@ -445,7 +445,7 @@ def refine_scan_varying(spots: RefineSpots, geometry: Geometry, lattice: Lattice
     status = np.full(nb, int(RefineStatus.TOO_FEW_SPOTS), np.int32)
     rmsd = np.full(nb, np.nan)
     counts = np.zeros(nb, np.int32)
-    orient = RefineSettings("orientation", ("lattice.orientation",))
+    orient = OrientationRefinement()
     blk = np.clip(np.searchsorted(edges, fr, side="right") - 1, 0, nb - 1)
     for b in range(nb):
         sel = valid & (blk == b) & np.isfinite(fr)

@@ -1,13 +1,19 @@
-"""Geometry-refinement settings (config group ``refine``; ``-r``) and pixel refinement."""
+"""Geometry-refinement settings (config group ``refine``; ``-r``) and pixel refinement.
+
+Each ``-r`` preset is its own class (named by ``conf/refine/<preset>.yaml``): the presets
+differ in their default free parameters and in what the pipeline does with them
+(:attr:`RefineSettings.enabled`, :attr:`RefineSettings.reference_driven`,
+:attr:`RefineSettings.implemented`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
-from jfx.validate import as_choice, as_float
+from jfx.validate import Settings, setting
 
 
-PRESETS = ("none", "orientation", "beam_and_lattice", "pixelrefine")
 PARAMETERS = (
     "beam.wavelength_A",
     "beam.bandwidth_fwhm",
@@ -21,64 +27,108 @@ PARAMETERS = (
 """Parameter leaves a preset may set free (dotted paths into Geometry / Lattice / profile)."""
 BEAM_AND_LATTICE_FREE = ("detector.beam_center_px", "detector.distance_mm",
                          "lattice.orientation", "lattice.cell")
-"""Free leaves of the default ``beam_and_lattice`` preset (conf/refine/beam_and_lattice.yaml)."""
+"""Free leaves of the default ``beam_and_lattice`` preset."""
 
 
 @dataclasses.dataclass(frozen=True)
-class RefineSettings:
-    """A refinement preset: which parameter leaves are free, and the solver.
+class RefineSettings(Settings):
+    """Which parameter leaves are free, and the solver (the base of the ``-r`` presets; the
+    refinement library takes any instance).
 
     Attributes:
-        preset: ``none`` | ``orientation`` | ``beam_and_lattice`` (default) | ``pixelrefine``.
-        free: the free leaves, each one of :data:`PARAMETERS` (empty for ``none``).
+        free: the free leaves, each one of :data:`PARAMETERS` (default: those of
+            ``beam_and_lattice``).
         scan_varying_deg: rotation data: after the scan-static refinement, refine the crystal
             orientation again in blocks of this many degrees of the sweep (scan-varying
             orientation, piecewise constant; ``None`` = scan-static only). Ignored for stills
             and without a free ``lattice.orientation``.
         solver: refinement solver, ``lm`` (Levenberg–Marquardt in JAX, default) or ``lbfgs``
             (optax); :mod:`jfx.solvers`.
+
+    Class attributes: ``name`` (the ``-r`` preset), ``enabled`` (the pipeline refines at
+    all), ``reference_driven`` (needs
+    a reference MTZ, ``-z``, and takes ``--profile-multiplier``), ``implemented``.
     """
 
-    preset: str = "beam_and_lattice"
-    free: tuple[str, ...] = BEAM_AND_LATTICE_FREE
-    scan_varying_deg: float | None = None
-    solver: str = "lm"
+    config_node = "refine"
+    name: ClassVar[str] = ""
+    enabled: ClassVar[bool] = True
+    reference_driven: ClassVar[bool] = False
+    implemented: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "preset", as_choice("refinement (-r)", self.preset, PRESETS))
-        free = tuple(str(p) for p in (self.free or ()))
-        for p in free:
+    free: tuple[str, ...] = BEAM_AND_LATTICE_FREE
+    scan_varying_deg: float | None = setting(None, positive=True)
+    solver: str = setting("lm", choices=("lm", "lbfgs"))
+
+    def validate(self) -> None:
+        for p in self.free:
             if p not in PARAMETERS:
                 raise ValueError(
                     f"unknown refinement parameter {p!r} (known: {', '.join(PARAMETERS)})")
-        if len(set(free)) != len(free):
-            raise ValueError(f"refinement parameters listed twice: {list(free)}")
-        if self.preset == "none" and free:
-            raise ValueError("refinement preset 'none' cannot have free parameters")
-        object.__setattr__(self, "free", free)
-        object.__setattr__(self, "scan_varying_deg", as_float(
-            "refine.scan_varying_deg", self.scan_varying_deg, positive=True, allow_none=True))
-        object.__setattr__(self, "solver", as_choice("refine.solver", self.solver,
-                                                     ("lm", "lbfgs")))
+        if len(set(self.free)) != len(self.free):
+            raise ValueError(f"refinement parameters listed twice: {list(self.free)}")
 
 
 @dataclasses.dataclass(frozen=True)
-class PixelRefineSettings:
-    """Reference-driven pixel refinement (config node ``pixelrefine``; ``-r pixelrefine``).
+class NoRefinement(RefineSettings):
+    """``-r none``: no geometry refinement (nothing may be free)."""
+
+    name = "none"
+    enabled: ClassVar[bool] = False
+
+    free: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        super().validate()
+        if self.free:
+            raise ValueError("refinement preset 'none' cannot have free parameters")
+
+
+@dataclasses.dataclass(frozen=True)
+class OrientationRefinement(RefineSettings):
+    """``-r orientation``: the crystal orientation only."""
+
+    name = "orientation"
+
+    free: tuple[str, ...] = ("lattice.orientation",)
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamAndLatticeRefinement(RefineSettings):
+    """``-r beam_and_lattice`` (default): beam centre, distance, orientation and cell."""
+
+    name = "beam_and_lattice"
+
+    free: tuple[str, ...] = BEAM_AND_LATTICE_FREE
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelRefinement(RefineSettings):
+    """``-r pixelrefine``: experimental reference-driven still refinement (needs ``-z``;
+    not implemented yet: the run stops with exit 2)."""
+
+    name = "pixelrefine"
+    reference_driven: ClassVar[bool] = True
+    implemented: ClassVar[bool] = False
+
+    free: tuple[str, ...] = BEAM_AND_LATTICE_FREE + ("beam.bandwidth_fwhm",
+                                                     "crystal.mosaicity")
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelRefineSettings(Settings):
+    """Beam bandwidth and the pixel-refinement profile (config group ``pixelrefine``).
 
     Attributes:
-        bandwidth_fwhm: relative X-ray bandwidth FWHM (``--bandwidth``, e.g. 0.01);
-            ``None`` = from the master file, or 0 (monochromatic) when absent.
+        bandwidth_fwhm: relative X-ray bandwidth FWHM (``--bandwidth``, e.g. 0.01), in
+            [0, 1]; replaces the master file's bandwidth for every refinement mode (still
+            prediction and partiality); ``None`` = from the master file, or 0
+            (monochromatic) when absent.
         profile_multiplier: scale factor of the measured tangential profile width
-            (``--profile-multiplier``, default 6), > 0.
+            (``--profile-multiplier``, default 6), > 0; reference-driven refinement only.
     """
 
-    bandwidth_fwhm: float | None = None
-    profile_multiplier: float = 6.0
-
-    def __post_init__(self) -> None:
-        s = object.__setattr__
-        s(self, "bandwidth_fwhm", as_float("bandwidth (--bandwidth)", self.bandwidth_fwhm,
-                                           minimum=0.0, maximum=1.0, allow_none=True))
-        s(self, "profile_multiplier", as_float("profile multiplier (--profile-multiplier)",
-                                               self.profile_multiplier, positive=True))
+    bandwidth_fwhm: float | None = setting(None, minimum=0.0, maximum=1.0,
+                                           label="bandwidth (--bandwidth)")
+    profile_multiplier: float = setting(6.0, positive=True,
+                                        label="profile multiplier (--profile-multiplier)")

@@ -1,4 +1,6 @@
-"""Scaling and merging: settings (scaling options, partiality-model selection)."""
+"""Scaling and merging: settings (:class:`ScaleSettings`); the partiality models
+(:mod:`jfx.scale.partiality`, group ``partiality``) and likelihoods
+(:mod:`jfx.scale.likelihood`, group ``likelihood``) are strategy classes behind the
+interfaces of :mod:`jfx.scale.base`."""
 
-from jfx.scale.settings import PartialitySettings as PartialitySettings
 from jfx.scale.settings import ScaleSettings as ScaleSettings

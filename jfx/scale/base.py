@@ -20,12 +20,13 @@ stay finite on invalid rows.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from jfx.scale.observations import Observations
+from jfx.validate import Settings
 
 Params = dict[str, dict[str, Any]]
 
@@ -40,8 +41,9 @@ def all_fixed(params: Params) -> Params:
     return jax.tree_util.tree_map(lambda _: False, params)
 
 
-class _Part(abc.ABC):
-    """Common API of partiality and scale models."""
+class _Part(Settings, abc.ABC):
+    """Common API of partiality and scale models (frozen dataclasses; their fields are
+    checked by :class:`jfx.validate.Settings`)."""
 
     @abc.abstractmethod
     def init_params(self, obs: Observations) -> Params:
@@ -72,15 +74,49 @@ class _Part(abc.ABC):
 
 
 class PartialityModel(_Part):
-    """Fraction P ∈ [0, 1] of a reflection's intensity recorded in an observation."""
+    """Fraction P ∈ [0, 1] of a reflection's intensity recorded in an observation.
+
+    The interface of the config group ``partiality`` (``-P``): each option file
+    ``conf/partiality/<name>.yaml`` names its model class in ``_target_``, and the
+    instantiated model (its fields are the group's config keys) is what
+    :func:`jfx.scale.scaling.scale_merge` fits. ``name`` labels it in the scaling summary
+    on the console (default: the class name; the config stored in ``/entry/jfx/config``
+    names the class); ``uses_wedge`` says that :meth:`bind`
+    takes the wedge options ``-w[=v]`` (without it ``-w`` is refused).
+    """
+
+    config_node = "partiality"
+    name: ClassVar[str] = ""
+    uses_wedge: ClassVar[bool] = False
+
+    @property
+    def label(self) -> str:
+        """``name``, or the class name when the class sets none."""
+        return self.name or type(self).__name__
+
+    def bind(self, settings: Any, *, bandwidth_fwhm: float, stills: bool) -> PartialityModel:
+        """This model specialised to the runs being scaled (default: unchanged).
+
+        Args:
+            settings: the scaling options (:class:`jfx.scale.settings.ScaleSettings`;
+                ``-w`` is ``refine_wedge`` / ``wedge_start_deg``).
+            bandwidth_fwhm: the largest relative bandwidth of the runs.
+            stills: whether still runs with a refined beam centre are scaled (their
+                orientation can be post-refined).
+        """
+        return self
 
 
 class ScaleModel(_Part):
     """Multiplicative scale factor g per observation (e.g. G·exp(−2B s²))."""
 
 
-class Likelihood(abc.ABC):
+class Likelihood(Settings, abc.ABC):
     """Error model of an observation given the model intensity.
+
+    The interface of the config group ``likelihood``: each option file
+    ``conf/likelihood/<name>.yaml`` names its class (a frozen dataclass; its fields are the
+    config keys) in ``_target_``.
 
     ``weights`` (n,) are fixed per-row weights (0 for unused rows; IRLS weights for robust
     variants come from :meth:`irls_weights`).
@@ -94,6 +130,8 @@ class Likelihood(abc.ABC):
     def irls_weights(self, z: jnp.ndarray) -> jnp.ndarray:
         """Iteratively-reweighted-least-squares weights for normalised residuals z (n,)."""
         return jnp.ones_like(z)
+
+    config_node = "likelihood"
 
     @abc.abstractmethod
     def nll(self, model_I: jnp.ndarray, obs_I: jnp.ndarray, sigma: jnp.ndarray,

@@ -1,4 +1,6 @@
-"""Likelihoods for scaling: Gaussian (weighted least squares) and Huber (robust).
+"""Likelihoods for scaling (config group ``likelihood``): Gaussian (weighted least squares,
+``normal``), Huber and Student-t (robust). Each class is named by its option file
+``conf/likelihood/<name>.yaml``; its fields are the keys of the ``likelihood`` node.
 
 Huber (1964), Ann. Math. Statist. 35, 73: ρ(z) = ½z² for |z| ≤ k, k|z| − ½k² beyond; its
 IRLS weight is min(1, k/|z|) (Holland & Welsch 1977).
@@ -11,6 +13,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from jfx.scale.base import Likelihood
+from jfx.validate import setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,9 +27,9 @@ class NormalLikelihood(Likelihood):
 
 @dataclasses.dataclass(frozen=True)
 class HuberLikelihood(Likelihood):
-    """Huber loss with threshold ``k`` (in σ units, default 3)."""
+    """Huber loss with threshold ``k`` (in σ units, default 3, > 0)."""
 
-    k: float = 3.0
+    k: float = setting(3.0, positive=True)
 
     def irls_weights(self, z):
         a = jnp.abs(z)
@@ -41,13 +44,13 @@ class HuberLikelihood(Likelihood):
 
 @dataclasses.dataclass(frozen=True)
 class StudentTLikelihood(Likelihood):
-    """Student-t errors with ``nu`` degrees of freedom (scale σ): heavy tails for outliers.
+    """Student-t errors with ``nu`` degrees of freedom (> 0; scale σ): heavy tails for outliers.
 
     nll = Σ w (ν+1)/2 · ln(1 + z²/ν); IRLS weight (ν+1)/(ν+z²) (Lange, Little & Taylor 1989,
     J. Am. Stat. Assoc. 84, 881; used for scaling by careless, Dalton et al. 2022).
     """
 
-    nu: float = 4.0
+    nu: float = setting(4.0, positive=True)
 
     def irls_weights(self, z):
         return (self.nu + 1.0) / (self.nu + z * z)

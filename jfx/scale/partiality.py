@@ -1,4 +1,8 @@
-"""Partiality models for scaling (``-P fixed | rot | unity``).
+"""Partiality models for scaling (config group ``partiality``: ``-P fixed | rot | unity``).
+
+Each model is a frozen dataclass behind :class:`jfx.scale.base.PartialityModel`, named by its
+option file (``conf/partiality/<name>.yaml``, ``_target_``); its config fields are the keys of
+the ``partiality`` node.
 
 * :class:`FixedPartiality` (``-P fixed``): the partiality stored at integration time, no
   free parameters.
@@ -25,12 +29,14 @@ import numpy as np
 from jfx.physics.partiality import rotation_fraction, still_partiality, still_sigma_eps
 from jfx.scale.base import Params, PartialityModel, all_fixed, empty_params
 from jfx.scale.observations import Observations
-from jfx.scale.settings import PartialitySettings
+from jfx.validate import setting
 
 
 @dataclasses.dataclass(frozen=True)
 class FixedPartiality(PartialityModel):
-    """The integration-time partiality ``obs.partiality_stored``; no parameters."""
+    """The integration-time partiality ``obs.partiality_stored``; no parameters (``-P fixed``)."""
+
+    name = "fixed"
 
     def init_params(self, obs: Observations) -> Params:
         return empty_params()
@@ -44,7 +50,9 @@ class FixedPartiality(PartialityModel):
 
 @dataclasses.dataclass(frozen=True)
 class UnityPartiality(PartialityModel):
-    """P = 1 for every observation; no parameters."""
+    """P = 1 for every observation; no parameters (``-P unity``)."""
+
+    name = "unity"
 
     def init_params(self, obs: Observations) -> Params:
         return empty_params()
@@ -68,21 +76,35 @@ class RotationPartiality(PartialityModel):
     rotation about those axes only weakly, yet it moves every Ewald offset):
     ε' = ε + ∂ε/∂δ_a·δ_a + ∂ε/∂δ_b·δ_b (``Observations.eps_grad_a/b``).
 
-    Attributes:
-        mosaicity_deg: starting σ_M (deg).
+    Attributes (config keys ``partiality.*``):
+        mosaicity_deg: starting σ_M (deg), > 0.
         refine_mosaicity: σ_M is free.
-        refine_wedge: per-image wedge is free (``-w``).
+
+    Set from the data by :meth:`bind` (not config keys):
+        refine_wedge: per-image wedge is free (``-w``, ``scale.refine_wedge``).
         wedge_start_deg: starting wedge (``-w=v``); ``None`` = |scan increment|.
-        bandwidth_fwhm: relative bandwidth FWHM (stills).
-        refine_orientation: per-image δ_a, δ_b are free (stills).
+        bandwidth_fwhm: relative bandwidth FWHM (stills; the runs' own).
+        refine_orientation: per-image δ_a, δ_b are free (stills with a refined beam centre).
     """
 
-    mosaicity_deg: float = 0.1
+    name = "rot"
+    uses_wedge = True
+
+    mosaicity_deg: float = setting(0.1, positive=True)
     refine_mosaicity: bool = True
-    refine_wedge: bool = False
-    wedge_start_deg: float | None = None
-    bandwidth_fwhm: float = 0.0
-    refine_orientation: bool = False
+    refine_wedge: bool = setting(False, config=False)
+    wedge_start_deg: float | None = setting(None, minimum=0.0, config=False)
+    bandwidth_fwhm: float = setting(0.0, minimum=0.0, config=False)
+    refine_orientation: bool = setting(False, config=False)
+
+    def bind(self, settings: Any, *, bandwidth_fwhm: float,
+             stills: bool) -> RotationPartiality:
+        """The wedge options of ``settings`` (``-w[=v]``), the runs' bandwidth and the
+        orientation post-refinement of stills."""
+        return dataclasses.replace(self, refine_wedge=bool(settings.refine_wedge),
+                                   wedge_start_deg=settings.wedge_start_deg,
+                                   bandwidth_fwhm=float(bandwidth_fwhm),
+                                   refine_orientation=bool(stills))
 
     def init_params(self, obs: Observations) -> Params:
         w0 = self.wedge_start_deg
@@ -123,36 +145,9 @@ class RotationPartiality(PartialityModel):
                 "rot_b": np.asarray(params["image"]["rot_b"])}
 
 
-PARTIALITY_CLASSES = {"fixed": FixedPartiality, "unity": UnityPartiality,
-                      "rot": RotationPartiality}
-
-
-def make_partiality(settings: PartialitySettings | str, **kw: Any) -> PartialityModel:
-    """Partiality model for ``settings.model`` (``fixed`` | ``rot`` | ``unity``).
-
-    Keyword arguments go to :class:`RotationPartiality` (``mosaicity_deg``, ``refine_wedge``,
-    ``wedge_start_deg``, ``bandwidth_fwhm``, ``refine_mosaicity``, ``refine_orientation``); they are ignored by the
-    parameter-free models. A :class:`jfx.scale.settings.ScaleSettings` may be passed as
-    ``scale_settings=`` to take ``refine_wedge``/``wedge_start_deg`` from it.
-    """
-    name = settings if isinstance(settings, str) else settings.model
-    if name not in PARTIALITY_CLASSES:
-        raise ValueError(f"unknown partiality model {name!r} (known: fixed, rot, unity)")
-    sc = kw.pop("scale_settings", None)
-    if name != "rot":
-        return PARTIALITY_CLASSES[name]()
-    if sc is not None:
-        kw.setdefault("refine_wedge", bool(sc.refine_wedge))
-        kw.setdefault("wedge_start_deg", sc.wedge_start_deg)
-    if kw.get("bandwidth_fwhm") is None:
-        kw.pop("bandwidth_fwhm", None)
-    return RotationPartiality(**kw)
-
-
 __all__ = [
     "FixedPartiality",
     "RotationPartiality",
     "UnityPartiality",
     "all_fixed",
-    "make_partiality",
 ]

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from jfx.scale.settings import PartialitySettings, ScaleSettings
+from jfx.scale.base import Likelihood, PartialityModel
+from jfx.scale.settings import ScaleSettings
 from jfx.symmetry import groups
 
 
@@ -153,7 +154,8 @@ def _merging_cell(runs: list[RunData], cell: Any) -> np.ndarray:
 
 
 def scale_merge(runs: list[RunData], settings: ScaleSettings,
-                partiality: PartialitySettings | None = None, *, space_group: int | None = None,
+                partiality: PartialityModel | None = None, *,
+                likelihood: Likelihood | None = None, space_group: int | None = None,
                 cell: Any = None, reference: Reference | None = None,
                 seed: int = 0) -> ScalingResult:
     """Scale and merge the integrated reflections of ``runs``.
@@ -162,7 +164,11 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
         runs: one :class:`RunData` per input (several runs are scaled together; image
             numbers are per run).
         settings: the scaling options (``-A -B -w --min-partiality --reject-* …``).
-        partiality: the partiality model (``-P``); default ``fixed``.
+        partiality: the partiality model (``-P``, config group ``partiality``); default
+            :class:`~jfx.scale.partiality.FixedPartiality`. It is specialised to the runs
+            with :meth:`~jfx.scale.base.PartialityModel.bind`.
+        likelihood: the error model of an observation (config group ``likelihood``);
+            default :class:`~jfx.scale.likelihood.NormalLikelihood`.
         space_group: merging space group (``-S``); default the runs' own, else P1.
         cell: merging cell (Å, deg); default the median of the runs' cells.
         reference: reference intensities (``-z``) or None.
@@ -176,17 +182,18 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
     from jfx.scale import reject as rj
     from jfx.scale.ambiguity import ambiguity_operators, resolve_ambiguity
     from jfx.scale.fit import fit_scales
-    from jfx.scale.likelihood import HuberLikelihood, NormalLikelihood, StudentTLikelihood
+    from jfx.scale.likelihood import NormalLikelihood
     from jfx.scale.merge import merge
     from jfx.scale.models import ImageScale
     from jfx.scale.observations import make_observations, observations_from_table
-    from jfx.scale.partiality import make_partiality
+    from jfx.scale.partiality import FixedPartiality
     from jfx.scale.stats import merging_statistics, reference_on_asu
     from jfx.symmetry.asu import asu_map
 
     if not runs:
         raise ValueError("nothing to scale: no input runs")
-    psettings = partiality if partiality is not None else PartialitySettings()
+    partiality = partiality if partiality is not None else FixedPartiality()
+    lik = likelihood if likelihood is not None else NormalLikelihood()
     sg_num = space_group if space_group is not None else next(
         (r.space_group for r in runs if r.space_group is not None), 1)
     sg = groups.space_group(sg_num)
@@ -286,11 +293,8 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
 
     bw = max((r.bandwidth_fwhm for r in runs), default=0.0)
     stills = any(not r.is_rotation and r.beam_center_px is not None for r in runs)
-    pmodel = make_partiality(psettings, scale_settings=settings, bandwidth_fwhm=bw,
-                             refine_orientation=stills)
+    pmodel = partiality.bind(settings, bandwidth_fwhm=bw, stills=stills)
     smodel = ImageScale(refine_bfactor=settings.refine_bfactor)
-    lik = {"normal": NormalLikelihood, "huber": HuberLikelihood,
-           "student_t": StudentTLikelihood}[settings.likelihood]()
     n_iter = settings.iterations
     halves = rj.image_halves(n_img, seed=seed)
     rejected_img = np.zeros(n_img, bool)
@@ -388,4 +392,4 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
         space_group=int(sg.number), n_obs_total=int(n_total), n_obs_used=int(rows.size),
         n_outliers=int(np.sum(outlier)), n_rejected_images=int(np.sum(rejected_img)),
         ambiguity=ambiguity_note, reference_used=reference is not None,
-        partiality_model=psettings.model, solver=settings.solver)
+        partiality_model=pmodel.label, solver=settings.solver)

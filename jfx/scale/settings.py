@@ -1,37 +1,26 @@
-"""Scaling/merging settings (node ``scale``) and the partiality model (group ``partiality``)."""
+"""Scaling/merging settings (config group ``scale``).
+
+The partiality model (group ``partiality``, ``-P``) and the likelihood (group
+``likelihood``) are strategy objects of their own: :mod:`jfx.scale.partiality`,
+:mod:`jfx.scale.likelihood`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from jfx.validate import as_bool, as_choice, as_float, as_int, as_str
+from jfx.validate import Settings, setting
 
 
-PARTIALITY_MODELS = ("fixed", "rot", "unity")
 OUTPUT_FORMATS = ("mtz", "cif", "txt")
 SOLVERS = ("lm", "lbfgs")
-LIKELIHOODS = ("normal", "huber", "student_t")
 INTENSITIES = ("prf", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
-class PartialitySettings:
-    """Partiality model (``-P``): ``fixed`` (default), ``rot`` (rotation) or ``unity``.
-
-    The models themselves are in :mod:`jfx.physics.partiality`.
-    """
-
-    model: str = "fixed"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "model", as_choice("partiality model (-P)", self.model,
-                                                    PARTIALITY_MODELS))
-
-
-@dataclasses.dataclass(frozen=True)
-class ScaleSettings:
-    """Scaling and merging options.
+class ScaleSettings(Settings):
+    """Scaling and merging options (config group ``scale``, option ``default``).
 
     Attributes:
         merge: scale and merge (``-M``).
@@ -52,63 +41,40 @@ class ScaleSettings:
             ``lbfgs`` (joint L-BFGS of all parameters, optax).
         intensity: ``prf`` (profile-fitted where available, else summation; default) or
             ``sum``.
-        likelihood: error distribution of an observation: ``normal`` (weighted least
-            squares, default), ``huber`` or ``student_t`` (robust, heavy tails).
         n_shells: resolution shells of the statistics table.
         resolve_ambiguity: resolve indexing ambiguities between stills / runs when the
             lattice has more symmetry than the point group.
     """
 
+    config_node = "scale"
+
     merge: bool = False
     anomalous: bool = False
     refine_bfactor: bool = False
     refine_wedge: bool = False
-    wedge_start_deg: float | None = None
-    high_resolution_A: float | None = None
-    min_partiality: float = 0.02
-    reject_outliers: float | None = None
-    reject_delta_cchalf: float | None = None
-    min_image_cc_percent: float | None = None
-    iterations: int = 3
-    output_format: str = "mtz"
-    reference_mtz: str | None = None
-    solver: str = "lm"
-    intensity: str = "prf"
-    likelihood: str = "normal"
-    n_shells: int = 10
+    wedge_start_deg: float | None = setting(None, minimum=0.0, label="wedge start (-w)")
+    high_resolution_A: float | None = setting(
+        None, positive=True,
+        label="scaling high-resolution limit (--scaling-high-resolution)")
+    min_partiality: float = setting(0.02, minimum=0.0, maximum=1.0,
+                                    label="minimum partiality (--min-partiality)")
+    reject_outliers: float | None = setting(None, positive=True,
+                                            label="outlier rejection (--reject-outliers)")
+    reject_delta_cchalf: float | None = setting(
+        None, positive=True, label="delta-CC1/2 rejection (--reject-delta-cchalf)")
+    min_image_cc_percent: float | None = setting(None, minimum=-100.0, maximum=100.0,
+                                                 label="minimum image CC (--min-image-cc)")
+    iterations: int = setting(3, minimum=1, label="scaling iterations (--scaling-iterations)")
+    output_format: str = setting("mtz", choices=OUTPUT_FORMATS,
+                                 label="scaling output (--scaling-output)")
+    reference_mtz: str | None = setting(None, label="reference MTZ (-z)")
+    solver: str = setting("lm", choices=SOLVERS)
+    intensity: str = setting("prf", choices=INTENSITIES)
+    n_shells: int = setting(10, minimum=1)
     resolve_ambiguity: bool = True
 
-    def __post_init__(self) -> None:
-        s = object.__setattr__
-        for name in ("merge", "anomalous", "refine_bfactor", "refine_wedge"):
-            s(self, name, as_bool(f"scale.{name}", getattr(self, name)))
-        s(self, "wedge_start_deg", as_float("wedge start (-w)", self.wedge_start_deg,
-                                            minimum=0.0, allow_none=True))
-        s(self, "high_resolution_A", as_float(
-            "scaling high-resolution limit (--scaling-high-resolution)", self.high_resolution_A,
-            positive=True, allow_none=True))
-        s(self, "min_partiality", as_float("minimum partiality (--min-partiality)",
-                                           self.min_partiality, minimum=0.0, maximum=1.0))
-        s(self, "reject_outliers", as_float("outlier rejection (--reject-outliers)",
-                                            self.reject_outliers, positive=True, allow_none=True))
-        s(self, "reject_delta_cchalf", as_float(
-            "delta-CC1/2 rejection (--reject-delta-cchalf)", self.reject_delta_cchalf,
-            positive=True, allow_none=True))
-        s(self, "min_image_cc_percent", as_float("minimum image CC (--min-image-cc)",
-                                                 self.min_image_cc_percent, minimum=-100.0,
-                                                 maximum=100.0, allow_none=True))
-        s(self, "iterations", as_int("scaling iterations (--scaling-iterations)", self.iterations,
-                                     minimum=1))
-        s(self, "output_format", as_choice("scaling output (--scaling-output)", self.output_format,
-                                           OUTPUT_FORMATS))
-        s(self, "solver", as_choice("scale.solver", self.solver, SOLVERS))
-        s(self, "intensity", as_choice("scale.intensity", self.intensity, INTENSITIES))
-        s(self, "likelihood", as_choice("scale.likelihood", self.likelihood, LIKELIHOODS))
-        s(self, "n_shells", as_int("scale.n_shells", self.n_shells, minimum=1))
-        s(self, "resolve_ambiguity", as_bool("scale.resolve_ambiguity", self.resolve_ambiguity))
-        ref = as_str("reference MTZ (-z)", self.reference_mtz, allow_none=True)
-        if ref is not None and not Path(ref).is_file():
-            raise ValueError(f"reference MTZ not found: {ref}")
-        s(self, "reference_mtz", ref)
+    def validate(self) -> None:
+        if self.reference_mtz is not None and not Path(self.reference_mtz).is_file():
+            raise ValueError(f"reference MTZ not found: {self.reference_mtz}")
         if self.wedge_start_deg is not None and not self.refine_wedge:
-            s(self, "refine_wedge", True)  # -w=v implies wedge refinement
+            self._replace_field("refine_wedge", True)  # -w=v implies wedge refinement

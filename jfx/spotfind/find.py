@@ -35,9 +35,9 @@ from jfx.models.geometry import Geometry
 from jfx.models.pixels import special_values
 from jfx.models.spots import SpotList
 from jfx.physics.diffraction import detector_origin_mm
+from jfx.spotfind.base import SpotFinderSettings
 from jfx.spotfind.ice import on_ice_ring
 from jfx.spotfind.label import Spots, label_strong
-from jfx.spotfind.settings import ThresholdSpotFinderSettings
 from jfx.spotfind.strong import (
     _strong_kernel,
     candidate_strong,
@@ -137,7 +137,7 @@ class ThresholdSpotFinder:
         error_value, saturation_value: special values (``None`` = none).
     """
 
-    settings: ThresholdSpotFinderSettings
+    settings: SpotFinderSettings  # jfx.spotfind.settings.ThresholdSpotFinderSettings
     d_map: np.ndarray
     pixel_mask: jnp.ndarray
     pixel_mask_host: np.ndarray
@@ -146,7 +146,7 @@ class ThresholdSpotFinder:
     saturation_value: float | None
 
     @staticmethod
-    def create(settings: ThresholdSpotFinderSettings, geometry: Geometry,
+    def create(settings: SpotFinderSettings, geometry: Geometry,
                pixel_mask: np.ndarray | None, error_value: int | None,
                saturation_value: float | None,
                d_map: np.ndarray | None = None) -> ThresholdSpotFinder:

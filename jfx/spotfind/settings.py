@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 
-from jfx.validate import as_bool, as_choice, as_float, as_int
+import numpy as np
+
+from jfx.models.geometry import Geometry
+from jfx.spotfind.base import SpotFinderSettings
+from jfx.spotfind.find import ThresholdSpotFinder
+from jfx.validate import setting
 
 KEEP_CHOICES = ("lowest_resolution", "strongest")
 KERNEL_CHOICES = ("auto", "dense", "sparse")
 
 
 @dataclasses.dataclass(frozen=True)
-class ThresholdSpotFinderSettings:
-    """Local-threshold spot finder (jfjoch's CPU/GPU spot finder).
+class ThresholdSpotFinderSettings(SpotFinderSettings):
+    """Local-threshold spot finder (jfjoch's CPU/GPU spot finder; option ``threshold``).
 
     A pixel is strong when it exceeds the local background by ``sigma`` standard deviations
     AND holds at least ``threshold`` photons; spots are the connected strong pixels.
@@ -41,46 +46,35 @@ class ThresholdSpotFinderSettings:
             All three give the same strong pixels; only the speed differs.
     """
 
-    sigma: float = 3.0
-    threshold: float = 10.0
-    high_resolution_A: float | None = 1.5
-    low_resolution_A: float | None = None
-    max_spots: int = 250
-    keep: str = "lowest_resolution"
-    window: int = 31
-    min_pixels: int = 1
-    max_pixels: int = 1000
-    ice_ring_width_invA: float = 0.005
+    sigma: float = setting(3.0, positive=True, label="spot sigma (--spot-sigma)")
+    threshold: float = setting(10.0, minimum=0.0, label="spot threshold (--spot-threshold)")
+    high_resolution_A: float | None = setting(
+        1.5, positive=True, label="spot high-resolution limit (--spot-high-resolution)")
+    low_resolution_A: float | None = setting(None, positive=True,
+                                             label="spot low-resolution limit")
+    max_spots: int = setting(250, minimum=1, label="max spots (--max-spots)")
+    keep: str = setting("lowest_resolution", choices=KEEP_CHOICES)
+    window: int = setting(31, minimum=3, maximum=181)
+    min_pixels: int = setting(1, minimum=1)
+    max_pixels: int = setting(1000, minimum=1)
+    ice_ring_width_invA: float = setting(0.005, positive=True)
     drop_ice_rings: bool = False
-    centroid_grow_px: int = 1
-    kernel: str = "auto"
+    centroid_grow_px: int = setting(1, minimum=0)
+    kernel: str = setting("auto", choices=KERNEL_CHOICES)
 
-    def __post_init__(self) -> None:
-        s = object.__setattr__
-        s(self, "sigma", as_float("spot sigma (--spot-sigma)", self.sigma, positive=True))
-        s(self, "threshold", as_float("spot threshold (--spot-threshold)", self.threshold,
-                                      minimum=0.0))
-        s(self, "high_resolution_A", as_float(
-            "spot high-resolution limit (--spot-high-resolution)", self.high_resolution_A,
-            positive=True, allow_none=True))
-        s(self, "low_resolution_A", as_float("spot low-resolution limit", self.low_resolution_A,
-                                             positive=True, allow_none=True))
-        s(self, "max_spots", as_int("max spots (--max-spots)", self.max_spots, minimum=1))
-        s(self, "keep", as_choice("spotfind.keep", self.keep, KEEP_CHOICES))
-        s(self, "window", as_int("spotfind.window", self.window, minimum=3))
-        if self.window % 2 == 0 or self.window > 181:
+    def create(self, geometry: Geometry, pixel_mask: np.ndarray | None,
+               error_value: int | None, saturation_value: float | None,
+               d_map: np.ndarray | None = None) -> ThresholdSpotFinder:
+        """The per-dataset :class:`jfx.spotfind.find.ThresholdSpotFinder`."""
+        return ThresholdSpotFinder.create(self, geometry, pixel_mask, error_value,
+                                          saturation_value, d_map=d_map)
+
+    def validate(self) -> None:
+        if self.window % 2 == 0:
             raise ValueError(f"spotfind.window must be odd and <= 181, got {self.window}")
-        s(self, "min_pixels", as_int("spotfind.min_pixels", self.min_pixels, minimum=1))
-        s(self, "max_pixels", as_int("spotfind.max_pixels", self.max_pixels, minimum=1))
         if self.max_pixels < self.min_pixels:
             raise ValueError(f"spotfind.max_pixels ({self.max_pixels}) must be >= "
                              f"spotfind.min_pixels ({self.min_pixels})")
-        s(self, "ice_ring_width_invA", as_float("spotfind.ice_ring_width_invA",
-                                                self.ice_ring_width_invA, positive=True))
-        s(self, "drop_ice_rings", as_bool("spotfind.drop_ice_rings", self.drop_ice_rings))
-        s(self, "centroid_grow_px", as_int("spotfind.centroid_grow_px", self.centroid_grow_px,
-                                           minimum=0))
-        s(self, "kernel", as_choice("spotfind.kernel", self.kernel, KERNEL_CHOICES))
         if (self.high_resolution_A is not None and self.low_resolution_A is not None
                 and self.low_resolution_A <= self.high_resolution_A):
             raise ValueError(

@@ -50,22 +50,25 @@ CASES = [
     (["--spot-threshold", "12.5"], {"spotfind.threshold": 12.5}),
     (["--spot-high-resolution", "2.0"], {"spotfind.high_resolution_A": 2.0}),
     (["--max-spots", "100"], {"spotfind.max_spots": 100}),
-    (["-X", "FFBIDX", "-C", CELL], {"index.algorithm": "ffbidx"}),
-    (["-X", "FFT"], {"index.algorithm": "fft"}),
-    (["--indexing-algorithm", "Fftw"], {"index.algorithm": "fftw"}),
-    (["-X", "Auto"], {"index.algorithm": "auto"}),
-    (["-X", "None"], {"index.algorithm": "none"}),
-    (["--indexing-algorithm=none"], {"index.algorithm": "none"}),
+    (["-X", "FFBIDX", "-C", CELL], {"index._target_": "jfx.index.settings.FFBIdxIndexing"}),
+    (["-X", "FFT"], {"index._target_": "jfx.index.settings.FFTIndexing"}),
+    (["--indexing-algorithm", "Fftw"], {"index._target_": "jfx.index.settings.FFTWIndexing"}),
+    (["-X", "Auto"], {"index._target_": "jfx.index.settings.AutoIndexing"}),
+    (["-X", "None"], {"index._target_": "jfx.index.settings.NoIndexing"}),
+    (["--indexing-algorithm=none"], {"index._target_": "jfx.index.settings.NoIndexing"}),
     (["-C", CELL], {"crystal.unit_cell": [79, 79, 38, 90, 90, 90]}),
     (["--unit-cell", "79.5,79.5,38.1,90,90,90"],
      {"crystal.unit_cell": [79.5, 79.5, 38.1, 90, 90, 90]}),
     (["-S", "96"], {"crystal.space_group": 96}),
     (["--space-group", "96"], {"crystal.space_group": 96}),
     (["-r", "orientation"],
-     {"refine.preset": "orientation", "refine.free": ["lattice.orientation"]}),
-    (["--refine", "none"], {"refine.preset": "none", "refine.free": []}),
-    (["-r", "BEAM_AND_LATTICE"], {"refine.preset": "beam_and_lattice"}),
-    (["-r", "pixelrefine", "-z", MTZ], {"refine.preset": "pixelrefine"}),
+     {"refine._target_": "jfx.refine.settings.OrientationRefinement",
+      "refine.free": ["lattice.orientation"]}),
+    (["--refine", "none"], {"refine._target_": "jfx.refine.settings.NoRefinement",
+                            "refine.free": []}),
+    (["-r", "BEAM_AND_LATTICE"],
+     {"refine._target_": "jfx.refine.settings.BeamAndLatticeRefinement"}),
+    (["-r", "pixelrefine", "-z", MTZ], {"refine._target_": "jfx.refine.settings.PixelRefinement"}),
     (["-R"], {"rotation.two_pass_images": 30}),
     (["-R", "input_master.h5"],
      {"rotation.two_pass_images": 30, "general.input": "input_master.h5"}),
@@ -79,17 +82,18 @@ CASES = [
     (["--force-rotation-lattice", LAT], {"rotation.force_lattice": [1, 0, 0, 0, 2, 0, 0, 0, 3]}),
     (["-M"], {"scale.merge": True}),
     (["--scale-merge"], {"scale.merge": True}),
-    (["-P", "rot"], {"partiality.model": "rot"}),
-    (["--partiality", "unity"], {"partiality.model": "unity"}),
-    (["-P", "Fixed"], {"partiality.model": "fixed"}),
+    (["-P", "rot"], {"partiality._target_": "jfx.scale.partiality.RotationPartiality",
+                     "partiality.mosaicity_deg": 0.1, "partiality.refine_mosaicity": True}),
+    (["--partiality", "unity"], {"partiality._target_": "jfx.scale.partiality.UnityPartiality"}),
+    (["-P", "Fixed"], {"partiality._target_": "jfx.scale.partiality.FixedPartiality"}),
     (["-A"], {"scale.anomalous": True}),
     (["--anomalous"], {"scale.anomalous": True}),
     (["-B"], {"scale.refine_bfactor": True}),
     (["--refine-bfactor"], {"scale.refine_bfactor": True}),
-    (["-w"], {"scale.refine_wedge": True, "scale.wedge_start_deg": None}),
-    (["-w=0.3"], {"scale.refine_wedge": True, "scale.wedge_start_deg": 0.3}),
-    (["--wedge"], {"scale.refine_wedge": True, "scale.wedge_start_deg": None}),
-    (["--wedge=0.3"], {"scale.refine_wedge": True, "scale.wedge_start_deg": 0.3}),
+    (["-w", "-P", "rot"], {"scale.refine_wedge": True, "scale.wedge_start_deg": None}),
+    (["-w=0.3", "-P", "rot"], {"scale.refine_wedge": True, "scale.wedge_start_deg": 0.3}),
+    (["--wedge", "-P", "rot"], {"scale.refine_wedge": True, "scale.wedge_start_deg": None}),
+    (["--wedge=0.3", "-P", "rot"], {"scale.refine_wedge": True, "scale.wedge_start_deg": 0.3}),
     (["--scaling-high-resolution", "1.8"], {"scale.high_resolution_A": 1.8}),
     (["--min-partiality", "0.1"], {"scale.min_partiality": 0.1}),
     (["--reject-outliers", "5"], {"scale.reject_outliers": 5}),
@@ -107,7 +111,11 @@ CASES = [
      {"pixelrefine.profile_multiplier": 3}),  # refused without -r pixelrefine
     (["spotfind.sigma=5", "scale.iterations=7"], {"spotfind.sigma": 5, "scale.iterations": 7}),
     (["--spot-sigma", "4", "spotfind.sigma=6"], {"spotfind.sigma": 6}),  # native overrides win
-    (["index=fft", "partiality=rot"], {"index.algorithm": "fft", "partiality.model": "rot"}),
+    (["index=fft", "partiality=rot"],
+     {"index._target_": "jfx.index.settings.FFTIndexing",
+      "partiality._target_": "jfx.scale.partiality.RotationPartiality"}),
+    (["likelihood=huber", "likelihood.k=2"],
+     {"likelihood._target_": "jfx.scale.likelihood.HuberLikelihood", "likelihood.k": 2}),
 ]
 
 
@@ -138,9 +146,15 @@ DEFAULTS = {
     "spotfind.sigma": 3.0, "spotfind.threshold": 10.0, "spotfind.high_resolution_A": 1.5,
     "spotfind.low_resolution_A": None, "spotfind.max_spots": 250,
     "spotfind.keep": "lowest_resolution",
-    "index.algorithm": "auto", "crystal.unit_cell": None, "crystal.space_group": None,
-    "refine.preset": "beam_and_lattice", "integrate.radii_px": [3.0, 5.0, 7.0],
-    "partiality.model": "fixed",
+    "index._target_": "jfx.index.settings.AutoIndexing", "crystal.unit_cell": None,
+    "crystal.space_group": None, "index.max_lattices": 1, "index.fft.n_directions": 4096,
+    "index.ffbidx.n_candidates": 32,
+    "refine._target_": "jfx.refine.settings.BeamAndLatticeRefinement",
+    "refine.free": ["detector.beam_center_px", "detector.distance_mm", "lattice.orientation",
+                    "lattice.cell"], "refine.solver": "lm", "refine.scan_varying_deg": None,
+    "integrate.radii_px": [3.0, 5.0, 7.0], "integrate.enabled": True,
+    "partiality._target_": "jfx.scale.partiality.FixedPartiality",
+    "likelihood._target_": "jfx.scale.likelihood.NormalLikelihood",
     "rotation.two_pass_images": None, "rotation.single_pass_deg": None,
     "rotation.redo_spots": False, "rotation.force_lattice": None,
     "scale.merge": False, "scale.anomalous": False, "scale.refine_bfactor": False,
@@ -172,8 +186,11 @@ def test_help_lists_every_option_with_default(capsys):
         for f in flags:
             assert f in out, f
         assert f"[{key}]" in out
-    for default in ("(default: 3.0)", "(default: 250)", "(default: beam_and_lattice)"):
-        assert default in out
+    flat = " ".join(out.split())  # argparse wraps at the terminal width
+    for default in ("(default: 3.0)", "(default: 250)", "(default: beam_and_lattice)",
+                    "[partiality] (default: fixed)", "[index] (default: auto)",
+                    "geometry refinement: beam_and_lattice | none | orientation | pixelrefine"):
+        assert default in flat
     assert "-R[=N], --two-pass-rotation[=N]" in out
     assert "--cfg" in out
 
@@ -188,8 +205,8 @@ def test_no_arguments_prints_usage_and_exits_2(capsys):
 SCALE_CASES = [
     (["-o", "sc"], {"general.output_prefix": "sc"}),
     (["-S", "96"], {"crystal.space_group": 96}),
-    (["-P", "ROT"], {"partiality.model": "rot"}),
-    (["-A", "-B", "-w=0.2"], {"scale.anomalous": True, "scale.refine_bfactor": True,
+    (["-P", "ROT"], {"partiality._target_": "jfx.scale.partiality.RotationPartiality"}),
+    (["-A", "-B", "-w=0.2", "-P", "rot"], {"scale.anomalous": True, "scale.refine_bfactor": True,
                               "scale.wedge_start_deg": 0.2, "scale.refine_wedge": True}),
     (["--scaling-high-resolution", "2", "--min-partiality", "0.5", "--reject-outliers", "4",
       "--reject-delta-cchalf", "2", "--min-image-cc", "30", "--scaling-iterations", "2",

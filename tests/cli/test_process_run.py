@@ -86,7 +86,7 @@ def check_output(out_path, master, frames, mask, geo, numbers):
     assert pf.version == jfx.__version__
     assert pf.input == str(master.resolve())
     cfg = OmegaConf.create(pf.config_yaml)
-    assert cfg.index.algorithm == "none"
+    assert cfg.index._target_ == "jfx.index.settings.NoIndexing"
     with h5py.File(out_path, "r") as f:
         assert f["entry/definition"][()] == b"NXmx"
         np.testing.assert_array_equal(f["entry/MX/imageNumber"][()], numbers)
@@ -202,7 +202,7 @@ def test_pixelrefine_and_reference_mtz_not_implemented(tmp_path, shared_master, 
     rc = process_main([str(shared_master[0]), "-o", str(tmp_path / "o"), "-X", "none",
                        "-r", "pixelrefine", "-z", str(mtz)])
     assert rc == 2
-    assert "pixel refinement (-r pixelrefine) is not implemented yet" in capsys.readouterr().err
+    assert "refinement (-r pixelrefine) is not implemented yet" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.mtz"]
 
 
@@ -220,7 +220,7 @@ def test_interrupt_processing_error_and_unexpected(tmp_path, shared_master, caps
                              "spot finding failed on images 0-2: RuntimeError: kaput")):
         def boom(*a, _exc=exc, **k):
             raise _exc
-        monkeypatch.setattr(find, "find_spots", boom)
+        monkeypatch.setattr(find.ThresholdSpotFinder, "__call__", boom)
         assert process_main(argv) == code
         err = capsys.readouterr().err
         assert text in err and "Traceback" not in err

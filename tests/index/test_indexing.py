@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jfx.index import IndexOptions, IndexStatus, index_vectors
+from jfx.index import FFBIdxIndexing, FFTWIndexing, IndexOptions, IndexStatus, index_vectors
 from jfx.index.common import orientation_error_deg
 from jfx.index.fft import FFTIndexer, FFTSettings
 from jfx.models.lattice import basis_to_cell
@@ -37,7 +37,7 @@ def _errors(found: np.ndarray, true: np.ndarray):
 def test_de_novo_finds_bravais_lattice_and_cell(system):
     cell = CELLS[system][0]
     s = _spots(system, sum(map(ord, system)), n_false=30, max_spots=250, d_min_A=1.8)
-    res = index_vectors(s.q, algorithm="fftw")
+    res = index_vectors(s.q, strategy=FFTWIndexing())
     assert res.status == IndexStatus.OK
     assert res.bravais == BRAVAIS[system]
     dl, da, dori = _errors(np.asarray(res.basis[0]), s.basis)
@@ -63,7 +63,7 @@ def test_de_novo_cell_over_several_stills(system):
     errs = []
     for seed in range(8):
         s = _spots(system, 100 + seed, n_false=30, max_spots=250, d_min_A=1.8)
-        res = index_vectors(s.q, algorithm="fftw")
+        res = index_vectors(s.q, strategy=FFTWIndexing())
         assert res.indexed and res.bravais == BRAVAIS[system]
         c = basis_to_cell(np.asarray(res.basis[0]))
         errs.append(np.max(np.abs(c[:3] / np.asarray(cell[:3]) - 1)))
@@ -75,7 +75,7 @@ def test_de_novo_cell_over_several_stills(system):
 def test_space_group_constrains_the_lattice(system):
     cell, sg, _ = CELLS[system]
     s = _spots(system, 7, n_false=20, max_spots=250)
-    res = index_vectors(s.q, space_group=sg, algorithm="fftw")
+    res = index_vectors(s.q, space_group=sg, strategy=FFTWIndexing())
     assert res.status == IndexStatus.OK and res.bravais == BRAVAIS[system]
     np.testing.assert_allclose(basis_to_cell(res.basis[0]), cell, rtol=0.015, atol=0.3)
 
@@ -83,11 +83,11 @@ def test_space_group_constrains_the_lattice(system):
 def test_known_cell_with_fft_is_expressed_in_that_cell():
     cell = CELLS["orthorhombic"][0]
     s = _spots("orthorhombic", 8, n_false=20, max_spots=250)
-    res = index_vectors(s.q, unit_cell=cell, algorithm="fftw")
+    res = index_vectors(s.q, unit_cell=cell, strategy=FFTWIndexing())
     assert res.status == IndexStatus.OK
     np.testing.assert_allclose(basis_to_cell(res.basis[0]), cell, rtol=0.005, atol=0.3)
     wrong = (cell[0] * 1.2, cell[1], cell[2], 90, 90, 90)
-    bad = index_vectors(s.q, unit_cell=wrong, algorithm="fftw")
+    bad = index_vectors(s.q, unit_cell=wrong, strategy=FFTWIndexing())
     assert bad.status == IndexStatus.CELL_MISMATCH
     assert np.all(np.isnan(bad.basis))
 
@@ -95,19 +95,19 @@ def test_known_cell_with_fft_is_expressed_in_that_cell():
 def test_wrong_space_group_lattice_is_rejected():
     # an orthorhombic crystal cannot be indexed as tetragonal (space group 96)
     s = _spots("orthorhombic", 9, max_spots=250)
-    res = index_vectors(s.q, space_group=96, algorithm="fftw")
+    res = index_vectors(s.q, space_group=96, strategy=FFTWIndexing())
     assert res.status == IndexStatus.CELL_MISMATCH
 
 
 def test_too_few_spots_and_blank_sets():
     rng = np.random.default_rng(0)
-    res = index_vectors(rng.normal(size=(5, 3)) * 0.2, algorithm="fftw")
+    res = index_vectors(rng.normal(size=(5, 3)) * 0.2, strategy=FFTWIndexing())
     assert res.status == IndexStatus.TOO_FEW_SPOTS
     n_fp = 0
     for i in range(10):
         q = rng.normal(size=(40, 3))
         q *= (rng.uniform(0.05, 0.5, 40) / np.linalg.norm(q, axis=1))[:, None]
-        n_fp += index_vectors(q, algorithm="fftw").indexed
+        n_fp += index_vectors(q, strategy=FFTWIndexing()).indexed
     assert n_fp == 0
 
 
@@ -117,7 +117,8 @@ def test_two_lattices_on_one_still(algorithm):
     a = still_spots(cell, rng=np.random.default_rng(21), max_spots=200, d_min_A=1.8)
     b = still_spots(cell, rng=np.random.default_rng(22), max_spots=200, d_min_A=1.8)
     q = np.concatenate([a.q, b.q])
-    res = index_vectors(q, algorithm=algorithm, space_group=96,
+    strategy = FFBIdxIndexing() if algorithm == "ffbidx" else FFTWIndexing()
+    res = index_vectors(q, strategy=strategy, space_group=96,
                         unit_cell=cell if algorithm == "ffbidx" else None,
                         options=IndexOptions(max_lattices=2, min_fraction=0.3))
     assert res.status == IndexStatus.OK and res.n_lattices == 2
@@ -140,7 +141,7 @@ def _errors_ok(found, truth):
 
 def test_jax_and_numpy_backends_agree():
     s = _spots("tetragonal", 4, n_false=20, max_spots=250)
-    r1 = index_vectors(s.q, algorithm="fftw")
+    r1 = index_vectors(s.q, strategy=FFTWIndexing())
     r2 = index_vectors(s.q, indexer=FFTIndexer(FFTSettings(backend="jax")))
     assert r1.indexed and r2.indexed
     assert same_lattice(np.asarray(r1.basis[0]), np.asarray(r2.basis[0]), tol=0.02)
@@ -149,7 +150,7 @@ def test_jax_and_numpy_backends_agree():
 @pytest.mark.parametrize("name", ["test0.txt", "test1.txt", "test2.txt"])
 def test_ffbidx_simple_exact_sets(ffbidx_dir, name):
     ref, q = read_ffbidx_file(ffbidx_dir / name)
-    res = index_vectors(q, algorithm="fftw")
+    res = index_vectors(q, strategy=FFTWIndexing())
     assert res.indexed
     assert np.all(np.asarray(res.lattice_id) == 0)
     assert same_lattice(np.asarray(res.basis[0]), ref, tol=1e-3) or \
@@ -160,7 +161,7 @@ def test_ffbidx_simple_exact_sets(ffbidx_dir, name):
 @pytest.mark.parametrize("image", [0, 1, 2, 3, 4])
 def test_ffbidx_simple_real_spot_lists_de_novo(ffbidx_dir, finder, image):
     _, q = read_ffbidx_file(ffbidx_dir / f"image{image}_{finder}.txt")
-    res = index_vectors(q, algorithm="fftw")
+    res = index_vectors(q, strategy=FFTWIndexing())
     assert res.indexed
     found = np.asarray(res.basis[0])
     # the gold basis spans the same lattice, with the same cell to 1 %

@@ -11,7 +11,7 @@ from jfx.models.geometry import Beam, Detector, Geometry
 from jfx.models.lattice import basis_to_cell, cell_to_basis
 from jfx.physics.diffraction import rotation_matrix
 from jfx.refine import params as P
-from jfx.refine.settings import BEAM_AND_LATTICE_FREE, RefineSettings
+from jfx.refine.settings import BEAM_AND_LATTICE_FREE, NoRefinement, RefineSettings
 from tests.refine import random_rotation
 
 CELLS = {
@@ -107,7 +107,8 @@ def _params():
 ])
 def test_free_mask_from_settings(preset, free, expected):
     p = _params()
-    mask = P.free_mask(p, RefineSettings(preset, free))
+    cls = NoRefinement if preset == "none" else RefineSettings
+    mask = P.free_mask(p, cls(free=free))
     got = set()
     for grp in (mask.detector, mask.beam, mask.crystal):
         for name, val in vars(grp).items():

@@ -12,7 +12,7 @@ from jfx.index.common import orientation_error_deg
 from jfx.models.lattice import Lattice, basis_to_cell
 from jfx.refine import params as P
 from jfx.refine.refine import RefineSpots, RefineStatus, refine
-from jfx.refine.settings import BEAM_AND_LATTICE_FREE, RefineSettings
+from jfx.refine.settings import BEAM_AND_LATTICE_FREE, OrientationRefinement, RefineSettings
 from tests.refine import CELL, SPACE_GROUP, geometry, simulate_sweep, small_rotation
 
 
@@ -35,7 +35,7 @@ def sweep():
 def test_scan_static_recovers_detector_and_crystal(sweep):
     free = BEAM_AND_LATTICE_FREE + ("detector.orientation",)
     res = refine(sweep["spots"], sweep["g0"], Lattice(jnp.asarray(sweep["b0"]), SPACE_GROUP),
-                 RefineSettings("beam_and_lattice", free))
+                 RefineSettings(free=free))
     d = sweep["g"].detector
     assert int(res.status) == RefineStatus.OK
     assert np.abs(res.geometry.detector.beam_center_px - np.asarray(d.beam_center_px)).max() < 0.05
@@ -62,7 +62,7 @@ def test_orientation_only_sweep(sweep):
     g = sweep["g"]
     b_rot = sweep["basis"] @ small_rotation(np.random.default_rng(2), np.deg2rad(0.5)).T
     res = refine(sweep["spots"], g, Lattice(jnp.asarray(b_rot), SPACE_GROUP),
-                 RefineSettings("orientation", ("lattice.orientation",)))
+                 OrientationRefinement())
     assert orientation_error_deg(res.basis, sweep["basis"]) < 0.01
     np.testing.assert_allclose(basis_to_cell(res.basis), basis_to_cell(b_rot), atol=1e-9)
     np.testing.assert_array_equal(np.asarray(res.geometry.detector.beam_center_px),
@@ -103,7 +103,7 @@ def test_scan_varying_orientation_follows_a_drifting_crystal():
     h, x, y, f = (np.concatenate([c[i] for c in cols]) for i in range(4))
     spots = RefineSpots.create(h, x, y, f)
     lat = Lattice(jnp.asarray(truth[len(truth) // 2]), SPACE_GROUP)
-    static = refine(spots, g, lat, RefineSettings("orientation", ("lattice.orientation",)))
+    static = refine(spots, g, lat, OrientationRefinement())
     sv = refine_scan_varying(spots, g, Lattice(jnp.asarray(static.basis), SPACE_GROUP), block,
                              n_images=(0, n_img - 1))
     assert len(sv.basis) == n_img // block and np.all(sv.status == RefineStatus.OK)

@@ -16,7 +16,12 @@ from jfx.models.lattice import Lattice, basis_to_cell
 from jfx.refine import params as P
 from jfx.refine.refine import RefineSpots, RefineStatus, refine
 from jfx.refine.residuals import robust_weight, still_raw_residuals
-from jfx.refine.settings import BEAM_AND_LATTICE_FREE, RefineSettings
+from jfx.refine.settings import (
+    BEAM_AND_LATTICE_FREE,
+    NoRefinement,
+    OrientationRefinement,
+    RefineSettings,
+)
 from tests.refine import CELL, SPACE_GROUP, geometry, simulate_still, small_rotation
 
 N_IMG = 4
@@ -86,7 +91,7 @@ def test_beam_and_lattice_recovers_truth(data, lm_result, solver):
 def test_tilts_free_recovers_detector_orientation(data):
     free = BEAM_AND_LATTICE_FREE + ("detector.orientation",)
     res = refine(data["spots"], data["g_tilted"], _lat(data["b_start"]),
-                 RefineSettings("beam_and_lattice", free))
+                 RefineSettings(free=free))
     # stills pin the orientation about axes ⊥ the beam weakly; free tilts correlate with it
     _check_recovery(res, data, orient_deg=0.1)
     d = data["g"].detector
@@ -98,7 +103,7 @@ def test_tilts_free_recovers_detector_orientation(data):
 def test_orientation_preset_moves_only_the_orientation(data):
     # detector and cell exact; orientation off by 0.3°
     res = refine(data["spots"], data["g"], _lat(data["b_rot"] / 1.0),
-                 RefineSettings("orientation", ("lattice.orientation",)))
+                 OrientationRefinement())
     assert np.all(res.status == RefineStatus.OK)
     for i in range(N_IMG):
         assert orientation_error_deg(res.basis[i], data["bases"][i]) < 0.02  # start 0.3°
@@ -116,7 +121,7 @@ def test_orientation_preset_moves_only_the_orientation(data):
 
 def test_none_moves_nothing(data):
     res = refine(data["spots"], data["g_start"], _lat(data["b_start"]),
-                 RefineSettings("none", ()))
+                 NoRefinement())
     np.testing.assert_allclose(res.basis, data["b_start"], atol=1e-12)
     d = data["g_start"].detector
     np.testing.assert_array_equal(res.geometry.detector.beam_center_px,

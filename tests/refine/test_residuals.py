@@ -23,7 +23,7 @@ from jfx.refine.settings import RefineSettings
 from jfx.solvers import _split
 from tests.refine import geometry, simulate_still, simulate_sweep
 
-ALL_FREE = RefineSettings("beam_and_lattice", ("detector.beam_center_px",
+ALL_FREE = RefineSettings(free=("detector.beam_center_px",
                           "detector.distance_mm", "detector.orientation", "beam.wavelength_A",
                           "lattice.orientation", "lattice.cell"))
 

@@ -17,9 +17,8 @@ from jfx.scale.partiality import (
     FixedPartiality,
     RotationPartiality,
     UnityPartiality,
-    make_partiality,
 )
-from jfx.scale.settings import PartialitySettings, ScaleSettings
+from jfx.scale.settings import ScaleSettings
 
 
 def _rot_obs():
@@ -136,21 +135,26 @@ def test_fixed_and_unity_have_no_free_parameters():
     np.testing.assert_array_equal(np.asarray(UnityPartiality()({}, obs)), np.ones(obs.size))
 
 
-def test_factory_and_free_masks():
-    assert isinstance(make_partiality(PartialitySettings("fixed")), FixedPartiality)
-    assert isinstance(make_partiality(PartialitySettings("unity")), UnityPartiality)
-    m = make_partiality(PartialitySettings("rot"),
-                        scale_settings=ScaleSettings(wedge_start_deg=0.2))
+def test_bind_and_free_masks():
+    """The scaling options and the data specialise a model (``bind``); -w reaches rot only."""
+    sc = ScaleSettings(wedge_start_deg=0.2)
+    assert FixedPartiality().bind(sc, bandwidth_fwhm=0.01, stills=True) == FixedPartiality()
+    assert UnityPartiality().bind(sc, bandwidth_fwhm=0.01, stills=True) == UnityPartiality()
+    m = RotationPartiality().bind(sc, bandwidth_fwhm=0.0, stills=False)
     assert isinstance(m, RotationPartiality) and m.refine_wedge and m.wedge_start_deg == 0.2
     assert m.free() == {"global": {"log_mosaicity": True},
                         "image": {"wedge_deg": True, "rot_a": False, "rot_b": False}}
-    o = make_partiality("rot", refine_orientation=True)
+    o = RotationPartiality().bind(ScaleSettings(), bandwidth_fwhm=0.01, stills=True)
     assert o.free()["image"]["rot_a"] and o.free()["image"]["rot_b"]
+    assert o.bandwidth_fwhm == 0.01 and not o.refine_wedge
     assert RotationPartiality().free(ScaleSettings())["image"]["wedge_deg"] is False
     assert ImageScale().free() == {"global": {}, "image": {"lnG": True, "B": False}}
     assert ImageScale().free(ScaleSettings(refine_bfactor=True))["image"]["B"] is True
-    with pytest.raises(ValueError):
-        make_partiality("bogus")
+    assert (FixedPartiality().label, RotationPartiality().label) == ("fixed", "rot")
+    with pytest.raises(ValueError, match="partiality.mosaicity_deg must be > 0"):
+        RotationPartiality(mosaicity_deg=0)
+    with pytest.raises(ValueError, match="likelihood.k must be > 0"):
+        HuberLikelihood(k=-1)
 
 
 def test_likelihoods():

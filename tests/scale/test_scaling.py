@@ -17,7 +17,8 @@ from jfx.models.reflections import ReflectionFlag as F
 from jfx.scale.scaling import Reference, RunData, scale_merge
 from jfx.symmetry.asu import asu_map
 from jfx.symmetry.groups import check_cell_fits
-from jfx.scale.settings import PartialitySettings, ScaleSettings
+from jfx.scale.partiality import FixedPartiality
+from jfx.scale.settings import ScaleSettings
 
 LYSO = (79.1, 79.1, 38.0, 90.0, 90.0, 90.0)
 
@@ -93,7 +94,7 @@ def _cc_truth(merged, truth, sg):
 
 def test_stills_scales_and_merge_match_truth():
     run, truth = _stills_table()
-    res = scale_merge([run], ScaleSettings(merge=True), PartialitySettings("fixed"))
+    res = scale_merge([run], ScaleSettings(merge=True), FixedPartiality())
     g = res.images["scale"]
     assert res.images["image"].tolist() == list(range(60))
     lg = np.log(g) - np.mean(np.log(g))
@@ -111,7 +112,7 @@ def test_stills_scales_and_merge_match_truth():
 def test_reference_scaling_puts_data_on_the_reference_scale():
     run, truth = _stills_table(seed=1)
     ref = Reference(hkl=truth["hkl"], intensity=truth["i"] * 0.01)
-    res = scale_merge([run], ScaleSettings(merge=True), PartialitySettings("fixed"),
+    res = scale_merge([run], ScaleSettings(merge=True), FixedPartiality(),
                       reference=ref)
     # G absorbs 1/0.01 (data/reference) and the per-image scale
     ratio = res.images["scale"] / truth["g"]
@@ -124,19 +125,19 @@ def test_reference_scaling_puts_data_on_the_reference_scale():
 def test_outliers_and_bad_images_are_rejected():
     run, truth = _stills_table(seed=2, bad_images=(5, 17), outliers=40)
     s = ScaleSettings(merge=True, reject_outliers=6.0, reject_delta_cchalf=3.0)
-    res = scale_merge([run], s, PartialitySettings("fixed"))
+    res = scale_merge([run], s, FixedPartiality())
     rej = np.flatnonzero(res.images["rejected"])
     assert {5, 17} <= set(rej.tolist()) and len(rej) <= 4
     assert res.n_outliers >= 30
     cc, _ = _cc_truth(res.merged, truth, 96)
-    plain = scale_merge([run], ScaleSettings(merge=True), PartialitySettings("fixed"))
+    plain = scale_merge([run], ScaleSettings(merge=True), FixedPartiality())
     assert cc > _cc_truth(plain.merged, truth, 96)[0]
 
 
 def test_min_image_cc_rejects_uncorrelated_images():
     run, _ = _stills_table(seed=3, bad_images=(3,))
     res = scale_merge([run], ScaleSettings(merge=True, min_image_cc_percent=50.0),
-                      PartialitySettings("fixed"))
+                      FixedPartiality())
     assert res.images["rejected"][3] == 1
     assert res.images["rejected"].sum() <= 2
     assert res.images["cc"][0] > 0.5
@@ -149,9 +150,9 @@ def test_indexing_ambiguity_is_resolved_for_p43():
     twin = [[0, 1, 0], [1, 0, 0], [0, 0, -1]]
     run, truth = _stills_table(n_img=60, per_image=300, sg=78, cell=cell, seed=4,
                                reindex_half=twin, g_sigma=0.1)
-    on = scale_merge([run], ScaleSettings(merge=True), PartialitySettings("fixed"))
+    on = scale_merge([run], ScaleSettings(merge=True), FixedPartiality())
     off = scale_merge([run], ScaleSettings(merge=True, resolve_ambiguity=False),
-                      PartialitySettings("fixed"))
+                      FixedPartiality())
     assert on.ambiguity is not None and "reindexed" in on.ambiguity
     ops = on.images["ambiguity_op"]
     # consistent: the odd images differ from the even ones by the twin operator
@@ -172,8 +173,8 @@ def test_two_runs_scale_together_like_one():
     b["image"] = b["image"] - 30
     b["image_first"], b["image_last"] = b["image"].copy(), b["image"].copy()
     runs = [dataclasses.replace(run, table=a), dataclasses.replace(run, table=b)]
-    one = scale_merge([run], ScaleSettings(merge=True), PartialitySettings("fixed"))
-    two = scale_merge(runs, ScaleSettings(merge=True), PartialitySettings("fixed"))
+    one = scale_merge([run], ScaleSettings(merge=True), FixedPartiality())
+    two = scale_merge(runs, ScaleSettings(merge=True), FixedPartiality())
     assert two.images["run"].tolist() == [0] * 30 + [1] * 30
     np.testing.assert_array_equal(one.merged.hkl, two.merged.hkl)
     np.testing.assert_allclose(two.merged.I, one.merged.I, rtol=1e-6, atol=1e-6 * one.merged.I.max())
@@ -183,7 +184,7 @@ def test_anomalous_differences_are_recovered():
     """-A with a simulated anomalous signal (±10 %): I(+) − I(−) correlates with the truth and
     the error model stays ≈ 1 (Friedel mates are separate reflections in the fit)."""
     run, truth = _stills_table(n_img=120, per_image=400, seed=7, anomalous=0.1, g_sigma=0.2)
-    res = scale_merge([run], ScaleSettings(merge=True, anomalous=True), PartialitySettings("fixed"))
+    res = scale_merge([run], ScaleSettings(merge=True, anomalous=True), FixedPartiality())
     m = res.merged
     a = asu_map(truth["hkl"], 96)
     lut = {tuple(h): (p, q) for h, p, q, c in zip(a.asu_hkl, truth["i_plus"], truth["i_minus"],
@@ -199,7 +200,7 @@ def test_anomalous_differences_are_recovered():
 
 def test_anomalous_merge_keeps_friedel_mates_apart():
     run, _ = _stills_table(seed=6)
-    res = scale_merge([run], ScaleSettings(merge=True, anomalous=True), PartialitySettings("fixed"))
+    res = scale_merge([run], ScaleSettings(merge=True, anomalous=True), FixedPartiality())
     m = res.merged
     assert m.anomalous and m.I_plus is not None
     both = np.isfinite(m.I_plus) & np.isfinite(m.I_minus) & ~m.centric

@@ -1,0 +1,54 @@
+"""Interface of the integrator strategies (config group ``integrate``).
+
+The settings (a frozen dataclass named by ``conf/integrate/<name>.yaml`` in ``_target_``)
+carry the options of the integration stage every integrator shares (prediction envelope,
+resolution limit, threads) and build the per-dataset integrator with
+:meth:`IntegratorSettings.create`. The integration stage calls
+``integrator(frame, x, y, d, widths)`` on every frame; a second integrator is one settings
+class (with its integrator) and one option file.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from jfx.validate import Settings, setting
+
+
+@dataclasses.dataclass(frozen=True)
+class IntegratorSettings(Settings, abc.ABC):
+    """Options of the integration stage shared by every integrator (group ``integrate``).
+
+    Attributes:
+        enabled: run refinement + prediction + integration after indexing (a second pass
+            over the indexed images) and write ``/entry/reflections``.
+        mosaicity_deg: mosaic spread σ_M used by the prediction (stills: Ewald-offset
+            envelope; rotation: rocking-curve width).
+        n_sigma: prediction envelope in σ (stills |ε| ≤ n σ_ε; rotation ± n σ_M/|ζ|).
+        d_min_A: prediction resolution limit (Å); ``None`` = the detector corner.
+        threads: frames of a chunk integrated concurrently in this many threads (numpy
+            releases the GIL in the array work); 1 = serial.
+
+    The per-dataset integrator returned by :meth:`create` is called as
+    ``integrator(frame, x_px, y_px, d_A, widths=None)`` and returns ``(summation result
+    (:class:`jfx.integrate.summation.SummationResult`), (int_prf, int_prf_var) or None,
+    fitted profile widths or None)``; with ``widths`` given the profile widths are not
+    fitted on this frame.
+    """
+
+    config_node = "integrate"
+
+    enabled: bool = True
+    mosaicity_deg: float = setting(0.1, positive=True)
+    n_sigma: float = setting(3.0, positive=True)
+    d_min_A: float | None = setting(None, positive=True)
+    threads: int = setting(2, minimum=1)
+
+    @abc.abstractmethod
+    def create(self, pixel_mask: np.ndarray | None, error_value: int | None,
+               saturation_value: float | None) -> Any:
+        """The per-dataset integrator (mask and special values bound once)."""
