@@ -379,9 +379,19 @@ def _parse(prog: str, argv: list[str], options, config_name: str, positional_hel
     from jfx import config as jcfg
 
     argv, extra = _config_dirs(argv)
+    # the default config (a second Hydra composition, ~0.1-1 s) only where it is shown:
+    # the defaults in --help and the "override" lines of -v; otherwise only the group
+    # options (a directory listing) are needed to build the parser
+    shown = any(a in ("-h", "--help", "-v", "--verbose") for a in argv) or not argv
     try:
         dirs = tuple(str(d) for d in jcfg.config_dirs(extra))
-        defaults_cfg, choices, group_options = _defaults(config_name, dirs)
+        if shown:
+            defaults_cfg, choices, group_options = _defaults(config_name, dirs)
+        else:
+            groups = {kind.split(":")[1] for *_, kind, _m, _t in options
+                      if kind.startswith("group:")}
+            defaults_cfg, choices = None, {}
+            group_options = {g: jcfg.group_options(g, dirs[1:]) for g in groups}
     except (FileNotFoundError, ValueError) as e:
         raise InputError(str(e)) from None
     parser = _build_parser(prog, options, defaults_cfg, positional_help, choices,
@@ -420,7 +430,7 @@ def _process_job(argv: list[str], con: _Console) -> int:
         return 0
     con.detail(f"jfx {__version__}; config from "
                + ", ".join(str(d) for d in jcfg.config_dirs(ns.config_dir)))
-    for line in _diff(cfg, defaults_cfg):
+    for line in (_diff(cfg, defaults_cfg) if defaults_cfg is not None else ()):
         con.detail(f"override {line}")
     g = settings.general
     if g.input is None:
@@ -538,7 +548,7 @@ def _scale_job(argv: list[str], con: _Console) -> int:
     if ns.cfg == "job":
         sys.stdout.write(jcfg.to_yaml(cfg))
         return 0
-    for line in _diff(cfg, defaults_cfg):
+    for line in (_diff(cfg, defaults_cfg) if defaults_cfg is not None else ()):
         con.detail(f"override {line}")
     if not settings.general.inputs:
         raise InputError("no _process.h5 input given")
