@@ -13,7 +13,7 @@ import os
 import sys
 
 import numpy as np
-from dials.array_family import flex  # noqa: F401  (registers the table type)
+from dials.array_family import flex
 
 
 def _np(a):
@@ -26,7 +26,6 @@ def _xyz(col):
 
 
 def main(d, out):
-    from dials.array_family import flex
     from dxtbx.model.experiment_list import ExperimentListFactory
 
     res = {}
@@ -81,6 +80,9 @@ def main(d, out):
         res["ok_sum"] = _np(r.get_flags(r.flags.integrated_sum))
         res["partiality"] = _np(r["partiality"])
         res["d"] = _np(r["d"])
+        res["lp"] = _np(r["lp"])
+        if "qe" in r:
+            res["qe"] = _np(r["qe"])
         if "num_pixels.foreground" in r:
             res["n_fg"] = _np(r["num_pixels.foreground"])
     np.savez(out, **res)

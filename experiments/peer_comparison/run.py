@@ -55,7 +55,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import simulate as sim  # noqa: E402
+import itertools
+
+import simulate as sim
 
 DIALS_STAGES = ("import", "find_spots", "index", "refine", "integrate", "scale", "merge")
 
@@ -71,7 +73,8 @@ def run_logged(cmd: list[str], cwd: Path, logfile: Path, env: dict | None = None
     log(f"$ (cd {cwd} && {' '.join(shlex.quote(c) for c in cmd)})")
     t0 = time.perf_counter()
     with open(logfile, "w") as fh:
-        rc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+        rc = subprocess.run(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                            check=False).returncode
     dt = time.perf_counter() - t0
     if rc != 0:
         tail = Path(logfile).read_text(errors="replace").splitlines()[-15:]
@@ -232,7 +235,7 @@ def parse_jfx_console(text: str) -> dict:
         for part in m.group(1).split(","):
             k, v = part.strip().rsplit(" ", 2)[0], part.strip().split()[-2]
             r.setdefault("parts", {})[k] = float(v)
-    m = re.search(r"^\s*overall\s+(.*)$", text, re.M)
+    m = re.search(r"^\s*overall\s+(.*)$", text, re.MULTILINE)
     if m:
         cols = m.group(1).split()  # N_obs N_uniq mult compl I/sig Rmeas CC1/2 CC*
         try:
@@ -248,10 +251,10 @@ def parse_jfx_console(text: str) -> dict:
 
 def parse_dials_scale_log(text: str) -> dict:
     r: dict = {}
-    m = re.search(r"^CC half\s+[\d.-]+\s+[\d.-]+\s+[\d.-]+\s+([\d.-]+)", text, re.M)
+    m = re.search(r"^CC half\s+[\d.-]+\s+[\d.-]+\s+[\d.-]+\s+([\d.-]+)", text, re.MULTILINE)
     if m:
         r["cc_half"] = float(m.group(1))
-    m = re.search(r"^I/sigma\s+[\d.-]+\s+[\d.-]+\s+[\d.-]+\s+([\d.-]+)", text, re.M)
+    m = re.search(r"^I/sigma\s+[\d.-]+\s+[\d.-]+\s+[\d.-]+\s+([\d.-]+)", text, re.MULTILINE)
     if m:
         r["i_over_sigma_own"] = float(m.group(1))
     return r
@@ -320,22 +323,28 @@ def match_events(hkl, frame, t_hkl, t_frame, sg, tol) -> tuple[np.ndarray, np.nd
 
 
 def per_reflection(name, hkl, frame, I, var, truth, sg, tol) -> dict:
-    idx, op, n = match_events(hkl, frame, truth["hkl"], truth["frame"], sg, tol)
+    idx, op, _n = match_events(hkl, frame, truth["hkl"], truth["frame"], sg, tol)
     ok = (idx >= 0) & np.isfinite(I) & np.isfinite(var) & (var > 0)
     t = truth["photons"][idx[ok]]
     m = I[ok]
     z = (m - t) / np.sqrt(var[ok])
     strong = t >= 50
-    r = {"n": int(ok.sum()), "of": int(len(I)), "op": op,
+    weak = t < 200
+    vs = t >= 1000
+    q = m[vs] / t[vs]
+    r = {"n": int(ok.sum()), "of": len(I), "op": op,
          "cc": pearson(m, t), "cc_strong": pearson(m[strong], t[strong]),
-         "cc_log": pearson(np.log(np.maximum(m, 1)), np.log(np.maximum(t, 1))),
+         "cc_weak": pearson(m[weak], t[weak]),
+         "cc_log": pearson(np.log(np.maximum(m[t >= 20], 1)), np.log(t[t >= 20])),
          "median_ratio": float(np.median(m[strong] / t[strong])) if strong.any() else float("nan"),
+         "ratio_1000": float(np.mean(q)) if vs.any() else float("nan"),
+         "ratio_1000_std": float(np.std(q)) if vs.any() else float("nan"),
          "z_std": float(np.std(z)), "z_mean": float(np.mean(z)),
-         "n_strong": int(strong.sum())}
+         "n_strong": int(strong.sum()), "_pairs": (truth["d_ev"][idx[ok]], m, t)}
     # how the error grows with the true photons
     bins = [0, 10, 50, 200, 1000, 5000, np.inf]
     r["by_photons"] = []
-    for lo, hi in zip(bins[:-1], bins[1:]):
+    for lo, hi in itertools.pairwise(bins):
         s = (t >= lo) & (t < hi)
         if s.sum() >= 5:
             r["by_photons"].append({"range": f"{lo:g}-{hi:g}", "n": int(s.sum()),
@@ -343,6 +352,13 @@ def per_reflection(name, hkl, frame, I, var, truth, sg, tol) -> dict:
                                     "rms_rel": float(np.sqrt(np.mean(((m[s] - t[s]) / np.maximum(t[s], 1)) ** 2))),
                                     "z_std": float(np.std(z[s])), "z_mean": float(np.mean(z[s]))})
     return r
+
+
+def unweighted_merge(hkl, i_corr, sg) -> tuple[np.ndarray, np.ndarray]:
+    """Unweighted mean of LP/partiality-corrected intensities per symmetry orbit: (keys, mean)."""
+    key = sim.hkl_key(sim.canonical_hkl(hkl, sg))
+    uk, inv = np.unique(key, return_inverse=True)
+    return uk, np.bincount(inv, weights=i_corr) / np.bincount(inv)
 
 
 def load_truth(path: Path) -> dict:
@@ -354,6 +370,7 @@ def load_truth(path: Path) -> dict:
         mh = np.stack([m["h"][()], m["k"][()], m["l"][()]], 1).astype(np.int64)
         t["merged_key"] = sim.hkl_key(mh)
         t["merged_i"] = m["i_true"][()]
+        t["merged_d"] = m["d"][()]
         t["sg"] = int(f.attrs["space_group"])
     return t
 
@@ -387,6 +404,11 @@ def collect(out: Path, info: dict, sg: int, truth: dict | None, args) -> dict:
                     "jfx", hkl[ok], frame[ok], np.asarray(refl["int_sum"], float)[ok],
                     np.asarray(refl["int_sum_var"], float)[ok], truth, sg, args.frame_tol)
                 okp = (flags & (1 << 4)) > 0
+                part = np.asarray(refl["partiality"], float)
+                lp = np.asarray(refl["lp"], float)
+                u = okp & (part > 0.5) & (lp > 0)
+                J["_unweighted"] = unweighted_merge(
+                    hkl[u], np.asarray(refl["int_prf"], float)[u] / (lp[u] * part[u]), sg)
                 if okp.sum() > 10:
                     J["per_reflection_prf"] = per_reflection(
                         "jfx", hkl[okp], frame[okp], np.asarray(refl["int_prf"], float)[okp],
@@ -424,6 +446,10 @@ def collect(out: Path, info: dict, sg: int, truth: dict | None, args) -> dict:
                 truth, sg, args.frame_tol)
             if "ok_prf" in x and x["ok_prf"].sum() > 10:
                 okp = x["ok_prf"].astype(bool)
+                qe = x["qe"] if "qe" in x else np.ones(len(okp))
+                u = okp & (x["partiality"] > 0.5) & (qe > 0)
+                D["_unweighted"] = unweighted_merge(
+                    x["int_hkl"][u], x["int_prf"][u] * x["lp"][u] / qe[u] / x["partiality"][u], sg)
                 D["per_reflection_prf"] = per_reflection(
                     "dials", x["int_hkl"][okp], frame[okp], x["int_prf"][okp],
                     x["int_prf_var"][okp], truth, sg, args.frame_tol)
@@ -433,7 +459,7 @@ def collect(out: Path, info: dict, sg: int, truth: dict | None, args) -> dict:
         if "mtz" in R:
             hkl, i, s, d = read_mtz(Path(R["mtz"]))
             R["i_over_sigma_merged"] = float(np.mean(i / s))
-            R["n_merged"] = int(len(i))
+            R["n_merged"] = len(i)
             R["d_min"] = float(d.min())
             merged[name] = (hkl, i, s, d)
     if truth is not None and merged:
@@ -453,6 +479,38 @@ def collect(out: Path, info: dict, sg: int, truth: dict | None, args) -> dict:
                 s_ = sel & (d <= hi_d + 1e-6) & (d > lo_d - 1e-6 if k == args.shells - 1 else d > lo_d)
                 R["cc_truth_shells"].append(pearson(i[s_], ti[s_]))
                 R["n_shells"].append(int(s_.sum()))
+        # the same shells for an unweighted mean of each program's own corrected profile
+        # intensities (partiality > 0.5): separates integration from scaling/merging
+        order = np.argsort(truth["merged_key"])
+        tk = truth["merged_key"][order]
+        for name in ("jfx", "dials"):
+            R = res[name]
+            if "_unweighted" not in R:
+                continue
+            uk, mi = R.pop("_unweighted")
+            pos = np.clip(np.searchsorted(tk, uk), 0, len(tk) - 1)
+            found = tk[pos] == uk
+            ti = truth["merged_i"][order][pos]
+            d = truth["merged_d"][order][pos]
+            R["cc_truth_shells_unweighted_prf"] = [
+                pearson(mi[found & (d <= edges[k] + 1e-6) & (d > edges[k + 1] - 1e-6)],
+                        ti[found & (d <= edges[k] + 1e-6) & (d > edges[k + 1] - 1e-6)])
+                for k in range(args.shells)]
+        # per-reflection CC to the true photons in the same shells
+        for R in (J, D):
+            for kind in ("sum", "prf"):
+                pr = R.get(f"per_reflection_{kind}")
+                if pr and "_pairs" in pr:
+                    d, m, t = pr["_pairs"]
+                    pr["cc_shells"] = [
+                        pearson(m[(d <= edges[k] + 1e-6) & (d > edges[k + 1] - 1e-6)],
+                                t[(d <= edges[k] + 1e-6) & (d > edges[k + 1] - 1e-6)])
+                        for k in range(args.shells)]
+    for R in (J, D):
+        R.pop("_unweighted", None)
+        for kind in ("sum", "prf"):
+            if R.get(f"per_reflection_{kind}"):
+                R[f"per_reflection_{kind}"].pop("_pairs", None)
     return res
 
 
@@ -502,16 +560,30 @@ def table(res: dict, info: dict) -> str:
             jn = J.get("n_shells", [0] * 99)[k]
             dn = D.get("n_shells", [0] * 99)[k]
             add(f"  shell {sh} Å", f"{_f(jc, '{:.4f}')} ({jn})", f"{_f(dc, '{:.4f}')} ({dn})")
+    if "cc_truth_shells_unweighted_prf" in J or "cc_truth_shells_unweighted_prf" in D:
+        for k, sh in enumerate(res.get("shells", [])):
+            jc = J.get("cc_truth_shells_unweighted_prf", [None] * 99)[k]
+            dc = D.get("cc_truth_shells_unweighted_prf", [None] * 99)[k]
+            add(f"  unweighted mean of own prf, shell {sh} Å", _f(jc, "{:.4f}"), _f(dc, "{:.4f}"))
     for kind in ("sum", "prf"):
         a, b = J.get(f"per_reflection_{kind}"), D.get(f"per_reflection_{kind}")
         if a or b:
             g = lambda r, k, fm="{:.4f}": _f(r.get(k), fm) if r else "–"
             add(f"per-reflection {kind} CC to true photons", g(a, "cc"), g(b, "cc"))
-            add(f"  same, true ≥ 50 photons", g(a, "cc_strong"), g(b, "cc_strong"))
-            add(f"  matched / integrated", f"{g(a, 'n', '{:d}')}/{g(a, 'of', '{:d}')}",
+            add("  same, true ≥ 50 photons", g(a, "cc_strong"), g(b, "cc_strong"))
+            add("  same, true < 200 photons", g(a, "cc_weak"), g(b, "cc_weak"))
+            add("  CC of log I vs log true (true ≥ 20)", g(a, "cc_log"), g(b, "cc_log"))
+            add("  I/true mean ± std (true ≥ 1000)",
+                f"{g(a, 'ratio_1000')} ± {g(a, 'ratio_1000_std')}",
+                f"{g(b, 'ratio_1000')} ± {g(b, 'ratio_1000_std')}")
+            for k, sh in enumerate(res.get("shells", [])):
+                jc = a.get("cc_shells", [None] * 99)[k] if a else None
+                dc = b.get("cc_shells", [None] * 99)[k] if b else None
+                add(f"  same, shell {sh} Å", _f(jc, "{:.4f}"), _f(dc, "{:.4f}"))
+            add("  matched / integrated", f"{g(a, 'n', '{:d}')}/{g(a, 'of', '{:d}')}",
                 f"{g(b, 'n', '{:d}')}/{g(b, 'of', '{:d}')}")
-            add(f"  median I/true (true ≥ 50)", g(a, "median_ratio"), g(b, "median_ratio"))
-            add(f"  std of (I − true)/σ", g(a, "z_std", "{:.2f}"), g(b, "z_std", "{:.2f}"))
+            add("  median I/true (true ≥ 50)", g(a, "median_ratio"), g(b, "median_ratio"))
+            add("  std of (I − true)/σ", g(a, "z_std", "{:.2f}"), g(b, "z_std", "{:.2f}"))
     head = "| | jfx | DIALS 3.12 |\n| --- | --- | --- |\n"
     out = head + "\n".join(rows) + "\n"
     # photon bins of the per-reflection sums

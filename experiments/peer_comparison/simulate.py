@@ -95,7 +95,7 @@ class SimParams:
     seed: int = 11
 
     @staticmethod
-    def preset(size: str) -> "SimParams":
+    def preset(size: str) -> SimParams:
         if size == "full":
             return SimParams()
         if size == "small":
@@ -190,7 +190,6 @@ def b_matrix(cell) -> np.ndarray:
 
 def all_hkl(cell, d_min: float) -> np.ndarray:
     B = b_matrix(cell)
-    uc = gemmi.UnitCell(*cell)
     hm = int(cell[0] / d_min) + 1
     km = int(cell[1] / d_min) + 1
     lm = int(cell[2] / d_min) + 1
@@ -199,7 +198,6 @@ def all_hkl(cell, d_min: float) -> np.ndarray:
     hkl = np.stack([h.ravel(), k.ravel(), l.ravel()], axis=1)
     hkl = hkl[np.any(hkl != 0, axis=1)]
     s = np.linalg.norm(hkl @ B.T, axis=1)
-    del uc
     return hkl[s <= 1.0 / d_min]
 
 
@@ -303,8 +301,8 @@ def diffraction_events(p: SimParams, UB: np.ndarray, hkl: np.ndarray) -> dict:
     Y = s1n[:, 1] * t
     x = p.beam_center_px[0] + X / p.pixel_mm
     y = p.beam_center_px[1] + Y / p.pixel_mm
-    return dict(idx=idx, phi=phi, zeta=zeta, lorentz=lorentz, pol=pol, x=x, y=y,
-                sin2t=sin_e_perp, s1=s1n)
+    return {"idx": idx, "phi": phi, "zeta": zeta, "lorentz": lorentz, "pol": pol, "x": x,
+            "y": y, "sin2t": sin_e_perp, "s1": s1n}
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -408,7 +406,7 @@ def simulate(p: SimParams, out: Path, log=print) -> tuple[Path, Path]:
     log(f"sim: {n_ev} events, {len(ev_id)} partials, scale {scale:.4g} photons/e², "
         f"{time.time() - t0:.1f} s")
     # render: per image, sum spots onto the background
-    half = int(math.ceil(3.0 * p.tail_scale * (p.sigma_px + p.radial_growth_px)))
+    half = math.ceil(3.0 * p.tail_scale * (p.sigma_px + p.radial_growth_px))
     bg = background_image(p)
     order = np.argsort(img, kind="stable")
     ev_id, img, exp_ph = ev_id[order], img[order], exp_ph[order]

@@ -12,8 +12,8 @@ import pytest
 
 PEER = Path(__file__).resolve().parents[2] / "experiments" / "peer_comparison"
 sys.path.insert(0, str(PEER))
-import run  # noqa: E402
-import simulate as sim  # noqa: E402
+import run
+import simulate as sim
 
 
 def test_simulator_is_independent_of_jfx_physics():
@@ -76,11 +76,11 @@ def test_events_satisfy_the_ewald_condition_and_hit_the_detector_where_s1_points
 
 def test_pixel_integrated_spot_holds_the_whole_profile():
     p = sim.SimParams.preset("tiny")
-    x0, y0, w = sim.spot_weights(p, np.array([100.3, 200.7]), np.array([150.6, 90.2]),
+    x0, _y0, w = sim.spot_weights(p, np.array([100.3, 200.7]), np.array([150.6, 90.2]),
                                  np.array([0.2, 0.5]), half=14)
     np.testing.assert_allclose(w.sum(axis=(1, 2)), 1.0, atol=2e-3)
     # centroid of the pixel weights = the spot position
-    jj, ii = np.mgrid[0:29, 0:29]
+    _jj, ii = np.mgrid[0:29, 0:29]
     cx = (w * (x0[:, None, None] + ii)).sum(axis=(1, 2)) / w.sum(axis=(1, 2))
     np.testing.assert_allclose(cx, [100.3, 200.7], atol=0.02)
 
@@ -93,8 +93,8 @@ def test_match_events_finds_the_reindexing_operator():
     R = sim.symmetry_ops(96)[5]
     # program indices h' with h' R = h  →  h' = h R⁻¹
     prog = np.rint(t_hkl @ np.linalg.inv(R)).astype(np.int64)
-    idx, op, n = run.match_events(prog, t_frame + 0.3, t_hkl, t_frame, 96, 1.0)
+    idx, _op, n = run.match_events(prog, t_frame + 0.3, t_hkl, t_frame, 96, 1.0)
     assert n == len(t_hkl)
     np.testing.assert_array_equal(idx, np.arange(len(t_hkl)))
-    idx, op, n = run.match_events(prog, t_frame + 3.0, t_hkl, t_frame, 96, 1.0)
+    idx, _op, n = run.match_events(prog, t_frame + 3.0, t_hkl, t_frame, 96, 1.0)
     assert n == 0
