@@ -41,6 +41,26 @@ def main(d, out):
         res["n_indexed"] = np.int64(ind.count(True))
         res["n_indexed_input"] = np.int64(len(r))
         res["indexed_z"] = _xyz(r["xyzobs.px.value"])[:, 2][_np(ind).astype(bool)]
+    p = os.path.join(d, "indexed.expt")
+    if os.path.exists(p):
+        el = ExperimentListFactory.from_json_file(p, check_format=False)
+        def image_key(e):
+            try:
+                return (e.imageset.paths()[0], int(e.imageset.indices()[0]))
+            except Exception:  # noqa: BLE001 (older dxtbx: no indices())
+                return (id(e.imageset), 0)
+
+        res["n_indexed_images"] = np.int64(len({image_key(e) for e in el}))
+        res["cells_indexed"] = np.array([e.crystal.get_unit_cell().parameters() for e in el])
+        q = os.path.join(d, "indexed.refl")
+        if os.path.exists(q):
+            r = flex.reflection_table.from_file(q)
+            r = r.select(r.get_flags(r.flags.indexed))
+            if len(r) and "xyzcal.px" in r:
+                o = _xyz(r["xyzobs.px.value"])
+                c = _xyz(r["xyzcal.px"])
+                res["rmsd_px_indexed"] = np.float64(
+                    math.sqrt(np.mean(np.sum((o[:, :2] - c[:, :2]) ** 2, 1))))
     p = os.path.join(d, "refined.expt")
     if os.path.exists(p):
         el = ExperimentListFactory.from_json_file(p, check_format=False)

@@ -89,6 +89,8 @@ def master_info(master: Path) -> dict:
     with h5py.File(master, "r") as f:
         det = f["/entry/instrument/detector"]
         info["beam_center"] = (float(det["beam_center_x"][()]), float(det["beam_center_y"][()]))
+        info["missing_for_dials"] = [k for k in ("sensor_material", "sensor_thickness")
+                                     if k not in det]
         om = f.get("/entry/sample/transformations/omega")
         info["rotation"] = om is not None and np.size(om[()]) > 1
         if info["rotation"]:
@@ -152,6 +154,17 @@ def single_file_master(master: Path, out: Path) -> Path:
         if "data" in det:
             del det["data"]
         det["data"] = h5py.SoftLink("/entry/data/data")
+        # fields dxtbx's NXmx reader requires but some Jungfraujoch-layout files lack
+        desc = det["description"][()] if "description" in det else b""
+        desc = desc.decode() if isinstance(desc, bytes) else str(desc)
+        if "sensor_material" not in det:
+            det.create_dataset("sensor_material", data="Si", dtype=h5py.string_dtype())
+            log("DIALS copy: sensor_material missing, written as Si")
+        if "sensor_thickness" not in det:
+            t = 0.00045 if "EIGER" in desc.upper() else 0.00032
+            ds = det.create_dataset("sensor_thickness", data=t)
+            ds.attrs["units"] = "m"
+            log(f"DIALS copy: sensor_thickness missing, written as {t * 1e3:.2f} mm")
     os.replace(tmp, out)
     return out
 
@@ -169,9 +182,14 @@ def dials_env() -> dict:
 
 # ----------------------------------------------------------------------------- runners
 
-def run_jfx(master: Path, out: Path, sg: int | None, extra: list[str]) -> dict:
+def run_jfx(master: Path, out: Path, sg: int | None, extra: list[str], rotation: bool,
+            cell: str | None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    cmd = ["jfjoch_process", str(master), "-o", str(out / "out"), "-R", "-M", "-P", "rot", "-v"]
+    cmd = ["jfjoch_process", str(master), "-o", str(out / "out"), "-v"]
+    if rotation:
+        cmd += ["-R", "-M", "-P", "rot"]
+    if cell:
+        cmd += ["-C", cell]
     if sg:
         cmd += ["-S", str(sg)]
     cmd += extra
@@ -182,12 +200,13 @@ def run_jfx(master: Path, out: Path, sg: int | None, extra: list[str]) -> dict:
 
 
 def run_dials(master: Path, out: Path, info: dict, sg: int | None, nproc: int,
-              dials_python: str) -> dict:
+              cell: str | None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     env = dials_env()
     m = master
-    if len(info["data_files"]) > 1:
-        log(f"images span {len(info['data_files'])} files: writing a single-file copy for DIALS")
+    if info["data_files"] or info["missing_for_dials"]:
+        log(f"images in {len(info['data_files'])} other file(s), missing fields "
+            f"{info['missing_for_dials']}: writing a single-file copy for DIALS")
         m = single_file_master(master, out / "single_master.h5")
     bx, by = info["beam_center"]
     imp = [f"geometry.detector.fast_slow_beam_centre={bx + 0.5},{by + 0.5}",
@@ -198,6 +217,29 @@ def run_dials(master: Path, out: Path, info: dict, sg: int | None, nproc: int,
     if sg:
         import gemmi
         sgarg = [f"space_group={gemmi.find_spacegroup_by_number(sg).hm.replace(' ', '')}"]
+    if cell:
+        sgarg.append(f"unit_cell={cell}")
+    if not info["rotation"]:
+        # stills: spot finding and the stills indexer only (no integration / merging here)
+        stages = {
+            "import": ["dials.import", str(m.resolve()), *imp],
+            "find_spots": ["dials.find_spots", "imported.expt", f"nproc={nproc}"],
+            "index": ["dials.index", "imported.expt", "strong.refl", "stills.indexer=stills",
+                      "joint_indexing=False", *sgarg],
+        }
+        times = {}
+        for name, cmd in stages.items():
+            try:
+                times[name] = run_logged(cmd, out, out / f"run_{name}.txt", env)
+            except RuntimeError as exc:
+                if name != "index":
+                    raise
+                log(f"DIALS indexing failed: {str(exc).splitlines()[-1]}")
+                times[name] = float("nan")
+        times["total (wall)"] = float(np.nansum([v for v in times.values()]))
+        times["commands"] = [" ".join(c) for c in stages.values()]
+        (out / "times.json").write_text(json.dumps(times, indent=1))
+        return times
     stages = {
         "import": ["dials.import", str(m.resolve()), *imp],
         "find_spots": ["dials.find_spots", "imported.expt", f"nproc={nproc}"],
@@ -227,9 +269,15 @@ def parse_jfx_console(text: str) -> dict:
     m = re.search(r"indexing \(([^)]*)\): (\d+) of (\d+) images indexed", text)
     if m:
         r["images_indexed"] = f"{m.group(2)}/{m.group(3)}"
-    m = re.search(r"refinement \(rotation\): .*?rmsd ([\d.]+) px, ([\d.]+) deg", text)
+    m = re.search(r"refinement \((\w+)\): .*?rmsd ([\d.]+) px(?:, ([\d.]+) deg)?", text)
     if m:
-        r["rmsd_px"], r["rmsd_phi_deg"] = float(m.group(1)), float(m.group(2))
+        r["rmsd_px"] = float(m.group(2))
+        if m.group(3):
+            r["rmsd_phi_deg"] = float(m.group(3))
+    m = re.search(r"cell \(\w+\): a ([\d.]+)\S* b ([\d.]+)\S* c ([\d.]+)\S* A, alpha ([\d.]+)\S* "
+                  r"beta ([\d.]+)\S* gamma ([\d.]+)", text)
+    if m:
+        r["cell"] = [float(v) for v in m.groups()]
     m = re.search(r"time per part: (.*?) \(", text)
     if m:
         for part in m.group(1).split(","):
@@ -434,6 +482,12 @@ def collect(out: Path, info: dict, sg: int, truth: dict | None, args) -> dict:
                 D[k] = float(x[k])
         if "cell" in x:
             D["cell"] = [float(v) for v in x["cell"]]
+        elif "cells_indexed" in x and len(x["cells_indexed"]):
+            D["cell"] = [float(v) for v in np.median(x["cells_indexed"], axis=0)]
+        if not info["rotation"]:
+            D["images_indexed"] = f"{int(x.get('n_indexed_images', 0))}/{n_img}"
+            if "rmsd_px_indexed" in x:
+                D["rmsd_px"] = float(x["rmsd_px_indexed"])
         if (ddir / "dials.scale.log").exists():
             D.update(parse_dials_scale_log((ddir / "dials.scale.log").read_text()))
         if (ddir / "merged.mtz").exists():
@@ -536,10 +590,13 @@ def table(res: dict, info: dict) -> str:
                  ("integration", "integrate", "integrate"), ("scaling", "scale", "scale"),
                  ("merging", None, "merge")]
     for lab, jk, dk in stage_map:
-        add(f"  {lab} (s)", _f(parts.get(jk), "{:.1f}") if jk else "(in scaling)",
+        add(f"  {lab} (s)", _f(parts.get(jk), "{:.1f}") if jk else
+            ("(in scaling)" if info["rotation"] else "–"),
             _f(dt.get(dk), "{:.1f}"))
     add("spots per image", _f(J.get("spots_per_image"), "{:.0f}") + " (2D)",
-        _f(D.get("spots_per_image"), "{:.0f}") + " (3D)")
+        _f(D.get("spots_per_image"), "{:.0f}") + (" (3D)" if info["rotation"] else " (2D)"))
+    if J.get("images_indexed") or D.get("images_indexed"):
+        add("images indexed", J.get("images_indexed", "–"), D.get("images_indexed", "–"))
     add("indexed fraction of spots", _f(J.get("indexed_fraction")), _f(D.get("indexed_fraction")))
     fc = lambda c: " ".join(f"{v:.3f}" for v in c[:3]) + " / " + " ".join(f"{v:.2f}" for v in c[3:]) if c else "–"
     add("cell (Å / °)", fc(J.get("cell")), fc(D.get("cell")))
@@ -618,6 +675,8 @@ def main(argv=None) -> int:
     ap.add_argument("--space-group", type=int, default=None,
                     help="space-group number (default: the master's, or 96 for --simulate)")
     ap.add_argument("--truth", type=Path, default=None, help="truth file (simulate.py layout)")
+    ap.add_argument("--unit-cell", default=None, metavar="a,b,c,al,be,ga",
+                    help="known cell for both programs (jfx -C, DIALS unit_cell=)")
     ap.add_argument("-o", "--out", type=Path, default=Path("/tmp/peer"))
     ap.add_argument("--sim-set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="override simulation parameters (simulate.SimParams fields)")
@@ -668,21 +727,20 @@ def main(argv=None) -> int:
         truth_path = args.truth
         sg = args.space_group
     info = master_info(master)
-    if not info["rotation"]:
-        print("error: the master has no rotation scan (stills are not supported by this "
-              "comparison yet)", file=sys.stderr)
-        return 2
     sg = sg or info.get("space_group")
-    if not sg:
+    if not sg and info["rotation"]:
         print("error: no space group (give --space-group)", file=sys.stderr)
+        return 2
+    if truth_path and not info["rotation"]:
+        print("error: --truth is for rotation data only", file=sys.stderr)
         return 2
     truth = load_truth(truth_path) if truth_path else None
     extra = shlex.split(args.jfx_args)
     try:
         if not args.skip_jfx:
-            run_jfx(master, out / "jfx", sg, extra)
+            run_jfx(master, out / "jfx", sg, extra, info["rotation"], args.unit_cell)
         if not args.skip_dials:
-            run_dials(master, out / "dials", info, sg, args.nproc, args.dials_python)
+            run_dials(master, out / "dials", info, sg, args.nproc, args.unit_cell)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
