@@ -4,7 +4,8 @@ The settings (a frozen dataclass named by ``conf/integrate/<name>.yaml`` in ``_t
 carry the options of the integration stage every integrator shares (prediction envelope,
 resolution limit, threads) and build the per-dataset integrator with
 :meth:`IntegratorSettings.create`. The integration stage calls
-``integrator(frame, x, y, d, widths)`` on every frame; a second integrator is one settings
+``integrator.begin(frame, x, y, d)`` and ``integrator.finish(gathered, reference)`` on every
+frame; a second integrator is one settings
 class (with its integrator) and one option file.
 """
 
@@ -35,11 +36,11 @@ class IntegratorSettings(Settings, abc.ABC):
         threads: frames of a chunk integrated concurrently in this many threads (numpy
             releases the GIL in the array work); 1 = serial.
 
-    The per-dataset integrator returned by :meth:`create` is called as
-    ``integrator(frame, x_px, y_px, d_A, widths=None)`` and returns ``(summation result
-    (:class:`jfx.integrate.summation.SummationResult`), (int_prf, int_prf_var) or None,
-    fitted profile widths or None)``; with ``widths`` given the profile widths are not
-    fitted on this frame.
+    The per-dataset integrator returned by :meth:`create` has ``begin(frame, x_px, y_px,
+    d_A)`` → ``(summation result (:class:`jfx.integrate.summation.SummationResult`),
+    gathered pixels or None, this frame's profile-reference deposit or None)`` and
+    ``finish(gathered, reference)`` → ``(int_prf, int_prf_var)`` or None, where
+    ``reference`` is a deposit or a sum of deposits (``+``) of several frames.
     """
 
     config_node = "integrate"
@@ -52,5 +53,7 @@ class IntegratorSettings(Settings, abc.ABC):
 
     @abc.abstractmethod
     def create(self, pixel_mask: np.ndarray | None, error_value: int | None,
-               saturation_value: float | None) -> Any:
-        """The per-dataset integrator (mask and special values bound once)."""
+               saturation_value: float | None, *, beam_xy: tuple[float, float] | None = None,
+               d_min_A: float | None = None) -> Any:
+        """The per-dataset integrator (mask, special values, beam centre (px) and
+        prediction limit (Å) bound once)."""

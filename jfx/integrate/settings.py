@@ -22,15 +22,19 @@ class SummationIntegratorSettings(IntegratorSettings):
             in the annulus r2 ≤ r < r3. Default (3, 5, 7). ``--integration-radius r1`` means
             (r1, r1 + 2, r1 + 4). Requires 0 < r1 ≤ r2 < r3.
         background: ``robust_mean`` (outlier-rejecting mean) or ``plane``.
-        profile: also profile-fit every reflection (``int_prf``; widths per resolution shell
-            fitted on each image's strong reflections; :mod:`jfx.integrate.profile`;
-            rotation: fitted on the first image of each chunk and used for the chunk).
+        profile: also profile-fit every reflection (``int_prf``) with empirical reference
+            profiles averaged from the strong reflections in a radial / tangential frame per
+            resolution shell (:mod:`jfx.integrate.reference`; stills: each image's own;
+            rotation: pooled over the frames integrated so far, the current chunk included).
+        profile_shells: resolution shells (equal reciprocal volume out to the prediction
+            limit) with one reference profile each.
     """
 
     radii_px: tuple[float, ...] = setting(
         (3.0, 5.0, 7.0), label="integration radii (--integration-radius)")
     background: str = setting("robust_mean", choices=("robust_mean", "plane"))
     profile: bool = True
+    profile_shells: int = setting(6, minimum=1, maximum=50)
 
     def validate(self) -> None:
         r = self.radii_px
@@ -44,8 +48,12 @@ class SummationIntegratorSettings(IntegratorSettings):
             raise ValueError(f"integration radii must satisfy 0 < r1 <= r2 < r3, got {got}")
 
     def create(self, pixel_mask: np.ndarray | None, error_value: int | None,
-               saturation_value: float | None) -> SummationIntegrator:
-        """The per-dataset :class:`jfx.integrate.integrator.SummationIntegrator`."""
+               saturation_value: float | None, *, beam_xy: tuple[float, float] | None = None,
+               d_min_A: float | None = None) -> SummationIntegrator:
+        """The per-dataset :class:`jfx.integrate.integrator.SummationIntegrator` (beam
+        centre (px) and prediction limit (Å) fix the reference profiles' frame and shells)."""
         return SummationIntegrator(radii_px=self.radii_px, background=self.background,
                                    profile=self.profile, mask=pixel_mask,
-                                   error_value=error_value, saturation_value=saturation_value)
+                                   error_value=error_value, saturation_value=saturation_value,
+                                   profile_shells=self.profile_shells, beam_xy=beam_xy,
+                                   d_min_A=d_min_A)

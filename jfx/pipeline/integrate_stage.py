@@ -9,8 +9,10 @@ Stills: each indexed image's reflections inside the Ewald-offset envelope
 the sweep (:func:`jfx.integrate.predict.predict_rotation`, per scan-varying block when
 refined so), integrated on each image it spans, the partials combined by
 :func:`jfx.integrate.summation.combine_partials`. The frames of a chunk run concurrently in
-a thread pool (``integrate.threads``); rotation profile widths are fitted on the first frame
-of one chunk in ~16 frames and handed explicitly to the other frames.
+a thread pool (``integrate.threads``); the profile fits of a rotation sweep
+(reference profiles, :mod:`jfx.integrate.reference`) pool the strong
+reflections of every frame integrated so far, the current chunk included; stills use their
+own.
 
 Adds to the state: ``reflections`` (:class:`jfx.models.reflections.Reflections`).
 """
@@ -42,9 +44,6 @@ STILLS_MOSAICITY_DEG = 0.1
 
 ROTATION_MOSAICITY_FALLBACK_DEG = 0.1
 """σ_M of a rotation sweep when it cannot be estimated (too few indexed passages)."""
-
-WIDTH_REFIT_FRAMES = 16
-"""Rotation: the profile widths are refitted on one frame in about this many."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,31 +106,35 @@ def detector_d_min(geometry: Geometry) -> float:
 
 
 def _stream(ctx: RunContext, images: np.ndarray, pool: Any,
-            per_image: Callable[[int, np.ndarray, dict | None], dict | None],
-            refit_widths: bool) -> None:
-    """Stream ``images`` through ``per_image(image, frame, widths)`` in chunks; the frames of
-    a chunk run concurrently in ``pool``. With ``refit_widths`` the first frame of one chunk
-    in ~:data:`WIDTH_REFIT_FRAMES` fits the profile widths (``widths=None``; it returns
-    them) while the chunk's other frames use the widths fitted before the chunk began (none
-    yet: each fits its own); the new widths serve from the next chunk on. The widths every
-    frame uses are thus fixed by the chunk order alone, not by which thread runs first."""
+            begin: Callable[[int, np.ndarray], tuple[Any, Any]],
+            finish: Callable[[Any, Any], None], pool_reference: bool) -> None:
+    """Stream ``images`` in chunks; the frames of a chunk run concurrently in ``pool``, in two
+    phases: ``begin(image, frame)`` → (profile-reference deposit or None, state), then
+    ``finish(state, reference)``. With ``pool_reference`` (rotation) the reference is the sum
+    of the deposits of every frame so far, this chunk's included; else each frame's own. The
+    reference every frame uses is fixed by the chunk order alone, not by thread timing."""
     if images.size == 0:
         return
     batch = max(1, int(ctx.batch_size))
-    every = max(1, WIDTH_REFIT_FRAMES // batch)
-    widths = None
+    total = None
+
+    def run(fn, jobs):
+        if pool is None or len(jobs) < 2:
+            return [fn(*job) for job in jobs]
+        return [f.result() for f in [pool.submit(fn, *job) for job in jobs]]
+
     with ctx.bar("integration", len(images)) as bar:
-        for c, (idx, frames) in enumerate(ctx.source.iter_chunks(images, chunk_size=batch,
-                                                                 workers=ctx.workers)):
-            refit = refit_widths and c % every == 0
-            jobs = [(int(j), frame, None if (refit and k == 0) else widths)
-                    for k, (j, frame) in enumerate(zip(np.asarray(idx), frames))]
-            if pool is None or len(jobs) < 2:
-                results = [per_image(*job) for job in jobs]
+        for idx, frames in ctx.source.iter_chunks(images, chunk_size=batch,
+                                                  workers=ctx.workers):
+            outs = run(begin, [(int(j), frame) for j, frame in zip(np.asarray(idx), frames)])
+            if pool_reference:
+                for dep, _ in outs:
+                    if dep is not None:
+                        total = dep + total
+                refs = [total] * len(outs)
             else:
-                results = [f.result() for f in [pool.submit(per_image, *job) for job in jobs]]
-            if refit and results and results[0] is not None:
-                widths = results[0]
+                refs = [dep for dep, _ in outs]
+            run(finish, [(st, ref) for (_, st), ref in zip(outs, refs)])
             if hasattr(bar, "update"):
                 bar.update(len(idx))
 
@@ -184,9 +187,14 @@ def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, int
         n_sigma=ig.n_sigma, space_group=sg)) for k, i in enumerate(sel)}
     parts: dict[int, Reflections] = {}
 
-    def per_image(image: int, frame: np.ndarray, widths: dict | None) -> None:
-        k, pr = preds[image]  # stills: every image fits its own profile widths
-        res, prf, _ = integ(frame, pr.x_px, pr.y_px, pr.d_A)
+    def begin(image: int, frame: np.ndarray) -> tuple[Any, Any]:
+        k, pr = preds[image]
+        res, gathered, dep = integ.begin(frame, pr.x_px, pr.y_px, pr.d_A)
+        return dep, (image, k, pr, res, gathered)
+
+    def finish(st: Any, reference: Any) -> None:
+        image, k, pr, res, gathered = st  # stills: every image its own reference profiles
+        prf = integ.finish(gathered, reference)
         t = Reflections.empty(pr.n)
         flags = np.asarray(res.flags, np.uint32) | np.uint32(int(F.PREDICTED))
         cols = dict(hkl=np.asarray(pr.hkl, np.int32), image=np.full(pr.n, image, np.int32),
@@ -197,7 +205,7 @@ def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, int
                     int_sum=res.intensity, int_sum_var=res.variance,
                     background_mean=res.background)
         if prf is not None:
-            cols["int_prf"], cols["int_prf_var"] = prf
+            cols["int_prf"], cols["int_prf_var"] = prf[:2]
             flags |= np.where(np.isfinite(prf[0]), np.uint32(int(F.INTEGRATED_PRF)),
                               np.uint32(0))
         ox, oy, hit = _observed(pr.hkl, hkl[k], xs[k], ys[k], ok[k])
@@ -207,7 +215,7 @@ def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, int
         parts[image] = dataclasses.replace(t, **{c: np.asarray(v).astype(
             getattr(t, c).dtype, copy=False) for c, v in cols.items()})
 
-    _stream(ctx, indices[sel], pool, per_image, refit_widths=False)
+    _stream(ctx, indices[sel], pool, begin, finish, pool_reference=False)
     return Reflections.concatenate([parts[i] for i in sorted(parts)])
 
 
@@ -284,6 +292,7 @@ def _rotation_predictions(state: ProcessState, settings: ProcessSettings, geo: G
 
 def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
               integ: Any, pool: Any, d_min: float) -> tuple[Reflections, RockingWidth]:
+    from jfx.integrate.reference import combine_partials as combine_prf
     from jfx.integrate.summation import SummationResult, combine_partials
 
     geo = state.final_geometry
@@ -293,27 +302,32 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
     m = pr.n
     rows = {k: np.full(m, np.nan) for k in ("intensity", "variance", "background",
                                             "background_sigma", "masked_fraction", "prf",
-                                            "prf_var")}
+                                            "prf_var", "prf_var0")}
     r_flags = np.zeros(m, np.uint32)
     order = np.argsort(pr.image, kind="stable")
     img_sorted = pr.image[order]
 
-    def per_image(image: int, frame: np.ndarray, widths: dict | None) -> dict | None:
+    def begin(image: int, frame: np.ndarray) -> tuple[Any, Any]:
         a = np.searchsorted(img_sorted, image, "left")
         b = np.searchsorted(img_sorted, image, "right")
         sel = order[a:b]
         if sel.size == 0:
-            return None
-        res, prf, fitted = integ(frame, pr.x_px[sel], pr.y_px[sel], pr.d_A[sel], widths)
-        # fitted: widths of this frame when it fitted them (widths=None), for later chunks
+            return None, None
+        res, gathered, dep = integ.begin(frame, pr.x_px[sel], pr.y_px[sel], pr.d_A[sel])
         for k in ("intensity", "variance", "background"):
             rows[k][sel] = getattr(res, k)
         r_flags[sel] = np.asarray(res.flags, np.uint32)
-        if prf is not None:
-            rows["prf"][sel], rows["prf_var"][sel] = prf
-        return fitted
+        return dep, (sel, gathered)
 
-    _stream(ctx, indices, pool, per_image, refit_widths=True)
+    def finish(st: Any, reference: Any) -> None:
+        if st is None:
+            return
+        sel, gathered = st
+        prf = integ.finish(gathered, reference)
+        if prf is not None:
+            rows["prf"][sel], rows["prf_var"][sel], rows["prf_var0"][sel] = prf
+
+    _stream(ctx, indices, pool, begin, finish, pool_reference=True)
     used = np.isin(pr.image, indices)
     key = np.concatenate([pr.hkl.astype(np.int64), pr.event[:, None].astype(np.int64)], 1)
     uniq, inv = np.unique(key, axis=0, return_inverse=True)
@@ -330,6 +344,12 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
                         n_signal=np.zeros(m, np.int32), n_background=np.zeros(m, np.int32),
                         flags=r_flags),
         inv, fraction, used, ng, prf=(rows["prf"], rows["prf_var"]))
+    # profile-fitted partials: combined with their fractions (3D-profile-like weighting)
+    p_int, p_var = combine_prf(rows["prf"], rows["prf_var0"], fraction, inv,
+                               used & ((r_flags & np.uint32(int(F.INTEGRATED_SUM))) != 0), ng)
+    has = np.isfinite(summed.prf_intensity)
+    summed = dataclasses.replace(summed, prf_intensity=np.where(has, p_int, np.nan),
+                                 prf_variance=np.where(has, p_var, np.nan))
     rep = np.full(ng, -1, np.int64)
     rep[inv[::-1]] = np.arange(m)[::-1]  # one representative row per reflection
     ok = used & ((r_flags & np.uint32(int(F.INTEGRATED_SUM))) != 0)
@@ -366,7 +386,9 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
     ig = settings.integrate
     geo = state.final_geometry
     d_min = ig.d_min_A if ig.d_min_A is not None else detector_d_min(geo)
-    integ = ig.create(ctx.pixel_mask, ctx.error_value, ctx.saturation_value)
+    bc = np.asarray(geo.detector.beam_center_px, np.float64)
+    integ = ig.create(ctx.pixel_mask, ctx.error_value, ctx.saturation_value,
+                      beam_xy=(float(bc[0]), float(bc[1])), d_min_A=d_min)
     pool = (concurrent.futures.ThreadPoolExecutor(ig.threads, thread_name_prefix="integrate")
             if ig.threads > 1 else None)
     try:
