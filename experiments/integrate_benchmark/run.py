@@ -4,7 +4,9 @@ JUNGFRAU-4M-sized frames (2164 × 2068 int32): Poisson(0.5) background, module-g
 columns masked, Gaussian spots (σ = 1 px, 50–5000 photons) at the predicted positions of
 500 / 2000 reflections per frame. Reports the best and median time per frame (ms) and
 frames/s for the numpy and the JAX implementation, both background models, radii (3, 5, 7),
-and summation + profile fitting (jfx.integrate.profile, one shell, widths fitted per frame).
+summation + Gaussian profile fitting (jfx.integrate.profile, one shell, widths fitted per
+frame), and the stage's integrator (summation + empirical reference profiles,
+jfx.integrate.reference, the frame's own reference) with radii (3, 5, 7) and (3, 5, 10).
 
 Usage:  python3 experiments/integrate_benchmark/run.py [--repeats 7] [--frames 4]
 """
@@ -18,6 +20,7 @@ import time
 import numpy as np
 
 import jfx  # noqa: F401  (x64)
+from jfx.integrate.integrator import SummationIntegrator
 from jfx.integrate.profile import integrate_profile
 from jfx.integrate.summation import integrate_frame
 
@@ -95,6 +98,18 @@ def main() -> None:
         print(f"n_refl={n_refl:5d} summation (numpy, robust_mean) + profile fit (widths fitted) "
               f"best {best * 1e3:7.2f} ms ({1 / best:6.1f} frames/s)  "
               f"median {med * 1e3:7.2f} ms ({1 / med:6.1f} frames/s)", flush=True)
+        for radii in ((3.0, 5.0, 7.0), (3.0, 5.0, 10.0)):
+            integ = SummationIntegrator(radii_px=radii, background="robust_mean", profile=True,
+                                        mask=mask, error_value=np.iinfo(np.int32).min,
+                                        saturation_value=np.iinfo(np.int32).max,
+                                        beam_xy=(1034.0, 1082.0), d_min_A=2.5)
+
+            def ref(frame, x, y, d=d, integ=integ):
+                return integ(frame, x, y, d)
+            best, med = bench(ref, frames, pos, args.repeats)
+            print(f"n_refl={n_refl:5d} integrator radii {radii}: summation + reference-profile "
+                  f"fit best {best * 1e3:7.2f} ms ({1 / best:6.1f} frames/s)  "
+                  f"median {med * 1e3:7.2f} ms ({1 / med:6.1f} frames/s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 Pure core: no file access, logging or printing.
 
+The integration stage fits empirical reference profiles instead
+(:mod:`jfx.integrate.reference`: elongated and tailed spots); this analytic model stays as a
+library function (and the reference of the integration benchmark).
+
 Model. Around its predicted position (x, y) (px, first pixel centre = 0) a reflection's
 expected photons in pixel i of the signal disc (pixel centres with d < r1, as in
 :mod:`jfx.integrate.summation`) are ``b + I·p_i``, with b the background under the disc from
