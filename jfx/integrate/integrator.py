@@ -68,10 +68,10 @@ class SummationIntegrator:
 
     @staticmethod
     def finish(gathered: Any, reference: Any
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(int_prf, int_prf_var, background-only variance) of the gathered rows with
-        ``reference`` (pooled :class:`jfx.integrate.reference.ReferenceData`); None without
-        a reference."""
+               ) -> tuple[np.ndarray, ...] | None:
+        """(int_prf, int_prf_var, var_pix0, s_a) of the gathered rows
+        (:func:`jfx.integrate.reference.fit`) with ``reference`` (pooled
+        :class:`jfx.integrate.reference.ReferenceData`); None without a reference."""
         if gathered is None or reference is None or not np.any(reference.n_strong):
             return None
         P = ref_mod.reference_profiles(reference)

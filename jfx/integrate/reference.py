@@ -236,18 +236,21 @@ def _interp(P, shell, u, t, step):
 
 
 def fit(g: Gathered, profiles: np.ndarray, step_px: float, *, n_iter: int = 3,
-        v_floor: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Profile-fitted intensity, its variance and its variance without the signal's own
-    Poisson term (the fit's variance at I = 0, V_i = b) (each (n,), photons / photons²; NaN
-    where not fitted) of the gathered rows with reference ``profiles`` (S, G, G) from
-    :func:`reference_profiles`."""
+        v_floor: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Profile fit of the gathered rows with reference ``profiles`` (S, G, G) from
+    :func:`reference_profiles`.
+
+    Returns:
+        (n,) each (NaN where not fitted): intensity I (photons); var(I) (photons²);
+        var_pix0 = 1 / Σ p_i² / b, the pixel-noise variance of the fit without signal
+        (background only, background estimate exact); s_a = Σ_i a_i = −∂I/∂b (px), so a
+        better background b' gives I − s_a (b' − b) with the background term s_a² var(b').
+    """
     n = g.ok.size
-    inten = np.full(n, np.nan)
-    var = np.full(n, np.nan)
-    var0 = np.full(n, np.nan)
+    inten, var, var_pix0, s_a = (np.full(n, np.nan) for _ in range(4))
     fitr = g.ok & (g.shell >= 0) & (np.sum(g.w, axis=1) > 0)
     if not fitr.any():
-        return inten, var, var0
+        return inten, var, var_pix0, s_a
     disc = g.in_disc[fitr]
     p = np.where(disc, _interp(profiles, g.shell[fitr], g.u[fitr], g.t[fitr], step_px), 0.0)
     p = np.maximum(p, 0.0)
@@ -262,30 +265,47 @@ def fit(g: Gathered, profiles: np.ndarray, step_px: float, *, n_iter: int = 3,
         a = q / den[:, None]
         amp = np.sum(a * (vf - bf[:, None]), axis=1)
     inten[fitr] = amp
-    var_b = np.maximum(bf, 0.0) / np.maximum(g.n_b[fitr], 1.0)
-    var[fitr] = 1.0 / den + np.sum(a, axis=1) ** 2 * var_b
+    sa = np.sum(a, axis=1)
+    s_a[fitr] = sa
+    var[fitr] = 1.0 / den + sa ** 2 * np.maximum(bf, 0.0) / np.maximum(g.n_b[fitr], 1.0)
     q0 = wf * p / np.maximum(np.maximum(bf, 0.0), v_floor)[:, None]
-    den0 = np.maximum(np.sum(q0 * p, axis=1), 1e-300)
-    var0[fitr] = 1.0 / den0 + (np.sum(q0, axis=1) / den0) ** 2 * var_b
-    return inten, var, var0
+    var_pix0[fitr] = 1.0 / np.maximum(np.sum(q0 * p, axis=1), 1e-300)
+    return inten, var, var_pix0, s_a
 
 
-def combine_partials(a: np.ndarray, var0: np.ndarray, fraction: np.ndarray,
-                     group: np.ndarray, ok: np.ndarray, n_groups: int, *, n_iter: int = 4
+def combine_partials(a: np.ndarray, var_pix0: np.ndarray, s_a: np.ndarray,
+                     background: np.ndarray, n_background: np.ndarray, fraction: np.ndarray,
+                     group: np.ndarray, ok: np.ndarray, n_groups: int, *,
+                     pool_background: bool = True, n_iter: int = 4
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Profile-fitted partials of rotation reflections combined with their recorded
     fractions, as a 3D profile fit does (Kabsch 2010; the frame fraction is the profile
-    along φ): partial k of a reflection of full intensity I records A_k ≈ f_k·I with variance
-    σ_k² ≈ var0_k + f_k·I (background-only variance plus the signal's Poisson term, from the
-    model intensity, not from A_k, so that weights do not depend on each partial's noise), so
+    along φ).
 
-        I = Σ_k (f_k/σ_k²) A_k / Σ_k f_k²/σ_k²,   var(I) = 1 / Σ_k f_k²/σ_k²
+    Background. A reflection's partials lie at (nearly) the same detector position on
+    consecutive images, so their annuli read the same background; with ``pool_background``
+    the per-image estimates b_k (n_b,k pixels) are replaced by their pixel-weighted mean
+    b̄ = Σ n_b,k b_k / N_b (N_b = Σ n_b,k) and each partial moved by the fit's linear
+    response, A_k' = A_k − s_a,k (b̄ − b_k): N_b instead of n_b,k pixels (DIALS's shoebox
+    background likewise spans all of a reflection's images).
 
-    iterated from I = Σ A_k / Σ f_k. Frames at the edge of a weak reflection's rocking curve
-    (small f_k, background only) no longer add their noise in full as in a plain sum.
+    Combination. Partial k of a reflection of full intensity I records A_k ≈ f_k·I with
+    variance σ_k² = var_pix0_k + f_k·I (background pixel noise plus the signal's Poisson
+    term, from the model intensity, not from A_k, so that the weights do not follow each
+    partial's noise), so
+
+        I = Σ_k c_k A_k',   c_k = (f_k/σ_k²) / Σ_j f_j²/σ_j²,
+        var(I) = 1 / Σ_k f_k²/σ_k²  +  (Σ_k c_k s_a,k)² b̄ / N_b
+
+    (the background estimate is shared by the partials: one correlated term; without pooling
+    Σ_k c_k² s_a,k² b_k/n_b,k), iterated from I = Σ A_k / Σ f_k. Frames at the edges of a
+    weak reflection's rocking curve (small f_k, background only) no longer add their noise in
+    full as in a plain sum; strong reflections (σ_k² ≈ f_k I) get the plain sum.
 
     Args:
-        a, var0: (m,) per-row fitted intensity and background-only variance (:func:`fit`).
+        a, var_pix0, s_a: (m,) per-row fit results (:func:`fit`).
+        background, n_background: (m,) per-row summation background (photons/px) and its
+            pixel count.
         fraction: (m,) recorded fraction f_k of each row; group: (m,) reflection index;
         ok: (m,) rows to use; n_groups: reflections.
     Returns:
@@ -293,24 +313,39 @@ def combine_partials(a: np.ndarray, var0: np.ndarray, fraction: np.ndarray,
         (F·I and F²·var(I), F = Σ f_k over the used rows; NaN where no row).
     """
     g = np.asarray(group, np.int64).reshape(-1)
-    use = (np.asarray(ok, bool) & np.isfinite(a) & np.isfinite(var0) & (var0 > 0)
-           & (np.asarray(fraction) > 0))
+    nb = np.asarray(n_background, np.float64)
+    bk = np.maximum(np.nan_to_num(np.asarray(background, np.float64)), 0.0)
+    use = (np.asarray(ok, bool) & np.isfinite(a) & np.isfinite(var_pix0) & (var_pix0 > 0)
+           & np.isfinite(s_a) & (np.asarray(fraction) > 0) & (nb > 0))
     gs = np.where(use, g, 0)
+    ng = int(n_groups)
     f = np.where(use, np.asarray(fraction, np.float64), 0.0)
-    A = np.where(use, a, 0.0)
-    v0 = np.where(use, var0, 1.0)
+    sa = np.where(use, s_a, 0.0)
+    vp = np.where(use, var_pix0, 1.0)
 
     def gsum(v):
-        return np.bincount(gs, weights=np.where(use, v, 0.0), minlength=int(n_groups))
+        return np.bincount(gs, weights=np.where(use, v, 0.0), minlength=ng)
 
     F = gsum(f)
     got = gsum(np.ones_like(f)) > 0
+    if pool_background:
+        N_b = gsum(nb)
+        b_bar = gsum(nb * bk) / np.where(N_b > 0, N_b, 1.0)
+        A = np.where(use, a - sa * (b_bar[gs] - bk), 0.0)
+    else:
+        A = np.where(use, a, 0.0)
     inten = gsum(A) / np.where(F > 0, F, 1.0)
-    s_ff = np.ones(int(n_groups))
+    s_ff = np.ones(ng)
     for _ in range(max(int(n_iter), 1)):
-        s2 = v0 + f * np.maximum(inten[gs], 0.0)
+        s2 = vp + f * np.maximum(inten[gs], 0.0)
         s_fa, s_ff = gsum(f * A / s2), gsum(f * f / s2)
         inten = s_fa / np.where(s_ff > 0, s_ff, 1.0)
     ok_g = got & (s_ff > 0)
-    return (np.where(ok_g, F * inten, np.nan),
-            np.where(ok_g, F * F / np.where(s_ff > 0, s_ff, 1.0), np.nan))
+    s_ff = np.where(ok_g, s_ff, 1.0)
+    c = f / s2 / s_ff[gs]
+    if pool_background:
+        var_b = gsum(c * sa) ** 2 * b_bar / np.where(N_b > 0, N_b, 1.0)
+    else:
+        var_b = gsum((c * sa) ** 2 * bk / np.maximum(nb, 1.0))
+    var = 1.0 / s_ff + var_b
+    return np.where(ok_g, F * inten, np.nan), np.where(ok_g, F * F * var, np.nan)

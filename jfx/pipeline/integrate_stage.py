@@ -302,7 +302,8 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
     m = pr.n
     rows = {k: np.full(m, np.nan) for k in ("intensity", "variance", "background",
                                             "background_sigma", "masked_fraction", "prf",
-                                            "prf_var", "prf_var0")}
+                                            "prf_var", "prf_var_pix0", "prf_s_a",
+                                            "n_background")}
     r_flags = np.zeros(m, np.uint32)
     order = np.argsort(pr.image, kind="stable")
     img_sorted = pr.image[order]
@@ -314,7 +315,7 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
         if sel.size == 0:
             return None, None
         res, gathered, dep = integ.begin(frame, pr.x_px[sel], pr.y_px[sel], pr.d_A[sel])
-        for k in ("intensity", "variance", "background"):
+        for k in ("intensity", "variance", "background", "n_background"):
             rows[k][sel] = getattr(res, k)
         r_flags[sel] = np.asarray(res.flags, np.uint32)
         return dep, (sel, gathered)
@@ -325,7 +326,8 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
         sel, gathered = st
         prf = integ.finish(gathered, reference)
         if prf is not None:
-            rows["prf"][sel], rows["prf_var"][sel], rows["prf_var0"][sel] = prf
+            for k, col in zip(("prf", "prf_var", "prf_var_pix0", "prf_s_a"), prf):
+                rows[k][sel] = col
 
     _stream(ctx, indices, pool, begin, finish, pool_reference=True)
     used = np.isin(pr.image, indices)
@@ -345,7 +347,8 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
                         flags=r_flags),
         inv, fraction, used, ng, prf=(rows["prf"], rows["prf_var"]))
     # profile-fitted partials: combined with their fractions (3D-profile-like weighting)
-    p_int, p_var = combine_prf(rows["prf"], rows["prf_var0"], fraction, inv,
+    p_int, p_var = combine_prf(rows["prf"], rows["prf_var_pix0"], rows["prf_s_a"],
+                               rows["background"], rows["n_background"], fraction, inv,
                                used & ((r_flags & np.uint32(int(F.INTEGRATED_SUM))) != 0), ng)
     has = np.isfinite(summed.prf_intensity)
     summed = dataclasses.replace(summed, prf_intensity=np.where(has, p_int, np.nan),

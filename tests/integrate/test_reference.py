@@ -128,26 +128,36 @@ def test_reference_profile_recovers_elongation_and_prior_fills_empty_shell():
     assert np.corrcoef(P[1].ravel(), P[0].ravel())[0, 1] > 0.99
 
 
-def test_combine_partials_weights_by_fraction():
-    """Partials A_k = Poisson(f_k·I + background) − background estimate: the fraction-weighted
-    combination is unbiased, its variance describes the scatter and it beats the plain sum
-    for weak reflections spread over frames; strong ones equal the plain sum / F."""
+def test_combine_partials_weights_by_fraction_and_pools_background():
+    """Partials A_k = Poisson(f_k·I + n_px·b) − n_px·b̂_k (b̂_k from n_b pixels of the same
+    background on each image): the fraction-weighted combination is unbiased and its variance
+    describes the scatter, with and without pooling the background over the images; it beats
+    the plain sum for weak reflections spread over images (pooling more so), and strong ones
+    get the plain sum."""
     rng = np.random.default_rng(7)
     n, fr = 4000, np.array([0.05, 0.25, 0.4, 0.25, 0.05])
+    n_px, b, n_b = 12.0, 3.0, 20.0
+    group = np.repeat(np.arange(n), fr.size)
     for I, tol in ((30.0, 0.02), (5000.0, 0.003)):
-        b = 40.0  # background photons under the disc per frame, estimated from 4× the pixels
-        counts = rng.poisson(fr[None, :] * I + b, (n, fr.size))
-        b_hat = rng.poisson(4 * b, (n, fr.size)) / 4.0
-        A = counts - b_hat
-        var0 = np.full(A.shape, b + b / 4.0)
-        group = np.repeat(np.arange(n), fr.size)
-        got, var = R.combine_partials(A.ravel(), var0.ravel(), np.tile(fr, n), group,
-                                      np.ones(A.size, bool), n)
+        counts = rng.poisson(fr[None, :] * I + n_px * b, (n, fr.size))
+        b_hat = rng.poisson(n_b * b, (n, fr.size)) / n_b
+        A = counts - n_px * b_hat
         F = fr.sum()
-        assert got.mean() == pytest.approx(F * I, rel=tol)
-        assert np.std((got - F * I) / np.sqrt(var)) == pytest.approx(1.0, abs=0.05)
         plain = A.sum(1)
+        spread = {}
+        for pool in (False, True):
+            got, var = R.combine_partials(
+                A.ravel(), np.full(A.size, n_px * b), np.full(A.size, n_px), b_hat.ravel(),
+                np.full(A.size, n_b), np.tile(fr, n), group, np.ones(A.size, bool), n,
+                pool_background=pool)
+            assert got.mean() == pytest.approx(F * I, rel=tol)
+            assert np.std((got - F * I) / np.sqrt(var)) == pytest.approx(1.0, abs=0.05)
+            spread[pool] = (np.var(got), var.mean())
+            if I > 1000:
+                np.testing.assert_allclose(got, plain, rtol=0.02)
         if I < 100:
-            assert np.var(got) < 0.8 * np.var(plain)
-        else:
-            np.testing.assert_allclose(got, plain, rtol=0.02)
+            assert spread[False][0] < 0.8 * np.var(plain)
+            # pooling: the predicted gain (shared background term) is the measured one
+            gain = spread[True][0] / spread[False][0]
+            assert gain < 0.93
+            assert gain == pytest.approx(spread[True][1] / spread[False][1], abs=0.04)
