@@ -138,6 +138,8 @@ PROCESS_OPTIONS: list[tuple[tuple[str, ...], str, str, str, str | None, str]] = 
      "refine the per-image rotation wedge (optional starting value, deg)"),
     (("--scaling-high-resolution",), "scaling_high_resolution", "scale.high_resolution_A", "value",
      "D_A", "high-resolution limit for scaling (A; null = no limit)"),
+    (("--include-overloads",), "include_overloads", "scale.include_overloads", "flag", None,
+     "also scale and merge reflections with an overloaded pixel"),
     (("--min-partiality",), "min_partiality", "scale.min_partiality", "value", "P",
      "minimum partiality to accept a reflection"),
     (("--reject-outliers",), "reject_outliers", "scale.reject_outliers", "value", "N",
@@ -163,7 +165,8 @@ PROCESS_OPTIONS: list[tuple[tuple[str, ...], str, str, str, str | None, str]] = 
 
 _SCALE_DESTS = {
     "output_prefix", "verbose", "space_group", "partiality", "anomalous", "refine_bfactor", "wedge",
-    "scaling_high_resolution", "min_partiality", "reject_outliers", "reject_delta_cchalf",
+    "scaling_high_resolution", "include_overloads", "min_partiality", "reject_outliers",
+    "reject_delta_cchalf",
     "min_image_cc", "scaling_iterations", "scaling_output", "reference_mtz",
 }
 SCALE_OPTIONS = [o for o in PROCESS_OPTIONS if o[1] in _SCALE_DESTS]

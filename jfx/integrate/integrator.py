@@ -21,7 +21,9 @@ class SummationIntegrator:
         background: ``robust_mean`` | ``plane``.
         profile: also profile-fit (``int_prf``).
         mask: (ny, nx) bool pixel mask (True = invalid) or None.
-        error_value, saturation_value: special pixel values (None = none).
+        error_value, saturation_value: special pixel values (None = none); pixels at or
+            above ``saturation_value`` are overloaded.
+        max_masked_fraction: ``MASKED_FRACTION`` above this fraction of bad disc pixels.
     """
 
     radii_px: tuple[float, float, float]
@@ -30,14 +32,17 @@ class SummationIntegrator:
     mask: np.ndarray | None
     error_value: int | None
     saturation_value: float | None
+    max_masked_fraction: float = 1.0
 
     def __call__(self, frame: np.ndarray, x: np.ndarray, y: np.ndarray, d: np.ndarray,
                  widths: dict[str, np.ndarray] | None = None) -> tuple[Any, Any, Any]:
-        """(summation result, (int_prf, int_prf_var) or None, fitted widths or None). With
+        """(summation result, (int_prf, int_prf_var, int_prf_var_bg) or None, fitted widths or
+        None). With
         ``widths`` the profile widths are given, else fitted on this frame."""
         r = integrate_frame(frame, self.mask, x, y, None, self.radii_px,
                             error_value=self.error_value, saturation_value=self.saturation_value,
-                            background=self.background)
+                            background=self.background,
+                            max_masked_fraction=self.max_masked_fraction)
         if not (self.profile and len(x)):
             return r, None, None
         try:
@@ -50,4 +55,5 @@ class SummationIntegrator:
         if widths is None and np.any(np.isfinite(p.shell_sigma_px)):
             fitted = {"shell_sigma_px": np.asarray(p.shell_sigma_px),
                       "shell_edges_invd2": np.asarray(p.shell_edges_invd2)}
-        return r, (np.asarray(p.intensity), np.asarray(p.variance)), fitted
+        return r, (np.asarray(p.intensity), np.asarray(p.variance),
+                   np.asarray(p.variance_bg)), fitted

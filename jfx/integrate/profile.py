@@ -31,7 +31,10 @@ V_i = max(b + max(I, 0)·p_i, v_floor), iterated ``n_iter`` times starting from 
     I = Σ_i a_i (v_i − b),   a_i = (p_i / V_i) / Σ_j p_j² / V_j
     var(I) = 1 / Σ_i p_i² / V_i  +  (Σ_i a_i)² · b / n_b
 
-(the second term propagates the background estimate b̂ of n_b pixels). For weak reflections
+(the second term propagates the background estimate b̂ of n_b pixels). ``variance_bg`` is
+the same expression at I = 0 (V_i = max(b, v_floor)): the part of the variance that does not
+depend on the intensity, from which scaling evaluates the variance at the model intensity
+(:func:`jfx.scale.observations.background_variance`). For weak reflections
 this variance is well below the summation variance, which is the point of profile fitting.
 Rows get ``INTEGRATED_PRF`` when summation integrated them and a width is available.
 """
@@ -66,6 +69,7 @@ class ProfileResult:
     Attributes:
         intensity: (n,) float64 full-spot photons (NaN where not fitted).
         variance: (n,) float64 var(intensity) (photons²).
+        variance_bg: (n,) float64 the variance the fit gives at I = 0 (photons²).
         sigma_px: (n,) float64 profile width used (px).
         shell: (n,) int32 resolution shell (−1 for invalid rows / no d).
         flags: (n,) uint32 ``INTEGRATED_PRF`` where fitted.
@@ -77,6 +81,7 @@ class ProfileResult:
 
     intensity: Any
     variance: Any
+    variance_bg: Any
     sigma_px: Any
     shell: Any
     flags: Any
@@ -276,6 +281,7 @@ def integrate_profile(
     # ---- weighted profile fit
     inten = np.full(n, np.nan)
     var = np.full(n, np.nan)
+    var_bg = np.full(n, np.nan)
     if fit.any():
         p = _disc_profile(fx[fit], fy[fit], sig[fit], oy, ox)
         bf, vf, wf = b[fit], v[fit], w[fit]
@@ -290,10 +296,14 @@ def integrate_profile(
         inten[fit] = amp
         var[fit] = 1.0 / den + np.sum(a, axis=1) ** 2 * np.maximum(bf, 0.0) / np.maximum(
             n_b[fit], 1.0)
+        q0 = wf * p / np.maximum(np.maximum(bf, 0.0), v_floor)[:, None]
+        den0 = np.maximum(np.sum(q0 * p, axis=1), 1e-300)
+        var_bg[fit] = 1.0 / den0 + (np.sum(q0, axis=1) / den0) ** 2 * np.maximum(
+            bf, 0.0) / np.maximum(n_b[fit], 1.0)
         fit_ok = np.sum(wf, axis=1) > 0
-        inten[np.flatnonzero(fit)[~fit_ok]] = np.nan
-        var[np.flatnonzero(fit)[~fit_ok]] = np.nan
+        for a_ in (inten, var, var_bg):
+            a_[np.flatnonzero(fit)[~fit_ok]] = np.nan
     flags = np.where(np.isfinite(inten), np.uint32(int(_F.INTEGRATED_PRF)), np.uint32(0))
-    return ProfileResult(intensity=inten, variance=var, sigma_px=sig, shell=shell,
+    return ProfileResult(intensity=inten, variance=var, variance_bg=var_bg, sigma_px=sig, shell=shell,
                          flags=flags.astype(np.uint32), shell_sigma_px=widths,
                          shell_edges_invd2=edges, n_strong=n_strong)

@@ -45,7 +45,10 @@ class SummationIntegratorSettings(IntegratorSettings):
 
     def create(self, pixel_mask: np.ndarray | None, error_value: int | None,
                saturation_value: float | None) -> SummationIntegrator:
-        """The per-dataset :class:`jfx.integrate.integrator.SummationIntegrator`."""
+        """The per-dataset :class:`jfx.integrate.integrator.SummationIntegrator` (pixels from
+        :meth:`trusted_saturation` on count as saturated)."""
         return SummationIntegrator(radii_px=self.radii_px, background=self.background,
                                    profile=self.profile, mask=pixel_mask,
-                                   error_value=error_value, saturation_value=saturation_value)
+                                   error_value=error_value,
+                                   saturation_value=self.trusted_saturation(saturation_value),
+                                   max_masked_fraction=self.max_masked_fraction)

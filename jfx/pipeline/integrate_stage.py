@@ -46,18 +46,23 @@ class IntegrationSummary:
 
     Attributes:
         n_images: images integrated; n_reflections: rows of the reflection table;
-        n_integrated: rows with a summation intensity; mean_i_over_sigma: their mean I/σ.
+        n_integrated: rows with a summation intensity; mean_i_over_sigma: their mean I/σ;
+        n_overloaded: integrated rows flagged ``OVERLOADED``; n_masked: integrated rows
+        flagged ``MASKED_FRACTION`` (both left out of scaling by default).
     """
 
     n_images: int
     n_reflections: int
     n_integrated: int
     mean_i_over_sigma: float
+    n_overloaded: int = 0
+    n_masked: int = 0
 
     def lines(self) -> list[str]:
         return [(f"integration: {self.n_integrated} of {self.n_reflections} predicted "
                  f"reflections integrated on {self.n_images} images, <I/sigma> "
-                 f"{self.mean_i_over_sigma:.2f}")]
+                 f"{self.mean_i_over_sigma:.2f}; {self.n_overloaded} overloaded, "
+                 f"{self.n_masked} masked beyond the limit")]
 
 
 def summary(state: ProcessState) -> IntegrationSummary | None:
@@ -71,8 +76,11 @@ def summary(state: ProcessState) -> IntegrationSummary | None:
         else float("nan")
     n_img = (state.n_images if state.is_rotation
              else int(np.sum(state.indexing.indexed)) if state.indexing is not None else 0)
+    flags = np.asarray(t.flags, np.uint32)
+    count = lambda f: int(np.sum(good & ((flags & np.uint32(int(f))) != 0)))  # noqa: E731
     return IntegrationSummary(n_images=n_img, n_reflections=t.n, n_integrated=n_int,
-                              mean_i_over_sigma=isig)
+                              mean_i_over_sigma=isig, n_overloaded=count(F.OVERLOADED),
+                              n_masked=count(F.MASKED_FRACTION))
 
 
 def enabled(settings: ProcessSettings) -> bool:
@@ -180,7 +188,7 @@ def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, int
                     int_sum=res.intensity, int_sum_var=res.variance,
                     background_mean=res.background)
         if prf is not None:
-            cols["int_prf"], cols["int_prf_var"] = prf
+            cols["int_prf"], cols["int_prf_var"], cols["int_prf_var_bg"] = prf
             flags |= np.where(np.isfinite(prf[0]), np.uint32(int(F.INTEGRATED_PRF)),
                               np.uint32(0))
         ox, oy, hit = _observed(pr.hkl, hkl[k], xs[k], ys[k], ok[k])
@@ -227,7 +235,7 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
     m = pr.n
     rows = {k: np.full(m, np.nan) for k in ("intensity", "variance", "background",
                                             "background_sigma", "masked_fraction", "prf",
-                                            "prf_var")}
+                                            "prf_var", "prf_var_bg")}
     r_flags = np.zeros(m, np.uint32)
     order = np.argsort(pr.image, kind="stable")
     img_sorted = pr.image[order]
@@ -244,7 +252,7 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
             rows[k][sel] = getattr(res, k)
         r_flags[sel] = np.asarray(res.flags, np.uint32)
         if prf is not None:
-            rows["prf"][sel], rows["prf_var"][sel] = prf
+            rows["prf"][sel], rows["prf_var"][sel], rows["prf_var_bg"][sel] = prf
         return fitted
 
     _stream(ctx, indices, pool, per_image, refit_widths=True)
@@ -260,7 +268,7 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
                         masked_fraction=rows["masked_fraction"],
                         n_signal=np.zeros(m, np.int32), n_background=np.zeros(m, np.int32),
                         flags=r_flags),
-        inv, pr.fraction, used, ng, prf=(rows["prf"], rows["prf_var"]))
+        inv, pr.fraction, used, ng, prf=(rows["prf"], rows["prf_var"], rows["prf_var_bg"]))
     rep = np.full(ng, -1, np.int64)
     rep[inv[::-1]] = np.arange(m)[::-1]  # one representative row per reflection
     ok = used & ((r_flags & np.uint32(int(F.INTEGRATED_SUM))) != 0)
@@ -284,6 +292,7 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
         int_sum=summed.intensity.astype(f32), int_sum_var=summed.variance.astype(f32),
         int_prf=summed.prf_intensity.astype(f32), int_prf_var=summed.prf_variance.astype(f32),
         background_mean=summed.background.astype(f32),
+        int_prf_var_bg=summed.prf_variance_bg.astype(f32),
         flags=(summed.flags | np.uint32(int(F.PREDICTED))).astype(np.uint32))
     return t.take(np.isin(t.image, indices) | got)
 

@@ -46,6 +46,14 @@ class Observations:
             (0 for rotation rows and when the beam centre is not known).
         two_theta_rad: float64 scattering angle 2θ from d and λ (rad).
         valid: bool, the row takes part in scaling.
+        var_signal: float64 the part of σ² that the integrator computed from the
+            observation's own intensity (σ² − var_bg, var_bg the variance it reports for a
+            zero intensity; corrected units (photons/lp)²).
+        poisson: float64 ∂σ²/∂I of the counting statistics in corrected units (1/lp for
+            photon-counting data, whose summation variance is var_bg + I_raw). With these the
+            variance at a *model* intensity m is σ² − var_signal + poisson·m
+            (:func:`jfx.scale.error_model.model_variance`); rows built without the
+            integrator's variance split have var_signal = 0, poisson = 0 (σ as given).
         n_refl: static number of unique reflections.
         n_img: static number of (compact) images.
         wavelength_A: static wavelength (Å).
@@ -70,6 +78,8 @@ class Observations:
     eps_grad_b: jnp.ndarray
     two_theta_rad: jnp.ndarray
     valid: jnp.ndarray
+    var_signal: jnp.ndarray
+    poisson: jnp.ndarray
     n_refl: int = static(0)
     n_img: int = static(0)
     wavelength_A: float = static(1.0)
@@ -159,8 +169,10 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
         V = np.where(use_prf, vprf, vsum)
         ok_int = use_prf | ((flags & int(ReflectionFlag.INTEGRATED_SUM)) != 0)
     else:
+        use_prf = np.zeros(n, bool)
         I, V = isum, vsum
         ok_int = (flags & int(ReflectionFlag.INTEGRATED_SUM)) != 0
+    V_bg = background_variance(I, V, use_prf, _col(table, "int_prf_var_bg", n))
     zeta = _col(table, "zeta", n)
     eps = _col(table, "ewald_offset", n)
     phi_c = np.radians(_col(table, "predicted_phi", n))
@@ -208,6 +220,8 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
         "eps_grad_a": np.zeros(n), "eps_grad_b": np.zeros(n),
         "two_theta_rad": 2.0 * np.arcsin(sin_t),
         "valid": valid,
+        "var_signal": np.where(valid, (V - V_bg) / np.where(valid, lp, 1.0) ** 2, 0.0),
+        "poisson": np.where(valid, 1.0 / np.where(valid, lp, 1.0), 0.0),
     }
     if beam_center_px is not None and "predicted_x" in table and "predicted_y" in table:
         dx = _col(table, "predicted_x", n) - float(beam_center_px[0])
@@ -226,17 +240,45 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
                              phi_increment_rad=inc, pad=pad)
 
 
+VAR_BG_FLOOR = 1e-3
+"""The intensity-independent variance is kept ≥ this fraction of the reported variance."""
+
+
+def background_variance(I: np.ndarray, V: np.ndarray, is_prf: np.ndarray,
+                        prf_var_bg: np.ndarray) -> np.ndarray:
+    """The part of each reported variance that does not depend on the intensity (raw photons²).
+
+    Summation (:mod:`jfx.integrate.summation`): var = max(Σ_disc v, 0) + n_s²·b/n_b with
+    Σ_disc v = I + n_s·b, so var − I is the background part exactly (also for rotation
+    reflections summed over partials). Profile fitting (:mod:`jfx.integrate.profile`): the
+    variance the fit gives at I = 0, ``int_prf_var_bg`` (older files without it: var − max(I, 0),
+    exact for I ≤ 0). A row whose result falls below :data:`VAR_BG_FLOOR` · var does not
+    follow the counting relation (I > var: not from the integrator) and keeps var.
+
+    Args:
+        I, V: (n,) intensity and variance (raw photons, photons²) of each row.
+        is_prf: (n,) bool rows whose I, V are the profile-fitted ones.
+        prf_var_bg: (n,) ``int_prf_var_bg`` (NaN where unknown).
+    """
+    with np.errstate(invalid="ignore"):
+        v_prf = np.where(np.isfinite(prf_var_bg), prf_var_bg, V - np.maximum(I, 0.0))
+        v = np.where(is_prf, v_prf, V - I)
+        return np.where(np.isfinite(v) & (v >= VAR_BG_FLOOR * V), v, V)
+
+
 _DEFAULTS = {"refl": 0, "image": 0, "intensity": 0.0, "sigma": 1.0, "s2": 0.0, "d_A": 1.0,
                  "partiality_stored": 1.0, "is_still": False, "phi_c_rad": 0.0, "zeta": 1.0,
                  "phi_lo_rad": 0.0, "phi_hi_rad": 0.0, "frames": 1.0, "eps_invA": 0.0,
-                 "eps_grad_a": 0.0, "eps_grad_b": 0.0, "two_theta_rad": 0.0, "valid": False}
+                 "eps_grad_a": 0.0, "eps_grad_b": 0.0, "two_theta_rad": 0.0, "valid": False,
+                 "var_signal": 0.0, "poisson": 0.0}
 
 
 def make_observations(cols: dict, *, n_refl: int, n_img: int, wavelength_A: float = 1.0,
                       phi_increment_rad: float = 0.0, pad: bool = True) -> Observations:
     """Assemble :class:`Observations` from numpy columns (names as the dataclass fields).
 
-    Missing columns take neutral defaults (``valid`` defaults to True for given rows);
+    Missing columns take neutral defaults (``valid`` defaults to True for given rows;
+    ``var_signal`` = ``poisson`` = 0: σ does not change with the model intensity);
     with ``pad`` the rows are padded to :func:`bucket_size` with invalid rows.
     Used by :func:`observations_from_table` and by simulations/tests.
     """
@@ -283,4 +325,5 @@ def reflection_columns(refl: Any) -> dict[str, np.ndarray]:
             "int_prf": refl.int_prf, "int_prf_var": refl.int_prf_var, "flags": refl.flags,
             "predicted_x": refl.predicted_x, "predicted_y": refl.predicted_y,
             "predicted_phi": refl.predicted_phi_deg, "zeta": refl.zeta,
-            "ewald_offset": refl.ewald_offset_invA, "background_mean": refl.background_mean}
+            "ewald_offset": refl.ewald_offset_invA, "background_mean": refl.background_mean,
+            "int_prf_var_bg": refl.int_prf_var_bg}

@@ -44,6 +44,10 @@ class ScaleSettings(Settings):
         n_shells: resolution shells of the statistics table.
         resolve_ambiguity: resolve indexing ambiguities between stills / runs when the
             lattice has more symmetry than the point group.
+        include_overloads: also scale and merge reflections flagged ``OVERLOADED`` (a
+            saturated / overloaded pixel in the integration region: their intensity is a
+            lower bound); default False leaves them out (``--include-overloads``). Rows
+            flagged ``MASKED_FRACTION`` (``integrate.max_masked_fraction``) are always left out.
     """
 
     config_node = "scale"
@@ -72,6 +76,7 @@ class ScaleSettings(Settings):
     intensity: str = setting("prf", choices=INTENSITIES)
     n_shells: int = setting(10, minimum=1)
     resolve_ambiguity: bool = True
+    include_overloads: bool = False
 
     def validate(self) -> None:
         if self.reference_mtz is not None and not Path(self.reference_mtz).is_file():
