@@ -376,6 +376,9 @@ def _scaling_fields(res: Any) -> dict[str, Any]:
     out["error_model"] = {"a": a, "b": b, "form": "sigma'^2 = a^2 (sigma^2 + (b I)^2)"}
     out["space_group"] = res.space_group
     out["unit_cell"] = res.cell
+    out["suggested_d_min"] = np.float64(res.statistics.suggested_d_min_A)  # Å, NaN: none
+    out["n_overloaded"] = np.int64(res.n_overloaded)
+    out["n_masked"] = np.int64(res.n_masked)
     return out
 
 

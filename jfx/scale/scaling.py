@@ -115,7 +115,6 @@ class ScalingResult:
     n_overloaded: int = 0
     n_masked: int = 0
     overloads_included: bool = False
-    suggested_d_min: Any = None
 
     def lines(self) -> list[str]:
         """Console summary (the statistics table is :func:`jfx.io.report.format_table`)."""
