@@ -96,6 +96,7 @@ CASES = [
     (["--wedge=0.3", "-P", "rot"], {"scale.refine_wedge": True, "scale.wedge_start_deg": 0.3}),
     (["--scaling-high-resolution", "1.8"], {"scale.high_resolution_A": 1.8}),
     (["--min-partiality", "0.1"], {"scale.min_partiality": 0.1}),
+    (["--include-overloads"], {"scale.include_overloads": True}),
     (["--reject-outliers", "5"], {"scale.reject_outliers": 5}),
     (["--reject-delta-cchalf", "3"], {"scale.reject_delta_cchalf": 3}),
     (["--min-image-cc", "50"], {"scale.min_image_cc_percent": 50}),
