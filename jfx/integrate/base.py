@@ -27,7 +27,9 @@ class IntegratorSettings(Settings, abc.ABC):
         enabled: run refinement + prediction + integration after indexing (a second pass
             over the indexed images) and write ``/entry/reflections``.
         mosaicity_deg: mosaic spread σ_M used by the prediction (stills: Ewald-offset
-            envelope; rotation: rocking-curve width).
+            envelope; rotation: rocking-curve width). ``None`` (default): rotation —
+            estimated from the indexed strong spots (:mod:`jfx.integrate.mosaicity`; 0.1°
+            when fewer than 20 reflection passages can be used); stills — 0.1°.
         n_sigma: prediction envelope in σ (stills |ε| ≤ n σ_ε; rotation ± n σ_M/|ζ|).
         d_min_A: prediction resolution limit (Å); ``None`` = the detector corner.
         threads: frames of a chunk integrated concurrently in this many threads (numpy
@@ -53,7 +55,7 @@ class IntegratorSettings(Settings, abc.ABC):
     config_node = "integrate"
 
     enabled: bool = True
-    mosaicity_deg: float = setting(0.1, positive=True)
+    mosaicity_deg: float | None = setting(None, positive=True)
     n_sigma: float = setting(3.0, positive=True)
     d_min_A: float | None = setting(None, positive=True)
     threads: int = setting(2, minimum=1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,11 +31,17 @@ from jfx.models.geometry import Geometry
 from jfx.models.reflections import ReflectionFlag as F
 from jfx.models.reflections import Reflections
 from jfx.pipeline.context import RunContext
-from jfx.pipeline.state import ProcessState
+from jfx.pipeline.state import ProcessState, RockingWidth
 
 MIN_PARTIAL_FRACTION = 0.02
 """Rotation partials below this recorded fraction are not integrated (4M lysozyme, 0.5°/image:
 21 % of the rows, 0.43 % of the intensity)."""
+
+STILLS_MOSAICITY_DEG = 0.1
+"""σ_M of the stills prediction envelope when ``integrate.mosaicity_deg`` is unset."""
+
+ROTATION_MOSAICITY_FALLBACK_DEG = 0.1
+"""σ_M of a rotation sweep when it cannot be estimated (too few indexed passages)."""
 
 WIDTH_REFIT_FRAMES = 16
 """Rotation: the profile widths are refitted on one frame in about this many."""
@@ -57,12 +64,22 @@ class IntegrationSummary:
     mean_i_over_sigma: float
     n_overloaded: int = 0
     n_masked: int = 0
+    rocking_width: RockingWidth | None = None
 
     def lines(self) -> list[str]:
-        return [(f"integration: {self.n_integrated} of {self.n_reflections} predicted "
-                 f"reflections integrated on {self.n_images} images, <I/sigma> "
-                 f"{self.mean_i_over_sigma:.2f}; {self.n_overloaded} overloaded, "
-                 f"{self.n_masked} masked beyond the limit")]
+        out = [(f"integration: {self.n_integrated} of {self.n_reflections} predicted "
+                f"reflections integrated on {self.n_images} images, <I/sigma> "
+                f"{self.mean_i_over_sigma:.2f}; {self.n_overloaded} overloaded, "
+                f"{self.n_masked} masked beyond the limit")]
+        w = self.rocking_width
+        if w is not None:
+            how = {"setting": "integrate.mosaicity_deg",
+                   "partials": f"fitted to the partials of {w.n_used} reflections",
+                   "spots": f"from {w.n_used} strong-spot passages",
+                   "fallback": "default: too few strong-spot passages"}[w.source]
+            out.append(f"integration: mosaicity sigma_M {w.sigma_deg:.3f} deg ({how}; frames "
+                       f"within {w.window_deg:.3f} deg x n_sigma integrated)")
+        return out
 
 
 def summary(state: ProcessState) -> IntegrationSummary | None:
@@ -80,7 +97,8 @@ def summary(state: ProcessState) -> IntegrationSummary | None:
     count = lambda f: int(np.sum(good & ((flags & np.uint32(int(f))) != 0)))  # noqa: E731
     return IntegrationSummary(n_images=n_img, n_reflections=t.n, n_integrated=n_int,
                               mean_i_over_sigma=isig, n_overloaded=count(F.OVERLOADED),
-                              n_masked=count(F.MASKED_FRACTION))
+                              n_masked=count(F.MASKED_FRACTION),
+                              rocking_width=state.rocking_width)
 
 
 def enabled(settings: ProcessSettings) -> bool:
@@ -171,8 +189,8 @@ def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, int
     ok = ix.spots_of_lattice(0)[sel] & np.isfinite(xs) & np.isfinite(ys)
     hkl = ix.hkl[sel]
     preds = {int(indices[i]): (k, predict_still(
-        geoms[k], basis[k], d_min, mosaicity_deg=ig.mosaicity_deg, n_sigma=ig.n_sigma,
-        space_group=sg)) for k, i in enumerate(sel)}
+        geoms[k], basis[k], d_min, mosaicity_deg=STILLS_MOSAICITY_DEG if ig.mosaicity_deg is None else ig.mosaicity_deg,
+        n_sigma=ig.n_sigma, space_group=sg)) for k, i in enumerate(sel)}
     parts: dict[int, Reflections] = {}
 
     def per_image(image: int, frame: np.ndarray, widths: dict | None) -> None:
@@ -202,15 +220,63 @@ def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, int
     return Reflections.concatenate([parts[i] for i in sorted(parts)])
 
 
+def _window(state: ProcessState, settings: ProcessSettings, geo: Geometry) -> RockingWidth:
+    """σ_M before integration: the setting, else from the indexed strong spots
+    (:func:`jfx.integrate.mosaicity.mosaicity_from_spots`), else the fallback; the frames are
+    integrated within ``n_sigma`` of :data:`jfx.integrate.mosaicity.WINDOW_FACTOR` × that
+    estimate and σ_M is refitted to the partials afterwards (:func:`_refit_rocking`)."""
+    from jfx.integrate.mosaicity import WINDOW_FACTOR, mosaicity_from_spots
+
+    ig = settings.integrate
+    if ig.mosaicity_deg is not None:
+        return RockingWidth(float(ig.mosaicity_deg), "setting", float(ig.mosaicity_deg))
+    sp, ix = state.spots, state.indexing
+    est = None
+    if sp is not None and ix is not None:
+        est = mosaicity_from_spots(sp, ix.hkl, ix.spots_of_lattice(0), geo,
+                                   getattr(settings.spotfind, "keep", ""))
+    if est is None or not est.ok:
+        s = ROTATION_MOSAICITY_FALLBACK_DEG
+        return RockingWidth(s, "fallback", WINDOW_FACTOR * s, 0 if est is None else est.n_passages)
+    return RockingWidth(est.sigma_deg, "spots", WINDOW_FACTOR * est.sigma_deg, est.n_passages)
+
+
+def _refit_rocking(width: RockingWidth, pr: Any, rows: dict, r_flags: np.ndarray,
+                   inv: np.ndarray, used: np.ndarray, n_sigma: float, osc_rad: float
+                   ) -> tuple[RockingWidth, np.ndarray, np.ndarray]:
+    """σ_M fitted to the integrated partials; returns (width, fraction, used) of every row:
+    the recorded fractions recomputed with the fitted σ_M and only the rows within its
+    ``n_sigma`` window (and ≥ :data:`MIN_PARTIAL_FRACTION`) used."""
+    from jfx.integrate.mosaicity import mosaicity_from_partials
+    from jfx.physics.partiality import rotation_fraction
+
+    if width.source == "setting":
+        return width, pr.fraction, used
+    ok = used & ((r_flags & np.uint32(int(F.INTEGRATED_SUM))) != 0)
+    clean = ok & ((r_flags & np.uint32(int(F.OVERLAP | F.OVERLOADED | F.MASKED_PIXEL))) == 0)
+    est = mosaicity_from_partials(inv, pr.image, rows["intensity"], rows["variance"], clean,
+                                  used, pr.zeta, abs(math.degrees(osc_rad)))
+    if not est.ok:
+        return width, pr.fraction, used
+    sig = min(est.sigma_deg, width.window_deg)
+    start = pr.phi_rad - (pr.frame - pr.image) * osc_rad  # start angle of each row's image
+    frac = np.asarray(rotation_fraction(pr.phi_rad, pr.zeta, math.radians(sig), start,
+                                        start + osc_rad))
+    half = n_sigma * math.radians(sig) / np.maximum(np.abs(pr.zeta), 1e-3) / abs(osc_rad)
+    inside = (np.floor(pr.frame + half) >= pr.image) & (np.floor(pr.frame - half) <= pr.image)
+    keep = used & inside & (frac >= MIN_PARTIAL_FRACTION)
+    return (RockingWidth(sig, "partials", width.window_deg, est.n_passages), frac, keep)
+
+
 def _rotation_predictions(state: ProcessState, settings: ProcessSettings, geo: Geometry,
-                          d_min: float):
+                          d_min: float, sigma_m_deg: float):
     """Predicted partial rows of the sweep (per scan-varying block when refined so)."""
     from jfx.integrate.predict import predict_rotation
 
     ig, sg = settings.integrate, settings.crystal.space_group
     indices = np.asarray(state.selection.indices)
     rng = (int(indices.min()), int(indices.max()))
-    kw = dict(mosaicity_deg=ig.mosaicity_deg, n_sigma=ig.n_sigma, space_group=sg,
+    kw = dict(mosaicity_deg=sigma_m_deg, n_sigma=ig.n_sigma, space_group=sg,
               min_fraction=MIN_PARTIAL_FRACTION)
     r = state.refinement
     if r is None or r.scan_varying_basis is None:
@@ -226,12 +292,13 @@ def _rotation_predictions(state: ProcessState, settings: ProcessSettings, geo: G
 
 
 def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
-              integ: Any, pool: Any, d_min: float) -> Reflections:
+              integ: Any, pool: Any, d_min: float) -> tuple[Reflections, RockingWidth]:
     from jfx.integrate.summation import SummationResult, combine_partials
 
     geo = state.final_geometry
     indices = np.asarray(state.selection.indices)
-    pr = _rotation_predictions(state, settings, geo, d_min)
+    width = _window(state, settings, geo)
+    pr = _rotation_predictions(state, settings, geo, d_min, width.window_deg)
     m = pr.n
     rows = {k: np.full(m, np.nan) for k in ("intensity", "variance", "background",
                                             "background_sigma", "masked_fraction", "prf",
@@ -261,6 +328,9 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
     uniq, inv = np.unique(key, axis=0, return_inverse=True)
     inv = inv.reshape(-1)
     ng = len(uniq)
+    width, fraction, used = _refit_rocking(width, pr, rows, r_flags, inv, used,
+                                           settings.integrate.n_sigma,
+                                           float(geo.goniometer.increment_rad))
     summed = combine_partials(
         SummationResult(intensity=rows["intensity"], variance=rows["variance"],
                         background=rows["background"],
@@ -268,7 +338,7 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
                         masked_fraction=rows["masked_fraction"],
                         n_signal=np.zeros(m, np.int32), n_background=np.zeros(m, np.int32),
                         flags=r_flags),
-        inv, pr.fraction, used, ng, prf=(rows["prf"], rows["prf_var"], rows["prf_var_bg"]))
+        inv, fraction, used, ng, prf=(rows["prf"], rows["prf_var"], rows["prf_var_bg"]))
     rep = np.full(ng, -1, np.int64)
     rep[inv[::-1]] = np.arange(m)[::-1]  # one representative row per reflection
     ok = used & ((r_flags & np.uint32(int(F.INTEGRATED_SUM))) != 0)
@@ -294,7 +364,7 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
         background_mean=summed.background.astype(f32),
         int_prf_var_bg=summed.prf_variance_bg.astype(f32),
         flags=(summed.flags | np.uint32(int(F.PREDICTED))).astype(np.uint32))
-    return t.take(np.isin(t.image, indices) | got)
+    return t.take(np.isin(t.image, indices) | got), width
 
 
 def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> ProcessState:
@@ -310,12 +380,13 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
     pool = (concurrent.futures.ThreadPoolExecutor(ig.threads, thread_name_prefix="integrate")
             if ig.threads > 1 else None)
     try:
+        width = None
         if state.is_rotation and geo.is_rotation:
-            table = _rotation(state, settings, ctx, integ, pool, d_min)
+            table, width = _rotation(state, settings, ctx, integ, pool, d_min)
         else:
             table = _stills(state, settings, ctx, integ, pool, d_min)
     finally:
         if pool is not None:
             pool.shutdown()
-    return dataclasses.replace(state, reflections=table).with_time(
+    return dataclasses.replace(state, reflections=table, rocking_width=width).with_time(
         "integrate", time.perf_counter() - t0)

@@ -146,6 +146,25 @@ class RefinementTable:
 
 
 @dataclasses.dataclass(frozen=True)
+class RockingWidth:
+    """Mosaic spread σ_M of a rotation sweep's prediction and integration.
+
+    Attributes:
+        sigma_deg: σ_M (deg) of the recorded fractions and of the frames summed.
+        source: ``setting`` (``integrate.mosaicity_deg``), ``partials`` (fitted to the
+            integrated partials, :func:`jfx.integrate.mosaicity.estimate_mosaicity`),
+            ``spots`` (from the strong spots only) or ``fallback`` (too little data).
+        window_deg: σ_M of the prediction window the frames were integrated in.
+        n_used: reflections (``partials``) or spot passages (``spots``) of the estimate.
+    """
+
+    sigma_deg: float
+    source: str
+    window_deg: float
+    n_used: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class ProcessState:
     """Everything one ``jfjoch_process`` run knows, stage by stage.
 
@@ -160,6 +179,7 @@ class ProcessState:
         indexing: indexing table (None: not run).
         refinement: refinement results (None: not run).
         reflections: integrated reflections (None: not run).
+        rocking_width: σ_M the rotation prediction used (None: stills or not run).
         space_group: the space group used for integration and merging (``-S``, else the
             master's when the cell fits it), None: P1.
         unit_cell: (6,) Å/deg cell of the processed data (median of the indexed lattices,
@@ -179,6 +199,7 @@ class ProcessState:
     indexing: IndexingTable | None = None
     refinement: RefinementTable | None = None
     reflections: Any = None
+    rocking_width: RockingWidth | None = None
     space_group: int | None = None
     unit_cell: np.ndarray | None = None
     scaling: Any = None
