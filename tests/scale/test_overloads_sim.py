@@ -29,7 +29,7 @@ def saturated(tmp_path_factory):
                           "-q", "--set", "mean_photons=400",
                           f"saturation_value={SATURATION}"]) == 0
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         assert process_main([str(d / "r_master.h5"), "-o", str(d / "m"), "-R=10", "-S", "96",
                              "-M", "-P", "rot"]) == 0
     return d, buf.getvalue()
@@ -87,13 +87,19 @@ def test_flagged_overloads_are_the_saturated_reflections(saturated):
 
 
 def test_overloads_out_of_the_merge_by_default(saturated, tmp_path):
+    # summation intensities (a saturated core is missing from the sum; profile fitting
+    # extrapolates it from the wings of these exactly Gaussian simulated spots) and
+    # --min-partiality 0.1 (reflections recorded only as a sliver at the ends of this 8°
+    # sweep, recorded fraction 0.02-0.1, have an ill-determined I/F)
     d, _ = saturated
-    cc_default = _cc_truth(d / "m.mtz", d / "r_truth.h5")
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        assert scale_main([str(d / "m_process.h5"), "-o", str(tmp_path / "inc"), "-S", "96",
-                           "-P", "rot", "--include-overloads"]) == 0
-    assert "overloaded observations included" in buf.getvalue()
-    cc_inc = _cc_truth(tmp_path / "inc.mtz", d / "r_truth.h5")
-    assert cc_default > 0.998
-    assert cc_inc < cc_default - 0.005
+    cc = {}
+    for name, extra in (("default", []), ("inc", ["--include-overloads"])):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            assert scale_main([str(d / "m_process.h5"), "-o", str(tmp_path / name), "-S", "96",
+                               "-P", "rot", "--min-partiality", "0.1", *extra,
+                               "scale.intensity=sum"]) == 0
+        assert ("overloaded observations included" in buf.getvalue()) == bool(extra)
+        cc[name] = _cc_truth(tmp_path / f"{name}.mtz", d / "r_truth.h5")
+    assert cc["default"] > 0.998
+    assert cc["inc"] < cc["default"] - 0.005
