@@ -92,10 +92,11 @@ def test_jfjoch_scale_remerges_and_combines_half_runs(rot, merged_run, tmp_path,
 
 def test_jfjoch_scale_remerges_in_another_space_group(merged_run, tmp_path):
     """-S 89 (P422, same lattice, no screw axes): the 00l reflections that P4₃2₁2 calls
-    absent are merged too, everything else maps to the same unique set."""
+    absent are merged too, everything else maps to the same unique set (same partiality
+    model as the run: -P rot)."""
     out, _ = merged_run
     o = tmp_path / "p422"
-    assert scale_main([f"{out}_process.h5", "-o", str(o), "-S", "89"]) == 0
+    assert scale_main([f"{out}_process.h5", "-o", str(o), "-S", "89", "-P", "rot"]) == 0
     h96, _, _, _ = _mtz(f"{out}.mtz")
     h89, _, _, m = _mtz(f"{o}.mtz")
     assert m.spacegroup.number == 89
