@@ -202,7 +202,15 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
     safe_d = np.where(valid, d, 1.0)
     sin_t = np.clip(lam / (2.0 * safe_d), 0.0, 1.0)
     frames = np.where(is_rot, last - first + 1.0, 1.0)
-    V_bg = smooth_background_variance(V_bg, image_ids, d, frames, valid)
+    # variances at the model intensity only for tables whose variances follow the counting
+    # relation of the integrator (var ≥ I); otherwise σ is used as given
+    n_valid = max(int(valid.sum()), 1)
+    counting = np.sum(valid & ~np.isfinite(V_bg)) <= MAX_NONCOUNTING_FRACTION * n_valid
+    if counting:
+        V_bg = smooth_background_variance(V_bg, image_ids, d, frames, valid)
+        V_bg = np.where(np.isfinite(V_bg), V_bg, V)
+    else:
+        V_bg = V
     phi_lo = np.where(is_rot, start + first * inc, 0.0)
     cols = {
         "refl": np.where(valid, refl_id, 0).astype(np.int32),
@@ -222,7 +230,7 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
         "two_theta_rad": 2.0 * np.arcsin(sin_t),
         "valid": valid,
         "var_signal": np.where(valid, (V - V_bg) / np.where(valid, lp, 1.0) ** 2, 0.0),
-        "poisson": np.where(valid, 1.0 / np.where(valid, lp, 1.0), 0.0),
+        "poisson": np.where(valid & counting, 1.0 / np.where(valid, lp, 1.0), 0.0),
     }
     if beam_center_px is not None and "predicted_x" in table and "predicted_y" in table:
         dx = _col(table, "predicted_x", n) - float(beam_center_px[0])
@@ -254,7 +262,7 @@ def background_variance(I: np.ndarray, V: np.ndarray, is_prf: np.ndarray,
     reflections summed over partials). Profile fitting (:mod:`jfx.integrate.profile`): the
     variance the fit gives at I = 0, ``int_prf_var_bg`` (older files without it: var − max(I, 0),
     exact for I ≤ 0). A row whose result falls below :data:`VAR_BG_FLOOR` · var does not
-    follow the counting relation (I > var: not from the integrator) and keeps var.
+    follow the counting relation (I > var: not from the integrator) and gets NaN.
 
     Args:
         I, V: (n,) intensity and variance (raw photons, photons²) of each row.
@@ -264,8 +272,12 @@ def background_variance(I: np.ndarray, V: np.ndarray, is_prf: np.ndarray,
     with np.errstate(invalid="ignore"):
         v_prf = np.where(np.isfinite(prf_var_bg), prf_var_bg, V - np.maximum(I, 0.0))
         v = np.where(is_prf, v_prf, V - I)
-        return np.where(np.isfinite(v) & (v >= VAR_BG_FLOOR * V), v, V)
+        return np.where(np.isfinite(v) & (v >= VAR_BG_FLOOR * V), v, np.nan)
 
+
+MAX_NONCOUNTING_FRACTION = 0.01
+"""A run whose rows break var ≥ I (beyond this fraction) keeps its σ as given (no model
+variance): its variances do not come from counting statistics."""
 
 SMOOTH_BINS = 20
 """Resolution bins (equal counts in 1/d²) of :func:`smooth_background_variance`."""
@@ -287,12 +299,14 @@ def smooth_background_variance(v_bg: np.ndarray, image: np.ndarray, d: np.ndarra
     Args:
         v_bg: (n,) intensity-independent variance of each row (raw photons²).
         image: (n,) int image index; d: (n,) resolution (Å); frames: (n,) summed frames;
-        valid: (n,) bool rows that take part (the others keep ``v_bg``).
+        valid: (n,) bool rows that take part (the others keep ``v_bg``; valid rows with a
+            NaN ``v_bg`` get the model of their image and bin, NaN when unknown).
     Returns:
         (n,) float64.
     """
     v_bg = np.asarray(v_bg, np.float64)
-    ok = np.asarray(valid, bool) & np.isfinite(v_bg) & (v_bg > 0) & np.isfinite(d) & (d > 0)
+    okd = np.asarray(valid, bool) & np.isfinite(d) & (d > 0)
+    ok = okd & np.isfinite(v_bg) & (v_bg > 0)
     if ok.sum() < 2 * n_bins:
         return v_bg
     img = np.unique(np.asarray(image)[ok], return_inverse=True)[1].reshape(-1)
@@ -309,6 +323,17 @@ def smooth_background_variance(v_bg: np.ndarray, image: np.ndarray, d: np.ndarra
         F = np.bincount(img, v) / np.maximum(np.bincount(img, G[k] * f), 1e-300)
     out = v_bg.copy()
     out[ok] = F[img] * G[k] * f
+    # rows without a usable own value: the model of their image and bin where both are known
+    rest = np.flatnonzero(okd & ~ok)
+    if rest.size:
+        imgs, inv = np.unique(np.asarray(image)[ok], return_inverse=True)
+        pos = np.searchsorted(imgs, np.asarray(image)[rest])
+        known = (pos < imgs.size) & (imgs[np.minimum(pos, imgs.size - 1)]
+                                     == np.asarray(image)[rest])
+        sr = 1.0 / np.asarray(d, np.float64)[rest] ** 2
+        kr = np.clip(np.searchsorted(edges, sr, side="right") - 1, 0, n_bins - 1)
+        val = F[np.minimum(pos, imgs.size - 1)] * G[kr] * np.asarray(frames, np.float64)[rest]
+        out[rest] = np.where(known, val, np.nan)
     return out
 
 
