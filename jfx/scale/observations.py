@@ -46,9 +46,10 @@ class Observations:
             (0 for rotation rows and when the beam centre is not known).
         two_theta_rad: float64 scattering angle 2θ from d and λ (rad).
         valid: bool, the row takes part in scaling.
-        var_signal: float64 the part of σ² that the integrator computed from the
-            observation's own intensity (σ² − var_bg, var_bg the variance it reports for a
-            zero intensity; corrected units (photons/lp)²).
+        var_signal: float64 σ² − var_bg in corrected units ((photons/lp)²): var_bg is the
+            expected intensity-independent variance of the row (the variance the integrator
+            reports for a zero intensity, :func:`background_variance`, smoothed over the
+            rows of its image and resolution bin, :func:`smooth_background_variance`).
         poisson: float64 ∂σ²/∂I of the counting statistics in corrected units (1/lp for
             photon-counting data, whose summation variance is var_bg + I_raw). With these the
             variance at a *model* intensity m is σ² − var_signal + poisson·m
