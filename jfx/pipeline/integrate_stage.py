@@ -94,7 +94,9 @@ def summary(state: ProcessState) -> IntegrationSummary | None:
     n_img = (state.n_images if state.is_rotation
              else int(np.sum(state.indexing.indexed)) if state.indexing is not None else 0)
     flags = np.asarray(t.flags, np.uint32)
-    count = lambda f: int(np.sum(good & ((flags & np.uint32(int(f))) != 0)))  # noqa: E731
+    def count(f):
+        return int(np.sum(good & ((flags & np.uint32(int(f))) != 0)))
+
     return IntegrationSummary(n_images=n_img, n_reflections=t.n, n_integrated=n_int,
                               mean_i_over_sigma=isig, n_overloaded=count(F.OVERLOADED),
                               n_masked=count(F.MASKED_FRACTION),

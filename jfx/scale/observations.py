@@ -327,7 +327,7 @@ def smooth_background_variance(v_bg: np.ndarray, image: np.ndarray, d: np.ndarra
     # rows without a usable own value: the model of their image and bin where both are known
     rest = np.flatnonzero(okd & ~ok)
     if rest.size:
-        imgs, inv = np.unique(np.asarray(image)[ok], return_inverse=True)
+        imgs = np.unique(np.asarray(image)[ok])
         pos = np.searchsorted(imgs, np.asarray(image)[rest])
         known = (pos < imgs.size) & (imgs[np.minimum(pos, imgs.size - 1)]
                                      == np.asarray(image)[rest])

@@ -44,8 +44,9 @@ def _noise_table(n_img=160, per_image=300, seed=5, overload_above=None):
             over = expect > overload_above
             obs = np.where(over, 0.05 * obs, obs)
             flags = np.where(over, flags | np.uint32(int(F.OVERLOADED)), flags)
-        rows.append(dict(h=_equivalent(hkl[sel], 96, rng), image=np.full(per_image, i),
-                         d=d[sel], lp=lp, int_sum=obs, int_sum_var=var, flags=flags))
+        rows.append({"h": _equivalent(hkl[sel], 96, rng), "image": np.full(per_image, i),
+                     "d": d[sel], "lp": lp, "int_sum": obs, "int_sum_var": var,
+                     "flags": flags})
     t = {k: np.concatenate([np.asarray(r[k]) if k != "h" else r[k] for r in rows])
          for k in rows[0]}
     h = t.pop("h")
@@ -56,7 +57,7 @@ def _noise_table(n_img=160, per_image=300, seed=5, overload_above=None):
              predicted_phi=np.full(n, np.nan), image_first=t["image"].copy(),
              image_last=t["image"].copy())
     run = RunData(table=t, wavelength_A=1.0, cell=np.asarray(LYSO), space_group=96)
-    return run, dict(hkl=hkl, i=i_true, d=d)
+    return run, {"hkl": hkl, "i": i_true, "d": d}
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def test_merge_weights_are_the_variance_at_the_model_intensity(noise_run):
 
 
 def test_noise_only_shells_merge_to_zero_mean_i_over_sigma(noise_run):
-    run, truth, res = noise_run
+    run, _, res = noise_run
     mg = res.merged
     beyond = mg.d_A < D_CUT - 0.02
     assert beyond.sum() > 2000
@@ -168,7 +169,7 @@ def test_overloaded_rows_stay_out_unless_included():
     assert res.n_obs_used <= len(t["h"]) - n_over
     assert any("overloaded observations left out" in line for line in res.lines())
     strong = truth["d"] >= D_CUT
-    tr = dict(hkl=truth["hkl"][strong], i=truth["i"][strong])
+    tr = {"hkl": truth["hkl"][strong], "i": truth["i"][strong]}
     cc_default, _ = _cc_truth(res.merged, tr, 96)
     inc = scale_merge([run], ScaleSettings(merge=True, intensity="sum", include_overloads=True),
                       FixedPartiality())
