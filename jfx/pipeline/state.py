@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from jfx.models.geometry import Geometry
-from jfx.models.spots import SpotList
+from jfx.models.spots import SpotList, Spots3D
 from jfx.models.images import ImageStats
 
 
@@ -175,6 +175,10 @@ class ProcessState:
         image_stats: per-image statistics (spot-finding stage).
         spots: the spot lists (host numpy :class:`SpotList`).
         spot_stats: per-image spot-finding numbers beyond the spot list.
+        spots3d: rotation data: the spots joined across consecutive images
+            (:class:`jfx.models.spots.Spots3D`, from every filtered spot before the
+            ``max_spots`` truncation); None for stills. Rotation indexing (pass 1) and
+            refinement use these; ``spots`` stays the per-image output.
         azint: azimuthal profiles (None: not run).
         indexing: indexing table (None: not run).
         refinement: refinement results (None: not run).
@@ -195,6 +199,7 @@ class ProcessState:
     image_stats: ImageStats | None = None
     spots: SpotList | None = None
     spot_stats: SpotImageStats | None = None
+    spots3d: Spots3D | None = None
     azint: AzintProfiles | None = None
     indexing: IndexingTable | None = None
     refinement: RefinementTable | None = None
