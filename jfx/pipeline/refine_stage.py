@@ -161,16 +161,19 @@ def refine_stills_pooled(state: ProcessState, settings: ProcessSettings) -> Refi
 SIGMA_XY_PX = 0.25
 """Assumed position precision of a spot centroid (px), the scale of the φ weights."""
 
+SIGMA_ONE_IMAGE = 1.0 / np.sqrt(12.0)
+"""φ precision (frames) of a spot seen on one image: the image centre, uniform error."""
 
-def _phi_scale(geo: Geometry, sigma_frames: np.ndarray | float = 1.0 / np.sqrt(12.0)
+
+def _phi_scale(geo: Geometry, sigma_frames: np.ndarray | float = SIGMA_ONE_IMAGE
                ) -> np.ndarray | float | None:
     """Weight of the φ residuals: σ_xy / σ_φ (px per rad), so that a φ residual of one σ_φ
     counts as much as a position residual of σ_xy = :data:`SIGMA_XY_PX`.
 
     ``sigma_frames``: the φ precision of each observation in frames. A spot found on one
     image knows its angle only to the image's width, σ = 1/√12 frame (the default); a 3D
-    spot's centroid seen on n consecutive images interpolates between them, σ ≈ 1/(√12·n)
-    (:func:`centroid_sigma_frames`). Weighting φ as arc length on the detector instead
+    spot's centroid seen on n consecutive images interpolates between them,
+    σ ≈ 1/(√12·min(n, 3)) (:func:`centroid_sigma_frames`). Weighting φ as arc length on the detector instead
     (~10× more at 0.5°/image) let the frame quantisation pull the distance by up to 0.2 %."""
     inc = abs(float(geo.goniometer.increment_rad))
     if inc <= 0:
@@ -178,14 +181,21 @@ def _phi_scale(geo: Geometry, sigma_frames: np.ndarray | float = 1.0 / np.sqrt(1
     return SIGMA_XY_PX / (inc * np.asarray(sigma_frames, np.float64))
 
 
+CENTROID_MAX_IMAGES = 3
+"""Images beyond which a 3D spot's φ centroid is taken to get no more precise."""
+
+
 def centroid_sigma_frames(n_images: np.ndarray) -> np.ndarray:
     """φ precision (frames) of 3D spot centroids seen on ``n_images`` consecutive images:
-    1/(√12·n). One image: the uniform quantisation error of the image centre, 1/√12. Several:
-    the intensity-weighted mean of the image centres interpolates; measured against the
-    simulated truth (lyso_rotation, σ_M = 0.15°, 0.5°/image, 90 images; docs/refinement.md)
-    the rms centroid error is 0.12 / 0.10 / 0.11 frames for spots on 2 / 3 / 4 images,
-    against 0.144 / 0.096 / 0.072 from this rule."""
-    return 1.0 / (np.sqrt(12.0) * np.maximum(np.asarray(n_images, np.float64), 1.0))
+    1/(√12·min(n, 3)). One image: the uniform quantisation error of the image centre, 1/√12.
+    Several: the intensity-weighted mean of the image centres interpolates between them.
+    Measured against the simulated truth (``experiments/join3d/run.py`` on lyso_rotation,
+    σ_M = 0.15°, 0.5°/image, 90 images; docs/refinement.md) the rms centroid error is
+    0.38 / 0.12 / 0.10 / 0.13 frames for spots on 1 / 2 / 3 / ≥ 4 images (rule: 0.29 / 0.14 /
+    0.096 / 0.096): beyond 3 images the wider rocking curve of such spots (near the rotation
+    axis) spreads the photons thinner and the error stops falling."""
+    n = np.clip(np.asarray(n_images, np.float64), 1.0, CENTROID_MAX_IMAGES)
+    return 1.0 / (np.sqrt(12.0) * n)
 
 
 def _rotation_inputs(state: ProcessState, use_3d: bool = True):
@@ -217,7 +227,7 @@ def _rotation_inputs(state: ProcessState, use_3d: bool = True):
         y = np.asarray(state.spots.y_px, np.float64)
         pk = ix.spots_of_lattice(0) & np.isfinite(x) & np.isfinite(y)
         frame = np.broadcast_to((indices.astype(np.float64) + 0.5)[:, None], x.shape)
-        sig = np.full(x.shape, 1.0 / np.sqrt(12.0))
+        sig = np.full(x.shape, SIGMA_ONE_IMAGE)
     phi = rot.image_angles(geo, frame)
     return geo, x, y, pk, axis, phi, frame, sig
 

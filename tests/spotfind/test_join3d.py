@@ -4,6 +4,7 @@ and the finder's untruncated per-frame list (a spot dropped by --max-spots on on
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -116,7 +117,7 @@ def test_streaming_in_any_chunks_equals_one_call():
     j = SpotJoiner()
     cuts = [0, np.searchsorted(fs.image, 3), np.searchsorted(fs.image, 4),
             np.searchsorted(fs.image, 7), fs.n]
-    for a, b in zip(cuts[:-1], cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         j.add(fs.take(slice(a, b)))
     two = j.finish()
     for f in dataclasses.fields(one):
