@@ -43,6 +43,8 @@ class RefineSummary:
         mode: ``stills`` | ``rotation``; refined: images / sweeps converged.
         rmsd_px, rmsd_phi_deg: median rms position (and φ) residual.
         beam_center_px, distance_mm: the refined detector (pooled over stills).
+        n_spots, n_outliers, rmsd_all: rotation: spots refined, outliers rejected before
+            the last refinement and the (px, deg) rmsd before the rejection.
     """
 
     mode: str
@@ -51,12 +53,24 @@ class RefineSummary:
     rmsd_phi_deg: float | None
     beam_center_px: tuple[float, float]
     distance_mm: float
+    n_spots: int | None = None
+    n_outliers: int = 0
+    rmsd_all: tuple[float, float] | None = None
 
     def lines(self) -> list[str]:
         phi = f", {self.rmsd_phi_deg:.3f} deg" if self.rmsd_phi_deg is not None else ""
+        spots = ""
+        if self.n_spots is not None:
+            spots = f" on {self.n_spots} spots"
+            if self.n_outliers:
+                spots += f" ({self.n_outliers} outliers rejected"
+                if self.rmsd_all is not None:
+                    spots += (f"; before: {self.rmsd_all[0]:.3f} px, "
+                              f"{self.rmsd_all[1]:.3f} deg")
+                spots += ")"
         bx, by = self.beam_center_px
         return [(f"refinement ({self.mode}): {self.refined} converged, rmsd {self.rmsd_px:.3f} "
-                 f"px{phi}; beam centre ({bx:.2f}, {by:.2f}) px, distance "
+                 f"px{phi}{spots}; beam centre ({bx:.2f}, {by:.2f}) px, distance "
                  f"{self.distance_mm:.3f} mm")]
 
 
@@ -69,7 +83,8 @@ def summary(state: ProcessState) -> RefineSummary | None:
     bc = np.asarray(det.beam_center_px, np.float64)
     return RefineSummary(mode=r.mode, refined=int(r.refined), rmsd_px=float(r.rmsd_px),
                          rmsd_phi_deg=r.rmsd_phi_deg, beam_center_px=(float(bc[0]), float(bc[1])),
-                         distance_mm=float(det.distance_mm))
+                         distance_mm=float(det.distance_mm), n_spots=r.n_spots,
+                         n_outliers=r.n_outliers, rmsd_all=r.rmsd_all)
 
 
 def enabled(settings: ProcessSettings) -> bool:
@@ -247,6 +262,7 @@ def _assign(geo: Geometry, b0: np.ndarray, x, y, pk, axis, phi, tolerance: float
 def refine_sweep(state: ProcessState, settings: ProcessSettings) -> RefinementTable:
     """Scan-static refinement of the sweep (two macro-cycles), then scan-varying blocks."""
     from jfx.models.lattice import Lattice
+    from jfx.refine.outliers import residual_outliers
     from jfx.refine.refine import RefineSpots, refine_rotation, refine_scan_varying
 
     sg = settings.crystal.space_group
@@ -263,6 +279,27 @@ def refine_sweep(state: ProcessState, settings: ProcessSettings) -> RefinementTa
         geo_r = Geometry(beam=res.geometry.beam, detector=res.geometry.detector,
                          goniometer=geo.goniometer)
         b0 = np.asarray(res.basis)
+    n_out, rmsd_all = 0, None
+    prob = settings.refine.outlier_probability
+    if prob is not None and int(res.status) <= 1:
+        # DIALS-style centroid outlier rejection on the last macro-cycle's residuals, then
+        # one more scan-static refinement on the spots kept
+        used = np.asarray(spots.valid, bool).reshape(-1)
+        out = residual_outliers(np.asarray(res.residuals)[used], prob)
+        if out.any():
+            keep = used.copy()
+            keep[np.flatnonzero(used)[out]] = False
+            res2 = refine_rotation(
+                RefineSpots.create(hkl, x, y, frame=frame, valid=keep.reshape(np.shape(x))),
+                geo_r, Lattice(basis=b0, space_group=sg), settings.refine, solver=solver,
+                phi_scale_px=phi_scale)
+            if int(res2.status) <= 1:
+                n_out = int(out.sum())
+                rmsd_all = (float(res.rmsd_px), float(res.rmsd_phi_deg))
+                res = res2
+                geo_r = Geometry(beam=res.geometry.beam, detector=res.geometry.detector,
+                                 goniometer=geo.goniometer)
+                b0 = np.asarray(res.basis)
     edges = sv_basis = None
     inc = abs(float(geo.goniometer.increment_rad))
     if (settings.refine.scan_varying_deg is not None and inc > 0
@@ -280,7 +317,8 @@ def refine_sweep(state: ProcessState, settings: ProcessSettings) -> RefinementTa
                            basis=b0, status=np.array([int(res.status)], np.int32),
                            rmsd_px=float(res.rmsd_px), rmsd_phi_deg=float(res.rmsd_phi_deg),
                            refined=int(int(res.status) == 0), scan_varying_edges=edges,
-                           scan_varying_basis=sv_basis)
+                           scan_varying_basis=sv_basis, n_spots=int(res.n_spots),
+                           n_outliers=n_out, rmsd_all=rmsd_all)
 
 
 def refine_rescue(state: ProcessState, settings: ProcessSettings) -> RefinementTable | None:

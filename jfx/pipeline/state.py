@@ -129,6 +129,11 @@ class RefinementTable:
             triclinic and less exact than the indexer's symmetrised one).
         scan_varying_edges: (n_blocks + 1,) frame edges of scan-varying blocks, or None.
         scan_varying_basis: (n_blocks, 3, 3) angle-0 basis of each block, or None.
+        n_spots: rotation: spots in the final scan-static refinement (None: not recorded).
+        n_outliers: rotation: spots rejected as outliers before it
+            (``refine.outlier_probability``).
+        rmsd_all: rotation with outlier rejection: (rmsd px, rmsd φ deg) of the refinement
+            before the rejection (all assigned spots), else None.
     """
 
     mode: str
@@ -143,6 +148,9 @@ class RefinementTable:
     lattices_replace_indexing: bool = False
     scan_varying_edges: np.ndarray | None = None
     scan_varying_basis: np.ndarray | None = None
+    n_spots: int | None = None
+    n_outliers: int = 0
+    rmsd_all: tuple[float, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -118,6 +118,9 @@ class RefineResult:
         status: :class:`RefineStatus` values (int).
         iterations: solver iterations.
         params: the refined :class:`jfx.refine.params.RefineParams` (batched for stills).
+        residuals: rotation: (N, 3) float64 raw residuals (Δx px, Δy px, Δφ rad) of every
+            spot row (the given spots flattened; NaN for rows that are not valid) under the
+            refined model; None for stills.
     """
 
     geometry: Geometry
@@ -129,6 +132,7 @@ class RefineResult:
     status: np.ndarray
     iterations: np.ndarray
     params: P.RefineParams
+    residuals: np.ndarray | None = None
 
 
 def _bucket(n: int, buckets=SPOT_BUCKETS) -> int:
@@ -383,12 +387,15 @@ def refine_rotation(spots: RefineSpots, geometry: Geometry, lattice: Lattice,
     rmsd = float(np.sqrt(np.sum(xy[used] ** 2) / n_used)) if n_used else float("nan")
     rmsd_phi = (float(np.rad2deg(np.sqrt(np.mean(raw[used, 2] ** 2)))) if n_used
                 else float("nan"))
+    resid = np.full((valid.size, 3), np.nan)
+    if status <= RefineStatus.NOT_CONVERGED:
+        resid[idx] = raw[:n_valid]
     return RefineResult(geometry=jax.tree_util.tree_map(np.asarray, geom), basis=bas,
                         rmsd_px=np.asarray(rmsd), rmsd_phi_deg=np.asarray(rmsd_phi),
                         n_used=np.asarray(n_used), n_spots=np.asarray(n_valid),
                         status=np.asarray(int(status)),
                         iterations=np.asarray(info.iterations),
-                        params=jax.tree_util.tree_map(np.asarray, pr))
+                        params=jax.tree_util.tree_map(np.asarray, pr), residuals=resid)
 
 
 @dataclasses.dataclass(frozen=True)

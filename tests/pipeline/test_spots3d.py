@@ -90,13 +90,22 @@ def test_refinement_on_3d_spots_has_a_smaller_phi_rmsd(sweep):
     from jfx.pipeline.refine_stage import refine_sweep
 
     state, settings, truth = sweep
-    r3 = refine_sweep(state, settings)
-    r2 = refine_sweep(dataclasses.replace(state, spots3d=None), settings)
+    plain = dataclasses.replace(settings, refine=dataclasses.replace(
+        settings.refine, outlier_probability=None))
+    r3 = refine_sweep(state, plain)
+    r2 = refine_sweep(dataclasses.replace(state, spots3d=None), plain)
     assert r3.refined == 1 and r2.refined == 1
+    assert r3.n_outliers == 0 and r3.rmsd_all is None
     assert r3.rmsd_phi_deg < 0.12
     assert r3.rmsd_phi_deg < 0.5 * r2.rmsd_phi_deg
     assert r3.rmsd_px < r2.rmsd_px + 0.02
     g = truth.geometry
-    det = r3.geometry.detector
-    assert abs(float(det.distance_mm) / float(g["distance_mm"]) - 1) < 1e-3
-    assert np.abs(np.asarray(det.beam_center_px) - g["beam_center_px"]).max() < 0.1
+    for r in (r3, refine_sweep(state, settings)):
+        det = r.geometry.detector
+        assert abs(float(det.distance_mm) / float(g["distance_mm"]) - 1) < 1e-3
+        assert np.abs(np.asarray(det.beam_center_px) - g["beam_center_px"]).max() < 0.1
+    # default: DIALS-style outlier rejection, then one more refinement on the spots kept
+    rr = refine_sweep(state, settings)
+    assert rr.n_outliers > 0 and rr.n_spots + rr.n_outliers == r3.n_spots
+    assert rr.rmsd_all == pytest.approx((r3.rmsd_px, r3.rmsd_phi_deg), rel=1e-6)
+    assert rr.rmsd_px < r3.rmsd_px and rr.rmsd_phi_deg < r3.rmsd_phi_deg
