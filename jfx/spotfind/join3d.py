@@ -6,13 +6,15 @@ Acta Cryst. D74, 85–97). jfx finds spots per frame (:mod:`jfx.spotfind.find`) 
 afterwards, streaming, with bounded memory:
 
 * **Join rule.** Two 2D spots on consecutive images i and i + 1 belong to the same 3D spot
-  when their strong-pixel bounding boxes overlap (inclusive pixel boxes sharing at least one
-  pixel). Overlapping strong pixels, DIALS' rule, imply overlapping boxes, so every pair
-  DIALS joins is joined; the box test also joins the rare pairs whose boxes touch but whose
-  pixels do not (two reflections within a spot diameter on neighbouring images) — DIALS
-  merges those too as soon as one pixel touches. The relation is closed transitively
-  (connected components): a 2D spot that overlaps two spots of the previous image merges
-  them. Spots of non-consecutive images (a gap, ``stride`` > 1) are never joined.
+  when their strong-pixel bounding boxes (inclusive pixel boxes) overlap or lie at most
+  ``gap_px`` apart (:data:`GAP_PX` = 1: touching boxes join, side or corner). Overlapping
+  strong pixels, DIALS' rule, imply overlapping boxes, so every pair DIALS joins is joined;
+  the tolerance of 1 px also joins the 1-pixel tails of a reflection that moved by a pixel
+  between images (measured: docs/spotfinding.md), and may join two reflections within a
+  spot diameter on neighbouring images, which DIALS merges too as soon as one pixel touches.
+  The relation is closed transitively (connected components): a 2D spot that overlaps two
+  spots of the previous image merges them. Spots of non-consecutive images (a gap,
+  ``stride`` > 1) are never joined.
 * **Centroid.** With weights w = max(I₂D, 10⁻³) (the background-subtracted photons of each
   2D spot; the floor keeps spots with I ≤ 0 from cancelling), x̄ = Σw·x / Σw, ȳ likewise and
   z̄ = Σw·(i + 0.5) / Σw with i the image of each 2D spot: the frame coordinate of a spot
