@@ -499,8 +499,8 @@ def _process_job(argv: list[str], con: _Console) -> int:
     state = result.state
     tm = state.timings_s
     con.detail("time per part: " + ", ".join(
-        f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "azint", "index", "refine",
-                                        "integrate", "scale", "total")
+        f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "join3d", "azint", "index",
+                                        "refine", "integrate", "scale", "total")
         if k in tm)
         + f" (read = waiting for the reader; device {result.device}, batch {result.batch_size})")
     # the master is closed again before its metadata is copied (h5py file-locking flags)

@@ -33,7 +33,7 @@ import numpy as np
 
 from jfx.models.geometry import Geometry
 from jfx.models.pixels import special_values
-from jfx.models.spots import SpotList
+from jfx.models.spots import FrameSpots, SpotList
 from jfx.physics.diffraction import detector_origin_mm
 from jfx.spotfind.base import SpotFinderSettings
 from jfx.spotfind.ice import on_ice_ring
@@ -118,10 +118,14 @@ class SpotFindResult:
             ``n_saturated`` int64, ``strong_pixels`` int32, ``n_spots`` int32,
             ``n_spots_found`` int32, ``n_ice`` int32, ``bkg_estimate`` float32,
             ``resolution_estimate`` float32 (Å).
+        all_spots: with ``all_spots=True``: every spot of the k frames that passed the
+            filters, before the ``max_spots`` truncation (:class:`FrameSpots`, the input of
+            3D joining, :mod:`jfx.spotfind.join3d`), else None.
     """
 
     spots: SpotList
     stats: dict[str, np.ndarray]
+    all_spots: FrameSpots | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,12 +297,28 @@ class ThresholdSpotFinder:
         idx = idx[np.argsort(key, kind="stable")][: s.max_spots]
         return spots.take(idx), d[idx], ice[idx], n_found, res
 
-    def __call__(self, frames: np.ndarray, images: np.ndarray) -> SpotFindResult:
+    def _untruncated(self, spots: Spots, image: int) -> FrameSpots:
+        """Every spot of one frame that passes :meth:`select`'s filters, untruncated
+        (:meth:`select` with an unlimited ``max_spots``)."""
+        unlimited = dataclasses.replace(
+            self, settings=dataclasses.replace(self.settings, max_spots=np.iinfo(np.int32).max))
+        kept = unlimited.select(spots)[0]
+        return FrameSpots(
+            image=np.full(kept.n, image, np.int64), x_px=kept.x_px.astype(np.float32),
+            y_px=kept.y_px.astype(np.float32), intensity=kept.intensity.astype(np.float32),
+            n_pixels=kept.n_pixels.astype(np.int32),
+            bbox=np.stack([kept.x_min, kept.x_max, kept.y_min, kept.y_max], axis=1
+                          ).astype(np.int32))
+
+    def __call__(self, frames: np.ndarray, images: np.ndarray, *,
+                 all_spots: bool = False) -> SpotFindResult:
         """Find the spots of one chunk.
 
         Args:
             frames: (k, ny, nx) integer frames (native dtype, one reader chunk).
             images: (k,) int64 image numbers (0-based indices into the input file).
+            all_spots: also return every filtered spot before the ``max_spots`` truncation
+                (``SpotFindResult.all_spots``, for 3D joining of rotation data).
 
         Returns:
             :class:`SpotFindResult`.
@@ -335,11 +355,15 @@ class ThresholdSpotFinder:
             outs = [pool.submit(self._dispatch, frames[i]) for i in range(k)]
         else:
             outs = [self._dispatch(frames[0])]
+        every: list[FrameSpots] = []
         for i in range(k):
             out = outs[i].result() if k > 1 else outs[i]
             strong, flat, mean, s1 = self._collect(frames[i], out)
             outs[i] = None
-            kept, d, fl, n_found, res = self.select(self.label(frames[i], strong, mean, flat))
+            labelled = self.label(frames[i], strong, mean, flat)
+            kept, d, fl, n_found, res = self.select(labelled)
+            if all_spots:
+                every.append(self._untruncated(labelled, int(images[i])))
             n = kept.n
             x[i, :n] = kept.x_px
             y[i, :n] = kept.y_px
@@ -360,7 +384,12 @@ class ThresholdSpotFinder:
             image=images, x_px=x, y_px=y, frame=frame_c, intensity=inten, n_pixels=npx,
             d_A=dd, ice_ring=ice, valid=valid, n_found=st["n_spots_found"].copy(),
             strong_pixels=st["strong_pixels"].copy())
-        return SpotFindResult(spots=spots, stats=st)
+        every_cat = None
+        if all_spots:
+            every_cat = FrameSpots(*(np.concatenate([getattr(f, name) for f in every])
+                                     for name in ("image", "x_px", "y_px", "intensity",
+                                                  "n_pixels", "bbox")))
+        return SpotFindResult(spots=spots, stats=st, all_spots=every_cat)
 
 
 def find_spots(frames: np.ndarray, images: np.ndarray,
