@@ -110,6 +110,7 @@ def _col(table: dict, name: str, n: int, fill: float = np.nan) -> np.ndarray:
 def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_A: float,
                             phi_start_deg: float = 0.0, phi_increment_deg: float = 0.0,
                             intensity: str = "prf", min_partiality: float = 0.02,
+                            min_recorded_fraction: float = 0.0,
                             d_min_A: float | None = None, n_refl: int | None = None,
                             n_img: int | None = None, pad: bool = True,
                             beam_center_px: tuple[float, float] | None = None) -> Observations:
@@ -132,6 +133,8 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
         intensity: ``prf`` (int_prf where finite with positive finite variance, else int_sum)
             or ``sum``.
         min_partiality: rows whose stored partiality is below this are invalid.
+        min_recorded_fraction: rotation rows whose stored partiality (the recorded fraction
+            of the reflection summed over its images) is below this are invalid.
         d_min_A: rows with d < d_min_A are invalid (``None`` = no limit).
         n_refl, n_img: override the counts (default: max index + 1).
         pad: pad to a power-of-two bucket.
@@ -192,6 +195,7 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
     valid &= np.isfinite(I) & np.isfinite(V) & (V > 0) & np.isfinite(lp) & (lp > 0)
     valid &= np.isfinite(d) & (d > 0) & ~bad_rot
     valid &= np.isfinite(part) & (part >= min_partiality)
+    valid &= ~is_rot | (part >= min_recorded_fraction)
     if "flags" in table:
         valid &= (flags & int(ReflectionFlag.OUTLIER)) == 0
     if d_min_A is not None:

@@ -288,6 +288,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             phi_start_deg=float(r.phi_start_deg or 0.0),
             phi_increment_deg=float(r.phi_increment_deg or 0.0),
             intensity=settings.intensity, min_partiality=settings.min_partiality,
+            min_recorded_fraction=settings.min_recorded_fraction,
             d_min_A=settings.high_resolution_A, n_refl=n_groups, n_img=n_img, pad=False,
             beam_center_px=None if r.is_rotation else r.beam_center_px)
         for f in dataclasses.fields(o):
