@@ -8,11 +8,14 @@ Per frame:
    background-subtracted centroids, intensities, pixel counts, bounding boxes.
 3. Filters, in this order: pixel count (``min_pixels`` ≤ n ≤ ``max_pixels``), resolution of the
    centroid (``high_resolution_A`` ≤ d ≤ ``low_resolution_A``; d bilinearly interpolated in the
-   per-pixel resolution map), ice rings (flagged; dropped only with ``drop_ice_rings``).
-   ``n_spots_found`` counts the spots that pass.
-4. At most ``max_spots`` spots are kept: ``keep = lowest_resolution`` keeps the largest d first
-   (Jungfraujoch's rule), ``strongest`` the largest intensity first (ties: label order).
-   Kept spots are stored in that order.
+   per-pixel resolution map), ice rings (flagged; dropped only with ``drop_ice_rings``), then
+   the artefact filters of :mod:`jfx.spotfind.filters`: peak-to-centroid distance
+   (``max_separation_px``), background step (``max_background_step``) and the beam guard
+   (``beam_guard``). ``n_spots_found`` counts the spots that pass.
+4. At most ``max_spots`` spots are kept: ``keep = strongest`` (default) the largest intensity
+   first (ties: label order), ``stratified`` the strongest of each of :data:`KEEP_SHELLS`
+   equal-count shells in 1/d² in turn, ``lowest_resolution`` the largest d first
+   (Jungfraujoch's rule). Kept spots are stored in that order.
 
 Per-image outputs (``SpotFindResult.stats``): ``max``, ``mean``, ``n_masked``,
 ``n_saturated`` (definitions of :mod:`jfx.spotfind.stats`), ``strong_pixels``, ``n_spots``
@@ -36,6 +39,7 @@ from jfx.models.pixels import special_values
 from jfx.models.spots import SpotList
 from jfx.physics.diffraction import detector_origin_mm
 from jfx.spotfind.base import SpotFinderSettings
+from jfx.spotfind.filters import BeamGuard, background_step, peak_separation
 from jfx.spotfind.ice import on_ice_ring
 from jfx.spotfind.label import Spots, label_strong
 from jfx.spotfind.strong import (
@@ -58,6 +62,8 @@ _POOL = None
 SPARSE_MAX_CANDIDATES = 16384
 #: minimum number of spots for a resolution estimate
 MIN_SPOTS_RESOLUTION = 5
+#: shells (equal spot counts in 1/d²) of ``keep = stratified``
+KEEP_SHELLS = 10
 
 
 def resolution_map(geometry: Geometry, rows: int = 256) -> np.ndarray:
@@ -135,6 +141,7 @@ class ThresholdSpotFinder:
         pixel_mask_host: the same mask as a numpy array.
         masked_idx: sorted flat indices of the masked pixels (for the sparse path's stats).
         error_value, saturation_value: special values (``None`` = none).
+        guard: the beam guard (:class:`jfx.spotfind.filters.BeamGuard`), None when off.
     """
 
     settings: SpotFinderSettings  # jfx.spotfind.settings.ThresholdSpotFinderSettings
@@ -144,6 +151,7 @@ class ThresholdSpotFinder:
     masked_idx: np.ndarray
     error_value: int | None
     saturation_value: float | None
+    guard: BeamGuard | None = None
 
     @staticmethod
     def create(settings: SpotFinderSettings, geometry: Geometry,
@@ -169,8 +177,14 @@ class ThresholdSpotFinder:
             d_map = resolution_map(geometry)
         elif tuple(d_map.shape) != shape:
             raise ValueError(f"resolution map shape {d_map.shape} != detector shape {shape}")
+        guard = None
+        if getattr(settings, "beam_guard", False):
+            guard = BeamGuard.create(shape, tuple(float(v) for v in
+                                                  np.asarray(geometry.detector.beam_center_px)),
+                                     pixel_mask, settings.beam_guard_radius_px,
+                                     settings.beam_guard_factor, settings.beam_guard_margin_px)
         return ThresholdSpotFinder(
-            settings=settings, d_map=np.asarray(d_map, dtype=np.float32),
+            guard=guard, settings=settings, d_map=np.asarray(d_map, dtype=np.float32),
             pixel_mask=jnp.asarray(pixel_mask),
             pixel_mask_host=pixel_mask, masked_idx=np.flatnonzero(pixel_mask.reshape(-1)),
             error_value=None if error_value is None else int(error_value),
@@ -267,8 +281,12 @@ class ThresholdSpotFinder:
                             error_value=err if has_err else None,
                             saturation_value=sat if has_sat else None)
 
-    def select(self, spots: Spots) -> tuple[Spots, np.ndarray, np.ndarray, int, float]:
+    def select(self, spots: Spots, frame: np.ndarray | None = None
+               ) -> tuple[Spots, np.ndarray, np.ndarray, int, float]:
         """Filter and rank the spots of one frame.
+
+        ``frame``: the (ny, nx) frame the spots come from; the background-step filter and the
+        beam guard need it (None: skipped).
 
         Returns:
             (kept spots in storage order, their d (Å), their ice flags, number found after
@@ -277,6 +295,20 @@ class ThresholdSpotFinder:
         s = self.settings
         d = bilinear(self.d_map, spots.x_px, spots.y_px)
         ice = on_ice_ring(d, s.ice_ring_width_invA)
+        ok = self.accept(spots, d, ice, frame)
+        idx = np.flatnonzero(ok)
+        n_found = int(idx.size)
+        res = np.nan
+        if n_found >= MIN_SPOTS_RESOLUTION:
+            res = float(1.0 / np.percentile(1.0 / d[idx], 95.0))
+        idx = idx[self.rank(spots.intensity[idx], d[idx])][: s.max_spots]
+        return spots.take(idx), d[idx], ice[idx], n_found, res
+
+    def accept(self, spots: Spots, d: np.ndarray, ice: np.ndarray,
+               frame: np.ndarray | None = None) -> np.ndarray:
+        """(n,) bool: the spots that pass the filters (size, resolution, ice rings, artefact
+        filters of :mod:`jfx.spotfind.filters`; the frame-based ones only with ``frame``)."""
+        s = self.settings
         ok = (spots.n_pixels >= s.min_pixels) & (spots.n_pixels <= s.max_pixels)
         if s.high_resolution_A is not None:
             ok &= d >= s.high_resolution_A
@@ -284,14 +316,47 @@ class ThresholdSpotFinder:
             ok &= d <= s.low_resolution_A
         if s.drop_ice_rings:
             ok &= ~ice
-        idx = np.flatnonzero(ok)
-        n_found = int(idx.size)
-        res = np.nan
-        if n_found >= MIN_SPOTS_RESOLUTION:
-            res = float(1.0 / np.percentile(1.0 / d[idx], 95.0))
-        key = -d[idx] if s.keep == "lowest_resolution" else -spots.intensity[idx]
-        idx = idx[np.argsort(key, kind="stable")][: s.max_spots]
-        return spots.take(idx), d[idx], ice[idx], n_found, res
+        sep = getattr(s, "max_separation_px", None)
+        if sep is not None and ok.any():
+            ok &= peak_separation(spots.x_px, spots.y_px, spots.x_peak, spots.y_peak) <= sep
+        if frame is None or not ok.any():
+            return ok
+        has_err, err, has_sat, sat = self._specials(frame)
+        if self.guard is not None:
+            r = self.guard.radius(frame, err if has_err else None, sat if has_sat else None)
+            ok &= ~self.guard.inside(spots.x_px, spots.y_px, r)
+        step = getattr(s, "max_background_step", None)
+        if step is not None and ok.any():
+            i = np.flatnonzero(ok)
+            rel = background_step(frame, self._bad(frame, has_err, err, has_sat, sat),
+                                  spots.x_peak[i], spots.y_peak[i])
+            ok[i[rel > step]] = False
+        return ok
+
+    def _bad(self, frame: np.ndarray, has_err: bool, err: int, has_sat: bool,
+             sat: int) -> np.ndarray:
+        """Invalid-or-saturated pixels as a lazily evaluated (ny, nx) bool view
+        (:class:`_BadPixels`: only the looked-up pixels are tested)."""
+        return _BadPixels(self.pixel_mask_host, frame, err if has_err else None,
+                          sat if has_sat else None)
+
+    def rank(self, intensity: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Order (indices) in which spots are kept under ``max_spots`` (see ``keep``)."""
+        keep = self.settings.keep
+        if keep == "lowest_resolution":
+            return np.argsort(-d, kind="stable")
+        if keep == "strongest" or intensity.size <= 1:
+            return np.argsort(-intensity, kind="stable")
+        # stratified: rank within each equal-count shell of 1/d², strongest first, then
+        # take rank 0 of every shell, rank 1 of every shell, … (strongest first within a rank)
+        n = intensity.size
+        shell = np.empty(n, dtype=np.int64)
+        shell[np.argsort(-d, kind="stable")] = (np.arange(n) * KEEP_SHELLS) // n
+        order = np.lexsort((-intensity, shell))
+        rank_in = np.empty(n, dtype=np.int64)
+        start = np.searchsorted(shell[order], np.arange(KEEP_SHELLS))
+        rank_in[order] = np.arange(n) - start[shell[order]]
+        return np.lexsort((-intensity, rank_in))
 
     def __call__(self, frames: np.ndarray, images: np.ndarray) -> SpotFindResult:
         """Find the spots of one chunk.
@@ -339,7 +404,8 @@ class ThresholdSpotFinder:
             out = outs[i].result() if k > 1 else outs[i]
             strong, flat, mean, s1 = self._collect(frames[i], out)
             outs[i] = None
-            kept, d, fl, n_found, res = self.select(self.label(frames[i], strong, mean, flat))
+            kept, d, fl, n_found, res = self.select(self.label(frames[i], strong, mean, flat),
+                                                    frames[i])
             n = kept.n
             x[i, :n] = kept.x_px
             y[i, :n] = kept.y_px
@@ -361,6 +427,25 @@ class ThresholdSpotFinder:
             d_A=dd, ice_ring=ice, valid=valid, n_found=st["n_spots_found"].copy(),
             strong_pixels=st["strong_pixels"].copy())
         return SpotFindResult(spots=spots, stats=st)
+
+
+class _BadPixels:
+    """Invalid-or-saturated test of a frame's pixels, evaluated only where indexed
+    (``bad[yy, xx]``): mask, error value, saturation."""
+
+    def __init__(self, mask: np.ndarray, frame: np.ndarray, err: int | None,
+                 sat: float | None) -> None:
+        self.mask, self.frame, self.err, self.sat = mask, frame, err, sat
+
+    def __getitem__(self, key):
+        out = self.mask[key]
+        if self.err is not None or self.sat is not None:
+            v = self.frame[key]
+            if self.err is not None:
+                out = out | (v == self.err)
+            if self.sat is not None:
+                out = out | (v >= self.sat)
+        return out
 
 
 def find_spots(frames: np.ndarray, images: np.ndarray,

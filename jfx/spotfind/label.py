@@ -13,7 +13,8 @@ Per spot (pixel convention: the centre of the first pixel is (0, 0), x = column,
   S/n), over the spot's strong pixels optionally grown by ``grow`` px (see
   :func:`label_strong`: growing by 1 px removes a ~0.05 px truncation bias),
 * ``intensity``: Σ(v − m) over the strong pixels (photons), ``n_pixels``, ``max_value``,
-* bounding box ``x_min, x_max, y_min, y_max`` (inclusive pixel indices).
+* bounding box ``x_min, x_max, y_min, y_max`` (inclusive pixel indices),
+* ``x_peak``, ``y_peak``: the brightest strong pixel (first in row-major order on ties).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Spots:
         n_pixels: (n,) int64 pixels per spot.
         max_value: (n,) float64 largest pixel value.
         x_min, x_max, y_min, y_max: (n,) int64 bounding box (inclusive).
+        x_peak, y_peak: (n,) int64 brightest strong pixel (first in row-major order on ties).
     """
 
     x_px: np.ndarray
@@ -47,6 +49,8 @@ class Spots:
     x_max: np.ndarray
     y_min: np.ndarray
     y_max: np.ndarray
+    x_peak: np.ndarray
+    y_peak: np.ndarray
 
     @property
     def n(self) -> int:
@@ -190,16 +194,16 @@ def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray |
     x = flat % nx
     vmax = np.full(n, -np.inf)
     np.maximum.at(vmax, lab, v)
+    # brightest pixel of each spot (first in row-major order on ties)
+    is_max = v == vmax[lab]
+    pk = np.full(n, flat.size, dtype=np.int64)
+    np.minimum.at(pk, lab[is_max], np.flatnonzero(is_max))
     if background_half is None:
         if local_mean is None:
             raise ValueError("local_mean is required when background_half is None")
         w = v - _mean_at(local_mean, flat)
         bkg = None
     else:
-        # brightest pixel of each spot (first in row-major order on ties)
-        is_max = v == vmax[lab]
-        pk = np.full(n, flat.size, dtype=np.int64)
-        np.minimum.at(pk, lab[is_max], np.flatnonzero(is_max))
         bkg = spot_background(frame, strong, x[pk], y[pk], int(background_half), pixel_mask,
                               error_value, saturation_value)
         w = v - bkg[lab]
@@ -251,4 +255,5 @@ def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray |
     np.minimum.at(y_min, lab, y)
     np.maximum.at(y_max, lab, y)
     return Spots(x_px=cx, y_px=cy, intensity=wsum, n_pixels=cnt, max_value=vmax,
-                 x_min=x_min, x_max=x_max, y_min=y_min, y_max=y_max)
+                 x_min=x_min, x_max=x_max, y_min=y_min, y_max=y_max,
+                 x_peak=x[pk], y_peak=y[pk])
