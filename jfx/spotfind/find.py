@@ -329,7 +329,7 @@ class ThresholdSpotFinder:
         if step is not None and ok.any():
             i = np.flatnonzero(ok)
             rel = background_step(frame, self._bad(frame, has_err, err, has_sat, sat),
-                                  spots.x_peak[i], spots.y_peak[i])
+                                  np.rint(spots.x_peak[i]), np.rint(spots.y_peak[i]))
             ok[i[rel > step]] = False
         return ok
 

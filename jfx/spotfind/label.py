@@ -14,7 +14,8 @@ Per spot (pixel convention: the centre of the first pixel is (0, 0), x = column,
   :func:`label_strong`: growing by 1 px removes a ~0.05 px truncation bias),
 * ``intensity``: Σ(v − m) over the strong pixels (photons), ``n_pixels``, ``max_value``,
 * bounding box ``x_min, x_max, y_min, y_max`` (inclusive pixel indices),
-* ``x_peak``, ``y_peak``: the brightest strong pixel (first in row-major order on ties).
+* ``x_peak``, ``y_peak``: position of the brightest strong pixel (the mean position of the
+  pixels sharing the maximum value, e.g. a flat saturated core).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class Spots:
         n_pixels: (n,) int64 pixels per spot.
         max_value: (n,) float64 largest pixel value.
         x_min, x_max, y_min, y_max: (n,) int64 bounding box (inclusive).
-        x_peak, y_peak: (n,) int64 brightest strong pixel (first in row-major order on ties).
+        x_peak, y_peak: (n,) float64 brightest strong pixel (px; the mean position of the
+            pixels sharing the maximum value).
     """
 
     x_px: np.ndarray
@@ -198,6 +200,7 @@ def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray |
     is_max = v == vmax[lab]
     pk = np.full(n, flat.size, dtype=np.int64)
     np.minimum.at(pk, lab[is_max], np.flatnonzero(is_max))
+    n_max = np.maximum(np.bincount(lab[is_max], minlength=n), 1)
     if background_half is None:
         if local_mean is None:
             raise ValueError("local_mean is required when background_half is None")
@@ -256,4 +259,5 @@ def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray |
     np.maximum.at(y_max, lab, y)
     return Spots(x_px=cx, y_px=cy, intensity=wsum, n_pixels=cnt, max_value=vmax,
                  x_min=x_min, x_max=x_max, y_min=y_min, y_max=y_max,
-                 x_peak=x[pk], y_peak=y[pk])
+                 x_peak=np.bincount(lab[is_max], weights=x[is_max], minlength=n) / n_max,
+                 y_peak=np.bincount(lab[is_max], weights=y[is_max], minlength=n) / n_max)
