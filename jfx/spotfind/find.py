@@ -277,6 +277,7 @@ class ThresholdSpotFinder:
         has_err, err, has_sat, sat = special_values(frame.dtype, self.error_value,
                                                     self.saturation_value)
         return label_strong(strong, frame, mean, flat=flat, grow=self.settings.centroid_grow_px,
+                            signal_sigma=self.settings.sigma,
                             pixel_mask=self.pixel_mask_host,
                             error_value=err if has_err else None,
                             saturation_value=sat if has_sat else None)
@@ -309,7 +310,7 @@ class ThresholdSpotFinder:
         """(n,) bool: the spots that pass the filters (size, resolution, ice rings, artefact
         filters of :mod:`jfx.spotfind.filters`; the frame-based ones only with ``frame``)."""
         s = self.settings
-        ok = (spots.n_pixels >= s.min_pixels) & (spots.n_pixels <= s.max_pixels)
+        ok = (spots.n_signal >= s.min_pixels) & (spots.n_pixels <= s.max_pixels)
         if s.high_resolution_A is not None:
             ok &= d >= s.high_resolution_A
         if s.low_resolution_A is not None:
