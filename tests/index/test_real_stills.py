@@ -98,4 +98,7 @@ def test_real_eiger_frame_indexes_with_defaults(shared_data, tmp_path, args):
     cell = basis_to_cell(mx["latticeIndexed"][0].reshape(3, 3))
     # thaumatin P4(1)2(1)2, a = b ~ 58 A, c ~ 151 A (one weak 0.25 deg frame: 2 % tolerance)
     np.testing.assert_allclose(np.sort(cell[:3]), [58.0, 58.0, 151.0], rtol=0.03)
-    assert mx["peakIndexed"][0, :mx["nPeaks"][0]].mean() > 0.6
+    # a 0.25 deg rotation frame processed as a still with the stored geometry: about half of
+    # its spots index within 0.2 (the viability limit index.min_fraction = 0.5)
+    assert mx["peakIndexed"][0, :mx["nPeaks"][0]].mean() >= 0.5
+    assert mx["nPeaks"][0] >= 30

@@ -231,8 +231,8 @@ def test_ice_flags_resolution_filters_and_max_spots():
     assert r.stats["n_spots"][0] == 3 and r.stats["n_spots_found"][0] == 8
     assert r.spots.n_found[0] == 8 and bool(r.spots.overflow[0])
     np.testing.assert_allclose(r.spots.d_A[0], [5.0, 4.3, 3.669], rtol=0.01)
-    # stratified: 10 shells of 8 spots = one spot per shell, shells in the order of their
-    # strongest spot: the strongest (d 5.0), then d 3.0, then the stronger of the 4.3 … shells
+    # stratified with 8 spots < 10 shells: every spot is its own shell, so the order is the
+    # strongest first (the shell rule itself: tests/spotfind/test_filters.py)
     r = run(max_spots=3, keep="stratified")
     _, j = cKDTree(np.c_[xs, ys]).query(np.c_[r.spots.x_px[0], r.spots.y_px[0]])
     np.testing.assert_array_equal(j, [3, 5, 4])
