@@ -12,7 +12,7 @@ that DIALS users mask by hand (``dials.generate_mask``). Rules and defaults: doc
 
 * :func:`peak_separation`: distance (px) between a spot's brightest pixel and its centroid.
 * :func:`background_step`: the relative background step across a spot — medians of four
-  ``(2·BOX_HALF+1)²`` boxes at ±``STEP_OFFSET_PX`` px left/right and above/below the peak.
+  ``(2·BOX_HALF+1)²`` (5 × 5 px) boxes at ±``STEP_OFFSET_PX`` px left/right and above/below the peak.
 * :class:`BeamGuard`: the radius around the beam centre inside which the background differs
   from the background further out (shadow or scatter), from a per-frame radial median profile.
 """
@@ -25,8 +25,11 @@ import numpy as np
 
 STEP_OFFSET_PX = 8
 """Distance (px) from the peak pixel to the centres of the four background boxes."""
-BOX_HALF = 3
-"""Half side (px) of each background box (7 × 7 px)."""
+BOX_HALF = 2
+"""Half side (px) of each background box (5 × 5 px)."""
+STEP_FLOOR_PHOTONS = 3.0
+"""Floor (photons/px) of the background level in the relative step: on a near-zero background
+the box medians differ by 1–2 photons by chance, which is no edge."""
 GUARD_RING_PX = 3
 """Width (px) of the annuli of the beam guard's radial profile."""
 GUARD_SAMPLES = 96
@@ -50,43 +53,54 @@ def peak_separation(x_px: np.ndarray, y_px: np.ndarray, x_peak: np.ndarray,
     return np.hypot(np.asarray(x_px, np.float64) - x_peak, np.asarray(y_px, np.float64) - y_peak)
 
 
-def _box_medians(frame: np.ndarray, bad: np.ndarray, cx: np.ndarray, cy: np.ndarray,
+def _box_medians(frame: np.ndarray, mask: np.ndarray, error_value: int | None,
+                 saturation_value: float | None, cx: np.ndarray, cy: np.ndarray,
                  half: int) -> np.ndarray:
-    """(n,) float64 median of the valid pixels of the (2·half+1)² boxes centred on (cx, cy)
-    (int (n,)); NaN where the box holds no valid pixel (outside the frame, masked)."""
+    """(n,) float64 median of the valid, unsaturated pixels of the (2·half+1)² boxes centred
+    on (cx, cy) (int (n,)); NaN where the box holds no such pixel (outside the frame,
+    masked)."""
     ny, nx = frame.shape
     off = np.arange(-half, half + 1)
     yy = cy[:, None, None] + off[None, :, None]
     xx = cx[:, None, None] + off[None, None, :]
-    inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-    yy = np.clip(yy, 0, ny - 1)
-    xx = np.clip(xx, 0, nx - 1)
-    v = frame[yy, xx].astype(np.float32)
-    ok = inside & ~bad[yy, xx]
-    v = np.where(ok, v, np.nan).reshape(cx.size, -1)
+    inside = ((yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)).reshape(cx.size, -1)
+    flat = (np.clip(yy, 0, ny - 1) * nx + np.clip(xx, 0, nx - 1)).reshape(cx.size, -1)
+    raw = np.take(frame.reshape(-1), flat)
+    ok = inside & ~np.take(np.asarray(mask).reshape(-1), flat)
+    if error_value is not None:
+        ok &= raw != error_value
+    if saturation_value is not None:
+        ok &= raw < saturation_value
+    v = raw.astype(np.float32)
     out = np.full(cx.size, np.nan)
-    has = ok.reshape(cx.size, -1).any(axis=1)
-    if has.any():
-        out[has] = np.nanmedian(v[has], axis=1)
+    full = ok.all(axis=1)
+    if full.any():  # the common case: a plain median (np.nanmedian is ~10x slower)
+        out[full] = np.median(v[full], axis=1)
+    part = ~full & ok.any(axis=1)
+    if part.any():
+        out[part] = np.nanmedian(np.where(ok[part], v[part], np.nan), axis=1)
     return out
 
 
-def background_step(frame: np.ndarray, bad: np.ndarray, x_peak: np.ndarray,
-                    y_peak: np.ndarray, offset: int = STEP_OFFSET_PX,
+def background_step(frame: np.ndarray, mask: np.ndarray, x_peak: np.ndarray,
+                    y_peak: np.ndarray, error_value: int | None = None,
+                    saturation_value: float | None = None, offset: int = STEP_OFFSET_PX,
                     half: int = BOX_HALF) -> np.ndarray:
     """(n,) float64 relative background step across each spot.
 
-    With B_l, B_r, B_u, B_d the medians of the valid pixels of the 7 × 7 px boxes centred
+    With B_l, B_r, B_u, B_d the medians of the valid pixels of the 5 × 5 px boxes centred
     ``offset`` px left of, right of, above and below the peak pixel, and b = their mean:
 
-        step = max(|B_r − B_l|, |B_d − B_u|) / max(b, 1 photon).
+        step = max(|B_r − B_l|, |B_d − B_u|) / max(b, STEP_FLOOR_PHOTONS).
 
     A box with no valid pixel is replaced by the opposite one (no step measured along that
     axis). Medians ignore the spot itself and neighbouring spots.
 
     Args:
-        frame: (ny, nx) frame; bad: (ny, nx) bool, True = invalid or saturated pixel.
+        frame: (ny, nx) frame; mask: (ny, nx) bool, True = invalid pixel.
         x_peak, y_peak: (n,) int peak pixel of each spot.
+        error_value, saturation_value: pixels equal to the error value or ≥ the saturation
+            value are ignored (None = none).
     """
     xp = np.asarray(x_peak, np.int64)
     yp = np.asarray(y_peak, np.int64)
@@ -94,7 +108,7 @@ def background_step(frame: np.ndarray, bad: np.ndarray, x_peak: np.ndarray,
         return np.zeros(0)
     cx = np.concatenate([xp - offset, xp + offset, xp, xp])
     cy = np.concatenate([yp, yp, yp - offset, yp + offset])
-    m = _box_medians(frame, bad, cx, cy, half).reshape(4, -1)
+    m = _box_medians(frame, mask, error_value, saturation_value, cx, cy, half).reshape(4, -1)
     bl, br, bu, bd = m
     bl, br = np.where(np.isnan(bl), br, bl), np.where(np.isnan(br), bl, br)
     bu, bd = np.where(np.isnan(bu), bd, bu), np.where(np.isnan(bd), bu, bd)
@@ -103,7 +117,7 @@ def background_step(frame: np.ndarray, bad: np.ndarray, x_peak: np.ndarray,
         b = np.nanmean(np.stack([bl, br, bu, bd]), axis=0)
     step = np.where(np.isnan(step), 0.0, step)
     b = np.where(np.isnan(b), 0.0, b)
-    return step / np.maximum(b, 1.0)
+    return step / np.maximum(b, STEP_FLOOR_PHOTONS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -62,6 +62,10 @@ _POOL = None
 SPARSE_MAX_CANDIDATES = 16384
 #: minimum number of spots for a resolution estimate
 MIN_SPOTS_RESOLUTION = 5
+#: photons/px: the background-step filter runs only on frames whose background estimate (mean
+#: of the valid non-strong pixels) is at least this (below it a shadow edge cannot produce
+#: strong pixels of ≥ threshold photons)
+STEP_MIN_BACKGROUND = 1.0
 #: shells (equal spot counts in 1/d²) of ``keep = stratified``
 KEEP_SHELLS = 10
 
@@ -282,12 +286,14 @@ class ThresholdSpotFinder:
                             error_value=err if has_err else None,
                             saturation_value=sat if has_sat else None)
 
-    def select(self, spots: Spots, frame: np.ndarray | None = None
+    def select(self, spots: Spots, frame: np.ndarray | None = None,
+               background: float | None = None
                ) -> tuple[Spots, np.ndarray, np.ndarray, int, float]:
         """Filter and rank the spots of one frame.
 
         ``frame``: the (ny, nx) frame the spots come from; the background-step filter and the
-        beam guard need it (None: skipped).
+        beam guard need it (None: skipped). ``background``: the frame's background estimate
+        (photons/px; the step filter is skipped below :data:`STEP_MIN_BACKGROUND`).
 
         Returns:
             (kept spots in storage order, their d (Å), their ice flags, number found after
@@ -296,7 +302,7 @@ class ThresholdSpotFinder:
         s = self.settings
         d = bilinear(self.d_map, spots.x_px, spots.y_px)
         ice = on_ice_ring(d, s.ice_ring_width_invA)
-        ok = self.accept(spots, d, ice, frame)
+        ok = self.accept(spots, d, ice, frame, background)
         idx = np.flatnonzero(ok)
         n_found = int(idx.size)
         res = np.nan
@@ -306,7 +312,8 @@ class ThresholdSpotFinder:
         return spots.take(idx), d[idx], ice[idx], n_found, res
 
     def accept(self, spots: Spots, d: np.ndarray, ice: np.ndarray,
-               frame: np.ndarray | None = None) -> np.ndarray:
+               frame: np.ndarray | None = None, background: float | None = None
+               ) -> np.ndarray:
         """(n,) bool: the spots that pass the filters (size, resolution, ice rings, artefact
         filters of :mod:`jfx.spotfind.filters`; the frame-based ones only with ``frame``)."""
         s = self.settings
@@ -327,19 +334,17 @@ class ThresholdSpotFinder:
             r = self.guard.radius(frame, err if has_err else None, sat if has_sat else None)
             ok &= ~self.guard.inside(spots.x_px, spots.y_px, r)
         step = getattr(s, "max_background_step", None)
-        if step is not None and ok.any():
+        if step is not None and ok.any() and not (background is not None
+                                                  and background < STEP_MIN_BACKGROUND):
+            # on a frame whose background is below STEP_MIN_BACKGROUND an edge makes no
+            # strong pixels (and the test costs ~2 ms per 4M frame with 400 spots)
             i = np.flatnonzero(ok)
-            rel = background_step(frame, self._bad(frame, has_err, err, has_sat, sat),
-                                  np.rint(spots.x_peak[i]), np.rint(spots.y_peak[i]))
+            rel = background_step(frame, self.pixel_mask_host,
+                                  np.rint(spots.x_peak[i]).astype(np.int64),
+                                  np.rint(spots.y_peak[i]).astype(np.int64),
+                                  err if has_err else None, sat if has_sat else None)
             ok[i[rel > step]] = False
         return ok
-
-    def _bad(self, frame: np.ndarray, has_err: bool, err: int, has_sat: bool,
-             sat: int) -> np.ndarray:
-        """Invalid-or-saturated pixels as a lazily evaluated (ny, nx) bool view
-        (:class:`_BadPixels`: only the looked-up pixels are tested)."""
-        return _BadPixels(self.pixel_mask_host, frame, err if has_err else None,
-                          sat if has_sat else None)
 
     def rank(self, intensity: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Order (indices) in which spots are kept under ``max_spots`` (see ``keep``)."""
@@ -406,7 +411,7 @@ class ThresholdSpotFinder:
             strong, flat, mean, s1 = self._collect(frames[i], out)
             outs[i] = None
             kept, d, fl, n_found, res = self.select(self.label(frames[i], strong, mean, flat),
-                                                    frames[i])
+                                                    frames[i], float(s1["bkg_estimate"]))
             n = kept.n
             x[i, :n] = kept.x_px
             y[i, :n] = kept.y_px
@@ -428,25 +433,6 @@ class ThresholdSpotFinder:
             d_A=dd, ice_ring=ice, valid=valid, n_found=st["n_spots_found"].copy(),
             strong_pixels=st["strong_pixels"].copy())
         return SpotFindResult(spots=spots, stats=st)
-
-
-class _BadPixels:
-    """Invalid-or-saturated test of a frame's pixels, evaluated only where indexed
-    (``bad[yy, xx]``): mask, error value, saturation."""
-
-    def __init__(self, mask: np.ndarray, frame: np.ndarray, err: int | None,
-                 sat: float | None) -> None:
-        self.mask, self.frame, self.err, self.sat = mask, frame, err, sat
-
-    def __getitem__(self, key):
-        out = self.mask[key]
-        if self.err is not None or self.sat is not None:
-            v = self.frame[key]
-            if self.err is not None:
-                out = out | (v == self.err)
-            if self.sat is not None:
-                out = out | (v >= self.sat)
-        return out
 
 
 def find_spots(frames: np.ndarray, images: np.ndarray,

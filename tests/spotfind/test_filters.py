@@ -7,7 +7,7 @@ import pytest
 
 from jfx.models.geometry import Beam, Detector, Geometry
 from jfx.sim.artefacts import beamstop_transmission, scatter_halo
-from jfx.spotfind.filters import BeamGuard, background_step, peak_separation
+from jfx.spotfind.filters import BOX_HALF, BeamGuard, background_step, peak_separation
 from jfx.spotfind.find import KEEP_SHELLS, ThresholdSpotFinder
 from jfx.spotfind.settings import ThresholdSpotFinderSettings as Settings
 
@@ -75,8 +75,9 @@ def test_peak_separation_rejects_streaks_not_spots():
 def test_background_step_rejects_shadow_edge_keeps_smooth_background():
     rng = np.random.default_rng(5)
     y, x = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
-    bg = np.where(x < 200, 0.4, 40.0) + 0.0 * y               # a sharp shadow edge at x = 200
-    bg = bg + 10.0 * (1 + 0.1 * np.sin(y / 40.0))             # a smooth modulation
+    # a smoothly modulated background of ~40 photons/px, attenuated to 2 % left of x = 200
+    # (a sharp shadow edge)
+    bg = 40.0 * (1 + 0.1 * np.sin(y / 40.0)) * np.where(x < 200, 0.02, 1.0)
     frame = rng.poisson(bg).astype(np.float64)
     spots = [(201.0, 80.0), (300.0, 300.0), (100.0, 300.0)]  # on the edge, right, left
     for sx, sy in spots:
@@ -84,12 +85,13 @@ def test_background_step_rejects_shadow_edge_keeps_smooth_background():
     bad = np.zeros(SHAPE, bool)
     xs = np.array([s[0] for s in spots])
     ys = np.array([s[1] for s in spots])
-    rel = background_step(frame, bad, xs, ys)
+    rel = background_step(frame, bad, xs.astype(int), ys.astype(int))
     # reference: box medians by hand for the edge spot
-    m = [np.median(frame[int(sy) - 3:int(sy) + 4, int(sx) + dx - 3:int(sx) + dx + 4])
+    h = BOX_HALF
+    m = [np.median(frame[int(sy) - h:int(sy) + h + 1, int(sx) + dx - h:int(sx) + dx + h + 1])
          for sx, sy in spots[:1] for dx in (-8, 8)]
     assert rel[0] == pytest.approx(abs(m[1] - m[0]) / max(np.mean(m), 1.0), rel=0.3)
-    assert rel[0] > 1.0 and rel[1] < 0.3 and rel[2] < 0.3
+    assert rel[0] > 1.0 and rel[1] < 0.3 and rel[2] < 0.5   # [2]: inside the shadow
     found, _ = _spots(_finder(beam_guard=False, window=15), frame)
     assert not np.any(np.hypot(found[:, 0] - 201, found[:, 1] - 80) < 3)
     assert np.any(np.hypot(found[:, 0] - 300, found[:, 1] - 300) < 1)
