@@ -142,7 +142,7 @@ def test_low_resolution_limit():
     d_map = ThresholdSpotFinder.create(Settings(), geo, None, None, None).d_map
     pos = [(BC[0] + 30, BC[1]), (BC[0] + 150, BC[1] + 20)]
     img = np.rint(sum(_gauss(SHAPE, px, py, 3000.0) for px, py in pos))
-    d = [float(d_map[int(round(py)), int(round(px))]) for px, py in pos]
+    d = [float(d_map[round(py), round(px)]) for px, py in pos]
     limit = 0.5 * (d[0] + d[1])
     found, _ = _spots(_finder(), img)
     assert len(found) == 2
