@@ -107,8 +107,14 @@ PROCESS_OPTIONS: list[tuple[tuple[str, ...], str, str, str, str | None, str]] = 
      "photon-count threshold for spot finding"),
     (("--spot-high-resolution",), "spot_high_resolution", "spotfind.high_resolution_A", "value",
      "D_A", "high-resolution limit for spot finding (A)"),
+    (("--spot-low-resolution",), "spot_low_resolution", "spotfind.low_resolution_A", "value",
+     "D_A", "low-resolution limit for spot finding (A; null = no limit)"),
+    (("--spot-min-pixels",), "spot_min_pixels", "spotfind.min_pixels", "value", "N",
+     "minimum spot size (strong pixels)"),
     (("--max-spots",), "max_spots", "spotfind.max_spots", "value", "N",
      "maximum spot count per image"),
+    (("--spot-keep",), "spot_keep", "spotfind.keep", "value", "RULE",
+     "which spots --max-spots keeps: strongest | stratified | lowest_resolution"),
     (("-X", "--indexing-algorithm"), "indexing_algorithm", "index", "group:index", "ALG",
      "indexing algorithm {choices} (case-insensitive); auto = ffbidx with a known cell, "
      "else fft (GPU) / fftw (CPU)"),
@@ -116,6 +122,9 @@ PROCESS_OPTIONS: list[tuple[tuple[str, ...], str, str, str, str | None, str]] = 
      "reference unit cell (A, deg; required by ffbidx)"),
     (("-S", "--space-group"), "space_group", "crystal.space_group", "value", "N",
      "space group number (indexing and scaling)"),
+    (("--ignore-file-space-group",), "ignore_file_space_group",
+     "crystal.ignore_file_space_group", "flag", None,
+     "never use the master file's space group (de-novo: Bravais search, merging in -S or P1)"),
     (("-r", "--refine"), "refine", "refine", "group:refine", "PRESET",
      "geometry refinement: {choices}"),
     (("-R", "--two-pass-rotation"), "two_pass_rotation", "rotation.two_pass_images",
@@ -138,6 +147,8 @@ PROCESS_OPTIONS: list[tuple[tuple[str, ...], str, str, str, str | None, str]] = 
      "refine the per-image rotation wedge (optional starting value, deg)"),
     (("--scaling-high-resolution",), "scaling_high_resolution", "scale.high_resolution_A", "value",
      "D_A", "high-resolution limit for scaling (A; null = no limit)"),
+    (("--include-overloads",), "include_overloads", "scale.include_overloads", "flag", None,
+     "also scale and merge reflections with an overloaded pixel"),
     (("--min-partiality",), "min_partiality", "scale.min_partiality", "value", "P",
      "minimum partiality to accept a reflection"),
     (("--reject-outliers",), "reject_outliers", "scale.reject_outliers", "value", "N",
@@ -163,7 +174,8 @@ PROCESS_OPTIONS: list[tuple[tuple[str, ...], str, str, str, str | None, str]] = 
 
 _SCALE_DESTS = {
     "output_prefix", "verbose", "space_group", "partiality", "anomalous", "refine_bfactor", "wedge",
-    "scaling_high_resolution", "min_partiality", "reject_outliers", "reject_delta_cchalf",
+    "scaling_high_resolution", "include_overloads", "min_partiality", "reject_outliers",
+    "reject_delta_cchalf",
     "min_image_cc", "scaling_iterations", "scaling_output", "reference_mtz",
 }
 SCALE_OPTIONS = [o for o in PROCESS_OPTIONS if o[1] in _SCALE_DESTS]
@@ -465,7 +477,9 @@ def _process_job(argv: list[str], con: _Console) -> int:
         sel = select_images(master.n_images, g.start_image, g.end_image, g.stride)
         for w in sel.warnings:
             con.info(f"warning: {w}")
-        sg_hint = (settings.crystal.space_group if settings.crystal.space_group is not None
+        sg_hint = (settings.crystal.space_group
+                   if settings.crystal.space_group is not None
+                   or settings.crystal.ignore_file_space_group
                    else getattr(master, "space_group", None))
         reference = _read_reference(settings.scale.reference_mtz, sg_hint)
         con.detail(f"processing {len(sel.indices)} images ({g.start_image}..{sel.indices[-1]} "
@@ -496,8 +510,8 @@ def _process_job(argv: list[str], con: _Console) -> int:
     state = result.state
     tm = state.timings_s
     con.detail("time per part: " + ", ".join(
-        f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "azint", "index", "refine",
-                                        "integrate", "scale", "total")
+        f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "join3d", "azint", "index",
+                                        "refine", "integrate", "scale", "total")
         if k in tm)
         + f" (read = waiting for the reader; device {result.device}, batch {result.batch_size})")
     # the master is closed again before its metadata is copied (h5py file-locking flags)

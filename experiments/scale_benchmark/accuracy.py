@@ -5,7 +5,11 @@ the number of common reflections and CC(IMEAN, true |F|²) (optionally only d �
 simulated structure's limit), and with anomalous columns CC(I(+) − I(−), true difference)
 over acentric reflections with both mates measured. Both files use the gemmi/CCP4 ASU.
 
+With ``--shells N`` also CC(IMEAN, true) in N equal-volume shells (1/d³) between the data's
+d_max and d_min (or --d-min) and the merged mean I/σ of the reflections beyond --d-min.
+
 Usage: python experiments/scale_benchmark/accuracy.py OUT.mtz PREFIX_truth.h5 [--d-min 2.0]
+       [--shells 8]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ def main() -> None:
     ap.add_argument("mtz")
     ap.add_argument("truth")
     ap.add_argument("--d-min", type=float, default=None)
+    ap.add_argument("--shells", type=int, default=0)
     a = ap.parse_args()
     m = gemmi.read_mtz_file(a.mtz)
     hkl = np.asarray(m.make_miller_array())
@@ -39,6 +44,20 @@ def main() -> None:
     print(f"{a.mtz}: {int(ok.sum())} reflections in common"
           + (f" (d >= {a.d_min} A)" if a.d_min else "")
           + f", CC(IMEAN, true |F|^2) = {np.corrcoef(I[j][ok], r[ok, 1])[0, 1]:.5f}")
+    if a.shells:
+        dd, Ij, tj = d[j][ok], I[j][ok], r[ok, 1]
+        edges = np.linspace(dd.max() ** -3, dd.min() ** -3, a.shells + 1) ** (-1 / 3)
+        cells = []
+        for k in range(a.shells):
+            sel = (dd <= edges[k]) & (dd >= edges[k + 1])
+            cc = np.corrcoef(Ij[sel], tj[sel])[0, 1] if sel.sum() > 2 else np.nan
+            cells.append(f"{edges[k]:.2f}-{edges[k + 1]:.2f}: {cc:.4f} ({int(sel.sum())})")
+        print("  per shell CC: " + "  ".join(cells))
+        if a.d_min:
+            sig = np.asarray(m.column_with_label("SIGIMEAN").array)
+            far = np.isfinite(I) & (d < a.d_min) & (sig > 0)
+            print(f"  beyond d_min: {int(far.sum())} reflections, merged mean I/sigma = "
+                  f"{np.mean(I[far] / sig[far]):.4f}")
     labels = [c.label for c in m.columns]
     if "I(+)" in labels:
         ip = np.asarray(m.column_with_label("I(+)").array)[j]

@@ -16,8 +16,11 @@ Per image and lattice:
    reduction and the Bravais search pick the highest-symmetry lattice within the tolerances
    (:func:`jfx.symmetry.bravais.best_setting`); the basis is then refined again in the
    conventional setting and given the exact metric of its lattice system;
-4. viability: the lattice must index at least ``min_indexed`` spots and at least
-   ``min_fraction`` of the spots still unindexed;
+4. viability (sanity limits, docs/indexing.md): every cell edge of the reduced cell ≥
+   ``min_cell_A``, at least ``min_indexed`` spots indexed and at least ``min_fraction`` of the
+   spots still unindexed, rms fractional-index error ≤ ``max_rms``; a spot whose nearest
+   integer index is (0, 0, 0) is never indexed (it would only say that the cell is too small
+   to resolve it: tiny cells "index" every low-resolution spot as 000);
 5. its spots get Miller indices; with ``max_lattices > 1`` the search repeats on the spots
    left unindexed.
 """
@@ -29,7 +32,13 @@ import dataclasses
 import numpy as np
 
 from jfx.index.base import Indexer, IndexResult, IndexStatus
-from jfx.index.common import index_error, refine_basis, right_handed, smallest_cell
+from jfx.index.common import (
+    index_error,
+    reduce_basis,
+    refine_basis,
+    right_handed,
+    smallest_cell,
+)
 from jfx.symmetry import bravais, groups, niggli
 from jfx.validate import Settings, setting
 
@@ -52,6 +61,9 @@ class IndexOptions(Settings):
         max_rms: … with an rms distance of its indexed spots to integer hkl ≤ this
             (simulated stills ≤ 0.07 in 95 % of cases, the real spot lists of ffbidx_simple
             0.11–0.12; chance fits of random spots 0.10–0.15).
+        min_cell_A: … and every edge of its reduced cell ≥ this (Å, default 5): blank real
+            frames gave de-novo lattices with 0.8–7.6 Å edges that index the spots as 000 or
+            by chance; macromolecular cells are far larger (set 2–3 Å for small molecules).
         min_indexed_de_novo: de-novo indexers (no known cell in the search) must index at
             least this many spots: with few spots and a free cell almost anything fits
             (measured on blank frames with 5–40 random spots: 11 % false positives at 8, 0 %
@@ -70,6 +82,7 @@ class IndexOptions(Settings):
     min_indexed: int = setting(8, minimum=3)
     min_fraction: float = setting(0.5, minimum=0.0, maximum=1.0)
     max_rms: float = setting(0.15, positive=True)
+    min_cell_A: float = setting(5.0, minimum=0.0)
     min_indexed_de_novo: int = setting(15, minimum=3)
     max_lattices: int = setting(1, minimum=1)
     length_tol: float = setting(0.03, positive=True)
@@ -123,6 +136,14 @@ def _fit(basis: np.ndarray, q: np.ndarray, valid: np.ndarray, opt: IndexOptions)
     _, d = index_error(B, q)
     rms = float(np.sqrt(np.mean(d[inl] ** 2))) if inl.any() else np.inf
     return B, inl, rms
+
+
+def shortest_edge(basis: np.ndarray) -> float:
+    """Shortest edge (Å) of the reduced cell of ``basis`` (rows a, b, c); 0 if degenerate."""
+    try:
+        return float(np.min(np.linalg.norm(reduce_basis(basis), axis=1)))
+    except (ValueError, np.linalg.LinAlgError):
+        return 0.0
 
 
 def _count(basis: np.ndarray, q: np.ndarray, valid: np.ndarray, tolerance: float) -> int:
@@ -237,8 +258,12 @@ def _one_image(q: np.ndarray, valid: np.ndarray, first: np.ndarray, indexer: Ind
                 Bs = smallest_cell(B, q, remaining, tolerance=opt.tolerance)
                 if Bs is not B:
                     B, inl, rms = _fit(Bs, q, remaining, opt)
+            if shortest_edge(B) < opt.min_cell_A:
+                continue  # a cell too small to be a crystal (sanity limit)
             fits.append((int(inl.sum()), abs(float(np.linalg.det(B))), rms, B))
         if not fits:
+            if L == 0:
+                status = IndexStatus.NOT_VIABLE if len(cands) else status
             break
         # most spots; among fits within 10 % of the most (a larger cell also indexes more
         # false spots by chance), the smallest cell, then the best rms
@@ -251,12 +276,13 @@ def _one_image(q: np.ndarray, valid: np.ndarray, first: np.ndarray, indexer: Ind
                 status = IndexStatus.CELL_MISMATCH
             break
         h, d = index_error(conv, q)
-        inl = remaining & (d < opt.tolerance)
+        inl = remaining & (d < opt.tolerance) & np.any(h != 0, axis=1)
         k = int(inl.sum())
         rms = float(np.sqrt(np.mean(d[inl] ** 2))) if k else np.inf
         need = opt.min_indexed if indexer.known_cell else max(opt.min_indexed,
                                                               opt.min_indexed_de_novo)
-        if k < need or k < opt.min_fraction * n_rem or rms > opt.max_rms:
+        if (k < need or k < opt.min_fraction * n_rem or rms > opt.max_rms
+                or shortest_edge(conv) < opt.min_cell_A):
             if L == 0:
                 status = IndexStatus.NOT_VIABLE
             break

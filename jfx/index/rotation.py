@@ -147,11 +147,16 @@ def two_pass(q0: np.ndarray, valid: np.ndarray, axis: np.ndarray, phi_centre: np
 
 def single_pass(q0: np.ndarray, valid: np.ndarray, axis: np.ndarray, phi_centre: np.ndarray,
                 min_range_deg: float, indexer: Indexer, symmetry: Symmetry,
-                options: IndexOptions, retry_deg: float = 1.0) -> RotationIndexing:
+                options: IndexOptions, retry_deg: float = 1.0,
+                first: tuple[np.ndarray, np.ndarray] | None = None) -> RotationIndexing:
     """Online-like single-pass rotation indexing (``--single-pass-rotation[=deg]``).
 
     Images are taken in order; once the accumulated images span ``min_range_deg`` the joint
     indexing is tried, and again after every further ``retry_deg`` until it succeeds.
+
+    ``first``: optional (angle-0 vectors (m, 3), image position (m,) int) used for the joint
+    indexing instead of ``q0`` (e.g. 3D spots at their φ centroids): at image position i the
+    rows with position ≤ i enter.
     """
     n_img = q0.shape[0]
     last_try = None
@@ -162,7 +167,12 @@ def single_pass(q0: np.ndarray, valid: np.ndarray, axis: np.ndarray, phi_centre:
         if last_try is not None and span - last_try < retry_deg - 1e-9:
             continue
         last_try = span
-        res = _joint(q0[: i + 1], valid[: i + 1], indexer, symmetry, options)
+        if first is None:
+            res = _joint(q0[: i + 1], valid[: i + 1], indexer, symmetry, options)
+        else:
+            use = np.asarray(first[1]) <= i
+            res = _joint(np.asarray(first[0])[use][None], np.ones((1, int(use.sum())), bool),
+                         indexer, symmetry, options)
         if res.indexed:
             b0 = np.asarray(res.basis[0])
             return RotationIndexing(b0, IndexStatus.OK, res.bravais,

@@ -158,6 +158,11 @@ class CrystalSettings(Settings):
     Attributes:
         unit_cell: (a, b, c, α, β, γ) in Å/deg (``-C``) or ``None``.
         space_group: International Tables number 1–230 (``-S``) or ``None``.
+        ignore_file_space_group: never use the space group stored in the master file
+            (``--ignore-file-space-group``). Indexing never uses it (without ``-S`` the
+            Bravais search picks the lattice); by default, after indexing, integration and
+            merging use the file's space group when the found cell fits it. With this option
+            they use ``-S`` only (none: P1), i.e. a fully de-novo run.
 
     The cell must be geometrically possible and fit the space group's crystal system
     (:func:`jfx.symmetry.groups.check_cell_and_space_group`).
@@ -167,6 +172,7 @@ class CrystalSettings(Settings):
 
     unit_cell: tuple[float, ...] | None = setting(None, label="unit cell (-C)")
     space_group: int | None = setting(None, error="space group must be a number 1-230")
+    ignore_file_space_group: bool = False
 
     def validate(self) -> None:
         cell, sg = check_cell_and_space_group(self.unit_cell, self.space_group)

@@ -35,11 +35,21 @@ class IntegratorSettings(Settings, abc.ABC):
         d_min_A: prediction resolution limit (Å); ``None`` = the detector corner.
         threads: frames of a chunk integrated concurrently in this many threads (numpy
             releases the GIL in the array work); 1 = serial.
+        overload_value: pixel counts ≥ this are overloaded (beyond the trusted range of the
+            detector response), like pixels at the file's ``saturation_value``; the lower of
+            the two applies. ``None`` = the file's saturation value only. A reflection with
+            an overloaded pixel in its integration region is flagged ``OVERLOADED`` and left
+            out of scaling unless ``scale.include_overloads``.
+        max_masked_fraction: a reflection whose signal disc has more than this fraction of
+            its pixels masked, invalid or off the detector is flagged ``MASKED_FRACTION`` and
+            left out of scaling (default 0.1: at most 2 of the 28 pixels of an r1 = 3 px disc;
+            1 = keep all).
 
     The per-dataset integrator returned by :meth:`create` has ``begin(frame, x_px, y_px,
     d_A)`` → ``(summation result (:class:`jfx.integrate.summation.SummationResult`),
     gathered pixels or None, this frame's profile-reference deposit or None)`` and
-    ``finish(gathered, reference)`` → ``(int_prf, int_prf_var)`` or None, where
+    ``finish(gathered, reference)`` → ``(int_prf, int_prf_var, int_prf_var_bg, var_pix0,
+    s_a)`` (:func:`jfx.integrate.reference.fit`) or None, where
     ``reference`` is a deposit or a sum of deposits (``+``) of several frames.
     """
 
@@ -50,6 +60,14 @@ class IntegratorSettings(Settings, abc.ABC):
     n_sigma: float = setting(3.0, positive=True)
     d_min_A: float | None = setting(None, positive=True)
     threads: int = setting(2, minimum=1)
+    overload_value: float | None = setting(None, positive=True)
+    max_masked_fraction: float = setting(0.1, minimum=0.0, maximum=1.0)
+
+    def trusted_saturation(self, saturation_value: float | None) -> float | None:
+        """The count from which pixels are overloaded: min(file saturation value,
+        ``overload_value``), either may be None."""
+        vals = [float(v) for v in (saturation_value, self.overload_value) if v is not None]
+        return min(vals) if vals else None
 
     @abc.abstractmethod
     def create(self, pixel_mask: np.ndarray | None, error_value: int | None,

@@ -27,7 +27,9 @@ class SummationIntegrator:
         background: ``robust_mean`` | ``plane``.
         profile: also profile-fit (``int_prf``).
         mask: (ny, nx) bool pixel mask (True = invalid) or None.
-        error_value, saturation_value: special pixel values (None = none).
+        error_value, saturation_value: special pixel values (None = none); pixels at or
+            above ``saturation_value`` are overloaded.
+        max_masked_fraction: ``MASKED_FRACTION`` above this fraction of bad disc pixels.
         profile_shells: resolution shells of the reference profiles.
         beam_xy: (bx, by) beam centre (px): the reference profiles' radial frame (None: x/y).
         d_min_A: resolution limit (Å) that the shells span (None: the frame's rows).
@@ -39,6 +41,7 @@ class SummationIntegrator:
     mask: np.ndarray | None
     error_value: int | None
     saturation_value: float | None
+    max_masked_fraction: float = 1.0
     profile_shells: int = 6
     beam_xy: tuple[float, float] | None = None
     d_min_A: float | None = None
@@ -49,7 +52,8 @@ class SummationIntegrator:
         :class:`jfx.integrate.reference.ReferenceData` or None)."""
         r = integrate_frame(frame, self.mask, x, y, None, self.radii_px,
                             error_value=self.error_value, saturation_value=self.saturation_value,
-                            background=self.background)
+                            background=self.background,
+                            max_masked_fraction=self.max_masked_fraction)
         if not (self.profile and len(x)):
             return r, None, None
         d = np.asarray(d, np.float64)
@@ -67,9 +71,8 @@ class SummationIntegrator:
         return r, g, ref_mod.deposit(g, edges, self.radii_px[0])
 
     @staticmethod
-    def finish(gathered: Any, reference: Any
-               ) -> tuple[np.ndarray, ...] | None:
-        """(int_prf, int_prf_var, var_pix0, s_a) of the gathered rows
+    def finish(gathered: Any, reference: Any) -> tuple[np.ndarray, ...] | None:
+        """(int_prf, int_prf_var, int_prf_var_bg, var_pix0, s_a) of the gathered rows
         (:func:`jfx.integrate.reference.fit`) with ``reference`` (pooled
         :class:`jfx.integrate.reference.ReferenceData`); None without a reference."""
         if gathered is None or reference is None or not np.any(reference.n_strong):
@@ -79,8 +82,8 @@ class SummationIntegrator:
 
     def __call__(self, frame: np.ndarray, x: np.ndarray, y: np.ndarray, d: np.ndarray
                  ) -> tuple[Any, Any]:
-        """(summation result, (int_prf, int_prf_var) or None) with this frame's own
-        reference profiles."""
+        """(summation result, (int_prf, int_prf_var, int_prf_var_bg) or None) with this
+        frame's own reference profiles."""
         r, g, dep = self.begin(frame, x, y, d)
         out = self.finish(g, dep)
-        return r, None if out is None else out[:2]
+        return r, None if out is None else out[:3]

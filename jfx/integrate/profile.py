@@ -30,12 +30,22 @@ fitted on other images).
 
 Fit (weighted least squares with Poisson weights; Kabsch 1988, J. Appl. Cryst. 21, 916;
 Leslie 1999, Acta Cryst. D55, 1696; Kabsch 2010, Acta Cryst. D66, 133): with
-V_i = max(b + max(I, 0)·p_i, v_floor), iterated ``n_iter`` times starting from I = int_sum,
+V_i = max(b + max(I − k·σ₀, 0)·p_i, v_floor), iterated ``n_iter`` times starting from
+I = int_sum (σ₀ the σ of the fit at I = 0, k = :data:`WEIGHT_SHIFT_SIGMA`: weights that
+followed the reflection's own noisy I would make the estimate of a weak reflection
+nonlinear in its counts and biased, +0.05 σ₀ per fit measured at 0.12 photon/pixel; below
+k·σ₀ the estimator is linear and unbiased, and a strong reflection's weights are those of
+I − 3σ₀ ≈ I),
 
     I = Σ_i a_i (v_i − b),   a_i = (p_i / V_i) / Σ_j p_j² / V_j
-    var(I) = 1 / Σ_i p_i² / V_i  +  (Σ_i a_i)² · b / n_b
+    var(I) = Σ_i a_i² V'_i  +  (Σ_i a_i)² · b / n_b,   V'_i = max(b + max(I, 0)·p_i, v_floor)
 
-(the second term propagates the background estimate b̂ of n_b pixels). For weak reflections
+(Σ a_i² V'_i = 1 / Σ p_i² / V_i when the weights use V' themselves)
+
+(the second term propagates the background estimate b̂ of n_b pixels). ``variance_bg`` is
+the same expression at I = 0 (V_i = max(b, v_floor)): the part of the variance that does not
+depend on the intensity, from which scaling evaluates the variance at the model intensity
+(:func:`jfx.scale.observations.background_variance`). For weak reflections
 this variance is well below the summation variance, which is the point of profile fitting.
 Rows get ``INTEGRATED_PRF`` when summation integrated them and a width is available.
 """
@@ -60,6 +70,9 @@ from jfx.models._pytree import pytree_dataclass
 from jfx.models.pixels import special_values
 from jfx.models.reflections import ReflectionFlag as _F
 
+WEIGHT_SHIFT_SIGMA = 3.0
+"""The pixel variances of the fit use the intensity less this many σ₀ (module docstring)."""
+
 _REJECT = int(_F.OVERLOADED | _F.MASKED_PIXEL | _F.OVERLAP | _F.EDGE | _F.BAD_BACKGROUND)
 
 
@@ -70,6 +83,7 @@ class ProfileResult:
     Attributes:
         intensity: (n,) float64 full-spot photons (NaN where not fitted).
         variance: (n,) float64 var(intensity) (photons²).
+        variance_bg: (n,) float64 the variance the fit gives at I = 0 (photons²).
         sigma_px: (n,) float64 profile width used (px).
         shell: (n,) int32 resolution shell (−1 for invalid rows / no d).
         flags: (n,) uint32 ``INTEGRATED_PRF`` where fitted.
@@ -81,6 +95,7 @@ class ProfileResult:
 
     intensity: Any
     variance: Any
+    variance_bg: Any
     sigma_px: Any
     shell: Any
     flags: Any
@@ -280,24 +295,34 @@ def integrate_profile(
     # ---- weighted profile fit
     inten = np.full(n, np.nan)
     var = np.full(n, np.nan)
+    var_bg = np.full(n, np.nan)
     if fit.any():
         p = _disc_profile(fx[fit], fy[fit], sig[fit], oy, ox)
         bf, vf, wf = b[fit], v[fit], w[fit]
         amp = np.nan_to_num(np.asarray(summation.intensity, np.float64)[fit])
+        q0 = wf * p / np.maximum(np.maximum(bf, 0.0), v_floor)[:, None]
+        den0 = np.maximum(np.sum(q0 * p, axis=1), 1e-300)
+        shift = WEIGHT_SHIFT_SIGMA / np.sqrt(den0)  # k·σ₀ (σ₀² = 1/den0 without the b̂ term)
         for _ in range(max(int(n_iter), 1)):
-            V = np.maximum(np.maximum(bf, 0.0)[:, None] + np.maximum(amp, 0.0)[:, None] * p,
-                           v_floor)
+            V = np.maximum(np.maximum(bf, 0.0)[:, None]
+                           + np.maximum(amp - shift, 0.0)[:, None] * p, v_floor)
             q = wf * p / V
             den = np.maximum(np.sum(q * p, axis=1), 1e-300)
             a = q / den[:, None]
             amp = np.sum(a * (vf - bf[:, None]), axis=1)
         inten[fit] = amp
-        var[fit] = 1.0 / den + np.sum(a, axis=1) ** 2 * np.maximum(bf, 0.0) / np.maximum(
-            n_b[fit], 1.0)
+        # the estimator's variance under the pixel variances at the fitted I (sandwich form;
+        # = 1/Σ p²/V when the weights use the same V)
+        V_fit = np.maximum(np.maximum(bf, 0.0)[:, None] + np.maximum(amp, 0.0)[:, None] * p,
+                           v_floor)
+        var[fit] = np.sum(a * a * V_fit * wf, axis=1) + np.sum(a, axis=1) ** 2 * np.maximum(
+            bf, 0.0) / np.maximum(n_b[fit], 1.0)
+        var_bg[fit] = 1.0 / den0 + (np.sum(q0, axis=1) / den0) ** 2 * np.maximum(
+            bf, 0.0) / np.maximum(n_b[fit], 1.0)
         fit_ok = np.sum(wf, axis=1) > 0
-        inten[np.flatnonzero(fit)[~fit_ok]] = np.nan
-        var[np.flatnonzero(fit)[~fit_ok]] = np.nan
+        for a_ in (inten, var, var_bg):
+            a_[np.flatnonzero(fit)[~fit_ok]] = np.nan
     flags = np.where(np.isfinite(inten), np.uint32(int(_F.INTEGRATED_PRF)), np.uint32(0))
-    return ProfileResult(intensity=inten, variance=var, sigma_px=sig, shell=shell,
+    return ProfileResult(intensity=inten, variance=var, variance_bg=var_bg, sigma_px=sig, shell=shell,
                          flags=flags.astype(np.uint32), shell_sigma_px=widths,
                          shell_edges_invd2=edges, n_strong=n_strong)

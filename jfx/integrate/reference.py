@@ -40,7 +40,9 @@ estimates the same disc photons as summation. Then the weighted least squares of
 D55, 1696), iterated from I = I_sum with V_i = max(b + max(I, 0)·p_i, v_floor):
 
     I = Σ_i a_i (v_i − b),   a_i = (p_i / V_i) / Σ_j p_j² / V_j
-    var(I) = 1 / Σ_i p_i² / V_i  +  (Σ_i a_i)² · var(b̂),   var(b̂) = b / n_b.
+    var(I) = Σ_i a_i² V'_i  +  (Σ_i a_i)² · var(b̂),   var(b̂) = b / n_b
+
+(V_i with I − 3σ₀ in the weights, V'_i with the fitted I; as :mod:`jfx.integrate.profile`).
 
 Smoothing bias. Nearest-bin deposit and bilinear evaluation widen the reference by a
 variance of step²/4 per axis (step 1/3 px: 0.03 px², ≈ 1 % bias of background-limited weak
@@ -54,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from jfx.integrate.profile import WEIGHT_SHIFT_SIGMA
 from jfx.integrate.summation import SummationResult, _boxes, _classify, box_offsets
 from jfx.models._pytree import pytree_dataclass
 from jfx.models.pixels import special_values
@@ -236,41 +239,49 @@ def _interp(P, shell, u, t, step):
 
 
 def fit(g: Gathered, profiles: np.ndarray, step_px: float, *, n_iter: int = 3,
-        v_floor: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        v_floor: float = 1e-3) -> tuple[np.ndarray, ...]:
     """Profile fit of the gathered rows with reference ``profiles`` (S, G, G) from
-    :func:`reference_profiles`.
+    :func:`reference_profiles`. The pixel variances of the weights use I − k·σ₀ (σ₀ the σ
+    of the fit at I = 0, k = :data:`jfx.integrate.profile.WEIGHT_SHIFT_SIGMA`: weights that
+    followed a weak reflection's own noisy I would bias it); var(I) is the sandwich
+    Σ a_i² V'_i at the fitted I plus the background-estimate term.
 
     Returns:
         (n,) each (NaN where not fitted): intensity I (photons); var(I) (photons²);
-        var_pix0 = 1 / Σ p_i² / b, the pixel-noise variance of the fit without signal
-        (background only, background estimate exact); s_a = Σ_i a_i = −∂I/∂b (px), so a
-        better background b' gives I − s_a (b' − b) with the background term s_a² var(b').
+        var_bg, the variance at I = 0 (for the scaling's model variance); var_pix0 =
+        1 / Σ p_i² / b, the pixel noise of the fit at I = 0 without the background-estimate
+        term; s_a = Σ_i a_i = −∂I/∂b (px), so a better background b' gives I − s_a (b' − b).
     """
     n = g.ok.size
-    inten, var, var_pix0, s_a = (np.full(n, np.nan) for _ in range(4))
+    inten, var, var_bg, var_pix0, s_a = (np.full(n, np.nan) for _ in range(5))
     fitr = g.ok & (g.shell >= 0) & (np.sum(g.w, axis=1) > 0)
     if not fitr.any():
-        return inten, var, var_pix0, s_a
+        return inten, var, var_bg, var_pix0, s_a
     disc = g.in_disc[fitr]
     p = np.where(disc, _interp(profiles, g.shell[fitr], g.u[fitr], g.t[fitr], step_px), 0.0)
     p = np.maximum(p, 0.0)
     p = p / np.maximum(p.sum(axis=1), 1e-12)[:, None]
     bf, vf, wf = g.b[fitr], g.v[fitr], g.w[fitr]
+    b0 = np.maximum(bf, 0.0)
+    q0 = wf * p / np.maximum(b0, v_floor)[:, None]
+    den0 = np.maximum(np.sum(q0 * p, axis=1), 1e-300)
+    shift = WEIGHT_SHIFT_SIGMA / np.sqrt(den0)
     amp = np.nan_to_num(g.i_sum[fitr])
     for _ in range(max(int(n_iter), 1)):
-        V = np.maximum(np.maximum(bf, 0.0)[:, None] + np.maximum(amp, 0.0)[:, None] * p,
-                       v_floor)
+        V = np.maximum(b0[:, None] + np.maximum(amp - shift, 0.0)[:, None] * p, v_floor)
         q = wf * p / V
         den = np.maximum(np.sum(q * p, axis=1), 1e-300)
         a = q / den[:, None]
         amp = np.sum(a * (vf - bf[:, None]), axis=1)
-    inten[fitr] = amp
+    var_b = b0 / np.maximum(g.n_b[fitr], 1.0)
+    V_fit = np.maximum(b0[:, None] + np.maximum(amp, 0.0)[:, None] * p, v_floor)
     sa = np.sum(a, axis=1)
+    inten[fitr] = amp
+    var[fitr] = np.sum(a * a * V_fit * wf, axis=1) + sa ** 2 * var_b
+    var_bg[fitr] = 1.0 / den0 + (np.sum(q0, axis=1) / den0) ** 2 * var_b
+    var_pix0[fitr] = 1.0 / den0
     s_a[fitr] = sa
-    var[fitr] = 1.0 / den + sa ** 2 * np.maximum(bf, 0.0) / np.maximum(g.n_b[fitr], 1.0)
-    q0 = wf * p / np.maximum(np.maximum(bf, 0.0), v_floor)[:, None]
-    var_pix0[fitr] = 1.0 / np.maximum(np.sum(q0 * p, axis=1), 1e-300)
-    return inten, var, var_pix0, s_a
+    return inten, var, var_bg, var_pix0, s_a
 
 
 def combine_partials(a: np.ndarray, var_pix0: np.ndarray, s_a: np.ndarray,
@@ -295,7 +306,7 @@ def combine_partials(a: np.ndarray, var_pix0: np.ndarray, s_a: np.ndarray,
     partial's noise), so
 
         I = Σ_k c_k A_k',   c_k = (f_k/σ_k²) / Σ_j f_j²/σ_j²,
-        var(I) = 1 / Σ_k f_k²/σ_k²  +  (Σ_k c_k s_a,k)² b̄ / N_b
+        var(I) = Σ_k c_k² σ_k²  +  (Σ_k c_k s_a,k)² b̄ / N_b
 
     (the background estimate is shared by the partials: one correlated term; without pooling
     Σ_k c_k² s_a,k² b_k/n_b,k), iterated from I = Σ A_k / Σ f_k. Frames at the edges of a
@@ -309,8 +320,9 @@ def combine_partials(a: np.ndarray, var_pix0: np.ndarray, s_a: np.ndarray,
         fraction: (m,) recorded fraction f_k of each row; group: (m,) reflection index;
         ok: (m,) rows to use; n_groups: reflections.
     Returns:
-        (n_groups,) intensity and variance as recorded photons of the used frames
-        (F·I and F²·var(I), F = Σ f_k over the used rows; NaN where no row).
+        (n_groups,) intensity, variance and variance at I = 0 (weights 1/var_pix0_k), as
+        recorded photons of the used frames (F·I, F²·var(I), F²·var_bg; F = Σ f_k over the
+        used rows; NaN where no row). The weights use I − k·σ₀ (as :func:`fit`).
     """
     g = np.asarray(group, np.int64).reshape(-1)
     nb = np.asarray(n_background, np.float64)
@@ -335,17 +347,32 @@ def combine_partials(a: np.ndarray, var_pix0: np.ndarray, s_a: np.ndarray,
     else:
         A = np.where(use, a, 0.0)
     inten = gsum(A) / np.where(F > 0, F, 1.0)
-    s_ff = np.ones(ng)
+    s_ff0 = gsum(f * f / vp)
+    shift = WEIGHT_SHIFT_SIGMA / np.sqrt(np.where(s_ff0 > 0, s_ff0, 1.0))
     for _ in range(max(int(n_iter), 1)):
-        s2 = vp + f * np.maximum(inten[gs], 0.0)
+        s2 = vp + f * np.maximum(inten - shift, 0.0)[gs]
         s_fa, s_ff = gsum(f * A / s2), gsum(f * f / s2)
         inten = s_fa / np.where(s_ff > 0, s_ff, 1.0)
     ok_g = got & (s_ff > 0)
-    s_ff = np.where(ok_g, s_ff, 1.0)
-    c = f / s2 / s_ff[gs]
-    if pool_background:
-        var_b = gsum(c * sa) ** 2 * b_bar / np.where(N_b > 0, N_b, 1.0)
-    else:
-        var_b = gsum((c * sa) ** 2 * bk / np.maximum(nb, 1.0))
-    var = 1.0 / s_ff + var_b
-    return np.where(ok_g, F * inten, np.nan), np.where(ok_g, F * F * var, np.nan)
+
+    def variance(s2):
+        """var(I) of the weights f/s2 with pixel variances vp + f·max(I, 0) (sandwich)."""
+        sff = gsum(f * f / s2)
+        sff = np.where(sff > 0, sff, 1.0)
+        c = f / s2 / sff[gs]
+        v_pix = gsum(c * c * (vp + f * np.maximum(inten, 0.0)[gs]))
+        if pool_background:
+            return v_pix, gsum(c * sa) ** 2 * b_bar / np.where(N_b > 0, N_b, 1.0)
+        return v_pix, gsum((c * sa) ** 2 * bk / np.maximum(nb, 1.0))
+
+    v_pix, v_b = variance(s2)
+    var = v_pix + v_b
+    # at I = 0 (weights 1/vp; what scaling evaluates its model variance from)
+    sff0 = np.where(s_ff0 > 0, s_ff0, 1.0)
+    c0 = f / vp / sff0[gs]
+    v_b0 = (gsum(c0 * sa) ** 2 * b_bar / np.where(N_b > 0, N_b, 1.0) if pool_background
+            else gsum((c0 * sa) ** 2 * bk / np.maximum(nb, 1.0)))
+    var_bg = 1.0 / sff0 + v_b0
+    nan = np.nan
+    return (np.where(ok_g, F * inten, nan), np.where(ok_g, F * F * var, nan),
+            np.where(ok_g, F * F * var_bg, nan))

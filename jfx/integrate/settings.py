@@ -50,10 +50,13 @@ class SummationIntegratorSettings(IntegratorSettings):
     def create(self, pixel_mask: np.ndarray | None, error_value: int | None,
                saturation_value: float | None, *, beam_xy: tuple[float, float] | None = None,
                d_min_A: float | None = None) -> SummationIntegrator:
-        """The per-dataset :class:`jfx.integrate.integrator.SummationIntegrator` (beam
-        centre (px) and prediction limit (Å) fix the reference profiles' frame and shells)."""
+        """The per-dataset :class:`jfx.integrate.integrator.SummationIntegrator` (pixels from
+        :meth:`trusted_saturation` on count as saturated; beam centre (px) and prediction
+        limit (Å) fix the reference profiles' frame and shells)."""
         return SummationIntegrator(radii_px=self.radii_px, background=self.background,
                                    profile=self.profile, mask=pixel_mask,
-                                   error_value=error_value, saturation_value=saturation_value,
+                                   error_value=error_value,
+                                   saturation_value=self.trusted_saturation(saturation_value),
+                                   max_masked_fraction=self.max_masked_fraction,
                                    profile_shells=self.profile_shells, beam_xy=beam_xy,
                                    d_min_A=d_min_A)

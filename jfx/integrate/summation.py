@@ -47,13 +47,18 @@ background n_s·b̂ when b̂ is the mean of n_b Poisson pixels of mean b (the gr
 the plane are ignored: the disc is centred on (x, y), so Σ Δx ≈ Σ Δy ≈ 0).
 
 Flags (:class:`jfx.models.reflections.ReflectionFlag`): ``MASKED_PIXEL`` a bad pixel in the
-disc; ``OVERLOADED`` a saturated pixel in the disc (excluded from the sum: I is then a lower
-bound); ``EDGE`` part of the disc lies outside the detector (also set for valid rows with
-non-finite positions); ``OVERLAP`` another valid reflection's disc covers a pixel of this
-disc or annulus; ``BAD_BACKGROUND`` fewer than ``min_background_px`` background pixels;
-``INTEGRATED_SUM`` the row is valid, n_s ≥ 1 and there are enough background pixels.
-Intensity, variance and background are NaN on rows without ``INTEGRATED_SUM``.
-``masked_fraction`` = (disc pixels that are outside, bad or saturated) / (all disc pixels).
+disc; ``OVERLOADED`` a saturated pixel in the integration region: in the disc, or in the
+annulus where no other reflection's disc covers it (a mispredicted or wide peak whose
+saturated core lies outside the disc) — saturated pixels are excluded from the sum, so I
+would be a lower bound, and scaling leaves such rows out (``scale.include_overloads``);
+``MASKED_FRACTION`` more than ``max_masked_fraction`` of the disc pixels are bad or outside
+the detector (scaling leaves such rows out); ``EDGE`` part of the disc lies outside the
+detector (also set for valid rows with non-finite positions); ``OVERLAP`` another valid
+reflection's disc covers a pixel of this disc or annulus; ``BAD_BACKGROUND`` fewer than
+``min_background_px`` background pixels; ``INTEGRATED_SUM`` the row is valid, n_s ≥ 1 and
+there are enough background pixels. Intensity, variance and background are NaN on rows
+without ``INTEGRATED_SUM``. ``masked_fraction`` = (disc pixels that are outside, bad or
+saturated) / (all disc pixels).
 
 Implementations: both gather a fixed set of P candidate offsets (every pixel within
 r3 + √½ of the nearest pixel centre, sorted by distance so that the signal and background
@@ -211,7 +216,7 @@ def _plane_fit(xp, v, w, ddx, ddy):
 
 
 def _reduce(xp, v, inside, bad, sat, ddx, ddy, covered, valid, *, n_disc, a0, r1, r2, r3,
-            background, nsigma, n_iter, min_background_px):
+            background, nsigma, n_iter, min_background_px, max_masked_fraction=1.0):
     """Summation from gathered (n, P) candidate pixels (columns as :func:`box_offsets`).
 
     Args:
@@ -235,6 +240,8 @@ def _reduce(xp, v, inside, bad, sat, ddx, ddy, covered, valid, *, n_disc, a0, r1
     edge = xp.any(disc & ~ins, axis=1)
     masked = xp.any(disc & bad[:, sl], axis=1)
     over = xp.any(disc & sat[:, sl], axis=1)
+    n_bad_px = xp.sum(disc & (~ins | bad[:, sl]), axis=1)
+    too_masked = n_bad_px > max_masked_fraction * xp.maximum(n_disc_px, 1)
     ovl_s = xp.any(disc & ins & (covered[:, sl] >= 2), axis=1)
 
     # ---- background columns [a0, P)
@@ -244,6 +251,7 @@ def _reduce(xp, v, inside, bad, sat, ddx, ddy, covered, valid, *, n_disc, a0, r1
     ann = (d2a >= r2 * r2) & (d2a < r3 * r3) & inside[:, sa]
     cov_a = covered[:, sa]
     overlap = ovl_s | xp.any(ann & (cov_a >= 1), axis=1)
+    over = over | xp.any(ann & sat[:, sa] & (cov_a == 0), axis=1)
     use = ann & ~bad[:, sa] & ~sat[:, sa] & (cov_a == 0)
     n_use = xp.sum(use, axis=1)
 
@@ -295,7 +303,8 @@ def _reduce(xp, v, inside, bad, sat, ddx, ddy, covered, valid, *, n_disc, a0, r1
     ok = valid & (n_s > 0) & ~bad_bg
     u = lambda c, f: xp.where(valid & c, np.uint32(int(f)), np.uint32(0))
     flags = (u(ok, _F.INTEGRATED_SUM) | u(masked, _F.MASKED_PIXEL) | u(over, _F.OVERLOADED)
-             | u(edge, _F.EDGE) | u(overlap, _F.OVERLAP) | u(bad_bg, _F.BAD_BACKGROUND))
+             | u(edge, _F.EDGE) | u(overlap, _F.OVERLAP) | u(bad_bg, _F.BAD_BACKGROUND)
+             | u(too_masked, _F.MASKED_FRACTION))
     nan = np.nan
     mfrac = 1.0 - n_s / xp.maximum(n_disc_px, 1)
     return (xp.where(ok, inten, nan), xp.where(ok, var, nan), xp.where(ok, b_disc, nan),
@@ -356,7 +365,7 @@ def _classify(xp, v, pm, inside, has_err, err, has_sat, sat):
 
 # ------------------------------------------------------------------------------ numpy path
 def _integrate_numpy(frame, pm, x, y, valid, r, *, has_err, err, has_sat, sat, background,
-                     nsigma, n_iter, min_background_px):
+                     nsigma, n_iter, min_background_px, max_masked_fraction):
     ny, nx = frame.shape
     oy, ox, n_disc, a0 = box_offsets(r)
     R = math.ceil(r[2] + math.sqrt(0.5))
@@ -390,14 +399,15 @@ def _integrate_numpy(frame, pm, x, y, valid, r, *, has_err, err, has_sat, sat, b
             covered[inv] = np.where((uniq[pos] == f_inv) & inside[inv], cnt[pos], 0)
     out = _reduce(np, v, inside, bad, satd, ddx, ddy, covered, valid_f, n_disc=n_disc, a0=a0,
                   r1=r[0], r2=r[1], r3=r[2], background=background, nsigma=nsigma,
-                  n_iter=n_iter, min_background_px=min_background_px)
+                  n_iter=n_iter, min_background_px=min_background_px,
+                  max_masked_fraction=max_masked_fraction)
     return out, valid & ~fin
 
 
 # -------------------------------------------------------------------------------- JAX path
 @partial(jax.jit, static_argnames=("radii", "background", "n_iter", "has_err", "has_sat"))
-def _integrate_kernel(frame, pixel_mask, x, y, valid, err, sat, nsigma, min_background_px, *,
-                      radii, background, n_iter, has_err, has_sat):
+def _integrate_kernel(frame, pixel_mask, x, y, valid, err, sat, nsigma, min_background_px,
+                      max_masked_fraction, *, radii, background, n_iter, has_err, has_sat):
     ny, nx = frame.shape
     oy, ox, n_disc, a0 = box_offsets(radii)  # small static constants
     R = math.ceil(radii[2] + math.sqrt(0.5))
@@ -416,12 +426,13 @@ def _integrate_kernel(frame, pixel_mask, x, y, valid, err, sat, nsigma, min_back
     covered = jnp.where(inside, cnt[flat], 0)
     out = _reduce(jnp, v, inside, bad, satd, ddx, ddy, covered, valid_f, n_disc=n_disc, a0=a0,
                   r1=radii[0], r2=radii[1], r3=radii[2], background=background, nsigma=nsigma,
-                  n_iter=n_iter, min_background_px=min_background_px)
+                  n_iter=n_iter, min_background_px=min_background_px,
+                  max_masked_fraction=max_masked_fraction)
     return out, valid & ~fin
 
 
 def _integrate_jax(frame, pm, x, y, valid, r, *, has_err, err, has_sat, sat, background,
-                   nsigma, n_iter, min_background_px):
+                   nsigma, n_iter, min_background_px, max_masked_fraction):
     n = x.size
     pad = _bucket(n) - n
     xp_ = np.concatenate([x, np.zeros(pad)])
@@ -429,8 +440,8 @@ def _integrate_jax(frame, pm, x, y, valid, r, *, has_err, err, has_sat, sat, bac
     vp_ = np.concatenate([valid, np.zeros(pad, bool)])
     out, nonfin = _integrate_kernel(
         frame, pm, xp_, yp_, vp_, np.int64(err), np.int64(sat), np.float64(nsigma),
-        np.int64(min_background_px), radii=r, background=background, n_iter=int(n_iter),
-        has_err=has_err, has_sat=has_sat)
+        np.int64(min_background_px), np.float64(max_masked_fraction), radii=r,
+        background=background, n_iter=int(n_iter), has_err=has_err, has_sat=has_sat)
     return tuple(np.asarray(a)[:n] for a in out), np.asarray(nonfin)[:n]
 
 
@@ -449,6 +460,7 @@ def integrate_frame(
     nsigma: float = 4.0,
     n_iter: int = 5,
     min_background_px: int = 10,
+    max_masked_fraction: float = 1.0,
     impl: Literal["numpy", "jax"] = "numpy",
 ) -> SummationResult:
     """Summation-integrate the reflections predicted on one frame.
@@ -466,6 +478,8 @@ def integrate_frame(
         nsigma: rejection threshold k (σ units) of the background iterations.
         n_iter: rejection iterations.
         min_background_px: fewer background pixels ⇒ ``BAD_BACKGROUND``, not integrated.
+        max_masked_fraction: more than this fraction of the disc pixels bad or off the
+            detector ⇒ ``MASKED_FRACTION`` (still integrated; 1 = never).
         impl: ``"numpy"`` (CPU default) or ``"jax"`` (jit, reflections padded to 256·2^k).
 
     Returns:
@@ -480,7 +494,8 @@ def integrate_frame(
     has_err, err, has_sat, sat = special_values(frame.dtype, error_value, saturation_value)
     kw = {"has_err": has_err, "err": err, "has_sat": has_sat, "sat": sat,
           "background": background, "nsigma": float(nsigma), "n_iter": int(n_iter),
-          "min_background_px": int(min_background_px)}
+          "min_background_px": int(min_background_px),
+          "max_masked_fraction": float(max_masked_fraction)}
     if impl == "numpy":
         out, nonfin = _integrate_numpy(frame, pm, x, y, valid, r, **kw)
     elif impl == "jax":
@@ -509,7 +524,8 @@ class PartialSums:
         background: float64 mean background of those partials (photons/pixel).
         n_frames: int32 integrated partials.
         prf_intensity, prf_variance: float64 Σ of the profile-fitted partials, NaN unless
-            every integrated partial has one (None when no profile rows were given).
+            every integrated partial has one (None when no profile rows were given);
+            prf_variance_bg the Σ of the partials' variances at I = 0 (NaN if unknown).
         flags: uint32 OR of the row flags of every partial meant to be integrated;
             INTEGRATED_SUM where a partial was integrated; INTEGRATED_PRF where
             ``prf_intensity`` is finite; PARTIAL where F < ``partial_below``.
@@ -523,6 +539,7 @@ class PartialSums:
     flags: np.ndarray
     prf_intensity: np.ndarray | None = None
     prf_variance: np.ndarray | None = None
+    prf_variance_bg: np.ndarray | None = None
 
 
 def combine_partials(
@@ -550,7 +567,8 @@ def combine_partials(
         fraction: (m,) predicted fraction f_i recorded on that frame.
         used: (m,) bool rows that were meant to be integrated (frames available).
         n_groups: number of reflections.
-        prf: optional ((m,), (m,)) profile-fitted intensity and variance per row (NaN: none).
+        prf: optional ((m,), (m,)[, (m,)]) profile-fitted intensity, variance and variance at
+            I = 0 per row (NaN: none).
         partial_below: ``PARTIAL`` when F < partial_below.
     """
     g = np.asarray(group, np.int64).reshape(-1)
@@ -577,14 +595,17 @@ def combine_partials(
     flags = np.where(got, flags | np.uint32(int(_F.INTEGRATED_SUM)),
                      flags & ~np.uint32(int(_F.INTEGRATED_SUM | _F.INTEGRATED_PRF)))
     flags |= np.where(F < partial_below, np.uint32(int(_F.PARTIAL)), np.uint32(0))
-    p_int = p_var = None
+    p_int = p_var = p_var_bg = None
     if prf is not None:
-        r_prf, r_prfv = (np.asarray(a, np.float64).reshape(-1) for a in prf)
+        r_prf, r_prfv = (np.asarray(a, np.float64).reshape(-1) for a in prf[:2])
+        r_prfb = (np.asarray(prf[2], np.float64).reshape(-1) if len(prf) > 2
+                  else np.full(r_prf.shape, np.nan))
         ok_prf = ok & np.isfinite(r_prf)
         n_prf = np.bincount(gs, weights=ok_prf.astype(np.float64), minlength=ng)
         all_prf = got & (n_prf == n_ok)
         p_int = np.where(all_prf, gsum(np.where(ok_prf, r_prf, 0.0)), np.nan)
         p_var = np.where(all_prf, gsum(np.where(ok_prf, r_prfv, 0.0)), np.nan)
+        p_var_bg = np.where(all_prf, gsum(np.where(ok_prf, r_prfb, np.nan)), np.nan)
         flags = np.where(all_prf, flags | np.uint32(int(_F.INTEGRATED_PRF)),
                          flags & ~np.uint32(int(_F.INTEGRATED_PRF)))
     return PartialSums(
@@ -593,4 +614,4 @@ def combine_partials(
         fraction=F,
         background=np.where(got, gsum(rows.background) / np.maximum(n_ok, 1), np.nan),
         n_frames=n_ok.astype(np.int32), flags=flags.astype(np.uint32),
-        prf_intensity=p_int, prf_variance=p_var)
+        prf_intensity=p_int, prf_variance=p_var, prf_variance_bg=p_var_bg)

@@ -73,7 +73,7 @@ FIELD_DTYPES: dict[str, dict[str, Any]] = {
         "observed_x": np.float32, "observed_y": np.float32, "d": np.float32,
         "partiality": np.float32, "lp": np.float32, "int_sum": np.float32,
         "int_sum_var": np.float32, "int_prf": np.float32, "int_prf_var": np.float32,
-        "background_mean": np.float32, "flags": np.uint32,
+        "background_mean": np.float32, "flags": np.uint32, "int_prf_var_bg": np.float32,
         "zeta": np.float32, "ewald_offset": np.float32, "image_first": np.int32,
         "image_last": np.int32,
     },
@@ -348,7 +348,7 @@ REFLECTION_FIELDS = {
     "observed_y": "observed_y", "d": "d_A", "partiality": "partiality", "lp": "lp",
     "zeta": "zeta", "ewald_offset": "ewald_offset_invA", "int_sum": "int_sum",
     "int_sum_var": "int_sum_var", "int_prf": "int_prf", "int_prf_var": "int_prf_var",
-    "background_mean": "background_mean", "flags": "flags",
+    "background_mean": "background_mean", "flags": "flags", "int_prf_var_bg": "int_prf_var_bg",
 }
 """``/entry/reflections`` field → :class:`Reflections` attribute (plus ``h``, ``k``, ``l``
 from ``hkl``)."""
@@ -376,6 +376,9 @@ def _scaling_fields(res: Any) -> dict[str, Any]:
     out["error_model"] = {"a": a, "b": b, "form": "sigma'^2 = a^2 (sigma^2 + (b I)^2)"}
     out["space_group"] = res.space_group
     out["unit_cell"] = res.cell
+    out["suggested_d_min"] = np.float64(res.statistics.suggested_d_min_A)  # Å, NaN: none
+    out["n_overloaded"] = np.int64(res.n_overloaded)
+    out["n_masked"] = np.int64(res.n_masked)
     return out
 
 

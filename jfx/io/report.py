@@ -68,6 +68,11 @@ def format_table(stats: MergingStatistics) -> str:
                  + f" (ln<I> vs 1/d^2 over d < {WILSON_D_MAX_A} A)")
     if stats.n_rejected_images:
         lines.append(f"Rejected images: {stats.n_rejected_images} (counted in N_obs only)")
+    sd = stats.suggested_d_min_A
+    lines.append("Suggested high-resolution limit: "
+                 + (f"{sd:.2f} A" if np.isfinite(sd) else "not determined")
+                 + " (tanh fit of CC1/2 vs 1/d^2 at CC1/2 = 0.3, as dials.estimate_resolution;"
+                 " advisory, --scaling-high-resolution sets the cut)")
     return "\n".join(lines)
 
 

@@ -72,6 +72,9 @@ class MergingStatistics:
         multiplicity, completeness (fraction), mean_i_over_sigma, cc_half, cc_star, r_meas,
         r_pim, cc_anom (NaN unless anomalous), cc_ref (NaN without reference): float64.
         wilson_b_A2: overall Wilson B (Å²), NaN when it could not be fitted.
+        suggested_d_min_A: advisory high-resolution limit (Å) where the tanh fit of CC½
+            against 1/d² crosses 0.3 (:func:`jfx.scale.stats.fit_cc_half_resolution`), NaN
+            when not determined.
         anomalous: anomalous mode.
         has_reference: a reference was given (``cc_ref`` meaningful).
         n_rejected_images: number of images flagged in ``rejected_image_mask``.
@@ -94,6 +97,7 @@ class MergingStatistics:
     anomalous: bool
     has_reference: bool
     n_rejected_images: int = 0
+    suggested_d_min_A: float = float("nan")
 
     @property
     def n_shells(self) -> int:

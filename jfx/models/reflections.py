@@ -22,18 +22,20 @@ class ReflectionFlag(enum.IntFlag):
     INDEXED = 1 << 2  # matched spot was assigned this hkl by indexing
     INTEGRATED_SUM = 1 << 3  # int_sum / int_sum_var valid
     INTEGRATED_PRF = 1 << 4  # int_prf / int_prf_var valid
-    OVERLOADED = 1 << 5  # saturated pixel in the signal area
+    OVERLOADED = 1 << 5  # overloaded pixel in the integration region (kept out of scaling)
     MASKED_PIXEL = 1 << 6  # masked/invalid pixel in the signal area
     OVERLAP = 1 << 7  # signal area overlaps another reflection
     OUTLIER = 1 << 8  # rejected as an outlier (integration or scaling)
     EDGE = 1 << 9  # signal area crosses the detector edge
     BAD_BACKGROUND = 1 << 10  # too few background pixels
     PARTIAL = 1 << 11  # recorded fraction < 0.9 (rotation)
+    MASKED_FRACTION = 1 << 12  # signal disc masked beyond integrate.max_masked_fraction
 
 
 _FLOAT_COLUMNS = ("predicted_x", "predicted_y", "predicted_phi_deg", "observed_x", "observed_y",
                   "d_A", "partiality", "lp", "zeta", "ewald_offset_invA", "int_sum",
-                  "int_sum_var", "int_prf", "int_prf_var", "background_mean")
+                  "int_sum_var", "int_prf", "int_prf_var", "background_mean",
+                  "int_prf_var_bg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +60,10 @@ class Reflections:
             sum over the recorded partials).
         int_prf, int_prf_var: float32 profile-fitted intensity and variance (NaN if none).
         background_mean: float32 photons/pixel.
+        int_prf_var_bg: float32 the part of ``int_prf_var`` that does not depend on the
+            intensity (the profile-fit variance at I = 0, photons²; NaN if none): scaling
+            evaluates the variance at the model intensity from it
+            (:func:`jfx.scale.observations.background_variance`).
         flags: uint32 :class:`ReflectionFlag` bits.
     """
 
@@ -81,6 +87,12 @@ class Reflections:
     int_prf_var: np.ndarray
     background_mean: np.ndarray
     flags: np.ndarray
+    int_prf_var_bg: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.int_prf_var_bg is None:  # tables built before the column existed
+            object.__setattr__(self, "int_prf_var_bg",
+                               np.full(np.asarray(self.hkl).shape[0], np.nan, np.float32))
 
     @property
     def n(self) -> int:

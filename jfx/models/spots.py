@@ -78,3 +78,81 @@ class StoredSpots:
     x_px: np.ndarray
     y_px: np.ndarray
     intensity: np.ndarray
+
+
+@dataclass(frozen=True)
+class FrameSpots:
+    """Every spot of one or more frames that passed the spot filters, before the per-image
+    ``max_spots`` truncation (the input of 3D joining, :mod:`jfx.spotfind.join3d`).
+
+    Rows of all frames concatenated, ordered by image (host numpy arrays, m rows).
+
+    Attributes:
+        image: (m,) int64 image number (0-based index into the input file).
+        x_px, y_px: (m,) float32 2D centroids (px; first pixel centre = 0).
+        intensity: (m,) float32 background-subtracted photons.
+        n_pixels: (m,) int32 strong pixels.
+        bbox: (m, 4) int32 bounding box of the strong pixels x_min, x_max, y_min, y_max
+            (inclusive pixel indices).
+    """
+
+    image: np.ndarray
+    x_px: np.ndarray
+    y_px: np.ndarray
+    intensity: np.ndarray
+    n_pixels: np.ndarray
+    bbox: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.image.size)
+
+    def take(self, idx: np.ndarray) -> FrameSpots:
+        """The rows ``idx`` (index array or boolean mask)."""
+        return FrameSpots(self.image[idx], self.x_px[idx], self.y_px[idx], self.intensity[idx],
+                          self.n_pixels[idx], self.bbox[idx])
+
+    @staticmethod
+    def empty() -> FrameSpots:
+        return FrameSpots(np.zeros(0, np.int64), np.zeros(0, np.float32),
+                          np.zeros(0, np.float32), np.zeros(0, np.float32),
+                          np.zeros(0, np.int32), np.zeros((0, 4), np.int32))
+
+
+@dataclass(frozen=True)
+class Spots3D:
+    """Spots of a rotation sweep joined across consecutive frames (m spots, host numpy).
+
+    A 3D spot is the union of the 2D spots of consecutive images that overlap
+    (:mod:`jfx.spotfind.join3d`); its centroid is the intensity-weighted mean of the 2D
+    centroids and of their frame coordinates (image + 0.5), as DIALS' 3D spot centroids
+    (Winter et al. 2018, Acta Cryst. D74, 85–97).
+
+    Attributes:
+        x_px, y_px: (m,) float64 centroid (px; first pixel centre = 0).
+        frame: (m,) float64 centroid frame coordinate (image i covers [i, i + 1)).
+        frame_sd: (m,) float64 intensity-weighted standard deviation of the frame coordinates
+            of its 2D spots (frames; 0 for a spot seen on one image).
+        first_image, last_image: (m,) int64 first and last image (inclusive).
+        intensity: (m,) float64 summed background-subtracted photons.
+        n_pixels: (m,) int64 summed strong pixels.
+        n_images: (m,) int32 2D spots joined (= last − first + 1 unless a spot split).
+    """
+
+    x_px: np.ndarray
+    y_px: np.ndarray
+    frame: np.ndarray
+    frame_sd: np.ndarray
+    first_image: np.ndarray
+    last_image: np.ndarray
+    intensity: np.ndarray
+    n_pixels: np.ndarray
+    n_images: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.x_px.size)
+
+    def take(self, idx: np.ndarray) -> Spots3D:
+        """The spots ``idx`` (index array or boolean mask)."""
+        return Spots3D(**{f: getattr(self, f)[idx] for f in self.__dataclass_fields__})

@@ -2,7 +2,9 @@
 
 Stills are indexed per image in batches (:func:`jfx.index.index`); rotation data jointly
 (two-pass ``-R[=n]``, single-pass ``--single-pass-rotation``, or ``--force-rotation-lattice``)
-with one angle-0 lattice assigned to every image. The lattices refer to
+with one angle-0 lattice assigned to every image. The joint pass uses the 3D spots
+(``state.spots3d``, each at its φ centroid) when the state has them and the spots stored in
+the master file are not used; the per-image assignment uses the per-image spot lists. The lattices refer to
 ``state.final_geometry`` (the stored geometry, or a refined one when the runner retries).
 
 Adds to the state: ``indexing`` (:class:`IndexingTable`).
@@ -196,12 +198,18 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext, *,
                 q1 = v1 = None
                 if use_stored_spots and ctx.stored_spots is not None and not rs.redo_spots:
                     q1, v1 = _stored_pass1(geom, ctx.stored_spots, indices[:n1], axis)
+                elif state.spots3d is not None and state.spots3d.n:
+                    q3, pos3 = _spots3d_pass1(geom, state.spots3d, indices, axis)
+                    q1, v1 = q3[None], (pos3 < n1)[None]
                 mode, out = "two-pass", two_pass(q0, valid, axis, phi, n1, indexer, sym,
                                                      opt, q0_first=q1, valid_first=v1)
             else:
+                first = None
+                if state.spots3d is not None and state.spots3d.n:
+                    first = _spots3d_pass1(geom, state.spots3d, indices, axis)
                 mode, out = "single-pass", single_pass(q0, valid, axis, phi,
                                                            rs.single_pass_deg, indexer, sym,
-                                                           opt)
+                                                           opt, first=first)
             results, basis0 = out.images, out.basis0
             if hasattr(bar, "update"):
                 bar.update(n)
@@ -274,6 +282,20 @@ def run_unconstrained(state: ProcessState, settings: ProcessSettings,
                           basis=basis, hkl=hkl, lattice_id=lid, bravais=("",) * n,
                           n_attempted=n1, geometry=geom, basis0=b0)
     return dataclasses.replace(state, indexing=table)
+
+
+def _spots3d_pass1(geometry: Geometry, spots3d: Any, indices: np.ndarray,
+                   axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(angle-0 vectors (m, 3) of the 3D spots at their φ centroid, position (m,) int64 in
+    the selection of the image holding each centroid) for the joint indexing pass."""
+    from jfx.physics import rotation as rot
+
+    x = np.asarray(spots3d.x_px, np.float64)
+    y = np.asarray(spots3d.y_px, np.float64)
+    z = np.asarray(spots3d.frame, np.float64)
+    q = rot.to_angle_zero(rot.spot_vectors(geometry, x, y), axis, rot.image_angles(geometry, z))
+    pos = np.searchsorted(np.asarray(indices, np.int64), np.floor(z).astype(np.int64))
+    return q, pos
 
 
 def _stored_pass1(geometry: Geometry, stored: Any, images: np.ndarray, axis: np.ndarray):

@@ -52,19 +52,24 @@ class IntegrationSummary:
 
     Attributes:
         n_images: images integrated; n_reflections: rows of the reflection table;
-        n_integrated: rows with a summation intensity; mean_i_over_sigma: their mean I/σ.
+        n_integrated: rows with a summation intensity; mean_i_over_sigma: their mean I/σ;
+        n_overloaded: integrated rows flagged ``OVERLOADED``; n_masked: integrated rows
+        flagged ``MASKED_FRACTION`` (both left out of scaling by default).
     """
 
     n_images: int
     n_reflections: int
     n_integrated: int
     mean_i_over_sigma: float
+    n_overloaded: int = 0
+    n_masked: int = 0
     rocking_width: RockingWidth | None = None
 
     def lines(self) -> list[str]:
         out = [(f"integration: {self.n_integrated} of {self.n_reflections} predicted "
                 f"reflections integrated on {self.n_images} images, <I/sigma> "
-                f"{self.mean_i_over_sigma:.2f}")]
+                f"{self.mean_i_over_sigma:.2f}; {self.n_overloaded} overloaded, "
+                f"{self.n_masked} masked beyond the limit")]
         w = self.rocking_width
         if w is not None:
             how = {"setting": "integrate.mosaicity_deg",
@@ -87,8 +92,14 @@ def summary(state: ProcessState) -> IntegrationSummary | None:
         else float("nan")
     n_img = (state.n_images if state.is_rotation
              else int(np.sum(state.indexing.indexed)) if state.indexing is not None else 0)
+    flags = np.asarray(t.flags, np.uint32)
+    def count(f):
+        return int(np.sum(good & ((flags & np.uint32(int(f))) != 0)))
+
     return IntegrationSummary(n_images=n_img, n_reflections=t.n, n_integrated=n_int,
-                              mean_i_over_sigma=isig, rocking_width=state.rocking_width)
+                              mean_i_over_sigma=isig, n_overloaded=count(F.OVERLOADED),
+                              n_masked=count(F.MASKED_FRACTION),
+                              rocking_width=state.rocking_width)
 
 
 def enabled(settings: ProcessSettings) -> bool:
@@ -205,7 +216,7 @@ def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, int
                     int_sum=res.intensity, int_sum_var=res.variance,
                     background_mean=res.background)
         if prf is not None:
-            cols["int_prf"], cols["int_prf_var"] = prf[:2]
+            cols["int_prf"], cols["int_prf_var"], cols["int_prf_var_bg"] = prf[:3]
             flags |= np.where(np.isfinite(prf[0]), np.uint32(int(F.INTEGRATED_PRF)),
                               np.uint32(0))
         ox, oy, hit = _observed(pr.hkl, hkl[k], xs[k], ys[k], ok[k])
@@ -302,7 +313,7 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
     m = pr.n
     rows = {k: np.full(m, np.nan) for k in ("intensity", "variance", "background",
                                             "background_sigma", "masked_fraction", "prf",
-                                            "prf_var", "prf_var_pix0", "prf_s_a",
+                                            "prf_var", "prf_var_bg", "prf_var_pix0", "prf_s_a",
                                             "n_background")}
     r_flags = np.zeros(m, np.uint32)
     order = np.argsort(pr.image, kind="stable")
@@ -326,7 +337,7 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
         sel, gathered = st
         prf = integ.finish(gathered, reference)
         if prf is not None:
-            for k, col in zip(("prf", "prf_var", "prf_var_pix0", "prf_s_a"), prf):
+            for k, col in zip(("prf", "prf_var", "prf_var_bg", "prf_var_pix0", "prf_s_a"), prf):
                 rows[k][sel] = col
 
     _stream(ctx, indices, pool, begin, finish, pool_reference=True)
@@ -345,14 +356,17 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
                         masked_fraction=rows["masked_fraction"],
                         n_signal=np.zeros(m, np.int32), n_background=np.zeros(m, np.int32),
                         flags=r_flags),
-        inv, fraction, used, ng, prf=(rows["prf"], rows["prf_var"]))
-    # profile-fitted partials: combined with their fractions (3D-profile-like weighting)
-    p_int, p_var = combine_prf(rows["prf"], rows["prf_var_pix0"], rows["prf_s_a"],
-                               rows["background"], rows["n_background"], fraction, inv,
-                               used & ((r_flags & np.uint32(int(F.INTEGRATED_SUM))) != 0), ng)
+        inv, fraction, used, ng, prf=(rows["prf"], rows["prf_var"], rows["prf_var_bg"]))
+    # profile-fitted partials: combined with their fractions (3D-profile-like weighting) and
+    # the background pooled over the partials' annuli (jfx.integrate.reference)
+    p_int, p_var, p_var_bg = combine_prf(
+        rows["prf"], rows["prf_var_pix0"], rows["prf_s_a"], rows["background"],
+        rows["n_background"], fraction, inv,
+        used & ((r_flags & np.uint32(int(F.INTEGRATED_SUM))) != 0), ng)
     has = np.isfinite(summed.prf_intensity)
     summed = dataclasses.replace(summed, prf_intensity=np.where(has, p_int, np.nan),
-                                 prf_variance=np.where(has, p_var, np.nan))
+                                 prf_variance=np.where(has, p_var, np.nan),
+                                 prf_variance_bg=np.where(has, p_var_bg, np.nan))
     rep = np.full(ng, -1, np.int64)
     rep[inv[::-1]] = np.arange(m)[::-1]  # one representative row per reflection
     ok = used & ((r_flags & np.uint32(int(F.INTEGRATED_SUM))) != 0)
@@ -376,6 +390,7 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
         int_sum=summed.intensity.astype(f32), int_sum_var=summed.variance.astype(f32),
         int_prf=summed.prf_intensity.astype(f32), int_prf_var=summed.prf_variance.astype(f32),
         background_mean=summed.background.astype(f32),
+        int_prf_var_bg=summed.prf_variance_bg.astype(f32),
         flags=(summed.flags | np.uint32(int(F.PREDICTED))).astype(np.uint32))
     return t.take(np.isin(t.image, indices) | got), width
 

@@ -131,7 +131,8 @@ def _retry_stills(state: ProcessState, settings: ProcessSettings,
 def crystal(state: ProcessState, settings: ProcessSettings) -> ProcessState:
     """The data's cell (rotation: the refined sweep lattice; stills: median of the image
     lattices) and the space group used: ``-S``, else the master's when the cell fits it
-    (1 % / 1°), else None (merging then uses P1)."""
+    (1 % / 1°) and ``crystal.ignore_file_space_group`` is off, else None (merging then uses
+    P1)."""
     from jfx.models.lattice import basis_to_cell
     from jfx.symmetry.groups import check_cell_fits
 
@@ -146,7 +147,8 @@ def crystal(state: ProcessState, settings: ProcessSettings) -> ProcessState:
                 else np.full(6, np.nan))
     cell = np.asarray(cell, np.float64)
     sg = settings.crystal.space_group
-    if sg is None and state.stored_space_group is not None and np.all(np.isfinite(cell)):
+    if (sg is None and state.stored_space_group is not None and np.all(np.isfinite(cell))
+            and not settings.crystal.ignore_file_space_group):
         try:
             check_cell_fits(cell, int(state.stored_space_group))
             sg = int(state.stored_space_group)

@@ -10,7 +10,12 @@ before spot finding so both overlap) → compact per-image results (O(max_spots)
 image, preallocated for the selection). Peak memory ≈ (prefetch + 2) · batch frames +
 per-image results.
 
-Adds to the state: ``image_stats``, ``spots``, ``spot_stats``, ``azint``.
+Rotation data (a goniometer scan): every filtered spot of each image, before the
+``max_spots`` truncation, is also joined across consecutive images into 3D spots
+(:class:`jfx.spotfind.join3d.SpotJoiner`, streaming: only the open 3D spots are held).
+
+Adds to the state: ``image_stats``, ``spots``, ``spot_stats``, ``azint``, ``spots3d``
+(rotation data only).
 """
 
 from __future__ import annotations
@@ -129,6 +134,18 @@ class _Results:
         self.extra["n_ice"][sl] = st["n_ice"]
 
 
+def _join(joiner: Any, spots: Any, images: np.ndarray) -> None:
+    """Feed the untruncated spots of ``images`` (the batch without its padding) to the 3D
+    joiner, image by image (an image without spots closes the open 3D spots)."""
+    img = np.asarray(spots.image)
+    for i in images:
+        sel = np.flatnonzero(img == i)
+        if sel.size:
+            joiner.add(spots.take(sel))
+        else:
+            joiner.add_empty_image(int(i))
+
+
 def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> ProcessState:
     """Spot finding (+ azimuthal integration) on every selected image.
 
@@ -159,8 +176,13 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
     acc = _Results(len(indices), settings.spotfind.max_spots, integ.n_bins if integ else 0,
                    integ.n_azim if integ else 0)
     batch = max(1, min(int(ctx.batch_size), len(indices)))  # no padding for tiny selections
+    joiner = None
+    if geo.is_rotation:
+        from jfx.spotfind.join3d import SpotJoiner
+
+        joiner = SpotJoiner()
     times = {"setup": time.perf_counter() - t_setup, "read": 0.0, "spotfind": 0.0,
-             "azint": 0.0}
+             "azint": 0.0, "join3d": 0.0}
     stage = "spot finding + azimuthal integration" if integ is not None else "spot finding"
     pos = 0
     with ctx.bar(stage, len(indices)) as bar:
@@ -199,7 +221,11 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
                     raise ProcessingError(f"azimuthal integration failed on {what(idx)}: "
                                           f"{one_line(e)}") from e
             try:
-                acc.add(pos, k, idx, finder(frames, idx_p))
+                if joiner is None:
+                    res = finder(frames, idx_p)
+                else:
+                    res = finder(frames, idx_p, all_spots=True)
+                acc.add(pos, k, idx, res)
             except (InputError, ProcessingError):
                 raise
             except Exception as e:
@@ -207,6 +233,10 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
                                       f"{one_line(e)}") from e
             t2 = time.perf_counter()
             times["spotfind"] += t2 - t1
+            if joiner is not None:
+                _join(joiner, res.all_spots, idx)
+                times["join3d"] += time.perf_counter() - t2
+                t2 = time.perf_counter()
             if pending is not None:
                 try:
                     az = integ.finish(pending)
@@ -226,6 +256,7 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         stats = ImageStats(**acc.stats)
         if np.all(np.isnan(stats.mean)):
             raise InputError("every selected image is fully masked (no valid pixels)")
+    spots3d = joiner.finish() if joiner is not None else None
     azint = None
     if integ is not None:
         azint = AzintProfiles(
@@ -237,5 +268,6 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
     for key, v in times.items():
         t[key] = t.get(key, 0.0) + v
     return dataclasses.replace(state, image_stats=stats, spots=SpotList(**acc.spots),
-                               spot_stats=SpotImageStats(**acc.extra), azint=azint,
+                               spot_stats=SpotImageStats(**acc.extra), spots3d=spots3d,
+                               azint=azint,
                                timings_s=t)

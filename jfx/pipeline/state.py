@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from jfx.models.geometry import Geometry
-from jfx.models.spots import SpotList
+from jfx.models.spots import SpotList, Spots3D
 from jfx.models.images import ImageStats
 
 
@@ -129,6 +129,11 @@ class RefinementTable:
             triclinic and less exact than the indexer's symmetrised one).
         scan_varying_edges: (n_blocks + 1,) frame edges of scan-varying blocks, or None.
         scan_varying_basis: (n_blocks, 3, 3) angle-0 basis of each block, or None.
+        n_spots: rotation: spots in the final scan-static refinement (None: not recorded).
+        n_outliers: rotation: spots rejected as outliers before it
+            (``refine.outlier_probability``).
+        rmsd_all: rotation with outlier rejection: (rmsd px, rmsd φ deg) of the refinement
+            before the rejection (all assigned spots), else None.
     """
 
     mode: str
@@ -143,6 +148,9 @@ class RefinementTable:
     lattices_replace_indexing: bool = False
     scan_varying_edges: np.ndarray | None = None
     scan_varying_basis: np.ndarray | None = None
+    n_spots: int | None = None
+    n_outliers: int = 0
+    rmsd_all: tuple[float, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +183,10 @@ class ProcessState:
         image_stats: per-image statistics (spot-finding stage).
         spots: the spot lists (host numpy :class:`SpotList`).
         spot_stats: per-image spot-finding numbers beyond the spot list.
+        spots3d: rotation data: the spots joined across consecutive images
+            (:class:`jfx.models.spots.Spots3D`, from every filtered spot before the
+            ``max_spots`` truncation); None for stills. Rotation indexing (pass 1) and
+            refinement use these; ``spots`` stays the per-image output.
         azint: azimuthal profiles (None: not run).
         indexing: indexing table (None: not run).
         refinement: refinement results (None: not run).
@@ -195,6 +207,7 @@ class ProcessState:
     image_stats: ImageStats | None = None
     spots: SpotList | None = None
     spot_stats: SpotImageStats | None = None
+    spots3d: Spots3D | None = None
     azint: AzintProfiles | None = None
     indexing: IndexingTable | None = None
     refinement: RefinementTable | None = None

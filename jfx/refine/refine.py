@@ -118,6 +118,9 @@ class RefineResult:
         status: :class:`RefineStatus` values (int).
         iterations: solver iterations.
         params: the refined :class:`jfx.refine.params.RefineParams` (batched for stills).
+        residuals: rotation: (N, 3) float64 raw residuals (Δx px, Δy px, Δφ rad) of every
+            spot row (the given spots flattened; NaN for rows that are not valid) under the
+            refined model; None for stills.
     """
 
     geometry: Geometry
@@ -129,6 +132,7 @@ class RefineResult:
     status: np.ndarray
     iterations: np.ndarray
     params: P.RefineParams
+    residuals: np.ndarray | None = None
 
 
 def _bucket(n: int, buckets=SPOT_BUCKETS) -> int:
@@ -323,8 +327,10 @@ def refine_rotation(spots: RefineSpots, geometry: Geometry, lattice: Lattice,
         spots: indexed spots of the whole sweep, any leading shape (flattened), with frame.
         geometry: start geometry with a goniometer.
         lattice: ``basis`` (3, 3) at goniometer angle 0.
-        phi_scale_px: px-equivalents per rad of φ residual; default distance / pixel size
-            (the arc length on the detector of 1 rad at the beam-centre distance).
+        phi_scale_px: px-equivalents per rad of φ residual (σ_xy / σ_φ): one number, or
+            one per spot (an array of the spots' shape, e.g. from each 3D spot's centroid
+            precision); default distance / pixel size (the arc length on the detector of
+            1 rad at the beam-centre distance).
         Others as :func:`refine_stills`.
     Returns:
         :class:`RefineResult` with scalar entries.
@@ -354,7 +360,12 @@ def refine_rotation(spots: RefineSpots, geometry: Geometry, lattice: Lattice,
     if phi_scale_px is None:
         phi_scale_px = float(geometry.detector.distance_mm) / float(
             geometry.detector.pixel_size_mm[0])
-    scale = jnp.asarray([1.0, 1.0, float(phi_scale_px)])
+    ps = np.broadcast_to(np.asarray(phi_scale_px, np.float64),
+                         np.shape(spots.x_px)).reshape(-1)
+    if not np.all(np.isfinite(ps[valid]) & (ps[valid] > 0)):
+        raise ValueError("phi_scale_px must be finite and > 0")
+    ps = np.where(col(valid), col(ps), 1.0)
+    scale = jnp.asarray(np.stack([np.ones(n), np.ones(n), ps], axis=1))  # (n, 3)
     pr, info, raw, geom, bas = _rotation_solve(
         params, geometry, jnp.asarray(col(hkl)), jnp.asarray(col(x)), jnp.asarray(col(y)),
         jnp.asarray(col(fr)), jnp.asarray(w), scale, jnp.asarray(huber_px), mask=mask,
@@ -376,12 +387,15 @@ def refine_rotation(spots: RefineSpots, geometry: Geometry, lattice: Lattice,
     rmsd = float(np.sqrt(np.sum(xy[used] ** 2) / n_used)) if n_used else float("nan")
     rmsd_phi = (float(np.rad2deg(np.sqrt(np.mean(raw[used, 2] ** 2)))) if n_used
                 else float("nan"))
+    resid = np.full((valid.size, 3), np.nan)
+    if status <= RefineStatus.NOT_CONVERGED:
+        resid[idx] = raw[:n_valid]
     return RefineResult(geometry=jax.tree_util.tree_map(np.asarray, geom), basis=bas,
                         rmsd_px=np.asarray(rmsd), rmsd_phi_deg=np.asarray(rmsd_phi),
                         n_used=np.asarray(n_used), n_spots=np.asarray(n_valid),
                         status=np.asarray(int(status)),
                         iterations=np.asarray(info.iterations),
-                        params=jax.tree_util.tree_map(np.asarray, pr))
+                        params=jax.tree_util.tree_map(np.asarray, pr), residuals=resid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -447,6 +461,9 @@ def refine_scan_varying(spots: RefineSpots, geometry: Geometry, lattice: Lattice
     counts = np.zeros(nb, np.int32)
     orient = OrientationRefinement()
     blk = np.clip(np.searchsorted(edges, fr, side="right") - 1, 0, nb - 1)
+    ps = kwargs.pop("phi_scale_px", None)
+    if ps is not None and np.ndim(ps) > 0:  # one per spot: follow the block's spots
+        ps = np.broadcast_to(np.asarray(ps, np.float64), np.shape(spots.x_px)).reshape(-1)
     for b in range(nb):
         sel = valid & (blk == b) & np.isfinite(fr)
         counts[b] = int(sel.sum())
@@ -454,7 +471,9 @@ def refine_scan_varying(spots: RefineSpots, geometry: Geometry, lattice: Lattice
             continue
         sub = RefineSpots.create(hkl[sel], x[sel], y[sel], frame=fr[sel])
         r = refine_rotation(sub, geometry, Lattice(basis=b0, space_group=lattice.space_group),
-                            orient, solver, min_spots=min_spots, **kwargs)
+                            orient, solver, min_spots=min_spots,
+                            phi_scale_px=ps[sel] if ps is not None and np.ndim(ps) else ps,
+                            **kwargs)
         status[b] = int(r.status)
         if int(r.status) <= RefineStatus.NOT_CONVERGED:
             basis[b] = np.asarray(r.basis)

@@ -125,7 +125,8 @@ def robustify(raw: jnp.ndarray, w: jnp.ndarray, loss: str, k: float | jnp.ndarra
               scale: jnp.ndarray | None = None) -> jnp.ndarray:
     """Flattened robust residual vector (n·c,) of raw residuals (n, c).
 
-    Each row is multiplied by ``scale`` (c,) (e.g. (1, 1, phi_scale_px)) and by sqrt(w), then
+    Each row is multiplied by ``scale`` (c,) or (n, c) (e.g. (1, 1, phi_scale_px), one row per
+    observation when the φ precision differs between spots) and by sqrt(w), then
     rescaled with :func:`robust_scale` of its norm.
     """
     r = raw if scale is None else raw * scale

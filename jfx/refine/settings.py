@@ -44,6 +44,12 @@ class RefineSettings(Settings):
             and without a free ``lattice.orientation``.
         solver: refinement solver, ``lm`` (Levenberg–Marquardt in JAX, default) or ``lbfgs``
             (optax); :mod:`jfx.solvers`.
+        outlier_probability: rotation data: after the scan-static macro-cycles, spots whose
+            residual vector (Δx, Δy, Δφ) lies beyond this χ²₃ quantile of the robust
+            Mahalanobis distance are rejected and the sweep is refined once more without
+            them, as DIALS' ``mcd`` outlier rejection (threshold probability 0.975, the
+            default; :mod:`jfx.refine.outliers`); the rmsds are those of the spots kept.
+            ``None`` = no rejection (the Huber loss alone down-weights outliers).
 
     Class attributes: ``name`` (the ``-r`` preset), ``enabled`` (the pipeline refines at
     all), ``reference_driven`` (needs
@@ -59,6 +65,7 @@ class RefineSettings(Settings):
     free: tuple[str, ...] = BEAM_AND_LATTICE_FREE
     scan_varying_deg: float | None = setting(None, positive=True)
     solver: str = setting("lm", choices=("lm", "lbfgs"))
+    outlier_probability: float | None = setting(0.975, minimum=0.5, maximum=0.9999)
 
     def validate(self) -> None:
         for p in self.free:

@@ -19,6 +19,10 @@ Two solvers:
       parameters, Golub & Pereyra 1973, SIAM J. Numer. Anal. 10, 413);
   then the gauge is fixed (mean ln G = 0, mean B = 0 without a reference), the error model
   σ'² = a²(σ² + (b·gP·I_hkl)²) is refitted and robust IRLS weights are updated.
+  σ² of every observation is evaluated at the model intensity gP·Ĩ_hkl, not at the
+  observation's own (:mod:`jfx.scale.error_model`: var_bg + κ·gP·Ĩ_hkl with
+  var_bg = σ² − var_signal and Ĩ the Wilson posterior mean of the merge), re-evaluated
+  before every merge.
 * ``lbfgs``: one joint L-BFGS (``optax.lbfgs``) of all free parameters on the likelihood's
   negative log-likelihood with I_hkl eliminated (or the reference), in variables scaled by
   the inverse Gauss–Newton column norms; error model and IRLS weights are refitted between
@@ -40,9 +44,15 @@ import numpy as np
 
 from jfx.models._pytree import replace
 from jfx.scale.base import Likelihood, PartialityModel, ScaleModel
-from jfx.scale.error_model import ErrorModel, fit_error_model
+from jfx.scale.error_model import (
+    ErrorModel,
+    fit_error_model,
+    model_variance,
+    posterior_intensity,
+    shell_prior_means,
+)
 from jfx.scale.likelihood import NormalLikelihood
-from jfx.scale.observations import Observations, bucket_size
+from jfx.scale.observations import VAR_BG_FLOOR, Observations, bucket_size
 from jfx.solvers import lbfgs_loop, solve, split_free
 
 SOLVERS = ("lm", "lbfgs")
@@ -65,7 +75,9 @@ class ScaleFit:
         error_model: the final :class:`ErrorModel` (identity when not fitted).
         image_ok: (n_img,) bool, image had enough observations to be fitted.
         obs_scale: (n,) g per observation; obs_partiality: (n,) P per observation.
-        obs_sigma: (n,) σ after the error model; obs_weight: (n,) final weight (0 = unused).
+        obs_sigma: (n,) σ after the error model, at the model intensity (the merge weights);
+        obs_sigma_reported: (n,) σ after the error model from the integrator's own σ (the
+            outlier tests); obs_weight: (n,) final weight (0 = unused).
         history: per-iteration dicts ``{"iteration", "cost", "n_used", "error_model_a",
             "error_model_b"}`` (cost = the likelihood's nll after the iteration, n_used = rows
             with nonzero weight for the next iteration) plus the
@@ -88,6 +100,7 @@ class ScaleFit:
     obs_sigma: np.ndarray
     obs_weight: np.ndarray
     history: list
+    obs_sigma_reported: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -105,6 +118,32 @@ def _merge_arrays(gp, obs, sigma, weights):
     I = jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
     s = jnp.where(ok, 1.0 / jnp.sqrt(jnp.where(ok, den, 1.0)), 0.0)
     return I, s, den
+
+
+def _refl_s2(obs: Observations) -> np.ndarray:
+    """(n_refl,) mean s² of each reflection's valid observations (NaN: none)."""
+    v = np.asarray(obs.valid)
+    r = np.asarray(obs.refl)[v]
+    cnt = np.bincount(r, minlength=obs.n_refl)
+    tot = np.bincount(r, np.asarray(obs.s2)[v], minlength=obs.n_refl)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, tot / cnt, np.nan)
+
+
+def _model_sigma(obs: Observations, gp, I_hkl, s_hkl, s2_refl, em: ErrorModel):
+    """σ' of every observation at the model intensity gP·Ĩ_hkl (Ĩ: Wilson posterior mean of
+    the merged I_hkl, :func:`jfx.scale.error_model.posterior_intensity`), and σ before the
+    error model (both (n,))."""
+    I_np, s_np = np.asarray(I_hkl), np.asarray(s_hkl)
+    has = s_np > 0
+    prior = shell_prior_means(I_np, s2_refl, has)
+    I_t = np.where(has, posterior_intensity(I_np, np.where(has, s_np, 1.0),
+                                            np.nan_to_num(prior)), 0.0)
+    m = gp * jnp.asarray(I_t)[obs.refl]
+    s2 = obs.sigma**2
+    var = model_variance(jnp.maximum(s2 - obs.var_signal, VAR_BG_FLOOR * s2), obs.poisson, m)
+    base = jnp.sqrt(var)
+    return em.a * jnp.sqrt(var + (em.b * m) ** 2), base
 
 
 def _gauge(pmodel, smodel, params, image_ok):
@@ -292,11 +331,15 @@ def _layout(image: np.ndarray, valid: np.ndarray, n_img: int):
 def _sanitize(obs: Observations) -> Observations:
     ok = obs.valid & jnp.isfinite(obs.intensity) & jnp.isfinite(obs.sigma) & (obs.sigma > 0)
     ok &= (obs.refl >= 0) & (obs.refl < obs.n_refl) & (obs.image >= 0) & (obs.image < obs.n_img)
+    ok &= jnp.isfinite(obs.var_signal)
+    ok &= jnp.isfinite(obs.poisson) & (obs.poisson >= 0)
     for name in ("s2", "d_A", "partiality_stored", "phi_c_rad", "zeta", "phi_lo_rad",
                  "phi_hi_rad", "frames", "eps_invA", "two_theta_rad"):
         ok &= jnp.isfinite(getattr(obs, name))
     return replace(obs, valid=ok, intensity=jnp.where(ok, obs.intensity, 0.0),
                    sigma=jnp.where(ok, obs.sigma, 1.0),
+                   var_signal=jnp.where(ok, obs.var_signal, 0.0),
+                   poisson=jnp.where(ok, obs.poisson, 0.0),
                    refl=jnp.where(ok, obs.refl, 0).astype(jnp.int32),
                    image=jnp.where(ok, obs.image, 0).astype(jnp.int32),
                    d_A=jnp.where(ok, obs.d_A, 1.0), s2=jnp.where(ok, obs.s2, 0.0),
@@ -389,20 +432,26 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
     image_ok_j = jnp.asarray(image_ok)
     has_global = _has_free(mask, "global") and refine_globals
 
-    sigma = obs.sigma
     weights = base_w
     if robust_weights0 is not None:  # the robust (IRLS) weights of a previous call
         weights = base_w * jnp.asarray(np.clip(np.nan_to_num(np.asarray(robust_weights0,
                                                                          np.float64)), 0, 1))
     em = ErrorModel.identity() if error_model0 is None else error_model0
-    if error_model0 is not None:
-        I0, _, _, gp0 = _merge(partiality, scale_model, params, obs, sigma, weights)
-        sigma = em.a * jnp.sqrt(obs.sigma**2 + (em.b * gp0 * I0[obs.refl]) ** 2)
+    s2_refl = _refl_s2(obs)
+
+    def at_model(params, sigma):
+        """σ at the model intensity of the merge made with ``sigma``."""
+        I_, s_, _, gp_ = _merge(partiality, scale_model, params, obs, sigma, weights)
+        return _model_sigma(obs, gp_, I_, s_, s2_refl, em)
+
+    # start: merge with the integrator's σ, then σ at the model intensity
+    sigma, _ = at_model(params, obs.sigma)
     history = []
     for it in range(int(iterations)):
         n_it = {}
         if solver == "lm":
             for _ in range(max(int(lm_cycles), 1)):
+                sigma, _ = at_model(params, sigma)
                 if use_ref:
                     I_obs = ref_obs
                 else:
@@ -442,16 +491,18 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
             if not use_ref:
                 params = _gauge(partiality, scale_model, params, image_ok_j)
 
-        # error model on the current scale, then robust weights
-        I_hkl, _, _, gp = _merge(partiality, scale_model, params, obs, sigma, weights)
+        # error model on the current scale (σ before it at the model intensity), then
+        # robust weights
+        I_hkl, s_hkl, _, gp = _merge(partiality, scale_model, params, obs, sigma, weights)
         ref_I = ref_obs if use_ref else I_hkl[obs.refl]
+        sigma, base = _model_sigma(obs, gp, I_hkl, s_hkl, s2_refl, em)
         if error_model:
             safe_gp = jnp.where(jnp.abs(gp) > 1e-12, gp, 1.0)
             em = fit_error_model(np.asarray(obs.refl), np.asarray(obs.intensity / safe_gp),
-                                 np.asarray(obs.sigma / jnp.abs(safe_gp)), n_refl=obs.n_refl,
+                                 np.asarray(base / jnp.abs(safe_gp)), n_refl=obs.n_refl,
                                  valid=fit_rows & (np.asarray(jnp.abs(gp)) > 1e-6)
                                  & (np.asarray(weights) >= 0.5))  # robustly down-weighted rows out
-            sigma = em.a * jnp.sqrt(obs.sigma**2 + (em.b * gp * I_hkl[obs.refl]) ** 2)
+            sigma, _ = _model_sigma(obs, gp, I_hkl, s_hkl, s2_refl, em)
         z = (obs.intensity - gp * ref_I) / sigma
         weights = base_w * jnp.where(base_w > 0, lik.irls_weights(z), 0.0)
         if min_partiality is not None:  # the refined model may move rows below the limit
@@ -480,7 +531,9 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
         error_model=em, image_ok=image_ok,
         obs_scale=np.asarray(scale_model(params["scale"], obs)),
         obs_partiality=np.asarray(partiality(params["partiality"], obs)),
-        obs_sigma=np.asarray(sigma), obs_weight=np.asarray(weights), history=history)
+        obs_sigma=np.asarray(sigma), obs_weight=np.asarray(weights), history=history,
+        obs_sigma_reported=np.asarray(em.a * jnp.sqrt(obs.sigma**2 + (em.b * gp * I_hkl[
+            obs.refl]) ** 2)))
 
 
 @dataclasses.dataclass(frozen=True)

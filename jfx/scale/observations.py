@@ -46,6 +46,15 @@ class Observations:
             (0 for rotation rows and when the beam centre is not known).
         two_theta_rad: float64 scattering angle 2θ from d and λ (rad).
         valid: bool, the row takes part in scaling.
+        var_signal: float64 σ² − var_bg in corrected units ((photons/lp)²): var_bg is the
+            expected intensity-independent variance of the row (the variance the integrator
+            reports for a zero intensity, :func:`background_variance`, smoothed over the
+            rows of its image and resolution bin, :func:`smooth_background_variance`).
+        poisson: float64 ∂σ²/∂I of the counting statistics in corrected units (1/lp for
+            photon-counting data, whose summation variance is var_bg + I_raw). With these the
+            variance at a *model* intensity m is σ² − var_signal + poisson·m
+            (:func:`jfx.scale.error_model.model_variance`); rows built without the
+            integrator's variance split have var_signal = 0, poisson = 0 (σ as given).
         n_refl: static number of unique reflections.
         n_img: static number of (compact) images.
         wavelength_A: static wavelength (Å).
@@ -70,6 +79,8 @@ class Observations:
     eps_grad_b: jnp.ndarray
     two_theta_rad: jnp.ndarray
     valid: jnp.ndarray
+    var_signal: jnp.ndarray
+    poisson: jnp.ndarray
     n_refl: int = static(0)
     n_img: int = static(0)
     wavelength_A: float = static(1.0)
@@ -99,6 +110,7 @@ def _col(table: dict, name: str, n: int, fill: float = np.nan) -> np.ndarray:
 def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_A: float,
                             phi_start_deg: float = 0.0, phi_increment_deg: float = 0.0,
                             intensity: str = "prf", min_partiality: float = 0.02,
+                            min_recorded_fraction: float = 0.0,
                             d_min_A: float | None = None, n_refl: int | None = None,
                             n_img: int | None = None, pad: bool = True,
                             beam_center_px: tuple[float, float] | None = None) -> Observations:
@@ -121,6 +133,8 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
         intensity: ``prf`` (int_prf where finite with positive finite variance, else int_sum)
             or ``sum``.
         min_partiality: rows whose stored partiality is below this are invalid.
+        min_recorded_fraction: rotation rows whose stored partiality (the recorded fraction
+            of the reflection summed over its images) is below this are invalid.
         d_min_A: rows with d < d_min_A are invalid (``None`` = no limit).
         n_refl, n_img: override the counts (default: max index + 1).
         pad: pad to a power-of-two bucket.
@@ -159,8 +173,10 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
         V = np.where(use_prf, vprf, vsum)
         ok_int = use_prf | ((flags & int(ReflectionFlag.INTEGRATED_SUM)) != 0)
     else:
+        use_prf = np.zeros(n, bool)
         I, V = isum, vsum
         ok_int = (flags & int(ReflectionFlag.INTEGRATED_SUM)) != 0
+    V_bg = background_variance(I, V, use_prf, _col(table, "int_prf_var_bg", n))
     zeta = _col(table, "zeta", n)
     eps = _col(table, "ewald_offset", n)
     phi_c = np.radians(_col(table, "predicted_phi", n))
@@ -179,6 +195,7 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
     valid &= np.isfinite(I) & np.isfinite(V) & (V > 0) & np.isfinite(lp) & (lp > 0)
     valid &= np.isfinite(d) & (d > 0) & ~bad_rot
     valid &= np.isfinite(part) & (part >= min_partiality)
+    valid &= ~is_rot | (part >= min_recorded_fraction)
     if "flags" in table:
         valid &= (flags & int(ReflectionFlag.OUTLIER)) == 0
     if d_min_A is not None:
@@ -190,6 +207,15 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
     safe_d = np.where(valid, d, 1.0)
     sin_t = np.clip(lam / (2.0 * safe_d), 0.0, 1.0)
     frames = np.where(is_rot, last - first + 1.0, 1.0)
+    # variances at the model intensity only for tables whose variances follow the counting
+    # relation of the integrator (var ≥ I); otherwise σ is used as given
+    n_valid = max(int(valid.sum()), 1)
+    counting = np.sum(valid & ~np.isfinite(V_bg)) <= MAX_NONCOUNTING_FRACTION * n_valid
+    if counting:
+        V_bg = smooth_background_variance(V_bg, image_ids, d, frames, valid)
+        V_bg = np.where(np.isfinite(V_bg), V_bg, V)
+    else:
+        V_bg = V
     phi_lo = np.where(is_rot, start + first * inc, 0.0)
     cols = {
         "refl": np.where(valid, refl_id, 0).astype(np.int32),
@@ -208,6 +234,8 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
         "eps_grad_a": np.zeros(n), "eps_grad_b": np.zeros(n),
         "two_theta_rad": 2.0 * np.arcsin(sin_t),
         "valid": valid,
+        "var_signal": np.where(valid, (V - V_bg) / np.where(valid, lp, 1.0) ** 2, 0.0),
+        "poisson": np.where(valid & counting, 1.0 / np.where(valid, lp, 1.0), 0.0),
     }
     if beam_center_px is not None and "predicted_x" in table and "predicted_y" in table:
         dx = _col(table, "predicted_x", n) - float(beam_center_px[0])
@@ -226,17 +254,107 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
                              phi_increment_rad=inc, pad=pad)
 
 
+VAR_BG_FLOOR = 1e-3
+"""The intensity-independent variance is kept ≥ this fraction of the reported variance."""
+
+
+def background_variance(I: np.ndarray, V: np.ndarray, is_prf: np.ndarray,
+                        prf_var_bg: np.ndarray) -> np.ndarray:
+    """The part of each reported variance that does not depend on the intensity (raw photons²).
+
+    Summation (:mod:`jfx.integrate.summation`): var = max(Σ_disc v, 0) + n_s²·b/n_b with
+    Σ_disc v = I + n_s·b, so var − I is the background part exactly (also for rotation
+    reflections summed over partials). Profile fitting (:mod:`jfx.integrate.profile`): the
+    variance the fit gives at I = 0, ``int_prf_var_bg`` (older files without it: var − max(I, 0),
+    exact for I ≤ 0). A row whose result falls below :data:`VAR_BG_FLOOR` · var does not
+    follow the counting relation (I > var: not from the integrator) and gets NaN.
+
+    Args:
+        I, V: (n,) intensity and variance (raw photons, photons²) of each row.
+        is_prf: (n,) bool rows whose I, V are the profile-fitted ones.
+        prf_var_bg: (n,) ``int_prf_var_bg`` (NaN where unknown).
+    """
+    with np.errstate(invalid="ignore"):
+        v_prf = np.where(np.isfinite(prf_var_bg), prf_var_bg, V - np.maximum(I, 0.0))
+        v = np.where(is_prf, v_prf, V - I)
+        return np.where(np.isfinite(v) & (v >= VAR_BG_FLOOR * V), v, np.nan)
+
+
+MAX_NONCOUNTING_FRACTION = 0.01
+"""A run whose rows break var ≥ I (beyond this fraction) keeps its σ as given (no model
+variance): its variances do not come from counting statistics."""
+
+SMOOTH_BINS = 20
+"""Resolution bins (equal counts in 1/d²) of :func:`smooth_background_variance`."""
+
+
+def smooth_background_variance(v_bg: np.ndarray, image: np.ndarray, d: np.ndarray,
+                               frames: np.ndarray, valid: np.ndarray,
+                               n_bins: int = SMOOTH_BINS, n_iter: int = 4) -> np.ndarray:
+    """The expected background variance of every row: v̂_i = F_img(i) · G_bin(i) · frames_i.
+
+    Each row's own background variance comes from its own background estimate b̂ (about a
+    hundred annulus pixels: at 0.1 photon/pixel ±30 %), which is anticorrelated with its
+    intensity I = Σ_disc v − n_s·b̂; weights 1/σ² from it favour rows whose b̂ came out low,
+    i.e. whose I came out high (merged ⟨I/σ⟩ +0.1 … +0.2 in shells without signal). The
+    model replaces it by a per-image factor F times a per-resolution-bin factor G (equal-count
+    bins in 1/d²) times the number of summed frames, fitted to the rows by alternating
+    ratio-of-sums (a row moves its own F and G by 1/(rows in the image / bin)).
+
+    Args:
+        v_bg: (n,) intensity-independent variance of each row (raw photons²).
+        image: (n,) int image index; d: (n,) resolution (Å); frames: (n,) summed frames;
+        valid: (n,) bool rows that take part (the others keep ``v_bg``; valid rows with a
+            NaN ``v_bg`` get the model of their image and bin, NaN when unknown).
+    Returns:
+        (n,) float64.
+    """
+    v_bg = np.asarray(v_bg, np.float64)
+    okd = np.asarray(valid, bool) & np.isfinite(d) & (d > 0)
+    ok = okd & np.isfinite(v_bg) & (v_bg > 0)
+    if ok.sum() < 2 * n_bins:
+        return v_bg
+    img = np.unique(np.asarray(image)[ok], return_inverse=True)[1].reshape(-1)
+    s = 1.0 / np.asarray(d, np.float64)[ok] ** 2
+    edges = np.quantile(s, np.linspace(0.0, 1.0, n_bins + 1))
+    k = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, n_bins - 1)
+    f = np.asarray(frames, np.float64)[ok]
+    v = v_bg[ok]
+    F = np.ones(img.max() + 1)
+    G = np.ones(n_bins)
+    for _ in range(n_iter):
+        G = np.bincount(k, v, minlength=n_bins) / np.maximum(
+            np.bincount(k, F[img] * f, minlength=n_bins), 1e-300)
+        F = np.bincount(img, v) / np.maximum(np.bincount(img, G[k] * f), 1e-300)
+    out = v_bg.copy()
+    out[ok] = F[img] * G[k] * f
+    # rows without a usable own value: the model of their image and bin where both are known
+    rest = np.flatnonzero(okd & ~ok)
+    if rest.size:
+        imgs = np.unique(np.asarray(image)[ok])
+        pos = np.searchsorted(imgs, np.asarray(image)[rest])
+        known = (pos < imgs.size) & (imgs[np.minimum(pos, imgs.size - 1)]
+                                     == np.asarray(image)[rest])
+        sr = 1.0 / np.asarray(d, np.float64)[rest] ** 2
+        kr = np.clip(np.searchsorted(edges, sr, side="right") - 1, 0, n_bins - 1)
+        val = F[np.minimum(pos, imgs.size - 1)] * G[kr] * np.asarray(frames, np.float64)[rest]
+        out[rest] = np.where(known, val, np.nan)
+    return out
+
+
 _DEFAULTS = {"refl": 0, "image": 0, "intensity": 0.0, "sigma": 1.0, "s2": 0.0, "d_A": 1.0,
                  "partiality_stored": 1.0, "is_still": False, "phi_c_rad": 0.0, "zeta": 1.0,
                  "phi_lo_rad": 0.0, "phi_hi_rad": 0.0, "frames": 1.0, "eps_invA": 0.0,
-                 "eps_grad_a": 0.0, "eps_grad_b": 0.0, "two_theta_rad": 0.0, "valid": False}
+                 "eps_grad_a": 0.0, "eps_grad_b": 0.0, "two_theta_rad": 0.0, "valid": False,
+                 "var_signal": 0.0, "poisson": 0.0}
 
 
 def make_observations(cols: dict, *, n_refl: int, n_img: int, wavelength_A: float = 1.0,
                       phi_increment_rad: float = 0.0, pad: bool = True) -> Observations:
     """Assemble :class:`Observations` from numpy columns (names as the dataclass fields).
 
-    Missing columns take neutral defaults (``valid`` defaults to True for given rows);
+    Missing columns take neutral defaults (``valid`` defaults to True for given rows;
+    ``var_signal`` = ``poisson`` = 0: σ does not change with the model intensity);
     with ``pad`` the rows are padded to :func:`bucket_size` with invalid rows.
     Used by :func:`observations_from_table` and by simulations/tests.
     """
@@ -283,4 +401,5 @@ def reflection_columns(refl: Any) -> dict[str, np.ndarray]:
             "int_prf": refl.int_prf, "int_prf_var": refl.int_prf_var, "flags": refl.flags,
             "predicted_x": refl.predicted_x, "predicted_y": refl.predicted_y,
             "predicted_phi": refl.predicted_phi_deg, "zeta": refl.zeta,
-            "ewald_offset": refl.ewald_offset_invA, "background_mean": refl.background_mean}
+            "ewald_offset": refl.ewald_offset_invA, "background_mean": refl.background_mean,
+            "int_prf_var_bg": refl.int_prf_var_bg}

@@ -88,6 +88,9 @@ class ScalingResult:
         cell, space_group: the merging cell and space group (number).
         n_obs_total, n_obs_used: observation rows read / used in the final merge.
         n_outliers: observations rejected as outliers; n_rejected_images: images rejected.
+        n_overloaded: integrated observations flagged ``OVERLOADED`` (left out unless
+            ``include_overloads``); n_masked: left out as ``MASKED_FRACTION``;
+            overloads_included: ``include_overloads`` was set.
         ambiguity: one-line description of the ambiguity resolution, or None.
         reference_used: scaled against a reference.
         partiality_model, solver: what ran.
@@ -109,6 +112,9 @@ class ScalingResult:
     reference_used: bool
     partiality_model: str
     solver: str
+    n_overloaded: int = 0
+    n_masked: int = 0
+    overloads_included: bool = False
 
     def lines(self) -> list[str]:
         """Console summary (the statistics table is :func:`jfx.io.report.format_table`)."""
@@ -128,20 +134,30 @@ class ScalingResult:
                                            f" A^2" if np.any(self.images["bfactor"] != 0)
                                            else ""))
         out.append(f"rejected: {self.n_outliers} outlier observations, "
-                   f"{self.n_rejected_images} images")
+                   f"{self.n_rejected_images} images; "
+                   + (f"{self.n_overloaded} overloaded observations included"
+                      if self.overloads_included else
+                      f"{self.n_overloaded} overloaded observations left out")
+                   + f", {self.n_masked} masked beyond the limit left out")
         if self.ambiguity:
             out.append(self.ambiguity)
         return out
 
 
-def _usable(t: dict[str, np.ndarray]) -> np.ndarray:
+def _usable(t: dict[str, np.ndarray], include_overloads: bool = False
+            ) -> tuple[np.ndarray, int, int]:
+    """Rows to scale, and the integrated rows left out as overloaded / masked beyond the
+    limit (``OVERLOADED`` unless ``include_overloads``; ``MASKED_FRACTION``)."""
     from jfx.models.reflections import ReflectionFlag as F
 
     flags = np.asarray(t["flags"], np.uint32)
     ok = (flags & np.uint32(int(F.INTEGRATED_SUM))) != 0
     ok &= np.isfinite(t["int_sum"]) & np.isfinite(t["int_sum_var"]) & (t["int_sum_var"] > 0)
     ok &= np.isfinite(t["d"]) & (t["d"] > 0) & np.isfinite(t["lp"]) & (t["lp"] > 0)
-    return ok
+    over = ok & ((flags & np.uint32(int(F.OVERLOADED))) != 0)
+    masked = ok & ((flags & np.uint32(int(F.MASKED_FRACTION))) != 0)
+    drop = masked | (np.zeros_like(over) if include_overloads else over)
+    return ok & ~drop, int(np.sum(over & ~masked)), int(np.sum(masked))
 
 
 def _merging_cell(runs: list[RunData], cell: Any) -> np.ndarray:
@@ -201,11 +217,13 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
 
     # ---- usable rows of every run, images numbered 0..n_img-1 over all runs
     tabs, run_of_row, keys = [], [], []
-    n_total = 0
+    n_total = n_overloaded = n_masked = 0
     for k, r in enumerate(runs):
         t = r.table
         n_total += len(t["h"])
-        ok = _usable(t)
+        ok, n_ov, n_mk = _usable(t, settings.include_overloads)
+        n_overloaded += n_ov
+        n_masked += n_mk
         tt = {c: np.asarray(v)[ok] for c, v in t.items()}
         if r.is_rotation and "image_first" in tt and "image_last" in tt:
             # a reflection whose centroid lies just outside the processed frames belongs to
@@ -270,6 +288,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             phi_start_deg=float(r.phi_start_deg or 0.0),
             phi_increment_deg=float(r.phi_increment_deg or 0.0),
             intensity=settings.intensity, min_partiality=settings.min_partiality,
+            min_recorded_fraction=settings.min_recorded_fraction,
             d_min_A=settings.high_resolution_A, n_refl=n_groups, n_img=n_img, pad=False,
             beam_center_px=None if r.is_rotation else r.beam_center_px)
         for f in dataclasses.fields(o):
@@ -313,12 +332,15 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
                           error_model0=None if fit is None else fit.error_model,
                           robust_weights0=None if fit is None else fit.obs_weight)
 
-    def corrected(fit):
+    def corrected(fit, reported=False):
+        """I/(gP), σ/|gP| (σ at the model intensity, or with ``reported`` from the
+        integrator's own σ: the outlier and image tests), rows with a weight."""
         gp = fit.obs_scale * fit.obs_partiality
         ok = (fit.obs_weight > 0) & (np.abs(gp) > 1e-9)
         gp_s = np.where(ok, gp, 1.0)
+        sig = fit.obs_sigma_reported if reported else fit.obs_sigma
         return (np.where(ok, np.asarray(obs.intensity) / gp_s, np.nan),
-                np.where(ok, fit.obs_sigma / np.abs(gp_s), np.nan), ok)
+                np.where(ok, sig / np.abs(gp_s), np.nan), ok)
 
     refl_o = np.asarray(obs.refl)
     image_o = np.asarray(obs.image)
@@ -326,7 +348,9 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
     for it in range(n_iter):
         fit = refit(params)
         params = fit.params
-        I_c, s_c, ok = corrected(fit)
+        # rejection tests on the integrator's σ: at the model intensity a wildly wrong
+        # observation (a bad image) would look like a lone outlier and leave ΔCC½ unharmed
+        I_c, s_c, ok = corrected(fit, reported=True)
         cc = rj.image_cc(refl_o[ok], image_o[ok], I_c[ok], fit.intensity, n_img)
         changed = False
         if settings.reject_outliers is not None:
@@ -392,4 +416,6 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
         space_group=int(sg.number), n_obs_total=int(n_total), n_obs_used=int(rows.size),
         n_outliers=int(np.sum(outlier)), n_rejected_images=int(np.sum(rejected_img)),
         ambiguity=ambiguity_note, reference_used=reference is not None,
-        partiality_model=pmodel.label, solver=settings.solver)
+        partiality_model=pmodel.label, solver=settings.solver,
+        n_overloaded=n_overloaded, n_masked=n_masked,
+        overloads_included=bool(settings.include_overloads))

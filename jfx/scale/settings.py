@@ -30,6 +30,11 @@ class ScaleSettings(Settings):
         wedge_start_deg: starting wedge (deg, ``-w=v``); ``None`` = the model's default.
         high_resolution_A: high-resolution limit for scaling (Å, ``--scaling-high-resolution``).
         min_partiality: minimum partiality to accept a reflection, in [0, 1] (default 0.02).
+        min_recorded_fraction: rotation rows recorded to a smaller fraction (the summed
+            fraction of the rocking curve inside the sweep, mostly reflections at the sweep's
+            ends) are left out, in [0, 1] (default 0.4, dials.scale's
+            ``cut_data.partiality_cutoff``): I/F of a thin sliver is dominated by the error of
+            F (on a jfx.sim sweep slivers with F = 0.02–0.05 merged at ≈ 0.75× the truth).
         reject_outliers: per-observation rejection at N σ from the per-reflection median
             (``--reject-outliers``); ``None`` = off.
         reject_delta_cchalf: drop images with ΔCC1/2 below mean − N·stddev; ``None`` = off.
@@ -44,6 +49,10 @@ class ScaleSettings(Settings):
         n_shells: resolution shells of the statistics table.
         resolve_ambiguity: resolve indexing ambiguities between stills / runs when the
             lattice has more symmetry than the point group.
+        include_overloads: also scale and merge reflections flagged ``OVERLOADED`` (a
+            saturated / overloaded pixel in the integration region: their intensity is a
+            lower bound); default False leaves them out (``--include-overloads``). Rows
+            flagged ``MASKED_FRACTION`` (``integrate.max_masked_fraction``) are always left out.
     """
 
     config_node = "scale"
@@ -58,6 +67,7 @@ class ScaleSettings(Settings):
         label="scaling high-resolution limit (--scaling-high-resolution)")
     min_partiality: float = setting(0.02, minimum=0.0, maximum=1.0,
                                     label="minimum partiality (--min-partiality)")
+    min_recorded_fraction: float = setting(0.4, minimum=0.0, maximum=1.0)
     reject_outliers: float | None = setting(None, positive=True,
                                             label="outlier rejection (--reject-outliers)")
     reject_delta_cchalf: float | None = setting(
@@ -72,6 +82,7 @@ class ScaleSettings(Settings):
     intensity: str = setting("prf", choices=INTENSITIES)
     n_shells: int = setting(10, minimum=1)
     resolve_ambiguity: bool = True
+    include_overloads: bool = False
 
     def validate(self) -> None:
         if self.reference_mtz is not None and not Path(self.reference_mtz).is_file():

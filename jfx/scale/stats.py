@@ -36,6 +36,13 @@ Definitions (``n`` = number of observations of a reflection, ``I_i`` its observa
   are binned in 20 equal-volume shells; bins with ≥ 5 reflections and positive mean are
   fitted by unweighted least squares ln⟨I/ε⟩ = ln K − 2B (sin θ/λ)² = ln K − B/(2d²)
   (Wilson, Nature 150, 152 (1942)), with 1/d² averaged per bin.  NaN with fewer than 3 bins.
+* ``suggested_d_min_A`` — the resolution where a fit of CC½ against s = 1/d² crosses
+  :data:`CC_HALF_LIMIT` (0.3), as ``dials.estimate_resolution`` does by default: CC½ in bins
+  of equal numbers of reflections with both half-set means, fitted (unweighted least
+  squares) by CC½(s) = ½(1 − tanh((s − s0)/r)) (the form Aimless uses, after Ed Pozharski;
+  Evans & Murshudov 2013, Acta Cryst. D69, 1204), so d = 1/√(s0 + r·artanh(1 − 2·0.3))
+  (:func:`fit_cc_half_resolution`). Advisory: clamped to the data's d range; NaN when the fit
+  fails or there are too few pairs. ``--scaling-high-resolution`` alone cuts the data.
 """
 
 from __future__ import annotations
@@ -47,6 +54,12 @@ from jfx.models.merged import STAT_COLUMNS, WILSON_D_MAX_A, MergingStatistics
 from jfx.scale.merge import merge_intensities
 from jfx.symmetry import groups
 from jfx.symmetry.asu import AsuMap, _unique_rows, d_spacing, to_asu
+
+CC_HALF_LIMIT = 0.3
+"""CC½ at which the suggested high-resolution limit is placed (dials.estimate_resolution)."""
+CC_FIT_MIN_PER_BIN = 100
+"""Reflection pairs per bin of the CC½ fit (at least; at most :data:`CC_FIT_MAX_BINS`)."""
+CC_FIT_MAX_BINS = 50
 
 WILSON_BINS = 20
 WILSON_MIN_PER_BIN = 5
@@ -217,6 +230,60 @@ def _wilson_b(d: np.ndarray, i_mean: np.ndarray, eps: np.ndarray, d_min: float,
     return float(-2.0 * slope)
 
 
+def _tanh_cc(s, s0, r):
+    return 0.5 * (1.0 - np.tanh((s - s0) / r))
+
+
+def fit_cc_half_resolution(d_star_sq: np.ndarray, cc_half: np.ndarray,
+                           limit: float = CC_HALF_LIMIT) -> float:
+    """Resolution (Å) where the fit CC½(s) = ½(1 − tanh((s − s0)/r)) crosses ``limit``.
+
+    Args:
+        d_star_sq: (k,) bin centres s = 1/d² (Å⁻²).
+        cc_half: (k,) CC½ of the bins (NaN bins are ignored).
+        limit: the CC½ of the limit (default 0.3).
+    Returns:
+        d = 1/√(s0 + r·artanh(1 − 2·limit)), clamped to the range of the bins given; NaN
+        with fewer than 4 finite bins or when the fit fails.
+    """
+    from scipy.optimize import curve_fit
+
+    s = np.asarray(d_star_sq, np.float64).reshape(-1)
+    y = np.asarray(cc_half, np.float64).reshape(-1)
+    ok = np.isfinite(s) & np.isfinite(y) & (s > 0)
+    s, y = s[ok], y[ok]
+    if s.size < 4:
+        return float("nan")
+    lo, hi = float(s.min()), float(s.max())
+    p0 = (float(np.median(s)), max((hi - lo) / 4.0, 1e-6))
+    try:
+        (s0, r), _ = curve_fit(_tanh_cc, s, y, p0=p0,
+                               bounds=([lo - 10 * (hi - lo), 1e-9], [hi + 10 * (hi - lo), np.inf]))
+    except (RuntimeError, ValueError):
+        return float("nan")
+    sc = s0 + r * np.arctanh(1.0 - 2.0 * float(limit))
+    if not np.isfinite(sc):
+        return float("nan")
+    sc = min(max(sc, lo), hi)
+    return float(1.0 / np.sqrt(sc))
+
+
+def _cc_half_bins(m0, m1, pair, d_refl) -> tuple[np.ndarray, np.ndarray]:
+    """CC½ in bins of equal numbers of reflections with both half-set means: (s centres, CC)."""
+    idx = np.flatnonzero(pair & np.isfinite(d_refl) & (d_refl > 0))
+    nb = min(CC_FIT_MAX_BINS, idx.size // CC_FIT_MIN_PER_BIN)
+    if nb < 4:
+        return np.zeros(0), np.zeros(0)
+    s = 1.0 / d_refl[idx] ** 2
+    order = np.argsort(s, kind="stable")
+    centres, ccs = [], []
+    for part in np.array_split(order, nb):
+        sel = idx[part]
+        centres.append(float(np.mean(s[part])))
+        ccs.append(pearson(m0[sel], m1[sel]))
+    return np.asarray(centres), np.asarray(ccs)
+
+
 def merging_statistics(asu: AsuMap, I: np.ndarray, sigma: np.ndarray,
                        image: np.ndarray | None, half: np.ndarray, cell, space_group: int | str,
                        *, anomalous: bool = False, n_shells: int = 10,
@@ -367,6 +434,13 @@ def merging_statistics(asu: AsuMap, I: np.ndarray, sigma: np.ndarray,
     else:  # pragma: no cover - valid.any() guarantees data
         wb = float("nan")
 
-    return MergingStatistics(**cols, wilson_b_A2=wb, anomalous=bool(anomalous),
+    # suggested high-resolution limit from the CC½ fit (reflection units of the table)
+    pair_all = (j_unit >= 0) & (n0 > 0) & (n1 > 0)
+    d_unit = np.repeat(d_refl, 2) if anomalous else d_refl
+    s_fit, cc_fit = _cc_half_bins(m0, m1, pair_all, d_unit)
+    d_sugg = fit_cc_half_resolution(s_fit, cc_fit) if s_fit.size else float("nan")
+
+    return MergingStatistics(**cols, wilson_b_A2=wb, suggested_d_min_A=d_sugg,
+                             anomalous=bool(anomalous),
                              has_reference=reference is not None,
                              n_rejected_images=n_rej_images)

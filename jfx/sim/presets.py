@@ -51,6 +51,21 @@ class SimPreset:
         image_bfactor_sd_A2: per-image extra B_i ~ N(0, sd²) applied as exp(−2 B_i s²) (radiation
             damage / crystal quality), 0 = none.
         seed: random seed (atoms, orientation, noise, bad pixels).
+
+    Real-frame artefacts (:mod:`jfx.sim.artefacts`; all off by default):
+        beamstop_radius_px: beamstop disc radius (px) centred on the beam; 0 = no beamstop.
+        beamstop_arm_width_px / beamstop_arm_angle_deg: the arm holding it (width px, 0 = no
+            arm; direction deg, 0 = +x, 90 = +y), from the disc to the detector edge.
+        beamstop_transmission: fraction of the photons recorded in the shadow (not masked).
+        beamstop_edge_px: width of the shadow's edge ramp (penumbra, px).
+        scatter_photons / scatter_length_px: parasitic-scatter halo around the beam,
+            photons/px = scatter_photons · exp(−r / scatter_length_px).
+        scatter_speckle: speckle contrast c of the halo (factor (1 − c) + c·Exp(1) per pixel
+            and frame).
+        zingers_per_image / zinger_photons: mean zingers per frame (single pixels) and their
+            mean extra counts.
+        hot_pixels / hot_pixel_photons: unmasked hot pixels (fixed) and their mean extra
+            counts per frame.
     """
 
     name: str = "lyso_rotation"
@@ -94,6 +109,18 @@ class SimPreset:
     image_scale_sigma: float = 0.0
     image_bfactor_sd_A2: float = 0.0
     seed: int = 1
+    beamstop_radius_px: float = 0.0
+    beamstop_arm_width_px: float = 0.0
+    beamstop_arm_angle_deg: float = 0.0
+    beamstop_transmission: float = 0.02
+    beamstop_edge_px: float = 1.5
+    scatter_photons: float = 0.0
+    scatter_length_px: float = 60.0
+    scatter_speckle: float = 1.0
+    zingers_per_image: float = 0.0
+    zinger_photons: float = 300.0
+    hot_pixels: int = 0
+    hot_pixel_photons: float = 200.0
 
 
 PRESETS: dict[str, SimPreset] = {
@@ -108,6 +135,34 @@ PRESETS: dict[str, SimPreset] = {
         mean_photons=100.0,
         blank_fraction=0.2,
         osc_deg=0.0,
+    ),
+    # stills with what real frames have: a beamstop shadow with its arm (not masked),
+    # speckled direct-beam scatter, zingers, unmasked hot pixels, a PILATUS-like background
+    # (~12 photons/px: Poisson tails give thousands of single-pixel 3-sigma outliers per frame)
+    # and blank frames (issue 11; tests/spotfind/test_real_frames.py)
+    "lyso_serial_real": SimPreset(
+        name="lyso_serial_real",
+        kind="still",
+        n_images=20,
+        distance_mm=80.0,
+        mosaicity_deg=0.05,
+        bandwidth_fwhm=5e-3,
+        mean_photons=1500.0,
+        blank_fraction=0.25,
+        osc_deg=0.0,
+        background=12.0,
+        water_ring=6.0,
+        beamstop_radius_px=25.0,
+        beamstop_arm_width_px=30.0,
+        beamstop_arm_angle_deg=-60.0,
+        beamstop_transmission=0.02,
+        scatter_photons=150.0,
+        scatter_length_px=40.0,
+        scatter_speckle=1.0,
+        zingers_per_image=30.0,
+        zinger_photons=300.0,
+        hot_pixels=10,
+        hot_pixel_photons=300.0,
     ),
     "anomalous_rotation": SimPreset(
         name="anomalous_rotation",
@@ -230,6 +285,14 @@ def validate(p: SimPreset) -> SimPreset:
         raise ValueError(f"dtype must be int16, int32, uint16 or uint32, got {p.dtype!r}")
     if p.image_scale_sigma < 0 or p.image_bfactor_sd_A2 < 0:
         raise ValueError("image_scale_sigma and image_bfactor_sd_A2 must be ≥ 0")
+    if not 0.0 <= p.beamstop_transmission <= 1.0 or not 0.0 <= p.scatter_speckle <= 1.0:
+        raise ValueError("beamstop_transmission and scatter_speckle must be in [0, 1]")
+    for k in ("beamstop_radius_px", "beamstop_arm_width_px", "beamstop_edge_px", "scatter_photons",
+              "zingers_per_image", "zinger_photons", "hot_pixels", "hot_pixel_photons"):
+        if getattr(p, k) < 0:
+            raise ValueError(f"{k} must be ≥ 0")
+    if not p.scatter_length_px > 0:
+        raise ValueError("scatter_length_px must be > 0")
     if not 0.0 <= p.blank_fraction <= 1.0:
         raise ValueError("blank_fraction must be in [0, 1]")
     if p.crop is None and (p.modules < 1 or (p.modules > 1 and p.modules % 2)):

@@ -19,6 +19,7 @@ from scipy.spatial.transform import Rotation
 from jfx.models.geometry import Beam, Detector, Geometry, Goniometer
 from jfx.models.lattice import cell_to_basis
 from jfx.sim import forward as fw
+from jfx.sim.artefacts import apply_counts, apply_expected, make_artefacts
 from jfx.sim.detector import (
     DetectorLayout,
     add_bad_pixels,
@@ -340,15 +341,26 @@ def digitize(
 
 
 def iter_frames(exp: Experiment, obs: dict[str, np.ndarray]) -> Iterator[np.ndarray]:
-    """Stream the integer frames image by image (noise seeded per image by (seed, i))."""
+    """Stream the integer frames image by image (noise seeded per image by (seed, i)); the
+    real-frame artefacts of the preset (:mod:`jfx.sim.artefacts`) are applied here."""
     p = exp.preset
     bg = background(exp)
+    art = make_artefacts(p, exp.layout.shape, tuple(np.asarray(exp.geometry.detector.beam_center_px,
+                                                                 dtype=np.float64)),
+                         exp.layout.pixel_mask)
     for i in range(p.n_images):
         e = expected_frame(exp, obs, i, bg)
+        # artefacts draw from their own stream: frames without them are unchanged
+        rng_a = np.random.default_rng([p.seed, 2000003, i])
+        if art.any_expected:
+            e = apply_expected(e, art, rng_a)
         rng = np.random.default_rng([p.seed, 1000003, i]) if p.noise else None
-        yield digitize(
+        fr = digitize(
             e, exp.layout.pixel_mask, p.dtype, exp.saturation_value, exp.error_value, rng
         )
+        if art.hot_idx.size or art.zingers_per_image > 0:
+            fr = apply_counts(fr, art, exp.layout.pixel_mask, exp.saturation_value, rng_a)
+        yield fr
 
 
 def truth_content(exp: Experiment, obs: dict[str, np.ndarray]) -> dict:

@@ -8,11 +8,14 @@ Per frame:
    background-subtracted centroids, intensities, pixel counts, bounding boxes.
 3. Filters, in this order: pixel count (``min_pixels`` ≤ n ≤ ``max_pixels``), resolution of the
    centroid (``high_resolution_A`` ≤ d ≤ ``low_resolution_A``; d bilinearly interpolated in the
-   per-pixel resolution map), ice rings (flagged; dropped only with ``drop_ice_rings``).
-   ``n_spots_found`` counts the spots that pass.
-4. At most ``max_spots`` spots are kept: ``keep = lowest_resolution`` keeps the largest d first
-   (Jungfraujoch's rule), ``strongest`` the largest intensity first (ties: label order).
-   Kept spots are stored in that order.
+   per-pixel resolution map), ice rings (flagged; dropped only with ``drop_ice_rings``), then
+   the artefact filters of :mod:`jfx.spotfind.filters`: peak-to-centroid distance
+   (``max_separation_px``), background step (``max_background_step``) and the beam guard
+   (``beam_guard``). ``n_spots_found`` counts the spots that pass.
+4. At most ``max_spots`` spots are kept: ``keep = strongest`` (default) the largest intensity
+   first (ties: label order), ``stratified`` the strongest of each of :data:`KEEP_SHELLS`
+   equal-count shells in 1/d² in turn, ``lowest_resolution`` the largest d first
+   (Jungfraujoch's rule). Kept spots are stored in that order.
 
 Per-image outputs (``SpotFindResult.stats``): ``max``, ``mean``, ``n_masked``,
 ``n_saturated`` (definitions of :mod:`jfx.spotfind.stats`), ``strong_pixels``, ``n_spots``
@@ -33,9 +36,10 @@ import numpy as np
 
 from jfx.models.geometry import Geometry
 from jfx.models.pixels import special_values
-from jfx.models.spots import SpotList
+from jfx.models.spots import FrameSpots, SpotList
 from jfx.physics.diffraction import detector_origin_mm
 from jfx.spotfind.base import SpotFinderSettings
+from jfx.spotfind.filters import BeamGuard, background_step, peak_separation
 from jfx.spotfind.ice import on_ice_ring
 from jfx.spotfind.label import Spots, label_strong
 from jfx.spotfind.strong import (
@@ -58,6 +62,12 @@ _POOL = None
 SPARSE_MAX_CANDIDATES = 16384
 #: minimum number of spots for a resolution estimate
 MIN_SPOTS_RESOLUTION = 5
+#: photons/px: the background-step filter runs only on frames whose background estimate (mean
+#: of the valid non-strong pixels) is at least this (below it a shadow edge cannot produce
+#: strong pixels of ≥ threshold photons)
+STEP_MIN_BACKGROUND = 1.0
+#: shells (equal spot counts in 1/d²) of ``keep = stratified``
+KEEP_SHELLS = 10
 
 
 def resolution_map(geometry: Geometry, rows: int = 256) -> np.ndarray:
@@ -118,10 +128,14 @@ class SpotFindResult:
             ``n_saturated`` int64, ``strong_pixels`` int32, ``n_spots`` int32,
             ``n_spots_found`` int32, ``n_ice`` int32, ``bkg_estimate`` float32,
             ``resolution_estimate`` float32 (Å).
+        all_spots: with ``all_spots=True``: every spot of the k frames that passed the
+            filters, before the ``max_spots`` truncation (:class:`FrameSpots`, the input of
+            3D joining, :mod:`jfx.spotfind.join3d`), else None.
     """
 
     spots: SpotList
     stats: dict[str, np.ndarray]
+    all_spots: FrameSpots | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +149,7 @@ class ThresholdSpotFinder:
         pixel_mask_host: the same mask as a numpy array.
         masked_idx: sorted flat indices of the masked pixels (for the sparse path's stats).
         error_value, saturation_value: special values (``None`` = none).
+        guard: the beam guard (:class:`jfx.spotfind.filters.BeamGuard`), None when off.
     """
 
     settings: SpotFinderSettings  # jfx.spotfind.settings.ThresholdSpotFinderSettings
@@ -144,6 +159,7 @@ class ThresholdSpotFinder:
     masked_idx: np.ndarray
     error_value: int | None
     saturation_value: float | None
+    guard: BeamGuard | None = None
 
     @staticmethod
     def create(settings: SpotFinderSettings, geometry: Geometry,
@@ -169,8 +185,14 @@ class ThresholdSpotFinder:
             d_map = resolution_map(geometry)
         elif tuple(d_map.shape) != shape:
             raise ValueError(f"resolution map shape {d_map.shape} != detector shape {shape}")
+        guard = None
+        if getattr(settings, "beam_guard", False):
+            guard = BeamGuard.create(shape, tuple(float(v) for v in
+                                                  np.asarray(geometry.detector.beam_center_px)),
+                                     pixel_mask, settings.beam_guard_radius_px,
+                                     settings.beam_guard_factor, settings.beam_guard_margin_px)
         return ThresholdSpotFinder(
-            settings=settings, d_map=np.asarray(d_map, dtype=np.float32),
+            guard=guard, settings=settings, d_map=np.asarray(d_map, dtype=np.float32),
             pixel_mask=jnp.asarray(pixel_mask),
             pixel_mask_host=pixel_mask, masked_idx=np.flatnonzero(pixel_mask.reshape(-1)),
             error_value=None if error_value is None else int(error_value),
@@ -263,12 +285,19 @@ class ThresholdSpotFinder:
         has_err, err, has_sat, sat = special_values(frame.dtype, self.error_value,
                                                     self.saturation_value)
         return label_strong(strong, frame, mean, flat=flat, grow=self.settings.centroid_grow_px,
+                            signal_sigma=self.settings.sigma,
                             pixel_mask=self.pixel_mask_host,
                             error_value=err if has_err else None,
                             saturation_value=sat if has_sat else None)
 
-    def select(self, spots: Spots) -> tuple[Spots, np.ndarray, np.ndarray, int, float]:
+    def select(self, spots: Spots, frame: np.ndarray | None = None,
+               background: float | None = None
+               ) -> tuple[Spots, np.ndarray, np.ndarray, int, float]:
         """Filter and rank the spots of one frame.
+
+        ``frame``: the (ny, nx) frame the spots come from; the background-step filter and the
+        beam guard need it (None: skipped). ``background``: the frame's background estimate
+        (photons/px; the step filter is skipped below :data:`STEP_MIN_BACKGROUND`).
 
         Returns:
             (kept spots in storage order, their d (Å), their ice flags, number found after
@@ -277,28 +306,92 @@ class ThresholdSpotFinder:
         s = self.settings
         d = bilinear(self.d_map, spots.x_px, spots.y_px)
         ice = on_ice_ring(d, s.ice_ring_width_invA)
-        ok = (spots.n_pixels >= s.min_pixels) & (spots.n_pixels <= s.max_pixels)
+        ok = self.accept(spots, d, ice, frame, background)
+        idx = np.flatnonzero(ok)
+        n_found = int(idx.size)
+        res = np.nan
+        if n_found >= MIN_SPOTS_RESOLUTION:
+            res = float(1.0 / np.percentile(1.0 / d[idx], 95.0))
+        idx = idx[self.rank(spots.intensity[idx], d[idx])][: s.max_spots]
+        return spots.take(idx), d[idx], ice[idx], n_found, res
+
+    def accept(self, spots: Spots, d: np.ndarray, ice: np.ndarray,
+               frame: np.ndarray | None = None, background: float | None = None
+               ) -> np.ndarray:
+        """(n,) bool: the spots that pass the filters (size, resolution, ice rings, artefact
+        filters of :mod:`jfx.spotfind.filters`; the frame-based ones only with ``frame``)."""
+        s = self.settings
+        ok = (spots.n_signal >= s.min_pixels) & (spots.n_pixels <= s.max_pixels)
         if s.high_resolution_A is not None:
             ok &= d >= s.high_resolution_A
         if s.low_resolution_A is not None:
             ok &= d <= s.low_resolution_A
         if s.drop_ice_rings:
             ok &= ~ice
-        idx = np.flatnonzero(ok)
-        n_found = int(idx.size)
-        res = np.nan
-        if n_found >= MIN_SPOTS_RESOLUTION:
-            res = float(1.0 / np.percentile(1.0 / d[idx], 95.0))
-        key = -d[idx] if s.keep == "lowest_resolution" else -spots.intensity[idx]
-        idx = idx[np.argsort(key, kind="stable")][: s.max_spots]
-        return spots.take(idx), d[idx], ice[idx], n_found, res
+        sep = getattr(s, "max_separation_px", None)
+        if sep is not None and ok.any():
+            ok &= peak_separation(spots.x_px, spots.y_px, spots.x_peak, spots.y_peak) <= sep
+        if frame is None or not ok.any():
+            return ok
+        has_err, err, has_sat, sat = self._specials(frame)
+        if self.guard is not None:
+            r = self.guard.radius(frame, err if has_err else None, sat if has_sat else None)
+            ok &= ~self.guard.inside(spots.x_px, spots.y_px, r)
+        step = getattr(s, "max_background_step", None)
+        if step is not None and ok.any() and not (background is not None
+                                                  and background < STEP_MIN_BACKGROUND):
+            # on a frame whose background is below STEP_MIN_BACKGROUND an edge makes no
+            # strong pixels (and the test costs ~2 ms per 4M frame with 400 spots)
+            i = np.flatnonzero(ok)
+            rel = background_step(frame, self.pixel_mask_host,
+                                  np.rint(spots.x_peak[i]).astype(np.int64),
+                                  np.rint(spots.y_peak[i]).astype(np.int64),
+                                  err if has_err else None, sat if has_sat else None)
+            ok[i[rel > step]] = False
+        return ok
 
-    def __call__(self, frames: np.ndarray, images: np.ndarray) -> SpotFindResult:
+    def rank(self, intensity: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Order (indices) in which spots are kept under ``max_spots`` (see ``keep``)."""
+        keep = self.settings.keep
+        if keep == "lowest_resolution":
+            return np.argsort(-d, kind="stable")
+        if keep == "strongest" or intensity.size <= 1:
+            return np.argsort(-intensity, kind="stable")
+        # stratified: rank within each equal-count shell of 1/d², strongest first, then
+        # take rank 0 of every shell, rank 1 of every shell, … (strongest first within a rank)
+        n = intensity.size
+        shell = np.empty(n, dtype=np.int64)
+        shell[np.argsort(-d, kind="stable")] = (np.arange(n) * KEEP_SHELLS) // n
+        order = np.lexsort((-intensity, shell))
+        rank_in = np.empty(n, dtype=np.int64)
+        start = np.searchsorted(shell[order], np.arange(KEEP_SHELLS))
+        rank_in[order] = np.arange(n) - start[shell[order]]
+        return np.lexsort((-intensity, rank_in))
+
+    def _unlimited(self) -> ThresholdSpotFinder:
+        """This finder without the ``max_spots`` cap (same filters and keep order)."""
+        return dataclasses.replace(
+            self, settings=dataclasses.replace(self.settings, max_spots=np.iinfo(np.int32).max))
+
+    @staticmethod
+    def _frame_spots(kept: Spots, image: int) -> FrameSpots:
+        """One frame's filtered spots as :class:`FrameSpots` (for 3D joining)."""
+        return FrameSpots(
+            image=np.full(kept.n, image, np.int64), x_px=kept.x_px.astype(np.float32),
+            y_px=kept.y_px.astype(np.float32), intensity=kept.intensity.astype(np.float32),
+            n_pixels=kept.n_pixels.astype(np.int32),
+            bbox=np.stack([kept.x_min, kept.x_max, kept.y_min, kept.y_max], axis=1
+                          ).astype(np.int32))
+
+    def __call__(self, frames: np.ndarray, images: np.ndarray, *,
+                 all_spots: bool = False) -> SpotFindResult:
         """Find the spots of one chunk.
 
         Args:
             frames: (k, ny, nx) integer frames (native dtype, one reader chunk).
             images: (k,) int64 image numbers (0-based indices into the input file).
+            all_spots: also return every filtered spot before the ``max_spots`` truncation
+                (``SpotFindResult.all_spots``, for 3D joining of rotation data).
 
         Returns:
             :class:`SpotFindResult`.
@@ -335,11 +428,20 @@ class ThresholdSpotFinder:
             outs = [pool.submit(self._dispatch, frames[i]) for i in range(k)]
         else:
             outs = [self._dispatch(frames[0])]
+        every: list[FrameSpots] = []
         for i in range(k):
             out = outs[i].result() if k > 1 else outs[i]
             strong, flat, mean, s1 = self._collect(frames[i], out)
             outs[i] = None
-            kept, d, fl, n_found, res = self.select(self.label(frames[i], strong, mean, flat))
+            labelled = self.label(frames[i], strong, mean, flat)
+            bkg = float(s1["bkg_estimate"])
+            if all_spots:  # one selection without the cap; the kept spots are its first cap
+                full, d, fl, n_found, res = self._unlimited().select(labelled, frames[i], bkg)
+                every.append(self._frame_spots(full, int(images[i])))
+                top = np.arange(min(full.n, cap))
+                kept, d, fl = full.take(top), d[top], fl[top]
+            else:
+                kept, d, fl, n_found, res = self.select(labelled, frames[i], bkg)
             n = kept.n
             x[i, :n] = kept.x_px
             y[i, :n] = kept.y_px
@@ -360,7 +462,12 @@ class ThresholdSpotFinder:
             image=images, x_px=x, y_px=y, frame=frame_c, intensity=inten, n_pixels=npx,
             d_A=dd, ice_ring=ice, valid=valid, n_found=st["n_spots_found"].copy(),
             strong_pixels=st["strong_pixels"].copy())
-        return SpotFindResult(spots=spots, stats=st)
+        every_cat = None
+        if all_spots:
+            every_cat = FrameSpots(*(np.concatenate([getattr(f, name) for f in every])
+                                     for name in ("image", "x_px", "y_px", "intensity",
+                                                  "n_pixels", "bbox")))
+        return SpotFindResult(spots=spots, stats=st, all_spots=every_cat)
 
 
 def find_spots(frames: np.ndarray, images: np.ndarray,

@@ -13,7 +13,9 @@ Per spot (pixel convention: the centre of the first pixel is (0, 0), x = column,
   S/n), over the spot's strong pixels optionally grown by ``grow`` px (see
   :func:`label_strong`: growing by 1 px removes a ~0.05 px truncation bias),
 * ``intensity``: Σ(v − m) over the strong pixels (photons), ``n_pixels``, ``max_value``,
-* bounding box ``x_min, x_max, y_min, y_max`` (inclusive pixel indices).
+* bounding box ``x_min, x_max, y_min, y_max`` (inclusive pixel indices),
+* ``x_peak``, ``y_peak``: position of the brightest strong pixel (the mean position of the
+  pixels sharing the maximum value, e.g. a flat saturated core).
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ import dataclasses
 import numpy as np
 import scipy.sparse
 from scipy.sparse.csgraph import connected_components
+
+
+SIGNAL_MIN_PHOTONS = 2.0
+"""A grown pixel counts towards the spot size only with at least this many photons."""
+SIGNAL_MAX_BACKGROUND = 1.0
+"""… and only where its local background is at most this (photons/px)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +44,9 @@ class Spots:
         n_pixels: (n,) int64 pixels per spot.
         max_value: (n,) float64 largest pixel value.
         x_min, x_max, y_min, y_max: (n,) int64 bounding box (inclusive).
+        n_signal: (n,) int64 spot size for the minimum-size filter (see :func:`label_strong`).
+        x_peak, y_peak: (n,) float64 brightest strong pixel (px; the mean position of the
+            pixels sharing the maximum value).
     """
 
     x_px: np.ndarray
@@ -47,6 +58,9 @@ class Spots:
     x_max: np.ndarray
     y_min: np.ndarray
     y_max: np.ndarray
+    n_signal: np.ndarray
+    x_peak: np.ndarray
+    y_peak: np.ndarray
 
     @property
     def n(self) -> int:
@@ -137,7 +151,7 @@ def _mean_at(local_mean, flat: np.ndarray) -> np.ndarray:
 
 def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray | None = None,
                  *, flat: np.ndarray | None = None, background_half: int | None = None,
-                 grow: int = 0,
+                 grow: int = 0, signal_sigma: float | None = None,
                  pixel_mask: np.ndarray | None = None, error_value: int | None = None,
                  saturation_value: float | None = None) -> Spots:
     """Spots of one frame from its strong-pixel mask.
@@ -160,6 +174,16 @@ def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray |
     0.045 px mean / 0.08 px max with grow = 0, independent of N; see
     docs/spotfinding.md). The weights are v − background (may be negative on grown pixels;
     that keeps the estimate unbiased).
+
+    Spot size ``n_signal`` (for the minimum-size filter): the strong pixels plus, in the
+    photon-counting low-background regime (b ≤ :data:`SIGNAL_MAX_BACKGROUND` photons/px), the
+    grown pixels that are significantly above their background b:
+    v ≥ b + ``signal_sigma``·√max(b, 0.25) and v ≥ :data:`SIGNAL_MIN_PHOTONS` (hysteresis: the
+    photon threshold seeds a spot, its weaker neighbours still count towards its size, so a
+    weak spot whose photons above the threshold fall in one pixel is not lost on a
+    near-zero background, while a hot pixel or zinger has no such neighbours). On a higher
+    background (Poisson tails, speckled scatter) only strong pixels count. Without
+    ``signal_sigma`` (or ``grow`` = 0) it is ``n_pixels``.
 
     ``intensity`` is Σ(v − background) over the strong pixels only; ``n_pixels``, the bbox
     and ``max_value`` also refer to the strong pixels.
@@ -190,21 +214,23 @@ def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray |
     x = flat % nx
     vmax = np.full(n, -np.inf)
     np.maximum.at(vmax, lab, v)
+    # brightest pixel of each spot (first in row-major order on ties)
+    is_max = v == vmax[lab]
+    pk = np.full(n, flat.size, dtype=np.int64)
+    np.minimum.at(pk, lab[is_max], np.flatnonzero(is_max))
+    n_max = np.maximum(np.bincount(lab[is_max], minlength=n), 1)
     if background_half is None:
         if local_mean is None:
             raise ValueError("local_mean is required when background_half is None")
         w = v - _mean_at(local_mean, flat)
         bkg = None
     else:
-        # brightest pixel of each spot (first in row-major order on ties)
-        is_max = v == vmax[lab]
-        pk = np.full(n, flat.size, dtype=np.int64)
-        np.minimum.at(pk, lab[is_max], np.flatnonzero(is_max))
         bkg = spot_background(frame, strong, x[pk], y[pk], int(background_half), pixel_mask,
                               error_value, saturation_value)
         w = v - bkg[lab]
     wsum = np.bincount(lab, weights=w, minlength=n)
     cnt = np.bincount(lab, minlength=n).astype(np.int64)
+    n_signal = cnt
     if grow > 0 and n > 0:
         off = np.arange(-grow, grow + 1)
         k = off.size
@@ -232,6 +258,10 @@ def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray |
             ok &= gv < saturation_value
         gf, gl, gv = gf[ok], gl[ok], gv[ok].astype(np.float64)
         gb = bkg[gl] if bkg is not None else _mean_at(local_mean, gf)
+        if signal_sigma is not None:
+            sig = ((gv >= SIGNAL_MIN_PHOTONS) & (gb <= SIGNAL_MAX_BACKGROUND)
+                   & (gv - gb >= signal_sigma * np.sqrt(np.maximum(gb, 0.25))))
+            n_signal = cnt + np.bincount(gl[sig], minlength=n)
         all_l = np.concatenate([lab, gl])
         all_w = np.concatenate([w, gv - gb])
         all_x = np.concatenate([x, gf % nx])
@@ -251,4 +281,7 @@ def label_strong(strong: np.ndarray, frame: np.ndarray, local_mean: np.ndarray |
     np.minimum.at(y_min, lab, y)
     np.maximum.at(y_max, lab, y)
     return Spots(x_px=cx, y_px=cy, intensity=wsum, n_pixels=cnt, max_value=vmax,
-                 x_min=x_min, x_max=x_max, y_min=y_min, y_max=y_max)
+                 n_signal=np.asarray(n_signal, dtype=np.int64),
+                 x_min=x_min, x_max=x_max, y_min=y_min, y_max=y_max,
+                 x_peak=np.bincount(lab[is_max], weights=x[is_max], minlength=n) / n_max,
+                 y_peak=np.bincount(lab[is_max], weights=y[is_max], minlength=n) / n_max)

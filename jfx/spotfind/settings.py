@@ -11,7 +11,7 @@ from jfx.spotfind.base import SpotFinderSettings
 from jfx.spotfind.find import ThresholdSpotFinder
 from jfx.validate import setting
 
-KEEP_CHOICES = ("lowest_resolution", "strongest")
+KEEP_CHOICES = ("lowest_resolution", "strongest", "stratified")
 KERNEL_CHOICES = ("auto", "dense", "sparse")
 
 
@@ -27,13 +27,34 @@ class ThresholdSpotFinderSettings(SpotFinderSettings):
         threshold: photon-count threshold (``--spot-threshold``, default 10), ≥ 0.
         high_resolution_A: spots at d below this are dropped (Å, ``--spot-high-resolution``,
             default 1.5); ``None`` = no limit.
-        low_resolution_A: spots at d above this are dropped (Å); ``None`` = no limit.
+        low_resolution_A: spots at d above this are dropped (Å, ``--spot-low-resolution``);
+            ``None`` (default) = no limit.
         max_spots: spots kept per image (``--max-spots``, default 250), ≥ 1.
-        keep: which spots are kept when more than ``max_spots`` are found:
-            ``lowest_resolution`` (largest d first, as jfjoch) or ``strongest`` (largest
-            background-subtracted intensity first).
+        keep: which spots are kept when more than ``max_spots`` are found
+            (``--spot-keep``): ``strongest`` (default: largest background-subtracted
+            intensity first), ``stratified`` (the strongest of each of 10 equal-count shells
+            in 1/d², taken in turn) or ``lowest_resolution`` (largest d first, Jungfraujoch's
+            rule; on real frames it keeps the beamstop edge and the scatter next to the beam).
         window: side of the square local-statistics window (px, odd, 3…181; default 31).
-        min_pixels: spots with fewer strong pixels are dropped (default 1).
+        min_pixels: spots with fewer strong pixels are dropped (``--spot-min-pixels``,
+            default 2: single hot pixels, zingers and Poisson tails of the background are
+            single pixels; DIALS's ``min_spot_size`` is 3 for pixel-array detectors).
+        max_separation_px: spots whose brightest pixel lies further than this from the
+            centroid are dropped (px, default 2, as DIALS's ``max_separation``; ``None`` =
+            off): streaks along shadow edges, merged artefacts.
+        max_background_step: spots whose relative background step
+            (:func:`jfx.spotfind.filters.background_step`: the background changes by this
+            fraction of its level across ±8 px) exceeds this are dropped (default 1.0;
+            ``None`` = off): the edges of the beamstop shadow and of its arm.
+        beam_guard: drop spots inside the beamstop shadow / direct-beam scatter region found
+            per frame from the radial background profile (:class:`jfx.spotfind.filters.
+            BeamGuard`; default True). Frames without such a region lose nothing.
+        beam_guard_radius_px: how far from the beam centre the guard looks (px, default 150;
+            the reference level comes from 150…225 px).
+        beam_guard_factor: an annulus whose median background is above factor × or below
+            1/factor × the reference level is part of the region (default 3).
+        beam_guard_margin_px: added to the region's radius (px, default 15 = half the
+            statistics window, which straddles the region's edge).
         max_pixels: spots with more strong pixels are dropped (default 1000).
         ice_ring_width_invA: half-width of an ice ring in 1/d (Å⁻¹, default 0.005).
         drop_ice_rings: drop spots on ice rings (default False: keep and flag them, as
@@ -50,17 +71,23 @@ class ThresholdSpotFinderSettings(SpotFinderSettings):
     threshold: float = setting(10.0, minimum=0.0, label="spot threshold (--spot-threshold)")
     high_resolution_A: float | None = setting(
         1.5, positive=True, label="spot high-resolution limit (--spot-high-resolution)")
-    low_resolution_A: float | None = setting(None, positive=True,
-                                             label="spot low-resolution limit")
+    low_resolution_A: float | None = setting(
+        None, positive=True, label="spot low-resolution limit (--spot-low-resolution)")
     max_spots: int = setting(250, minimum=1, label="max spots (--max-spots)")
-    keep: str = setting("lowest_resolution", choices=KEEP_CHOICES)
+    keep: str = setting("strongest", choices=KEEP_CHOICES, label="spot keep rule (--spot-keep)")
     window: int = setting(31, minimum=3, maximum=181)
-    min_pixels: int = setting(1, minimum=1)
+    min_pixels: int = setting(2, minimum=1, label="minimum spot size (--spot-min-pixels)")
     max_pixels: int = setting(1000, minimum=1)
     ice_ring_width_invA: float = setting(0.005, positive=True)
     drop_ice_rings: bool = False
     centroid_grow_px: int = setting(1, minimum=0)
     kernel: str = setting("auto", choices=KERNEL_CHOICES)
+    max_separation_px: float | None = setting(2.0, positive=True)
+    max_background_step: float | None = setting(1.0, positive=True)
+    beam_guard: bool = True
+    beam_guard_radius_px: float = setting(150.0, positive=True)
+    beam_guard_factor: float = setting(3.0, minimum=1.0)
+    beam_guard_margin_px: float = setting(15.0, minimum=0.0)
 
     def create(self, geometry: Geometry, pixel_mask: np.ndarray | None,
                error_value: int | None, saturation_value: float | None,

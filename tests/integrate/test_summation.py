@@ -360,3 +360,36 @@ def test_combine_partials_failed_partial_and_profile_sums():
     assert c.intensity[0] == rows.intensity[0] and c.fraction[0] == pytest.approx(0.3)
     assert c.n_frames[0] == 1
     assert c.flags[0] == F.INTEGRATED_SUM | F.EDGE | F.PARTIAL
+
+
+@pytest.mark.parametrize("impl", ["numpy", "jax"])
+def test_overload_in_the_annulus_and_masked_fraction_flags(impl):
+    fr = np.full((64, 64), 2, np.int32)
+    x = np.array([20.0, 44.0, 46.0])
+    y = np.array([20.0, 20.0, 44.0])
+    fr[20, 26] = 100  # 6 px right of reflection 0: its annulus, no other disc covers it
+    fr[44, 40] = 100  # 6 px left of reflection 2: its annulus
+    mask = np.zeros(fr.shape, bool)
+    # reflection 1 (44, 20): 4 of the 29 disc pixels masked (0.14 > 0.1); 2 would be 0.07
+    mask[20, 44:48] = True
+    r = integrate_frame(fr, mask, x, y, None, (3.0, 5.0, 7.0), saturation_value=100,
+                        max_masked_fraction=0.1, impl=impl)
+    fl = np.asarray(r.flags)
+    over = (fl & np.uint32(int(F.OVERLOADED))) != 0
+    mfrac = (fl & np.uint32(int(F.MASKED_FRACTION))) != 0
+    assert over.tolist() == [True, False, True]
+    assert mfrac.tolist() == [False, True, False]
+    # the saturated pixel never enters the sums: reflection 0 keeps its flat-background zero
+    assert r.intensity[0] == pytest.approx(0.0, abs=1e-9)
+    mask2 = np.zeros(fr.shape, bool)
+    mask2[20, 44:46] = True
+    r2 = integrate_frame(fr, mask2, x, y, None, (3.0, 5.0, 7.0), saturation_value=100,
+                         max_masked_fraction=0.1, impl=impl)
+    assert not np.any(np.asarray(r2.flags)[1] & np.uint32(int(F.MASKED_FRACTION)))
+    # a saturated annulus pixel covered by another reflection's disc belongs to that one
+    x3, y3 = np.array([20.0, 26.0]), np.array([20.0, 20.0])
+    r3 = integrate_frame(fr, None, x3, y3, None, (3.0, 5.0, 7.0), saturation_value=100,
+                         impl=impl)
+    f3 = np.asarray(r3.flags)
+    assert not (f3[0] & np.uint32(int(F.OVERLOADED)))
+    assert f3[1] & np.uint32(int(F.OVERLOADED))

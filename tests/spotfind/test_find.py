@@ -215,8 +215,9 @@ def test_ice_flags_resolution_filters_and_max_spots():
     _, j = cKDTree(np.c_[xs, ys]).query(np.c_[r.spots.x_px[0][v], r.spots.y_px[0][v]])
     np.testing.assert_array_equal(r.spots.ice_ring[0][v], ice_true[j])
     np.testing.assert_allclose(r.spots.d_A[0][v], ds[j], rtol=0.01)
-    # lowest_resolution order (default): d descending
-    assert np.all(np.diff(r.spots.d_A[0][v]) <= 0)
+    # strongest first (default)
+    assert np.all(np.diff(r.spots.intensity[0][v]) <= 0)
+    assert np.all(np.diff(run(keep="lowest_resolution").spots.d_A[0][v]) <= 0)
     # drop ice rings
     r = run(drop_ice_rings=True)
     assert r.stats["n_spots"][0] == 5 and r.stats["n_ice"][0] == 0
@@ -226,11 +227,16 @@ def test_ice_flags_resolution_filters_and_max_spots():
     r = run(high_resolution_A=2.7, low_resolution_A=4.0)
     assert r.stats["n_spots"][0] == 5
     # max_spots rules
-    r = run(max_spots=3)
+    r = run(max_spots=3, keep="lowest_resolution")
     assert r.stats["n_spots"][0] == 3 and r.stats["n_spots_found"][0] == 8
     assert r.spots.n_found[0] == 8 and bool(r.spots.overflow[0])
     np.testing.assert_allclose(r.spots.d_A[0], [5.0, 4.3, 3.669], rtol=0.01)
-    r = run(max_spots=3, keep="strongest")
+    # stratified with 8 spots < 10 shells: every spot is its own shell, so the order is the
+    # strongest first (the shell rule itself: tests/spotfind/test_filters.py)
+    r = run(max_spots=3, keep="stratified")
+    _, j = cKDTree(np.c_[xs, ys]).query(np.c_[r.spots.x_px[0], r.spots.y_px[0]])
+    np.testing.assert_array_equal(j, [3, 5, 4])
+    r = run(max_spots=3)
     _, j = cKDTree(np.c_[xs, ys]).query(np.c_[r.spots.x_px[0], r.spots.y_px[0]])
     np.testing.assert_array_equal(j, [3, 5, 4])  # the three brightest, brightest first
     assert np.all(np.diff(r.spots.intensity[0]) <= 0)
@@ -247,10 +253,12 @@ def test_min_max_pixels_and_empty_frames():
     img[0, 60:66, 60:66] = 40              # 36-pixel blob
     f = lambda **kw: ThresholdSpotFinder.create(
         Settings(high_resolution_A=None, **kw), geo, None, None, None)
-    assert f()(img, np.array([0, 1])).stats["n_spots"].tolist() == [2, 0]
-    assert f(min_pixels=2)(img, np.array([0, 1])).stats["n_spots"].tolist() == [1, 0]
-    assert f(max_pixels=10)(img, np.array([0, 1])).stats["n_spots"].tolist() == [1, 0]
-    r = f()(img, np.array([0, 1]))
+    assert f(min_pixels=1)(img, np.array([0, 1])).stats["n_spots"].tolist() == [2, 0]
+    # default min_pixels = 2 drops the single pixel; the flat blob's peak is its centre
+    assert f()(img, np.array([0, 1])).stats["n_spots"].tolist() == [1, 0]
+    assert f(min_pixels=1, max_pixels=10)(img, np.array([0, 1])).stats["n_spots"].tolist() \
+        == [1, 0]
+    r = f(min_pixels=1)(img, np.array([0, 1]))
     assert np.isnan(r.stats["resolution_estimate"]).all()  # < 5 spots
     assert r.stats["strong_pixels"].tolist() == [37, 0]
 
