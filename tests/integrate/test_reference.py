@@ -146,13 +146,18 @@ def test_combine_partials_weights_by_fraction_and_pools_background():
         plain = A.sum(1)
         spread = {}
         for pool in (False, True):
-            got, var = R.combine_partials(
+            got, var, var_bg = R.combine_partials(
                 A.ravel(), np.full(A.size, n_px * b), np.full(A.size, n_px), b_hat.ravel(),
                 np.full(A.size, n_b), np.tile(fr, n), group, np.ones(A.size, bool), n,
                 pool_background=pool)
             assert got.mean() == pytest.approx(F * I, rel=tol)
             assert np.std((got - F * I) / np.sqrt(var)) == pytest.approx(1.0, abs=0.05)
             spread[pool] = (np.var(got), var.mean())
+            # var_bg (at I = 0) is the background part: ≤ var; for strong reflections
+            # (plain-sum weights) var − var_bg is the recorded signal's Poisson term F·I
+            assert np.all(var_bg <= var * (1 + 1e-12))
+            if I > 1000:
+                assert np.median(var - var_bg) == pytest.approx(F * I, rel=0.05)
             if I > 1000:
                 np.testing.assert_allclose(got, plain, rtol=0.02)
         if I < 100:
