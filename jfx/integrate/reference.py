@@ -101,7 +101,7 @@ def shell_edges(d_min_A: float, n_shells: int) -> np.ndarray:
 
 def grid_size(r1: float, step_px: float) -> int:
     """Bins per axis (odd) covering offsets |u|, |w| ≤ r1 + 1 px."""
-    return 2 * int(math.ceil((r1 + 1.0) / step_px)) + 1
+    return 2 * math.ceil((r1 + 1.0) / step_px) + 1
 
 
 def _shell(d, edges):
@@ -131,8 +131,20 @@ class Gathered:
     variance; shell (n,) profile shell (−1: none); ok (n,) rows summation integrated.
     """
 
-    __slots__ = ("v", "w", "u", "t", "b", "n_b", "i_sum", "v_sum", "shell", "ok", "flags",
-                 "in_disc")
+    __slots__ = (
+        "b",
+        "flags",
+        "i_sum",
+        "in_disc",
+        "n_b",
+        "ok",
+        "shell",
+        "t",
+        "u",
+        "v",
+        "v_sum",
+        "w",
+    )
 
     def __init__(self, **kw):
         for k, val in kw.items():

@@ -25,7 +25,7 @@ def _render(x, y, photons, s_rad, s_tan, tail=0.0, tail_scale=2.5, half=9, sub=5
         cx, cy = xi - BEAM[0], yi - BEAM[1]
         rr = np.hypot(cx, cy)
         cx, cy = cx / rr, cy / rr
-        ix, iy = int(round(xi)), int(round(yi))
+        ix, iy = round(xi), round(yi)
         py, px = np.mgrid[iy - half: iy + half + 1, ix - half: ix + half + 1]
         sx = px[..., None, None] + o[None, None, None, :] - xi
         sy = py[..., None, None] + o[None, None, :, None] - yi
@@ -79,7 +79,7 @@ def test_elongated_spots_unbiased_with_calibrated_errors(tail):
     frames = [rng.poisson(expected).astype(np.int32) for _ in range(8)]
     d = np.full(x.size, 2.0)
     edges = R.shell_edges(1.5, 2)
-    sums, out, ref, P = _run(frames, x, y, d, edges)
+    sums, out, ref, _ = _run(frames, x, y, d, edges)
     assert ref.n_strong.sum() == 8 * strong.sum()
     I = np.array([o[0] for o in out])
     V = np.array([o[1] for o in out])
@@ -109,7 +109,7 @@ def test_elongated_spots_unbiased_with_calibrated_errors(tail):
 
 def test_reference_profile_recovers_elongation_and_prior_fills_empty_shell():
     rng = np.random.default_rng(4)
-    expected, x, y, strong, _ = _field(rng, 0.0)
+    expected, x, y, _, _ = _field(rng, 0.0)
     frames = [rng.poisson(expected).astype(np.int32) for _ in range(3)]
     d = np.full(x.size, 2.0)
     edges = R.shell_edges(1.2, 3)  # d = 2 Å falls in the first shell only
