@@ -57,7 +57,7 @@ from jfx.symmetry.asu import AsuMap, _unique_rows, d_spacing, to_asu
 
 CC_HALF_LIMIT = 0.3
 """CC½ at which the suggested high-resolution limit is placed (dials.estimate_resolution)."""
-CC_FIT_MIN_PER_BIN = 100
+CC_FIT_MIN_PER_BIN = 20
 """Reflection pairs per bin of the CC½ fit (at least; at most :data:`CC_FIT_MAX_BINS`)."""
 CC_FIT_MAX_BINS = 50
 

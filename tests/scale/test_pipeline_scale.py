@@ -203,3 +203,15 @@ def test_jfjoch_scale_unit_cell_override_reaches_the_output(merged_run, tmp_path
     np.testing.assert_allclose(m.cell.parameters, cell, atol=1e-3)
     assert scale_main([f"{out}_process.h5", "-o", str(o), "-S", "96",
                        "crystal.unit_cell=[79.5,70.0,38.2,90,90,90]"]) == 2
+
+
+def test_suggested_limit_of_a_short_sweep_is_where_the_signal_ends(merged_run):
+    """The 16-image sweep's structure factors stop at 2.0 Å (lyso_rotation's d_min_A):
+    the CC½ fit crosses 0.3 near there, printed and stored. Multiplicity ≈ 1.3 leaves ≈ 200
+    pairs, 10 bins of ≥ 20: the bins around the edge span 1.94 Å (CC½ 0.98) and 1.62 Å
+    (CC½ 0.09), so the crossing lies between them (the 25-image demo gives 2.00 Å)."""
+    out, console = merged_run
+    with h5py.File(f"{out}_process.h5", "r") as f:
+        d = float(f["/entry/scaling/suggested_d_min"][()])
+    assert 1.6 <= d <= 2.15, d
+    assert "Suggested high-resolution limit: " in console and "not determined" not in console
