@@ -176,6 +176,26 @@ def test_likelihoods():
                                    * z / np.asarray(s), rtol=1e-12)
 
 
+def test_rotation_slivers_below_the_recorded_fraction_are_left_out():
+    """scale.min_recorded_fraction applies to rotation rows only (stills keep their own
+    Ewald-offset partiality under min_partiality)."""
+    part = np.array([0.05, 0.3, 0.5, 0.05, 0.3, 0.5])
+    rot = np.array([True, True, True, False, False, False])
+    table = {
+        "image": np.array([0, 1, 2, 3, 4, 5]), "d": np.full(6, 2.0), "partiality": part,
+        "lp": np.ones(6), "int_sum": np.full(6, 100.0), "int_sum_var": np.full(6, 100.0),
+        "flags": np.full(6, 8 | 16, np.uint32),
+        "predicted_phi": np.where(rot, 0.3, np.nan), "zeta": np.where(rot, 0.5, np.nan),
+        "ewald_offset": np.where(rot, np.nan, 0.0),
+    }
+    for cut, want in ((0.4, [False, False, True, True, True, True]),
+                      (0.0, [True] * 6)):
+        obs = observations_from_table(table, refl_id=np.arange(6), wavelength_A=1.0,
+                                      phi_increment_deg=0.1, min_partiality=0.02,
+                                      min_recorded_fraction=cut)
+        np.testing.assert_array_equal(np.asarray(obs.valid)[:6], want)
+
+
 def test_observations_from_table():
     n = 6
     table = {
