@@ -46,7 +46,6 @@ from jfx.models.geometry import Geometry
 from jfx.models.images import ImageStats
 from jfx.models.reflections import Reflections
 
-
 GROUPS = ("MX", "azint", "reflections", "scaling")
 """Later-stage groups under /entry that :func:`write_process_h5` accepts in ``groups``."""
 
@@ -246,43 +245,42 @@ def write_process_groups(
     """
     path = Path(path)
     master_path = Path(master_path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as out:
-            out.attrs["creator"] = f"jfx {version}"
-            out.attrs["default"] = "entry"
-            entry = out.create_group("entry")
-            skipped: list[str] = []
-            with _open_readonly(master_path) as src:
-                if "entry" in src:
-                    for k, v in src["entry"].attrs.items():
-                        entry.attrs[k] = v
-                    for name in COPIED_GROUPS:
-                        if name in src["entry"] and isinstance(
-                            src["entry"].get(name, getlink=True), h5py.HardLink
-                        ):
-                            _copy_tree(src["entry"][name], entry.require_group(name), skipped)
-            entry.attrs["NX_class"] = "NXentry"
-            _set(entry, "definition", "NXmx")
-            _write_geometry(entry, geometry)
-            for name, cls in (("sample", "NXsample"), ("source", "NXsource")):
-                entry.require_group(name).attrs.setdefault("NX_class", cls)
-            jg = entry.create_group("jfx")
-            jg.attrs["NX_class"] = "NXcollection"
-            jg.create_dataset("config", data=config_yaml)
-            jg.create_dataset("version", data=version)
-            jg.create_dataset("input", data=str(master_path.resolve()))
-            ig = entry.create_group("image")
-            ig.attrs["NX_class"] = "NXcollection"
-            for f in dataclasses.fields(ImageStats):
-                ig.create_dataset(f.name, data=getattr(image, f.name))
-            mx_fields = dict((groups or {}).get("MX", {}))
-            mx_fields["imageNumber"] = image.number
-            _write_group(entry, "MX", mx_fields)
-            for name, fields in (groups or {}).items():
-                if name != "MX":
-                    _write_group(entry, name, fields)
-            if _after_create is not None:
-                _after_create(out)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
+        out.attrs["creator"] = f"jfx {version}"
+        out.attrs["default"] = "entry"
+        entry = out.create_group("entry")
+        skipped: list[str] = []
+        with _open_readonly(master_path) as src:
+            if "entry" in src:
+                for k, v in src["entry"].attrs.items():
+                    entry.attrs[k] = v
+                for name in COPIED_GROUPS:
+                    if name in src["entry"] and isinstance(
+                        src["entry"].get(name, getlink=True), h5py.HardLink
+                    ):
+                        _copy_tree(src["entry"][name], entry.require_group(name), skipped)
+        entry.attrs["NX_class"] = "NXentry"
+        _set(entry, "definition", "NXmx")
+        _write_geometry(entry, geometry)
+        for name, cls in (("sample", "NXsample"), ("source", "NXsource")):
+            entry.require_group(name).attrs.setdefault("NX_class", cls)
+        jg = entry.create_group("jfx")
+        jg.attrs["NX_class"] = "NXcollection"
+        jg.create_dataset("config", data=config_yaml)
+        jg.create_dataset("version", data=version)
+        jg.create_dataset("input", data=str(master_path.resolve()))
+        ig = entry.create_group("image")
+        ig.attrs["NX_class"] = "NXcollection"
+        for f in dataclasses.fields(ImageStats):
+            ig.create_dataset(f.name, data=getattr(image, f.name))
+        mx_fields = dict((groups or {}).get("MX", {}))
+        mx_fields["imageNumber"] = image.number
+        _write_group(entry, "MX", mx_fields)
+        for name, fields in (groups or {}).items():
+            if name != "MX":
+                _write_group(entry, name, fields)
+        if _after_create is not None:
+            _after_create(out)
     return path
 
 

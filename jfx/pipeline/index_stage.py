@@ -248,9 +248,9 @@ def run_unconstrained(state: ProcessState, settings: ProcessSettings,
     25 % indexed, rms 0.2): a lattice a wrong stored geometry still admits, for refining
     the geometry before indexing again. The table's mode is ``unconstrained``; its
     ``basis0`` is None when even this fails."""
-    from jfx.physics import rotation as rot
     from jfx.index.common import index_error
     from jfx.index.indexing import Symmetry, index
+    from jfx.physics import rotation as rot
 
     _, indexer = _indexer(settings)
     geom = state.final_geometry

@@ -19,10 +19,14 @@ import numpy as np
 
 from jfx.config import ProcessSettings
 from jfx.io.errors import InputError, ProcessingError
-from jfx.pipeline import (index_stage, integrate_stage, refine_stage, scale_stage,
-                          spotfind_stage)
-from jfx.pipeline.context import (ProgressFactory, RunContext, default_batch_size, one_line,
-                                  resolve_device)
+from jfx.pipeline import index_stage, integrate_stage, refine_stage, scale_stage, spotfind_stage
+from jfx.pipeline.context import (
+    ProgressFactory,
+    RunContext,
+    default_batch_size,
+    one_line,
+    resolve_device,
+)
 from jfx.pipeline.state import ImageSelection, ProcessState
 
 STILLS_RETRY_BELOW = 0.9

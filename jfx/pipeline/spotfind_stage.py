@@ -28,10 +28,10 @@ import numpy as np
 
 from jfx.config import ProcessSettings
 from jfx.io.errors import InputError, ProcessingError
+from jfx.models.images import ImageStats
 from jfx.models.spots import SpotList
 from jfx.pipeline.context import RunContext, one_line, what
 from jfx.pipeline.state import AzintProfiles, ProcessState, SpotImageStats
-from jfx.models.images import ImageStats
 
 MIN_SPOTS_HIT = 15
 """An image with at least this many spots counts as a hit in the console summary."""
@@ -96,7 +96,7 @@ class _Results:
 
     def __init__(self, n: int, max_spots: int, n_bins: int, n_azim: int) -> None:
         f32, i32, i64 = np.float32, np.int32, np.int64
-        nan = lambda shape: np.full(shape, np.nan, f32)  # noqa: E731
+        nan = lambda shape: np.full(shape, np.nan, f32)
         self.stats = {"number": np.zeros(n, i64), "max": np.zeros(n, i64),
                       "mean": nan(n), "n_masked": np.zeros(n, i64),
                       "n_saturated": np.zeros(n, i64)}

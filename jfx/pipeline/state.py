@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from jfx.models.geometry import Geometry
-from jfx.models.spots import SpotList, Spots3D
 from jfx.models.images import ImageStats
+from jfx.models.spots import SpotList, Spots3D
 
 
 @dataclasses.dataclass(frozen=True)

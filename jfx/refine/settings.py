@@ -13,7 +13,6 @@ from typing import ClassVar
 
 from jfx.validate import Settings, setting
 
-
 PARAMETERS = (
     "beam.wavelength_A",
     "beam.bandwidth_fwhm",

@@ -240,7 +240,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
     n_img = len(img_key)
     img_run = (img_key >> 32).astype(np.int64)
     img_num = (img_key & ((1 << 32) - 1)).astype(np.int64)
-    cat = lambda c: np.concatenate([t[c] for t in tabs])  # noqa: E731
+    cat = lambda c: np.concatenate([t[c] for t in tabs])
     hkl = np.stack([cat("h"), cat("k"), cat("l")], 1).astype(np.int64)
     lp = cat("lp").astype(np.float64)
     i_raw = cat("int_sum").astype(np.float64)

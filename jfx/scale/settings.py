@@ -12,7 +12,6 @@ from pathlib import Path
 
 from jfx.validate import Settings, setting
 
-
 OUTPUT_FORMATS = ("mtz", "cif", "txt")
 SOLVERS = ("lm", "lbfgs")
 INTENSITIES = ("prf", "sum")

@@ -10,7 +10,7 @@ ground-truth arrays for :mod:`jfx.io.truth`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax.numpy as jnp
 import numpy as np
@@ -371,7 +371,7 @@ def truth_content(exp: Experiment, obs: dict[str, np.ndarray]) -> dict:
     p = exp.preset
     g = exp.geometry
     beam, det, gon = g.beam, g.detector, g.goniometer
-    f = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
+    f = lambda v: np.asarray(v, dtype=np.float64)
     geometry = dict(
         wavelength_A=f(beam.wavelength_A), beam_direction=f(beam.direction),
         bandwidth_fwhm=f(beam.bandwidth_fwhm), polarization_fraction=f(beam.polarization_fraction),

@@ -26,7 +26,6 @@ import numpy as np
 import scipy.sparse
 from scipy.sparse.csgraph import connected_components
 
-
 SIGNAL_MIN_PHOTONS = 2.0
 """A grown pixel counts towards the spot size only with at least this many photons."""
 SIGNAL_MAX_BACKGROUND = 1.0

@@ -149,7 +149,7 @@ def test_inconsistent_shapes(capsys, tmp_path, master_factory):
 
 def test_fully_masked_images(capsys, tmp_path):
     from jfx.io.jfjoch_writer import write_jungfraujoch
-    from tests.cli.conftest import tiny_geometry, SHAPE
+    from tests.cli.conftest import SHAPE, tiny_geometry
 
     mask = np.ones(SHAPE, dtype=np.uint32)
     master = write_jungfraujoch(tmp_path / "masked", np.zeros((2,) + SHAPE), n_images=2,

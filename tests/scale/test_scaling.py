@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from jfx.models.reflections import ReflectionFlag as F
+from jfx.scale.partiality import FixedPartiality
 from jfx.scale.scaling import Reference, RunData, scale_merge
+from jfx.scale.settings import ScaleSettings
 from jfx.symmetry.asu import asu_map
 from jfx.symmetry.groups import check_cell_fits
-from jfx.scale.partiality import FixedPartiality
-from jfx.scale.settings import ScaleSettings
 
 LYSO = (79.1, 79.1, 38.0, 90.0, 90.0, 90.0)
 
