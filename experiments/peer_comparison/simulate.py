@@ -546,7 +546,7 @@ class StillsParams(SimParams):
     scale_sigma: float = 0.3
     hit_rate: float = 0.8
     min_partiality: float = 1e-3
-    spots_ge50: float = 60.0
+    spots_ge50: float = 200.0
     seed: int = 13
 
     @staticmethod

@@ -89,3 +89,13 @@ def test_cc_by_shell_uses_equal_volume_shells():
     x = rng.normal(size=len(d))
     cc, sh = diag_run.cc_by_shell(2.0 * x + 1.0, x, d, edges)
     assert cc == pytest.approx(1.0) and np.allclose(sh, 1.0)
+
+
+def test_low_res_ratio_sees_a_low_resolution_excess():
+    rng = np.random.default_rng(2)
+    d = rng.uniform(1.5, 30.0, 2000)
+    it = rng.exponential(100.0, len(d))
+    I = 3.0 * it
+    assert diag_run.low_res_ratio(I, it, d) == pytest.approx(1.0)
+    I2 = np.where(d > 10.0, 2.0 * I, I)
+    assert diag_run.low_res_ratio(I2, it, d) > 1.5
