@@ -14,7 +14,8 @@ one at a time with their true values from ``sim_truth.h5`` and merges again with
 code (:func:`jfx.symmetry.asu.asu_map` + :func:`jfx.scale.merge.merge`, inverse-variance
 weights from the integration variance; rows with P < 0.02, jfx's ``scale.min_partiality``
 default, left out as jfx does): (a) true partiality, (b) true per-image scale g,
-(c) both, (d) true photons instead of the integrated intensity (integration error only),
+(a1) only the true width σ_ε on jfx's own Ewald offset (partiality shape), (a2) only the true
+Ewald offset with jfx's width (orientation and cell error), (c) both, (d) true photons instead of the integrated intensity (integration error only),
 (e) reflections restricted to partiality ≥ 0.2 / 0.5 (model and true partiality), and prints
 "ingredient replaced → merged CC overall / lowest shell / highest shell".
 
@@ -224,9 +225,22 @@ def ingredient_table(prefix: Path, truth: dict, edges: np.ndarray, log=print) ->
             parts.append(f"d {lo_d:g}-{hi_d:g} Å: {np.median(P_m[m] / P_t[m]):.2f} "
                          f"({int(m.sum())})")
     log("median model P / true P (true P >= 0.2), by resolution: " + "; ".join(parts))
+    # split the partiality into its width (shape) and the Ewald offset (orientation, cell):
+    # jfx's σ_ε from its stored P and ε (P = exp(−ε²/2σ²)), the truth's from the file
+    eps_m = np.asarray(r.ewald_offset_invA[rows], float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sig_m = np.abs(eps_m) / np.sqrt(-2.0 * np.log(np.clip(P_m, 1e-300, 1 - 1e-12)))
+    sig_m = np.where(np.isfinite(sig_m) & (np.abs(eps_m) > 1e-7), sig_m, np.nanmedian(sig_m))
+    P_shape = np.exp(-0.5 * (eps_m / o["sigma_eps"][t]) ** 2)
+    P_offset = np.exp(-0.5 * (o["ewald_offset"][t] / sig_m) ** 2)
+    log(f"σ_ε median model/true: {np.median(sig_m / o['sigma_eps'][t]):.2f}; "
+        f"rms Ewald offset model − true {np.sqrt(np.mean((np.abs(eps_m) - np.abs(o['ewald_offset'][t])) ** 2)):.2e} Å⁻¹, "
+        f"true σ_ε median {np.median(o['sigma_eps'][t]):.2e} Å⁻¹")
     cases = [
         ("none (jfx: model P, fitted G·B, integrated I)", I, P_m, G_m, None),
         ("(a) true partiality", I, P_t, G_m, None),
+        ("(a1) true σ_ε on jfx's Ewald offset (shape)", I, P_shape, G_m, None),
+        ("(a2) true Ewald offset with jfx's σ_ε (orientation/cell)", I, P_offset, G_m, None),
         ("(b) true per-image scale", I, P_m, g_t, None),
         ("(c) true partiality + true scale", I, P_t, g_t, None),
         ("(d) true photons (model P, fitted G·B)", ph, P_m, G_m, None),
