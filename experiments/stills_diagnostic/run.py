@@ -45,7 +45,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peer_comparison"))
-import simulate as sim  # noqa: E402  (canonical_hkl, hkl_key, symmetry_ops)
+import simulate as sim
 
 SG = 96
 CELL_ARG = "79.1,79.1,38,90,90,90"
@@ -122,7 +122,7 @@ def low_res_ratio(I, I_true, d, d_low: float = 10.0) -> float:
     lo, hi = ok & (d > d_low), ok & (d <= d_low)
     if lo.sum() == 0 or hi.sum() == 0:
         return float("nan")
-    k = lambda m: np.sum(I[m] * I_true[m]) / np.sum(I_true[m] ** 2)  # noqa: E731
+    k = lambda m: np.sum(I[m] * I_true[m]) / np.sum(I_true[m] ** 2)
     return float(k(lo) / k(hi))
 
 
@@ -283,14 +283,24 @@ def main(argv=None) -> int:
     if not a.master.exists() or not a.truth.exists():
         print("error: --master / --truth not found", file=sys.stderr)
         return 2
-    truth = read_truth(a.truth)
+    try:
+        truth = read_truth(a.truth)
+    except KeyError as e:
+        print(f"error: {a.truth} is not a stills truth file (no {e}); make one with "
+              "simulate.py --size stills_small|stills", file=sys.stderr)
+        return 2
     res: dict = {"models": {}}
     prefixes = {}
     edges = None
     for model in a.models.split(","):
         d = a.out / model
         if not a.skip_jfx:
-            prefixes[model], dt = run_jfx(a.master, d, model, a.jfx_args.split())
+            try:
+                prefixes[model], dt = run_jfx(a.master, d, model, a.jfx_args.split())
+            except (subprocess.CalledProcessError, FileNotFoundError) as e:
+                print(f"error: jfjoch_process -P {model} failed ({e}); see {d}/console.log",
+                      file=sys.stderr)
+                return 1
             res["models"][model] = {"wall_s": dt}
         else:
             prefixes[model] = d / "out"

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "experiments"
 sys.path.insert(0, str(ROOT / "peer_comparison"))
-import simulate as sim  # noqa: E402
+import simulate as sim
 
 # under its own name: experiments/peer_comparison/run.py is imported as ``run`` elsewhere
 _spec = importlib.util.spec_from_file_location("stills_diagnostic_run",
@@ -99,3 +99,37 @@ def test_low_res_ratio_sees_a_low_resolution_excess():
     assert diag_run.low_res_ratio(I, it, d) == pytest.approx(1.0)
     I2 = np.where(d > 10.0, 2.0 * I, I)
     assert diag_run.low_res_ratio(I2, it, d) > 1.5
+
+
+def test_stills_truth_is_consistent_with_its_crystals(tmp_path):
+    """A 3-image stills run: each truth row's partiality is the Ewald-offset Gaussian of the
+    stored crystal (U, cell), and its photons are K g |F|² P_pol P up to the pixels off the
+    detector; misses carry no rows."""
+    import h5py
+    p = sim.StillsParams(n_images=3, nx=256, ny=256, beam_center_px=(130.3, 121.6),
+                         distance_mm=40.0, d_min=2.5, n_atoms=100, spots_ge50=20.0,
+                         hit_rate=0.7, seed=5)
+    master, truth = sim.simulate_stills(p, tmp_path, log=lambda *_: None)
+    with h5py.File(master, "r") as f:  # a stills master: no scan axis, the band recorded
+        names = []
+        f.visit(names.append)
+        assert not any("omega" in n for n in names)
+        assert f["entry/sample/depends_on"][()] == b"."
+        assert f["entry/instrument/beam/bandwidth"][()] == pytest.approx(p.bandwidth_fwhm)
+    with h5py.File(truth, "r") as f:
+        o = {k: f["observations"][k][()] for k in f["observations"]}
+        g, hit = f["images/scale"][()], f["images/hit"][()]
+        cells, U, K = f["images/cell"][()], f["images/U"][()], f.attrs["scale"]
+    assert hit.any() and set(np.unique(o["image"])) == set(np.nonzero(hit)[0])
+    hkl = np.stack([o["h"], o["k"], o["l"]], 1)
+    for i in np.nonzero(hit)[0]:
+        m = o["image"] == i
+        r = hkl[m] @ (U[i] @ sim.b_matrix(cells[i])).T
+        P, eps, _ = sim.stills_partiality(r, p.wavelength_A, p.mosaicity_deg, p.domain_invA,
+                                          p.bandwidth_fwhm)
+        np.testing.assert_allclose(o["partiality"][m], P, rtol=1e-10)
+        np.testing.assert_allclose(o["ewald_offset"][m], eps, atol=1e-12)
+    expected = K * g[o["image"]] * o["i_true"] * o["polarization"] * o["partiality"]
+    inside = (o["x"] > 10) & (o["x"] < p.nx - 10) & (o["y"] > 10) & (o["y"] < p.ny - 10)
+    np.testing.assert_allclose(o["photons"][inside], expected[inside], rtol=2e-3)
+    assert np.all(o["photons"] <= expected * (1 + 1e-9))
