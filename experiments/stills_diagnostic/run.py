@@ -13,17 +13,19 @@ it replaces the ingredients of the corrected intensity
 one at a time with their true values from ``sim_truth.h5`` and merges again with jfx's own
 code (:func:`jfx.symmetry.asu.asu_map` + :func:`jfx.scale.merge.merge`, inverse-variance
 weights from the integration variance; rows with P < 0.02, jfx's ``scale.min_partiality``
-default, left out as jfx does): (a) true partiality, (b) true per-image scale g,
-(a1) only the true width σ_ε on jfx's own Ewald offset (partiality shape), (a2) only the true
-Ewald offset with jfx's width (orientation and cell error), (c) both, (d) true photons instead of the integrated intensity (integration error only),
-(e) reflections restricted to partiality ≥ 0.2 / 0.5 (model and true partiality), and prints
+default, left out as jfx does): (a) true partiality, (a1) only the true width σ_ε on jfx's
+own Ewald offset (partiality shape), (a2) only the true Ewald offset with jfx's width
+(orientation and cell error), (b) true per-image scale g, (c) both (a) and (b), (d) true
+photons instead of the integrated intensity (integration error only), (e) reflections restricted to partiality ≥ 0.2 / 0.5 (model and true partiality), and prints
 "ingredient replaced → merged CC overall / lowest shell / highest shell".
 
 Matching: jfx's reflection rows are matched to the truth's per-image observations by
 image + hkl; jfx may index each still in a point-group-equivalent setting, so for every image
 the point-group operation (of P4₃2₁2's Laue group, with Friedel) that matches the most hkl is
 applied (:func:`best_ops_per_image`). Only matched rows enter the ingredient table (the same
-rows for every line), so the lines differ by the replaced ingredient only.
+rows for every line, less those under the partiality cut of that line's P), so the lines
+differ by the replaced ingredient only. "merged/true at d > 10 Å" is the least-squares scale
+of those reflections over that of the rest (:func:`low_res_ratio`).
 
 Usage (repository root, jfx importable)::
 
