@@ -40,9 +40,35 @@ Truth file layout:
   ``/merged``: ``h, k, l`` (canonical orbit representative, see :func:`canonical_hkl`),
   ``i_true``. Attributes: the parameters as JSON, ``space_group``, ``cell``.
 
+Stills mode (``--size stills_small`` 100 images, ``stills`` 300; issue 13): no rotation, one
+random crystal per hit image (``hit_rate`` 0.8; misses are background only):
+
+* Crystal: random orientation U, lysozyme cell scaled isotropically by 1 + δ,
+  δ ~ N(0, ``cell_spread``) (0.2 %), per-image scale g ~ log-normal(0, ``scale_sigma`` 0.3).
+* Partiality (:func:`stills_partiality`): the Ewald offset ε = |s0 + r| − 1/λ of every
+  reciprocal-lattice point r = U B h (Å⁻¹) gives P = exp(−ε²/2σ_ε²) with
+  σ_ε² = (|r| θ_m)² + δ_dom² + (|r|² λ σ_λ/2λ)²: a Gaussian angular mosaic spread θ_m
+  (σ, ``mosaicity_deg`` 0.05°), a mosaic-domain term δ_dom (``domain_invA`` 2e-4 Å⁻¹, the
+  reciprocal of the domain size) and a Gaussian band of σ_λ/λ = FWHM/2.3548
+  (``bandwidth_fwhm`` 0.2 %; dε/d(1/λ) = −2 sin²θ). In the spirit of the partiality models of
+  White et al. (2013, Acta Cryst. D69, 1231, CrystFEL xsphere) and Sauter et al. (2014, Acta
+  Cryst. D70, 3299) but written independently and not the shape jfx's scaling assumes.
+* Spot: the diffracted direction of s0 + r on the detector, the rotation mode's pixel-integrated
+  two-component profile; photons = K g |F|² P_pol P (no Lorentz factor for stills), K
+  calibrated so that a g = 1 hit has ``spots_ge50`` reflections with ≥ 50 photons.
+* Background and noise as in the rotation mode (constant over the run).
+
+Stills truth ``sim_truth.h5``: ``/observations`` (one row per reflection with P ≥ 1e-3 on a
+hit image): ``image, h, k, l`` (crystal setting), ``partiality``, ``ewald_offset``
+(Å⁻¹), ``sigma_eps`` (Å⁻¹), ``photons`` (expected photons on the detector, pixel-integrated),
+``x, y, d, i_true, polarization``; ``/images``: ``scale`` (g), ``hit``, ``cell`` (n, 6),
+``U`` (n, 3, 3; zeros for misses); ``/merged`` as for rotation. The master has no omega scan
+(``goniometer=None``) and carries the bandwidth.
+
 Usage::
 
     python experiments/peer_comparison/simulate.py --size small -o /tmp/peer/sim
+    python experiments/peer_comparison/simulate.py --size stills_small -o /tmp/stills/sim
 """
 
 from __future__ import annotations
@@ -485,8 +511,9 @@ def simulate(p: SimParams, out: Path, log=print) -> tuple[Path, Path]:
     return master, truth
 
 
-def write_master(p: SimParams, images: np.ndarray, out: Path) -> Path:
-    """Jungfraujoch-layout NXmx with the images in the master (``layout="single"``)."""
+def write_master(p: SimParams, images: np.ndarray, out: Path, stills: bool = False) -> Path:
+    """Jungfraujoch-layout NXmx with the images in the master (``layout="single"``);
+    ``stills``: no goniometer (no omega scan) and the beam's bandwidth."""
     from jfx.io.jfjoch_writer import write_jungfraujoch  # io only: the file layout
     from jfx.models.geometry import Beam, Detector, Geometry, Goniometer
 
@@ -494,21 +521,209 @@ def write_master(p: SimParams, images: np.ndarray, out: Path) -> Path:
         beam=Beam.create(p.wavelength_A, polarization_fraction=p.polarization),
         detector=Detector.create(p.distance_mm, p.beam_center_px, (p.ny, p.nx),
                                  pixel_size_mm=p.pixel_mm),
-        goniometer=Goniometer.create(p.axis, p.start_deg, p.osc_deg))
+        goniometer=None if stills else Goniometer.create(p.axis, p.start_deg, p.osc_deg))
+    kw = {"bandwidth_fwhm": p.bandwidth_fwhm} if stills else {}
     return write_jungfraujoch(out / "sim", iter(images), n_images=p.n_images, geometry=geo,
+                              **kw,
                               dtype="int32", layout="single", codec="bslz4",
                               unit_cell=CELL, space_group=SPACE_GROUP,
                               saturation_value=2 ** 30, sample_name="peer_comparison sim")
 
 
+# ----------------------------------------------------------------------------- stills
+
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+
+@dataclasses.dataclass
+class StillsParams(SimParams):
+    """Stills run parameters (issue 13): :class:`SimParams` geometry plus the crystal spread."""
+
+    n_images: int = 300
+    bandwidth_fwhm: float = 0.002
+    domain_invA: float = 2e-4
+    cell_spread: float = 0.002
+    scale_sigma: float = 0.3
+    hit_rate: float = 0.8
+    min_partiality: float = 1e-3
+    spots_ge50: float = 200.0
+    seed: int = 13
+
+    @staticmethod
+    def preset(size: str) -> StillsParams:
+        if size == "stills":
+            return StillsParams()
+        if size == "stills_small":
+            return StillsParams(n_images=100)
+        raise ValueError(f"unknown stills size {size!r} (stills_small, stills)")
+
+
+def stills_partiality(r: np.ndarray, wavelength_A: float, mosaicity_deg: float,
+                      domain_invA: float, bandwidth_fwhm: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ewald-offset Gaussian partiality of reciprocal-lattice points (lab frame).
+
+    Args:
+        r: (n, 3) reciprocal-lattice vectors U B h (Å⁻¹), beam s0 = (0, 0, 1/λ).
+        wavelength_A: mean wavelength λ (Å).
+        mosaicity_deg: Gaussian σ of the angular mosaic spread θ_m (deg).
+        domain_invA: mosaic-domain term (Å⁻¹), 1/domain size.
+        bandwidth_fwhm: FWHM of the Gaussian band, relative (Δλ/λ).
+
+    Returns:
+        ``(P (n,), ε (n,) Å⁻¹, σ_ε (n,) Å⁻¹)``: ε = |s0 + r| − 1/λ and
+        P = exp(−ε²/2σ_ε²), σ_ε² = (|r| θ_m)² + δ² + (|r|² λ σ_λ/(2λ))².
+    """
+    r = np.asarray(r, np.float64)
+    k = 1.0 / wavelength_A
+    s1 = r + np.array([0.0, 0.0, k])
+    eps = np.linalg.norm(s1, axis=1) - k
+    rr = np.linalg.norm(r, axis=1)
+    s_rel = bandwidth_fwhm / FWHM_PER_SIGMA
+    sig2 = ((rr * math.radians(mosaicity_deg)) ** 2 + domain_invA ** 2
+            + (0.5 * rr * rr * wavelength_A * s_rel) ** 2)
+    sig = np.sqrt(sig2)
+    return np.exp(-0.5 * (eps / sig) ** 2), eps, sig
+
+
+def _render(p: SimParams, lam: np.ndarray, x, y, sin2t, photons, half: int):
+    """Expected-photon image ``lam`` plus the spots; returns (image λ, recorded photons)."""
+    B = 2 * half + 1
+    jj, ii = np.mgrid[0:B, 0:B]
+    flat = np.zeros(p.ny * p.nx)
+    recorded = np.zeros(len(x))
+    for cs in range(0, len(x), 256):
+        ce = min(cs + 256, len(x))
+        x0, y0, w = spot_weights(p, x[cs:ce], y[cs:ce], sin2t[cs:ce], half)
+        yy = y0[:, None, None] + jj[None]
+        xx = x0[:, None, None] + ii[None]
+        inside = (yy >= 0) & (yy < p.ny) & (xx >= 0) & (xx < p.nx)
+        val = w * photons[cs:ce, None, None]
+        recorded[cs:ce] = np.where(inside, val, 0).sum(axis=(1, 2))
+        flat += np.bincount((yy * p.nx + xx)[inside], weights=val[inside],
+                            minlength=p.ny * p.nx)
+    return lam + flat.reshape(p.ny, p.nx), recorded
+
+
+def _still_reflections(p: StillsParams, U: np.ndarray, cell, hkl: np.ndarray) -> dict:
+    """Reflections of one crystal with P ≥ ``min_partiality`` that hit the detector."""
+    r = hkl @ (U @ b_matrix(cell)).T
+    P, eps, sig = stills_partiality(r, p.wavelength_A, p.mosaicity_deg, p.domain_invA,
+                                    p.bandwidth_fwhm)
+    sel = P >= p.min_partiality
+    r, P, eps, sig, h = r[sel], P[sel], eps[sel], sig[sel], hkl[sel]
+    s1n = r + np.array([0.0, 0.0, 1.0 / p.wavelength_A])
+    s1n /= np.linalg.norm(s1n, axis=1, keepdims=True)
+    px = p.polarization
+    pol = px * (1 - s1n[:, 0] ** 2) + (1 - px) * (1 - s1n[:, 1] ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = p.distance_mm / np.where(s1n[:, 2] > 1e-6, s1n[:, 2], np.nan)
+    x = p.beam_center_px[0] + s1n[:, 0] * t / p.pixel_mm
+    y = p.beam_center_px[1] + s1n[:, 1] * t / p.pixel_mm
+    sin2t = np.sqrt(np.maximum(1 - s1n[:, 2] ** 2, 0))
+    on = np.isfinite(x) & (x > -5) & (x < p.nx + 4) & (y > -5) & (y < p.ny + 4)
+    return {"hkl": h[on], "P": P[on], "eps": eps[on], "sig": sig[on], "pol": pol[on],
+            "x": x[on], "y": y[on], "sin2t": sin2t[on]}
+
+
+def simulate_stills(p: StillsParams, out: Path, log=print) -> tuple[Path, Path]:
+    """Stills run (see the module docstring); returns (master, truth) paths."""
+    t0 = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(p.seed)
+    st = pseudo_protein(p.n_atoms, rng)
+    st.write_pdb(str(out / "model.pdb"))
+    hkl = all_hkl(tuple(c * 1.01 if i < 3 else c for i, c in enumerate(CELL)), p.d_min)
+    i_true, rep, i_orbit = intensities(st, hkl)
+    log(f"sim: {len(hkl)} hkl, {len(rep)} orbits, |F|² in {time.time() - t0:.1f} s")
+    n = p.n_images
+    hit = rng.random(n) < p.hit_rate
+    g = np.exp(rng.normal(0.0, p.scale_sigma, n))
+    cells = np.zeros((n, 6))
+    Us = np.zeros((n, 3, 3))
+    refl = []
+    for i in range(n):
+        if not hit[i]:
+            continue
+        f = 1.0 + rng.normal(0.0, p.cell_spread)
+        cells[i] = [CELL[0] * f, CELL[1] * f, CELL[2] * f, 90.0, 90.0, 90.0]
+        Us[i] = random_rotation(rng)
+        refl.append((i, _still_reflections(p, Us[i], cells[i], hkl)))
+    lp = (np.concatenate([_lookup(hkl, i_true, r["hkl"]) * r["P"] * r["pol"] for _, r in refl])
+          if refl else np.zeros(0))
+    srt = np.sort(lp)[::-1]
+    n_target = int(p.spots_ge50 * max(len(refl), 1))
+    K = 50.0 / srt[min(n_target, len(srt) - 1)] if len(srt) else 1.0
+    log(f"sim: {int(hit.sum())} hits, {len(lp)} reflections, K {K:.4g} photons/e², "
+        f"{time.time() - t0:.1f} s")
+    half = math.ceil(3.0 * p.tail_scale * (p.sigma_px + p.radial_growth_px))
+    bg = background_image(p)
+    images = np.empty((n, p.ny, p.nx), dtype=np.int32)
+    cols = {k: [] for k in ("image", "h", "k", "l", "partiality", "ewald_offset", "sigma_eps",
+                            "photons", "x", "y", "i_true", "polarization")}
+    by_img = dict(refl)
+    for i in range(n):
+        lam = bg
+        if i in by_img:
+            r = by_img[i]
+            it = _lookup(hkl, i_true, r["hkl"])
+            ph = K * g[i] * it * r["pol"] * r["P"]
+            lam, rec = _render(p, bg, r["x"], r["y"], r["sin2t"], ph, half)
+            for name, val in (("image", np.full(len(it), i)), ("h", r["hkl"][:, 0]),
+                              ("k", r["hkl"][:, 1]), ("l", r["hkl"][:, 2]),
+                              ("partiality", r["P"]), ("ewald_offset", r["eps"]),
+                              ("sigma_eps", r["sig"]), ("photons", rec), ("x", r["x"]),
+                              ("y", r["y"]), ("i_true", it), ("polarization", r["pol"])):
+                cols[name].append(val)
+        images[i] = rng.poisson(lam).astype(np.int32)
+    cols = {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+    log(f"sim: rendered {n} stills in {time.time() - t0:.1f} s; "
+        f"{np.sum(cols['photons'] >= 50) / max(int(hit.sum()), 1):.0f} >= 50 photons/hit")
+    master = write_master(p, images, out, stills=True)
+    truth = out / "sim_truth.h5"
+    with h5py.File(truth, "w") as f:
+        f.attrs["params"] = json.dumps(dataclasses.asdict(p))
+        f.attrs["space_group"] = SPACE_GROUP
+        f.attrs["cell"] = np.array(CELL)
+        f.attrs["scale"] = K
+        f.attrs["mode"] = "stills"
+        go = f.create_group("observations")
+        hk = np.stack([cols["h"], cols["k"], cols["l"]], 1).astype(np.int64)
+        cols["d"] = 1.0 / np.linalg.norm(hk @ b_matrix(CELL).T, axis=1) if len(hk) else hk[:, 0]
+        for k, v in cols.items():
+            go.create_dataset(k, data=v)
+        gi = f.create_group("images")
+        gi.create_dataset("scale", data=g)
+        gi.create_dataset("hit", data=hit)
+        gi.create_dataset("cell", data=cells)
+        gi.create_dataset("U", data=Us)
+        gm = f.create_group("merged")
+        for j, name in enumerate("hkl"):
+            gm.create_dataset(name, data=rep[:, j])
+        gm.create_dataset("i_true", data=i_orbit)
+        gm.create_dataset("d", data=1.0 / np.linalg.norm(rep @ b_matrix(CELL).T, axis=1))
+    log(f"sim: wrote {master} and {truth} in {time.time() - t0:.1f} s")
+    return master, truth
+
+
+def _lookup(hkl_all: np.ndarray, values: np.ndarray, hkl: np.ndarray) -> np.ndarray:
+    """``values`` of the rows of ``hkl`` in ``hkl_all`` (every row must be present)."""
+    ka = hkl_key(hkl_all)
+    order = np.argsort(ka)
+    pos = np.searchsorted(ka[order], hkl_key(hkl))
+    return values[order[pos]]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size", default="small", choices=["tiny", "small", "full"])
+    ap.add_argument("--size", default="small",
+                    choices=["tiny", "small", "full", "stills_small", "stills"])
     ap.add_argument("-o", "--out", default="/tmp/peer/sim")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="override SimParams fields, e.g. n_images=30 mosaicity_deg=0.1")
     a = ap.parse_args(argv)
-    p = SimParams.preset(a.size)
+    stills = a.size.startswith("stills")
+    p = StillsParams.preset(a.size) if stills else SimParams.preset(a.size)
     for kv in a.set:
         k, _, v = kv.partition("=")
         if not hasattr(p, k):
@@ -517,7 +732,7 @@ def main(argv=None) -> int:
         cur = getattr(p, k)
         setattr(p, k, tuple(float(x) for x in v.split(",")) if isinstance(cur, tuple)
                 else type(cur)(v))
-    simulate(p, Path(a.out))
+    (simulate_stills if stills else simulate)(p, Path(a.out))
     return 0
 
 
