@@ -85,6 +85,7 @@ class ScalingResult:
             "rejected"}`` for ``<prefix>_iterN_scale.dat``.
         error_model: (a, b) of σ'² = a²(σ² + (b·I)²).
         mosaicity_deg: refined (or fixed) σ_M, or None (model without one).
+        domain_invA: refined stills domain width σ₀ (Å⁻¹, ``-P rot`` on stills), else None.
         cell, space_group: the merging cell and space group (number).
         n_obs_total, n_obs_used: observation rows read / used in the final merge.
         n_outliers: observations rejected as outliers; n_rejected_images: images rejected.
@@ -115,6 +116,7 @@ class ScalingResult:
     n_overloaded: int = 0
     n_masked: int = 0
     overloads_included: bool = False
+    domain_invA: float | None = None
 
     def lines(self) -> list[str]:
         """Console summary (the statistics table is :func:`jfx.io.report.format_table`)."""
@@ -125,7 +127,9 @@ class ScalingResult:
                + (", against the reference" if self.reference_used else "")]
         out.append(f"error model: sigma'^2 = a^2 (sigma^2 + (b I)^2), a = {a:.3f}, b = {b:.4f}")
         if self.mosaicity_deg is not None:
-            out.append(f"mosaicity: {self.mosaicity_deg:.4f} deg")
+            out.append(f"mosaicity: {self.mosaicity_deg:.4f} deg"
+                       + (f"; stills domain width sigma_0 {self.domain_invA:.2e} 1/A"
+                          if self.domain_invA is not None else ""))
         ok = self.images["rejected"] == 0
         if np.any(ok):
             g = self.images["scale"][ok]
@@ -413,6 +417,8 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
         merged=merged, statistics=stats, images=images, iterations=iterations,
         error_model=(float(fit.error_model.a), float(fit.error_model.b)),
         mosaicity_deg=None if mos is None else float(mos), cell=cell_m,
+        domain_invA=(float(np.exp(float(fit.params["partiality"]["global"]["log_domain"])))
+                     if getattr(pmodel, "refine_domain", False) else None),
         space_group=int(sg.number), n_obs_total=int(n_total), n_obs_used=int(rows.size),
         n_outliers=int(np.sum(outlier)), n_rejected_images=int(np.sum(rejected_img)),
         ambiguity=ambiguity_note, reference_used=reference is not None,

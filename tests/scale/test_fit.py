@@ -27,7 +27,8 @@ def _base(rng, n_refl, n_img, per):
     return I_true, d, G, refl, img
 
 
-def still_sim(seed=0, n_refl=2000, n_img=40, per=300, bfactor=True, mos_deg=None):
+def still_sim(seed=0, n_refl=2000, n_img=40, per=300, bfactor=True, mos_deg=None,
+              domain_invA=0.0):
     """Stills with stored partiality (or Ewald-offset partiality from ``mos_deg``), G and B."""
     rng = np.random.default_rng(seed)
     I_true, d, G, refl, img = _base(rng, n_refl, n_img, per)
@@ -38,7 +39,7 @@ def still_sim(seed=0, n_refl=2000, n_img=40, per=300, bfactor=True, mos_deg=None
     if mos_deg is None:
         P = rng.uniform(0.2, 1.0, n)
     else:
-        sig_eps = np.radians(mos_deg) / d[refl]
+        sig_eps = np.sqrt((np.radians(mos_deg) / d[refl]) ** 2 + domain_invA**2)
         eps = rng.uniform(-2.0, 2.0, n) * sig_eps
         P = np.exp(-eps**2 / (2 * sig_eps**2))
         cols["eps_invA"] = eps
@@ -150,6 +151,25 @@ def test_still_mosaicity_from_ewald_offsets():
     fit = fit_scales(obs, RotationPartiality(mosaicity_deg=0.15), ImageScale(), iterations=4)
     assert fit.mosaicity_deg == pytest.approx(0.3, rel=0.10)
     assert np.corrcoef(fit.scale, G)[0, 1] > 0.99
+
+
+def test_still_domain_width_recovered_and_needed():
+    """σ_ε² = (q σ_M)² + σ₀²: with the domain term free both widths come back; without it
+    the fit cannot describe the low-resolution partialities (larger residual scale error)."""
+    obs, G, _, I_true = still_sim(seed=11, bfactor=False, mos_deg=0.2, domain_invA=1.5e-3,
+                             n_img=30, per=250)
+    fit = fit_scales(obs, RotationPartiality(mosaicity_deg=0.1, refine_domain=True),
+                     ImageScale(), iterations=4)
+    got = fit.params["partiality"]
+    assert fit.mosaicity_deg == pytest.approx(0.2, rel=0.15)
+    assert float(np.exp(got["global"]["log_domain"])) == pytest.approx(1.5e-3, rel=0.15)
+    assert np.corrcoef(fit.scale, G)[0, 1] > 0.99
+    # without the term σ_M has to absorb it: wrong width, worse merged intensities
+    fit0 = fit_scales(obs, RotationPartiality(mosaicity_deg=0.1), ImageScale(), iterations=4)
+    assert abs(fit0.mosaicity_deg / 0.2 - 1.0) > 0.2
+    ok = np.isfinite(fit.intensity) & np.isfinite(fit0.intensity)
+    cc = [np.corrcoef(f.intensity[ok], I_true[ok])[0, 1] for f in (fit, fit0)]
+    assert cc[0] > cc[1]
 
 
 def test_per_image_wedge_recovered():
