@@ -64,19 +64,6 @@ class MosaicityEstimate:
         return bool(np.isfinite(self.sigma_deg))
 
 
-def spot_zeta(s1: np.ndarray, s0: np.ndarray, axis: np.ndarray) -> np.ndarray:
-    """(n,) ζ = m₂ · (ŝ₁ × ŝ₀)/|ŝ₁ × ŝ₀| for lab-frame diffracted directions ``s1`` (n, 3)
-    (any length), beam ``s0`` (3,) and rotation axis ``axis`` (3,)."""
-    s1 = np.asarray(s1, np.float64)
-    s1 = s1 / np.linalg.norm(s1, axis=-1, keepdims=True)
-    b = np.asarray(s0, np.float64)
-    b = b / np.linalg.norm(b)
-    e1 = np.cross(s1, b)
-    n = np.linalg.norm(e1, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (e1 @ (np.asarray(axis, np.float64) / np.linalg.norm(axis))) / n
-
-
 def passages(image: np.ndarray, hkl: np.ndarray, intensity: np.ndarray, d_A: np.ndarray,
              d_cut: np.ndarray, i_cut: np.ndarray) -> dict[str, np.ndarray]:
     """Group indexed spots into passages of one reflection through the Ewald sphere.
@@ -261,7 +248,7 @@ def mosaicity_from_spots(spots, hkl: np.ndarray, own: np.ndarray, geometry, keep
         keep: the spot finder's keep rule under ``--max-spots`` (``lowest_resolution`` |
             ``strongest``; anything else: a truncated image's list counts as unknown).
     """
-    from jfx.physics.diffraction import pixel_to_lab
+    from jfx.physics.diffraction import pixel_to_lab, zeta
 
     images = np.asarray(spots.image, np.int64)
     valid = np.asarray(spots.valid, bool)
@@ -289,7 +276,7 @@ def mosaicity_from_spots(spots, hkl: np.ndarray, own: np.ndarray, geometry, keep
     y = np.asarray(spots.y_px, np.float64)[r[rep], c[rep]]
     s1 = np.asarray(pixel_to_lab(geometry.detector, geometry.beam, x, y), np.float64)
     gon = geometry.goniometer
-    z = spot_zeta(s1, np.asarray(geometry.beam.direction), np.asarray(gon.axis))
+    z = np.asarray(zeta(gon.axis, geometry.beam.s0, s1), np.float64)
     return estimate_mosaicity(pa["group"], pa["image"], pa["intensity"], z,
                               abs(math.degrees(float(gon.increment_rad))))
 

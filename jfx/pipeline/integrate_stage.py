@@ -193,9 +193,10 @@ def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, int
     ys = np.asarray(state.spots.y_px, np.float64)[sel]
     ok = ix.spots_of_lattice(0)[sel] & np.isfinite(xs) & np.isfinite(ys)
     hkl = ix.hkl[sel]
+    mos = STILLS_MOSAICITY_DEG if ig.mosaicity_deg is None else ig.mosaicity_deg
     preds = {int(indices[i]): (k, predict_still(
-        geoms[k], basis[k], d_min, mosaicity_deg=STILLS_MOSAICITY_DEG if ig.mosaicity_deg is None else ig.mosaicity_deg,
-        n_sigma=ig.n_sigma, space_group=sg)) for k, i in enumerate(sel)}
+        geoms[k], basis[k], d_min, mosaicity_deg=mos, n_sigma=ig.n_sigma,
+        space_group=sg)) for k, i in enumerate(sel)}
     parts: dict[int, Reflections] = {}
 
     def begin(image: int, frame: np.ndarray) -> tuple[Any, Any]:
