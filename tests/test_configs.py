@@ -58,10 +58,10 @@ def test_groups_are_the_documented_ones():
                       "partiality", "pixelrefine", "refine", "rotation", "scale", "spotfind"]
     assert options("index") == ["auto", "ffbidx", "fft", "fftw", "none"]
     assert options("refine") == ["beam_and_lattice", "none", "orientation", "pixelrefine"]
-    assert options("partiality") == ["fixed", "rot", "unity"]
+    assert options("partiality") == ["auto", "fixed", "rot", "unity"]
     assert options("likelihood") == ["huber", "normal", "student_t"]
     assert options("general") == ["process", "scale"]
-    assert group_options("partiality") == ["fixed", "rot", "unity"]
+    assert group_options("partiality") == ["auto", "fixed", "rot", "unity"]
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])

@@ -1,9 +1,11 @@
-"""Partiality models for scaling (config group ``partiality``: ``-P fixed | rot | unity``).
+"""Partiality models for scaling (config group ``partiality``: ``-P auto | fixed | rot | unity``).
 
 Each model is a frozen dataclass behind :class:`jfx.scale.base.PartialityModel`, named by its
 option file (``conf/partiality/<name>.yaml``, ``_target_``); its config fields are the keys of
 the ``partiality`` node.
 
+* :class:`AutoPartiality` (``-P auto``, the default): ``rot`` for stills, ``fixed`` for
+  rotation runs (:meth:`AutoPartiality.bind`).
 * :class:`FixedPartiality` (``-P fixed``): the partiality stored at integration time, no
   free parameters.
 * :class:`UnityPartiality` (``-P unity``): P = 1.
@@ -168,7 +170,33 @@ class RotationPartiality(PartialityModel):
                 "rot_b": np.asarray(params["image"]["rot_b"])}
 
 
+@dataclasses.dataclass(frozen=True)
+class AutoPartiality(RotationPartiality):
+    """The default (``-P auto``): the model that fits the data being scaled.
+
+    Rule (:meth:`bind`): still runs (and rotation runs with ``-w``) are scaled with
+    :class:`RotationPartiality` (``rot``: Ewald-offset partiality with σ_M, σ₀ and the
+    per-still orientation post-refined against the intensities); rotation runs otherwise
+    with :class:`FixedPartiality` (``fixed``: the recorded fraction from integration, whose
+    rocking-curve width was refined there). Measured on independent stills (issue 13,
+    docs/scaling.md): merged CC to the true intensities 1.000 with ``rot`` against 0.991
+    ``unity`` and 0.896 ``fixed`` (integration-time widths lack the mosaic-domain term).
+    Config keys are those of ``rot`` (``partiality.mosaicity_deg`` …), used when it is chosen.
+    """
+
+    name = "auto"
+
+    def bind(self, settings: Any, *, bandwidth_fwhm: float,
+             stills: bool) -> PartialityModel:
+        if stills or bool(settings.refine_wedge):
+            rot = RotationPartiality(mosaicity_deg=self.mosaicity_deg,
+                                     refine_mosaicity=self.refine_mosaicity)
+            return rot.bind(settings, bandwidth_fwhm=bandwidth_fwhm, stills=stills)
+        return FixedPartiality()
+
+
 __all__ = [
+    "AutoPartiality",
     "FixedPartiality",
     "RotationPartiality",
     "UnityPartiality",

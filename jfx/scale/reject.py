@@ -15,6 +15,10 @@ reflections or images; the cost is O(n log n) for sorting and O(n) otherwise):
   (Jungfraujoch ``--reject-outliers N``).
 * :func:`image_cc` — Pearson CC of every image's observations with the merged intensities
   (Jungfraujoch ``--min-image-cc``), thresholded by :func:`reject_images_cc`.
+* :func:`image_chi2` — every image's mean squared normalised deviation from the merged
+  intensities, ⟨((I − ⟨I_h⟩)/σ)²⟩ (≈ 1 for an image that agrees, whatever its strength),
+  thresholded by :func:`reject_images_chi2` (stills: crystals that do not agree,
+  ``scale.reject_stills_images``).
 * :func:`cc_half` / :func:`delta_cc_half` — CC½ with every image wholly in one half-set, and
   the per-image ΔCC½ = CC½(all) − CC½(without the image) (Jungfraujoch
   ``--reject-delta-cchalf N``), thresholded by :func:`reject_images_delta_cc`.
@@ -36,9 +40,11 @@ __all__ = [
     "cc_half",
     "delta_cc_half",
     "image_cc",
+    "image_chi2",
     "image_halves",
     "outlier_mask",
     "reject_images_cc",
+    "reject_images_chi2",
     "reject_images_delta_cc",
 ]
 
@@ -400,3 +406,64 @@ def reject_images_cc(cc, min_cc_percent: float, *, reject_undefined: bool = Fals
     out = np.full(cc.shape, bool(reject_undefined))
     out[fin] = 100.0 * cc[fin] < float(min_cc_percent)
     return out
+
+
+def image_chi2(refl, image, I, sigma, merged_I, n_img: int, *, clip: float = 100.0,
+               min_obs: int = 10) -> np.ndarray:
+    """Mean squared normalised deviation of each image from the merged intensities.
+
+    ``chi2[i] = ⟨min(((I − merged_I[refl]) / σ)², clip)⟩`` over image i's usable observations.
+    With σ that describe the errors an image that agrees with the rest has chi2 ≈ 1 however
+    weak it is (its σ are large), unlike its CC, which falls with the image's signal; a
+    crystal that does not belong (misindexed, another setting, split or a second lattice)
+    has chi2 ≫ 1. The clip keeps a single wild observation from condemning an image.
+
+    Args:
+        refl: (n,) int unique-reflection index into ``merged_I``.
+        image: (n,) int compact image index in ``[0, n_img)``.
+        I, sigma: (n,) corrected intensities and σ (σ > 0).
+        merged_I: (n_refl,) merged intensities (NaN = not merged).
+        n_img: number of images.
+        clip: upper bound of one observation's z².
+        min_obs: images with fewer usable observations get NaN.
+    Returns:
+        (n_img,) float64.
+    """
+    I = _float_array("I", I)
+    n = I.shape[0]
+    sigma = _float_array("sigma", sigma, n)
+    merged_I = np.asarray(merged_I, dtype=np.float64)
+    refl = _index_array("refl", refl, n, merged_I.shape[0])
+    image = _index_array("image", image, n, int(n_img))
+    y = merged_I[refl] if n else np.zeros(0)
+    ok = np.isfinite(I) & np.isfinite(y) & np.isfinite(sigma) & (sigma > 0)
+    z2 = np.minimum(((I[ok] - y[ok]) / sigma[ok]) ** 2, float(clip))
+    cnt = np.bincount(image[ok], minlength=int(n_img))
+    tot = np.bincount(image[ok], z2, minlength=int(n_img))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(cnt >= int(min_obs), tot / cnt, np.nan)
+
+
+def reject_images_chi2(chi2, n_sigma: float) -> np.ndarray:
+    """Images whose chi2 (:func:`image_chi2`) is in the high tail (True = reject):
+    ``chi2 > median + n_sigma · 1.4826 · MAD`` over the finite values, and chi2 > 3 (an
+    image within √3 σ rms is never called a disagreeing crystal). NaN is never rejected.
+
+    Args:
+        chi2: (n_img,) per-image chi2.
+        n_sigma: threshold N (> 0) in robust standard deviations.
+    """
+    chi2 = np.asarray(chi2, dtype=np.float64)
+    if chi2.ndim != 1:
+        raise ValueError(f"image chi2 must be 1-D, got shape {chi2.shape}")
+    if not np.isfinite(n_sigma) or n_sigma <= 0:
+        raise ValueError(f"image rejection threshold must be > 0, got {n_sigma!r}")
+    fin = np.isfinite(chi2)
+    out = np.zeros(chi2.shape, dtype=bool)
+    if fin.sum() < 3:
+        return out
+    med = float(np.median(chi2[fin]))
+    mad = _MAD_TO_SIGMA * float(np.median(np.abs(chi2[fin] - med)))
+    out[fin] = (chi2[fin] > med + float(n_sigma) * mad) & (chi2[fin] > 3.0)
+    return out
+

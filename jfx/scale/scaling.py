@@ -336,11 +336,19 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
                           error_model0=None if fit is None else fit.error_model,
                           robust_weights0=None if fit is None else fit.obs_weight)
 
+    # still rows: the recorded fraction is the (post-refined) partiality itself, so the
+    # partiality cutoff of rotation rows applies to it (dials.scale's partiality_cutoff)
+    p_min = np.where(np.asarray(obs.is_still),
+                     max(settings.min_partiality, settings.min_recorded_fraction),
+                     settings.min_partiality)
+
     def corrected(fit, reported=False):
         """I/(gP), σ/|gP| (σ at the model intensity, or with ``reported`` from the
-        integrator's own σ: the outlier and image tests), rows with a weight."""
+        integrator's own σ: the outlier and image tests), rows with a weight and a
+        partiality of at least the cutoff."""
         gp = fit.obs_scale * fit.obs_partiality
-        ok = (fit.obs_weight > 0) & (np.abs(gp) > 1e-9)
+        ok = ((fit.obs_weight > 0) & (np.abs(gp) > 1e-9)
+              & (fit.obs_partiality >= p_min))
         gp_s = np.where(ok, gp, 1.0)
         sig = fit.obs_sigma_reported if reported else fit.obs_sigma
         return (np.where(ok, np.asarray(obs.intensity) / gp_s, np.nan),
@@ -348,6 +356,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
 
     refl_o = np.asarray(obs.refl)
     image_o = np.asarray(obs.image)
+    still_img = np.bincount(image_o[np.asarray(obs.is_still)], minlength=n_img) > 0
     cc = np.full(n_img, np.nan)
     for it in range(n_iter):
         fit = refit(params)
@@ -364,6 +373,14 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             outlier |= bad
         if settings.min_image_cc_percent is not None:
             bad_i = rj.reject_images_cc(cc, settings.min_image_cc_percent) & fit.image_ok
+            changed |= bool(np.any(bad_i & ~rejected_img))
+            rejected_img |= bad_i
+        if (settings.reject_stills_images is not None and still_img.any()
+                and it >= min(1, n_iter - 1)):  # once the partiality model has settled
+            chi2 = rj.image_chi2(refl_o[ok], image_o[ok], I_c[ok], s_c[ok], fit.intensity,
+                                 n_img)
+            bad_i = (rj.reject_images_chi2(np.where(still_img, chi2, np.nan),
+                                           settings.reject_stills_images) & fit.image_ok)
             changed |= bool(np.any(bad_i & ~rejected_img))
             rejected_img |= bad_i
         # ΔCC½ once, on the first scaled set (Jungfraujoch: score every image, then drop):
@@ -386,7 +403,6 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             params = fit.params
     assert fit is not None
     I_c, s_c, ok = corrected(fit)
-    ok &= fit.obs_partiality >= settings.min_partiality
     use = ok & ~outlier & ~rejected_img[image_o]
     cc = rj.image_cc(refl_o[use], image_o[use], I_c[use], fit.intensity, n_img)
 

@@ -38,6 +38,12 @@ class ScaleSettings(Settings):
             (``--reject-outliers``); ``None`` = off.
         reject_delta_cchalf: drop images with ΔCC1/2 below mean − N·stddev; ``None`` = off.
         min_image_cc_percent: per-image CC limit in percent (``--min-image-cc``); ``None`` = off.
+        reject_stills_images: still images (crystals) that do not agree with the merged
+            intensities are left out: those whose mean squared normalised deviation
+            ⟨((I − ⟨I_h⟩)/σ)²⟩ exceeds the median over the stills by more than N robust
+            standard deviations (1.4826·MAD) and 3 (:func:`jfx.scale.reject.image_chi2`);
+            from the second scaling iteration on. Default 5; ``None`` = off. Rotation
+            images are not tested.
         iterations: scaling iterations without reference data (default 3), ≥ 1.
         output_format: merged-reflection format ``mtz`` | ``cif`` | ``txt`` (``--scaling-output``).
         reference_mtz: reference MTZ (``-z``); implies merging. Must exist.
@@ -73,6 +79,7 @@ class ScaleSettings(Settings):
         None, positive=True, label="delta-CC1/2 rejection (--reject-delta-cchalf)")
     min_image_cc_percent: float | None = setting(None, minimum=-100.0, maximum=100.0,
                                                  label="minimum image CC (--min-image-cc)")
+    reject_stills_images: float | None = setting(5.0, positive=True)
     iterations: int = setting(3, minimum=1, label="scaling iterations (--scaling-iterations)")
     output_format: str = setting("mtz", choices=OUTPUT_FORMATS,
                                  label="scaling output (--scaling-output)")

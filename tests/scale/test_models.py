@@ -14,6 +14,7 @@ from jfx.scale.likelihood import HuberLikelihood, NormalLikelihood, StudentTLike
 from jfx.scale.models import ImageScale
 from jfx.scale.observations import make_observations, observations_from_table
 from jfx.scale.partiality import (
+    AutoPartiality,
     FixedPartiality,
     RotationPartiality,
     UnityPartiality,
@@ -155,6 +156,20 @@ def test_bind_and_free_masks():
         RotationPartiality(mosaicity_deg=0)
     with pytest.raises(ValueError, match="likelihood.k must be > 0"):
         HuberLikelihood(k=-1)
+
+
+def test_auto_partiality_rule():
+    """-P auto (the default): rot with the stills terms for stills, fixed for rotation runs,
+    rot for rotation runs with -w; rot's config keys carry over."""
+    auto = AutoPartiality(mosaicity_deg=0.2)
+    st = auto.bind(ScaleSettings(), bandwidth_fwhm=0.002, stills=True)
+    assert type(st) is RotationPartiality and st.label == "rot"
+    assert st.refine_domain and st.refine_orientation and st.bandwidth_fwhm == 0.002
+    assert st.mosaicity_deg == 0.2
+    assert auto.bind(ScaleSettings(), bandwidth_fwhm=0.0, stills=False) == FixedPartiality()
+    w = auto.bind(ScaleSettings(refine_wedge=True), bandwidth_fwhm=0.0, stills=False)
+    assert type(w) is RotationPartiality and w.refine_wedge and not w.refine_domain
+    assert AutoPartiality.uses_wedge  # -w is accepted with the default
 
 
 def test_likelihoods():

@@ -9,9 +9,11 @@ from jfx.scale.reject import (
     cc_half,
     delta_cc_half,
     image_cc,
+    image_chi2,
     image_halves,
     outlier_mask,
     reject_images_cc,
+    reject_images_chi2,
     reject_images_delta_cc,
 )
 
@@ -196,3 +198,31 @@ def test_image_halves_balanced():
     np.testing.assert_array_equal(h, np.arange(11) % 2)
     r = image_halves(1000, seed=3)
     assert r.sum() == 500 and not np.array_equal(r, image_halves(1000))
+
+
+def test_image_chi2_matches_loop_and_flags_a_disagreeing_image():
+    rng = np.random.default_rng(5)
+    n_img, n_refl = 40, 300
+    truth = rng.exponential(100.0, n_refl)
+    image = np.repeat(np.arange(n_img), 60)
+    refl = rng.integers(0, n_refl, image.size)
+    sigma = rng.uniform(2.0, 30.0, image.size)  # weak and strong images alike
+    I = truth[refl] + sigma * rng.standard_normal(image.size)
+    bad = image == 11
+    I[bad] = rng.permutation(I[bad])  # a crystal that does not belong
+    chi2 = image_chi2(refl, image, I, sigma, truth, n_img, clip=100.0, min_obs=10)
+    for i in (0, 11, 39):  # plain-loop reference
+        m = image == i
+        ref = np.mean(np.minimum(((I[m] - truth[refl[m]]) / sigma[m]) ** 2, 100.0))
+        assert chi2[i] == pytest.approx(ref, rel=1e-12)
+    good = np.delete(chi2, 11)
+    assert np.all(np.abs(good - 1.0) < 0.6)  # unit variance whatever the image's σ
+    rej = reject_images_chi2(chi2, 5.0)
+    assert np.flatnonzero(rej).tolist() == [11]
+    few = image_chi2(refl[:5], image[:5], I[:5], sigma[:5], truth, n_img, min_obs=10)
+    assert np.isnan(few).all()
+    # the absolute floor: a tight distribution does not condemn an image at chi2 ≤ 3
+    assert not reject_images_chi2(np.r_[np.full(20, 1.0), 2.5], 5.0).any()
+    with pytest.raises(ValueError, match="> 0"):
+        reject_images_chi2(chi2, 0.0)
+

@@ -106,7 +106,9 @@ def test_stills_scales_and_merge_match_truth():
     # statistics are consistent with the merged reflections
     assert res.statistics.overall("n_unique") == len(res.merged.hkl)
     assert res.statistics.overall("cc_half") > 0.9
-    assert len(res.iterations) == 3 and res.n_obs_used > 0.95 * len(run.table["h"])
+    # still rows below the partiality cutoff (scale.min_recorded_fraction) stay out
+    n_cut = int(np.sum(run.table["partiality"] >= ScaleSettings().min_recorded_fraction))
+    assert len(res.iterations) == 3 and 0.95 * n_cut < res.n_obs_used <= n_cut
 
 
 def test_reference_scaling_puts_data_on_the_reference_scale():
@@ -137,6 +139,19 @@ def test_outliers_and_bad_images_are_rejected():
     cc, _ = _cc_truth(res.merged, truth, 96)
     plain = scale_merge([run], ScaleSettings(merge=True), FixedPartiality())
     assert cc > _cc_truth(plain.merged, truth, 96)[0]
+
+
+def test_stills_crystals_that_do_not_agree_are_rejected_by_default():
+    """scale.reject_stills_images (default 5): a still whose intensities do not belong to
+    the structure is left out of the merge, the others stay."""
+    run, truth = _stills_table(seed=4, bad_images=(9, 30))
+    res = scale_merge([run], ScaleSettings(merge=True), FixedPartiality())
+    rej = np.flatnonzero(res.images["rejected"]).tolist()
+    assert rej == [9, 30]
+    off = scale_merge([run], ScaleSettings(merge=True, reject_stills_images=None),
+                      FixedPartiality())
+    assert not off.images["rejected"].any()
+    assert _cc_truth(res.merged, truth, 96)[0] > _cc_truth(off.merged, truth, 96)[0]
 
 
 def test_min_image_cc_rejects_uncorrelated_images():
