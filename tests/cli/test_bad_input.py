@@ -64,7 +64,7 @@ def run_bad(capsys, tmp_path, argv, needle, main=process_main, prog="jfjoch_proc
     (["--config-dir", "/nonexistent/conf"], "config directory not found"),
     (["scale.likelihood=huber"], "Could not override 'scale.likelihood'"),
     (["likelihood.k=2"], "Could not override 'likelihood.k'"),
-    (["-w"], "-w/--wedge (scale.refine_wedge) needs a partiality model with a per-image "
+    (["-P", "fixed", "-w"], "-w/--wedge (scale.refine_wedge) needs a partiality model with a per-image "
              "wedge (-P rot), not -P fixed"),
     (["-P", "unity", "scale.wedge_start_deg=0.2"], "needs a partiality model with a per-image"),
     (["-P", "fixed", "partiality.mosaicity_deg=0.2"], "Could not override"),

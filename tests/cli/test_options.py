@@ -160,7 +160,7 @@ DEFAULTS = {
     "refine.free": ["detector.beam_center_px", "detector.distance_mm", "lattice.orientation",
                     "lattice.cell"], "refine.solver": "lm", "refine.scan_varying_deg": None,
     "integrate.radii_px": [3.0, 5.0, 7.0], "integrate.enabled": True,
-    "partiality._target_": "jfx.scale.partiality.FixedPartiality",
+    "partiality._target_": "jfx.scale.partiality.AutoPartiality",
     "likelihood._target_": "jfx.scale.likelihood.NormalLikelihood",
     "rotation.two_pass_images": None, "rotation.single_pass_deg": None,
     "rotation.redo_spots": False, "rotation.force_lattice": None,
@@ -195,7 +195,7 @@ def test_help_lists_every_option_with_default(capsys):
         assert f"[{key}]" in out
     flat = " ".join(out.split())  # argparse wraps at the terminal width
     for default in ("(default: 3.0)", "(default: 250)", "(default: beam_and_lattice)",
-                    "[partiality] (default: fixed)", "[index] (default: auto)",
+                    "[partiality] (default: auto)", "[index] (default: auto)",
                     "geometry refinement: beam_and_lattice | none | orientation | pixelrefine"):
         assert default in flat
     assert "-R[=N], --two-pass-rotation[=N]" in out
