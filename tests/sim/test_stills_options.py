@@ -42,7 +42,6 @@ def test_lorentzian_has_the_gaussian_fwhm(shapes):
     (eg, og), (el, ol), _ = shapes
     lam = float(eg.geometry.beam.wavelength_A)
     i = int(og["image"][0])
-    rows = og["image"] == i
     eps, q = _eps_numpy(el.bases[i], ol["hkl"][ol["image"] == i], lam)
     lr = ol["image"] == i
     np.testing.assert_allclose(ol["eps"][lr], eps, atol=1e-12)
@@ -60,16 +59,31 @@ def test_lorentzian_has_the_gaussian_fwhm(shapes):
     hw = s * np.sqrt(2 * np.log(2))
     for prof in ("gaussian", "lorentzian"):
         np.testing.assert_allclose(np.asarray(still_partiality(hw, s, prof)), 0.5, rtol=1e-12)
-    # heavier tails: more rows above min_fraction, the Gaussian's rows are a subset
+    # heavier tails: more rows above min_fraction; every Gaussian row is a Lorentzian row with
+    # the same ε, the Lorentzian below the Gaussian inside the half width and above outside
     assert len(ol["image"]) > 1.5 * len(og["image"])
-    assert og["partiality"][rows].min() > 0
+
+    def key(o):
+        return (o["image"] * 1000 + o["hkl"][:, 0] + 300) * 1000000 + (o["hkl"][:, 1] + 300) * 1000 \
+            + o["hkl"][:, 2] + 300
+
+    kg, kl = key(og), key(ol)
+    assert np.isin(kg, kl).all()
+    order = np.argsort(kl)
+    j = order[np.searchsorted(kl[order], kg)]
+    np.testing.assert_array_equal(ol["eps"][j], og["eps"])
+    hwhm = og["sigma_eps"] * np.sqrt(2 * np.log(2))
+    far = np.abs(np.abs(og["eps"]) - hwhm) > 1e-3 * hwhm
+    assert far.sum() > 50
+    np.testing.assert_array_equal(np.sign(ol["partiality"][j] - og["partiality"])[far],
+                                  np.sign(np.abs(og["eps"]) - hwhm)[far])
     np.testing.assert_allclose(ol["expected"] / ol["partiality"],
                                float(el.params.scale) * ol["i_true"] * ol["polarization"],
                                rtol=1e-10)
 
 
 def test_domain_and_divergence_widths(shapes):
-    (eg, og), _, (ed, od) = shapes
+    (_, og), _, (ed, od) = shapes
     lam = float(ed.geometry.beam.wavelength_A)
     k = 1.0 / lam
     i = int(od["image"][0])
