@@ -3,6 +3,9 @@
     jfx-simulate --preset lyso_rotation -o out/lyso [--n-images N] [--layout legacy|vds|single]
                  [--codec bslz4|bszstd|none] [--dtype int32|int16|uint16|uint32] [--modules 1|2|8]
                  [--seed S] [--model file.pdb] [--no-noise] [--set key=value ...]
+                 [--profile gaussian|lorentzian] [--mosaicity DEG] [--domain-size A |
+                 --domain-sigma INV_A] [--bandwidth FWHM] [--divergence DEG]
+                 [--cell-spread REL] [--scale-spread SIGMA]
 
 Writes ``<out>_master.h5`` (+ data files, via :func:`jfx.io.jfjoch_writer.write_jungfraujoch`)
 and ``<out>_truth.h5`` (:mod:`jfx.io.truth`); progress (images/s) goes to stderr and the
@@ -12,11 +15,13 @@ paths written to stdout. Bad options: one-line message on stderr, exit code 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 from jfx.io.errors import InputError, ProcessingError
+from jfx.physics.partiality import STILL_PROFILES
 
 
 PROG = "jfx-simulate"
@@ -43,6 +48,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="PDB/mmCIF model for the structure factors")
     p.add_argument("--no-noise", action="store_true",
                    help="expected counts (rounded), no Poisson noise")
+    st = p.add_argument_group("stills partiality and crystal spread (docs/simulator.md)")
+    st.add_argument("--profile", choices=STILL_PROFILES, default=None,
+                    help="rocking-curve shape: gaussian (default) or the Lorentzian of the same "
+                         "FWHM (partiality_profile)")
+    st.add_argument("--mosaicity", type=float, default=None, metavar="DEG",
+                    help="mosaic spread sigma_M, deg (mosaicity_deg)")
+    dom = st.add_mutually_exclusive_group()
+    dom.add_argument("--domain-size", type=float, default=None, metavar="A",
+                     help="mosaic domain size D (A): domain term sigma_0 = 1/D")
+    dom.add_argument("--domain-sigma", type=float, default=None, metavar="INV_A",
+                     help="domain term sigma_0 (1/A) directly (domain_sigma_invA)")
+    st.add_argument("--bandwidth", type=float, default=None, metavar="FWHM",
+                    help="relative bandwidth dlambda/lambda FWHM (bandwidth_fwhm)")
+    st.add_argument("--divergence", type=float, default=None, metavar="DEG",
+                    help="beam divergence sigma per axis, deg (divergence_deg)")
+    st.add_argument("--cell-spread", type=float, default=None, metavar="REL",
+                    help="per-crystal isotropic cell change, relative sigma (cell_spread)")
+    st.add_argument("--scale-spread", type=float, default=None, metavar="SIGMA",
+                    help="per-image log-normal scale, sigma of ln g (image_scale_sigma)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    nargs="+", help="override any preset parameter (see docs/simulator.md)")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
@@ -69,6 +93,17 @@ def _preset_from_args(args):
         ov["model"] = args.model
     if args.no_noise:
         ov["noise"] = False
+    if args.domain_size is not None:
+        if not (math.isfinite(args.domain_size) and args.domain_size > 0):
+            raise InputError(f"--domain-size must be > 0 A, got {args.domain_size!r}")
+        ov["domain_sigma_invA"] = 1.0 / args.domain_size
+    for flag, key in (("profile", "partiality_profile"), ("mosaicity", "mosaicity_deg"),
+                      ("domain_sigma", "domain_sigma_invA"), ("bandwidth", "bandwidth_fwhm"),
+                      ("divergence", "divergence_deg"), ("cell_spread", "cell_spread"),
+                      ("scale_spread", "image_scale_sigma")):
+        v = getattr(args, flag)
+        if v is not None:
+            ov[key] = v
     preset = apply_overrides(preset, ov)
     flat = [tok for group in args.overrides for tok in group]
     if flat:

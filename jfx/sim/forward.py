@@ -15,8 +15,9 @@ Model (one row per *observation* = a reflection on one image):
       N = scale · I_true · L · P · f · exp(−2 B s²),  L = 1/|e·(ŝ1×ŝ0)|, s² = 1/(4d²)
 
 * Stills (Kabsch 2014 (nXDS), Acta Cryst. D70, 2204; White et al. 2013, Acta Cryst. D69,
-  1231): excitation error ε, width σ_ε (mosaicity + bandwidth + σ0, ``still_sigma_eps``),
-  peak-normalised partiality p = exp(−ε²/2σ_ε²):
+  1231): excitation error ε, width σ_ε (mosaicity + bandwidth + σ0 + divergence,
+  ``still_sigma_eps``), peak-normalised partiality p = exp(−ε²/2σ_ε²) (or, with
+  ``SpotParams.profile = "lorentzian"``, 1/(1 + (ε/γ)²), γ = √(2 ln 2) σ_ε: same FWHM):
 
       N = scale · I_true · P · p · exp(−2 B s²)
 
@@ -62,7 +63,11 @@ class SpotParams:
         sigma_px: spot Gaussian σ (px) at 2θ = 0.
         sigma_growth: g in σ = σ_px (1 + g tan 2θ).
         sigma0_invA: still-only extra Ewald-offset width σ0 (Å⁻¹, finite domain size).
+        divergence_rad: still-only beam divergence σ_div (rad, Gaussian σ per transverse
+            axis; widens σ_ε by k sin 2θ σ_div, :func:`jfx.physics.partiality.still_sigma_eps`).
         patch: static odd patch size P (pixels per side).
+        profile: static still rocking-curve shape, ``gaussian`` or ``lorentzian`` (same FWHM;
+            :func:`jfx.physics.partiality.still_partiality`).
     """
 
     scale: jnp.ndarray
@@ -71,7 +76,9 @@ class SpotParams:
     sigma_px: jnp.ndarray
     sigma_growth: jnp.ndarray
     sigma0_invA: jnp.ndarray
+    divergence_rad: jnp.ndarray
     patch: int = static(11)
+    profile: str = static("gaussian")
 
     @staticmethod
     def create(
@@ -82,6 +89,8 @@ class SpotParams:
         sigma_growth: float = 0.0,
         sigma0_invA: float = 0.0,
         patch: int | None = None,
+        divergence_deg: float = 0.0,
+        profile: str = "gaussian",
     ) -> "SpotParams":
         if patch is None:
             s_max = sigma_px * (1.0 + sigma_growth * 2.0)
@@ -96,7 +105,9 @@ class SpotParams:
             sigma_px=f(sigma_px),
             sigma_growth=f(sigma_growth),
             sigma0_invA=f(sigma0_invA),
+            divergence_rad=f(np.deg2rad(divergence_deg)),
             patch=int(patch),
+            profile=str(profile),
         )
 
 
@@ -198,9 +209,9 @@ def still_observations(
     two_theta = 2.0 * jnp.arcsin(jnp.clip(beam.wavelength_A / (2.0 * d), -1.0, 1.0))
     sig = still_sigma_eps(
         1.0 / d, two_theta, beam.wavelength_A, params.mosaicity_rad, beam.bandwidth_fwhm,
-        params.sigma0_invA,
+        params.sigma0_invA, params.divergence_rad,
     )
-    part = still_partiality(pred["eps"], sig)
+    part = still_partiality(pred["eps"], sig, params.profile)
     P = polarization_factor(beam, pred["s1"])
     dw = _dw(params, d)
     expected = params.scale * i_true * P * part * dw

@@ -6,8 +6,10 @@ Units are in the field names (deg, Å, mm, keV); angles are degrees here (config
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 
+from jfx.physics.partiality import STILL_PROFILES
 from jfx.sim.structure import LYSOZYME_CELL, LYSOZYME_SPACE_GROUP
 
 
@@ -38,6 +40,15 @@ class SimPreset:
         mosaicity_deg: mosaic spread σ_M (Gaussian σ, deg).
         osc_deg / start_deg / axis: rotation increment, start, axis (lab frame).
         bandwidth_fwhm: Δλ/λ FWHM (stills: σ_ε).
+        partiality_profile: stills rocking-curve (Ewald-offset) shape, ``gaussian`` (default)
+            or ``lorentzian`` (the Lorentzian of the same FWHM; cctbx.xfel/PRIME's model).
+        domain_sigma_invA: stills mosaic-domain term σ0 of σ_ε (Å⁻¹); a domain of size D (Å)
+            gives σ0 = 1/D (Sauter et al. 2014, Acta Cryst. D70, 3299). 0 = none.
+        divergence_deg: stills beam divergence σ_div (deg, Gaussian σ per axis across the
+            beam): σ_ε gains k sin 2θ σ_div. 0 = none.
+        cell_spread: stills, relative σ of a per-crystal isotropic cell change: crystal i has
+            a, b, c × (1 + δ_i), δ_i ~ N(0, cell_spread²), angles unchanged (I_true(hkl) kept).
+            0 = all crystals have ``cell``.
         polarization_fraction: beam polarisation fraction (0.5 = unpolarised).
         spot_sigma_px / spot_sigma_growth: spot width σ = σ_px (1 + g tan 2θ).
         background / water_ring / water_ring_d_A: background model (photons/px).
@@ -46,8 +57,8 @@ class SimPreset:
         dtype: image dtype; saturation_value: None = type maximum.
         noise: Poisson noise on (False = expected counts rounded to integers).
         min_fraction: observations below this fraction/partiality are not simulated.
-        image_scale_sigma: per-image scale factor g_i = exp(N(0, σ²)) (stills: crystal volume
-            and beam intensity; rotation: beam/absorption drift), 0 = none.
+        image_scale_sigma: per-image scale factor g_i = exp(N(0, σ²)), i.e. σ of ln g (stills:
+            crystal volume and beam intensity; rotation: beam/absorption drift), 0 = none.
         image_bfactor_sd_A2: per-image extra B_i ~ N(0, sd²) applied as exp(−2 B_i s²) (radiation
             damage / crystal quality), 0 = none.
         seed: random seed (atoms, orientation, noise, bad pixels).
@@ -93,6 +104,10 @@ class SimPreset:
     start_deg: float = 0.0
     axis: tuple[float, float, float] = (1.0, 0.0, 0.0)
     bandwidth_fwhm: float = 0.0
+    partiality_profile: str = "gaussian"
+    domain_sigma_invA: float = 0.0
+    divergence_deg: float = 0.0
+    cell_spread: float = 0.0
     polarization_fraction: float = 0.99
     spot_sigma_px: float = 1.0
     spot_sigma_growth: float = 0.0
@@ -275,15 +290,32 @@ def validate(p: SimPreset) -> SimPreset:
             raise ValueError(f"{k} must be > 0")
     if p.mosaicity_deg < 0 or p.bandwidth_fwhm < 0 or p.mean_photons < 0:
         raise ValueError("mosaicity_deg, bandwidth_fwhm and mean_photons must be ≥ 0")
-    if p.kind == "still" and p.mosaicity_deg == 0 and p.bandwidth_fwhm == 0:
-        raise ValueError("stills need mosaicity_deg > 0 or bandwidth_fwhm > 0")
+    if p.kind == "still" and not (p.mosaicity_deg > 0 or p.bandwidth_fwhm > 0
+                                  or p.domain_sigma_invA > 0 or p.divergence_deg > 0):
+        raise ValueError("stills need mosaicity_deg, bandwidth_fwhm, domain_sigma_invA or "
+                         "divergence_deg > 0")
     if p.kind == "rotation" and p.mosaicity_deg <= 0:
         raise ValueError("rotation needs mosaicity_deg > 0")
+    if p.partiality_profile not in STILL_PROFILES:
+        raise ValueError(f"partiality_profile must be {' or '.join(STILL_PROFILES)}, "
+                         f"got {p.partiality_profile!r}")
+    for k in ("domain_sigma_invA", "divergence_deg", "cell_spread"):
+        v = getattr(p, k)
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{k} must be a finite number ≥ 0, got {v!r}")
+    if p.cell_spread >= 0.2:
+        raise ValueError(f"cell_spread must be < 0.2 (relative σ), got {p.cell_spread!r}")
+    if p.kind == "rotation":
+        for k, off in (("partiality_profile", "gaussian"), ("domain_sigma_invA", 0.0),
+                       ("divergence_deg", 0.0), ("cell_spread", 0.0)):
+            if getattr(p, k) != off:
+                raise ValueError(f"{k} applies to stills only (kind=still)")
     if len(p.cell) != 6:
         raise ValueError("cell needs 6 values a,b,c,alpha,beta,gamma")
     if p.dtype not in ("int16", "int32", "uint16", "uint32"):
         raise ValueError(f"dtype must be int16, int32, uint16 or uint32, got {p.dtype!r}")
-    if p.image_scale_sigma < 0 or p.image_bfactor_sd_A2 < 0:
+    if not (p.image_scale_sigma >= 0 and p.image_bfactor_sd_A2 >= 0
+            and math.isfinite(p.image_scale_sigma) and math.isfinite(p.image_bfactor_sd_A2)):
         raise ValueError("image_scale_sigma and image_bfactor_sd_A2 must be ≥ 0")
     if not 0.0 <= p.beamstop_transmission <= 1.0 or not 0.0 <= p.scatter_speckle <= 1.0:
         raise ValueError("beamstop_transmission and scatter_speckle must be in [0, 1]")

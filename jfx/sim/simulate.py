@@ -49,11 +49,14 @@ class Experiment:
         sf: true intensities of all hkl.
         U: (3, 3) crystal orientation at ω = 0 (rotation) — basis0 = B_std @ Uᵀ.
         basis0: (3, 3) real-space basis (rows a, b, c, Å), lab frame, ω = 0 (rotation).
-        U_images / bases: (n, 3, 3) per image (stills; identity/NaN-free for blanks).
+        U_images / bases: (n, 3, 3) per image (stills; identity/NaN-free for blanks); a
+            still's basis carries its crystal's cell (``cell_images``).
         blank: (n,) bool, image without a crystal (stills).
         image_scale / image_bfactor_A2: (n,) per-image scale g_i and extra B_i (Å²): the
             expected photons of every reflection on image i are multiplied by
             g_i·exp(−2 B_i s²) (ones / zeros unless the preset asks for variation).
+        cell_images: (n, 6) cell (Å, deg) of each image's crystal: ``cell`` with a, b, c
+            × (1 + δ_i), δ_i ~ N(0, cell_spread²) for stills (all equal otherwise).
         params: spot model; bg: background model.
         saturation_value, error_value: integer pixel values.
     """
@@ -73,6 +76,7 @@ class Experiment:
     error_value: int
     image_scale: np.ndarray | None = None
     image_bfactor_A2: np.ndarray | None = None
+    cell_images: np.ndarray | None = None
 
     @property
     def is_rotation(self) -> bool:
@@ -142,11 +146,20 @@ def build_experiment(p: SimPreset, sf: StructureFactors | None = None) -> Experi
     else:
         U_images = np.repeat(U[None], n, axis=0)
         blank = np.zeros(n, dtype=bool)
-    bases = B[None] @ np.transpose(U_images, (0, 2, 1))
+    # per-crystal isotropic cell change (own stream: other draws unchanged; × 1.0 exactly
+    # without spread, so the bases are bit-for-bit those of a single cell)
+    f_cell = np.ones(n)
+    if p.kind == "still":
+        f_cell = 1.0 + p.cell_spread * np.random.default_rng(p.seed + 29).standard_normal(n)
+    bases = (B[None] * f_cell[:, None, None]) @ np.transpose(U_images, (0, 2, 1))
+    cell_images = np.repeat(cell[None], n, axis=0)
+    cell_images[:, :3] *= f_cell[:, None]
     mean_i = float(np.mean(sf.i_true[sf.i_true > 0])) if np.any(sf.i_true > 0) else 1.0
     params = fw.SpotParams.create(
         scale=p.mean_photons / mean_i, mosaicity_deg=p.mosaicity_deg, bfactor_A2=p.bfactor_A2,
         sigma_px=p.spot_sigma_px, sigma_growth=p.spot_sigma_growth,
+        sigma0_invA=p.domain_sigma_invA, divergence_deg=p.divergence_deg,
+        profile=p.partiality_profile,
     )
     bg = fw.BackgroundParams.create(p.background, p.water_ring, p.water_ring_d_A)
     sat = p.saturation_value if p.saturation_value is not None else default_saturation(p.dtype)
@@ -157,7 +170,7 @@ def build_experiment(p: SimPreset, sf: StructureFactors | None = None) -> Experi
         preset=p, geometry=geometry, layout=layout, sf=sf, U=U, basis0=B @ U.T,
         U_images=U_images, bases=bases, blank=blank, params=params, bg=bg,
         saturation_value=int(sat), error_value=error_value(p.dtype),
-        image_scale=g, image_bfactor_A2=b_img,
+        image_scale=g, image_bfactor_A2=b_img, cell_images=cell_images,
     )
 
 
@@ -399,6 +412,10 @@ def truth_content(exp: Experiment, obs: dict[str, np.ndarray]) -> dict:
         U_images=exp.U_images, mosaicity_deg=f(np.rad2deg(float(exp.params.mosaicity_rad))),
         scale=f(exp.params.scale), bfactor_A2=f(exp.params.bfactor_A2),
         spot_sigma_px=f(exp.params.sigma_px), spot_sigma_growth=f(exp.params.sigma_growth),
+        partiality_profile=str(exp.params.profile),
+        domain_sigma_invA=f(exp.params.sigma0_invA),
+        divergence_deg=f(np.rad2deg(float(exp.params.divergence_rad))),
+        cell_spread=f(p.cell_spread),
     )
     m = len(obs["image"])
     img = obs["image"].astype(np.int32)
@@ -419,12 +436,17 @@ def truth_content(exp: Experiment, obs: dict[str, np.ndarray]) -> dict:
         observations.update(zeta=obs["zeta"], event=obs["event"].astype(np.int32))
     else:
         observations.update(eps=obs["eps"], sigma_eps=obs["sigma_eps"])
+    image_cells = (np.repeat(f(exp.sf.cell)[None], n, axis=0) if exp.cell_images is None
+                   else np.array(exp.cell_images, dtype=np.float64))
+    if not exp.is_rotation:
+        image_cells[exp.blank] = np.nan
     images = dict(
         is_blank=exp.blank.astype(np.uint8),
         n_reflections=np.bincount(img, minlength=n).astype(np.int32),
         expected_photons=np.bincount(img, weights=obs["expected"], minlength=n),
         scale_factor=(np.ones(n) if exp.image_scale is None else exp.image_scale),
         bfactor_A2=(np.zeros(n) if exp.image_bfactor_A2 is None else exp.image_bfactor_A2),
+        cell=image_cells,
     )
     mg = exp.sf.merged()
     merged = dict(
