@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -66,6 +67,9 @@ class UnityPartiality(PartialityModel):
         return empty_params()
 
 
+PROFILE_MIX_START = 0.2
+"""Starting Lorentzian fraction η of the stills pseudo-Voigt profile (``-P rot``)."""
+
 DOMAIN_START_INVA = 1e-4
 """Starting width σ₀ (Å⁻¹) of the resolution-independent Ewald-offset term of still rows
 (finite mosaic-domain size; :func:`jfx.physics.partiality.still_sigma_eps`)."""
@@ -83,9 +87,22 @@ class RotationPartiality(PartialityModel):
     rotation about those axes only weakly, yet it moves every Ewald offset):
     ε' = ε + ∂ε/∂δ_a·δ_a + ∂ε/∂δ_b·δ_b (``Observations.eps_grad_a/b``).
 
+    Still rows, per image also ``image.cell`` (n_img,): a small isotropic change of the
+    crystal's cell relative to the refined one, ε' = ε − (λ/2d²)·c (a real-space change c
+    moves every offset by −c·q²λ/2: cell spread between crystals), and globally
+    ``global.logit_lorentz``: the Lorentzian fraction η of a pseudo-Voigt Ewald-offset
+    profile P = (1 − η)·exp(−ε²/2σ_ε²) + η/(1 + (ε/γ)²), γ = √(2 ln 2)·σ_ε (the Lorentzian of
+    the same FWHM; Sauter et al. 2014 and Uervirojnangkoorn et al. 2015, eLife 4, e05421, use
+    the Lorentzian; nXDS the Gaussian) — the shape is fitted to the data, not assumed.
+
     Attributes (config keys ``partiality.*``):
         mosaicity_deg: starting σ_M (deg), > 0.
         refine_mosaicity: σ_M is free.
+        divergence_deg: beam divergence σ_div (deg, per transverse axis; stills, fixed):
+            adds (sin 2θ/λ · σ_div)² to σ_ε² (:func:`jfx.physics.partiality.still_sigma_eps`);
+            nearly degenerate with σ_M, which absorbs it when left at 0.
+        refine_profile: the Lorentzian fraction η of still rows is free (starts at
+            ``PROFILE_MIX_START``); False keeps the Gaussian.
 
     Set from the data by :meth:`bind` (not config keys):
         refine_wedge: per-image wedge is free (``-w``, ``scale.refine_wedge``).
@@ -105,6 +122,8 @@ class RotationPartiality(PartialityModel):
 
     mosaicity_deg: float = setting(0.1, positive=True)
     refine_mosaicity: bool = True
+    divergence_deg: float = setting(0.0, minimum=0.0)
+    refine_profile: bool = True
     refine_wedge: bool = setting(False, config=False)
     wedge_start_deg: float | None = setting(None, minimum=0.0, config=False)
     bandwidth_fwhm: float = setting(0.0, minimum=0.0, config=False)
@@ -127,11 +146,15 @@ class RotationPartiality(PartialityModel):
             w0 = abs(np.degrees(obs.phi_increment_rad))
         z = jnp.zeros((obs.n_img,), jnp.float64)
         glob = {"log_mosaicity": jnp.asarray(np.log(np.radians(self.mosaicity_deg)))}
-        if self.refine_domain:
+        img = {"wedge_deg": jnp.full((obs.n_img,), float(w0), jnp.float64),
+               "rot_a": z, "rot_b": z}
+        if self.refine_domain:  # stills
             glob["log_domain"] = jnp.asarray(np.log(DOMAIN_START_INVA))
-        return {"global": glob,
-                "image": {"wedge_deg": jnp.full((obs.n_img,), float(w0), jnp.float64),
-                          "rot_a": z, "rot_b": z}}
+            if self.refine_profile:
+                glob["logit_lorentz"] = jnp.asarray(
+                    np.log(PROFILE_MIX_START / (1.0 - PROFILE_MIX_START)))
+            img["cell"] = z
+        return {"global": glob, "image": img}
 
     def __call__(self, params: Params, obs: Observations) -> jnp.ndarray:
         sig_m = jnp.exp(params["global"]["log_mosaicity"])
@@ -143,28 +166,42 @@ class RotationPartiality(PartialityModel):
         g = params["global"]
         sig0 = jnp.exp(g["log_domain"]) if "log_domain" in g else 0.0
         sig_eps = still_sigma_eps(1.0 / obs.d_A, obs.two_theta_rad, obs.wavelength_A, sig_m,
-                                  self.bandwidth_fwhm, sig0)
+                                  self.bandwidth_fwhm, sig0,
+                                  divergence_rad=float(np.radians(self.divergence_deg)))
         eps = obs.eps_invA
         if "rot_a" in img:  # parameter sets written without the orientation leaves work too
             eps = (eps + obs.eps_grad_a * img["rot_a"][obs.image]
                    + obs.eps_grad_b * img["rot_b"][obs.image])
+        if "cell" in img:
+            eps = eps - 0.5 * obs.wavelength_A / (obs.d_A * obs.d_A) * img["cell"][obs.image]
         p_still = still_partiality(eps, sig_eps)
+        if "logit_lorentz" in g:
+            eta = jax.nn.sigmoid(g["logit_lorentz"])
+            p_still = ((1.0 - eta) * p_still
+                       + eta * still_partiality(eps, sig_eps, profile="lorentzian"))
         return jnp.where(obs.is_still, p_still, p_rot)
 
     def free(self, settings: Any = None) -> Params:
         wedge = self.refine_wedge if settings is None else bool(settings.refine_wedge)
         o = bool(self.refine_orientation)
         glob = {"log_mosaicity": bool(self.refine_mosaicity)}
+        img = {"wedge_deg": wedge, "rot_a": o, "rot_b": o}
         if self.refine_domain:
             glob["log_domain"] = True
-        return {"global": glob,
-                "image": {"wedge_deg": wedge, "rot_a": o, "rot_b": o}}
+            if self.refine_profile:
+                glob["logit_lorentz"] = True
+            img["cell"] = True
+        return {"global": glob, "image": img}
 
     def describe(self, params: Params) -> dict[str, Any]:
         g = params["global"]
         return {"mosaicity_deg": float(np.degrees(np.exp(float(g["log_mosaicity"])))),
                 "domain_invA": float(np.exp(float(g["log_domain"]))) if "log_domain" in g
                 else 0.0,
+                "lorentz_fraction": float(jax.nn.sigmoid(float(g["logit_lorentz"])))
+                if "logit_lorentz" in g else 0.0,
+                "cell_change": np.asarray(params["image"]["cell"]) if "cell" in params["image"]
+                else np.zeros_like(np.asarray(params["image"]["rot_a"])),
                 "wedge_deg": np.asarray(params["image"]["wedge_deg"]),
                 "rot_a": np.asarray(params["image"]["rot_a"]),
                 "rot_b": np.asarray(params["image"]["rot_b"])}
@@ -190,7 +227,9 @@ class AutoPartiality(RotationPartiality):
              stills: bool) -> PartialityModel:
         if stills or bool(settings.refine_wedge):
             rot = RotationPartiality(mosaicity_deg=self.mosaicity_deg,
-                                     refine_mosaicity=self.refine_mosaicity)
+                                     refine_mosaicity=self.refine_mosaicity,
+                                     divergence_deg=self.divergence_deg,
+                                     refine_profile=self.refine_profile)
             return rot.bind(settings, bandwidth_fwhm=bandwidth_fwhm, stills=stills)
         return FixedPartiality()
 

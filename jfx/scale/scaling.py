@@ -86,6 +86,8 @@ class ScalingResult:
         error_model: (a, b) of σ'² = a²(σ² + (b·I)²).
         mosaicity_deg: refined (or fixed) σ_M, or None (model without one).
         domain_invA: refined stills domain width σ₀ (Å⁻¹, ``-P rot`` on stills), else None.
+        stills_profile: ``{"lorentz_fraction": η, "cell_change_rms": rms of the per-still
+            cell changes}`` of ``-P rot`` on stills, else None.
         cell, space_group: the merging cell and space group (number).
         n_obs_total, n_obs_used: observation rows read / used in the final merge.
         n_outliers: observations rejected as outliers; n_rejected_images: images rejected.
@@ -117,6 +119,7 @@ class ScalingResult:
     n_masked: int = 0
     overloads_included: bool = False
     domain_invA: float | None = None
+    stills_profile: dict | None = None
 
     def lines(self) -> list[str]:
         """Console summary (the statistics table is :func:`jfx.io.report.format_table`)."""
@@ -129,7 +132,11 @@ class ScalingResult:
         if self.mosaicity_deg is not None:
             out.append(f"mosaicity: {self.mosaicity_deg:.4f} deg"
                        + (f"; stills domain width sigma_0 {self.domain_invA:.2e} 1/A"
-                          if self.domain_invA is not None else ""))
+                          if self.domain_invA is not None else "")
+                       + (f"; profile Lorentzian fraction "
+                          f"{self.stills_profile['lorentz_fraction']:.2f}; per-still cell "
+                          f"change rms {100 * self.stills_profile['cell_change_rms']:.3f}%"
+                          if self.stills_profile else ""))
         ok = self.images["rejected"] == 0
         if np.any(ok):
             g = self.images["scale"][ok]
@@ -171,6 +178,17 @@ def _merging_cell(runs: list[RunData], cell: Any) -> np.ndarray:
     if not cells:
         raise ValueError("scaling needs a unit cell (none stored in the input; give -C)")
     return np.median(np.stack(cells), axis=0)
+
+
+def _stills_profile(pmodel, fit, rejected) -> dict | None:
+    """η and the rms per-still cell change of a stills ``rot`` fit (fitted images), or None."""
+    if not getattr(pmodel, "refine_domain", False):
+        return None
+    d = pmodel.describe(fit.params["partiality"])
+    use = fit.image_ok & ~rejected
+    c = np.asarray(d.get("cell_change", np.zeros(0)))[use] if "cell_change" in d else np.zeros(0)
+    return {"lorentz_fraction": float(d.get("lorentz_fraction", 0.0)),
+            "cell_change_rms": float(np.sqrt(np.mean(c * c))) if c.size else 0.0}
 
 
 def scale_merge(runs: list[RunData], settings: ScaleSettings,
@@ -433,6 +451,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
         merged=merged, statistics=stats, images=images, iterations=iterations,
         error_model=(float(fit.error_model.a), float(fit.error_model.b)),
         mosaicity_deg=None if mos is None else float(mos), cell=cell_m,
+        stills_profile=_stills_profile(pmodel, fit, rejected_img),
         domain_invA=(float(np.exp(float(fit.params["partiality"]["global"]["log_domain"])))
                      if getattr(pmodel, "refine_domain", False) else None),
         space_group=int(sg.number), n_obs_total=int(n_total), n_obs_used=int(rows.size),

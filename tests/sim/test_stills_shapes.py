@@ -17,8 +17,10 @@ rot minus ceiling ≥ −0.0002 for gaussian, domain, bandwidth+divergence, scal
 orientation error (noise-limited: the tolerance is 10× that), but −0.010…−0.011 for the
 Lorentzian, −0.004…−0.007 for the cell spread and −0.008…−0.010 for the issue-13 combination;
 with each crystal's true cell given to the processing the last two reach the ceiling
-(≥ −0.0001). Those three fail the floor today and are marked xfail(strict): a partiality
-model that fixes them turns them into XPASS, which fails until the marker is removed.
+(≥ −0.0001). ``-P rot`` on stills has since gained a per-still cell change and a refined
+pseudo-Voigt profile (Lorentzian fraction η): all eight shapes now reach the ceiling (seed 0:
+lorentzian 0.9997, cell spread 0.9997, issue 13 0.9997), and η is refined towards the
+generator's profile (Gaussian → η ≈ 0, Lorentzian → η ≈ 1).
 """
 
 from __future__ import annotations
@@ -53,27 +55,17 @@ BASE = dict(name="shapes", kind="still", n_images=N_IMAGES, crop=(800, 800), dis
             bandwidth_fwhm=0.002, osc_deg=0.0, background=0.0, water_ring=0.0, n_dead=0,
             n_hot=0, blank_fraction=0.0, seed=5)
 
-XFAIL = dict(strict=True, raises=AssertionError)
 SHAPES = [
     pytest.param("gaussian", {}, 0.0, id="gaussian"),
-    pytest.param("lorentzian", dict(partiality_profile="lorentzian"), 0.0, id="lorentzian",
-                 marks=pytest.mark.xfail(reason="the Gaussian Ewald-offset model of -P rot "
-                                         "misweights Lorentzian tails (CC ~0.011 below the "
-                                         "ceiling)", **XFAIL)),
+    pytest.param("lorentzian", dict(partiality_profile="lorentzian"), 0.0, id="lorentzian"),
     pytest.param("domain", dict(mosaicity_deg=0.05, domain_sigma_invA=1e-3), 0.0, id="domain"),
     pytest.param("bandwidth+divergence", dict(bandwidth_fwhm=0.01, divergence_deg=0.05), 0.0,
                  id="bandwidth_divergence"),
-    pytest.param("cell spread", dict(cell_spread=0.002), 0.0, id="cell_spread",
-                 marks=pytest.mark.xfail(reason="no per-crystal cell in -P rot: a cell change δ "
-                                         "shifts ε by −δ q²λ/2 (CC ~0.004 below the ceiling)",
-                                         **XFAIL)),
+    pytest.param("cell spread", dict(cell_spread=0.002), 0.0, id="cell_spread"),
     pytest.param("scale spread", dict(image_scale_sigma=0.5), 0.0, id="scale_spread"),
     pytest.param("orientation error", {}, 0.03, id="orientation_error"),
     pytest.param("issue 13", dict(mosaicity_deg=0.05, domain_sigma_invA=2e-4, cell_spread=0.002,
-                                  image_scale_sigma=0.3), 0.0, id="issue13",
-                 marks=pytest.mark.xfail(reason="cell spread with a small mosaic spread (issue "
-                                         "13's independent data): CC ~0.008 below the "
-                                         "ceiling", **XFAIL)),
+                                  image_scale_sigma=0.3), 0.0, id="issue13"),
 ]
 
 
@@ -147,8 +139,9 @@ def integrated_table(exp: simulate.Experiment, rng: np.random.Generator,
 
 
 def merged_cc(exp: simulate.Experiment, table: dict, model, *, true_partiality: bool = False
-              ) -> float:
-    """CC of the merged intensities (``scale_merge`` with ``model``) to the true ones."""
+              ) -> tuple[float, object]:
+    """CC of the merged intensities (``scale_merge`` with ``model``) to the true ones, and
+    the :class:`~jfx.scale.scaling.ScalingResult`."""
     p = exp.preset
     t = dict(table, partiality=table["true_partiality"]) if true_partiality else table
     run = RunData(table=t, wavelength_A=p.wavelength_A, cell=np.asarray(p.cell),
@@ -166,7 +159,7 @@ def merged_cc(exp: simulate.Experiment, table: dict, model, *, true_partiality: 
     pos = np.clip(np.searchsorted(tk, mk), 0, len(tk) - 1)
     ok = (tk[pos] == mk) & np.isfinite(res.merged.I)
     assert ok.sum() > 0.8 * len(mk)
-    return float(np.corrcoef(res.merged.I[ok], mg["i_mean"][order][pos][ok])[0, 1])
+    return float(np.corrcoef(res.merged.I[ok], mg["i_mean"][order][pos][ok])[0, 1]), res
 
 
 @pytest.mark.parametrize("name, overrides, orient_deg", SHAPES)
@@ -174,13 +167,19 @@ def test_rot_beats_unity_and_reaches_the_ceiling(structure, name, overrides, ori
     p = presets.validate(dataclasses.replace(presets.SimPreset(), **{**BASE, **overrides}))
     exp = simulate.build_experiment(p, sf=structure)
     table = integrated_table(exp, np.random.default_rng(0), orient_deg)
-    cc_rot = merged_cc(exp, table, RotationPartiality())
-    cc_unity = merged_cc(exp, table, UnityPartiality())
-    cc_true = merged_cc(exp, table, FixedPartiality(), true_partiality=True)
-    cc_auto = merged_cc(exp, table, AutoPartiality())  # the default -P auto: rot for stills
+    cc_rot, res = merged_cc(exp, table, RotationPartiality())
+    cc_unity, _ = merged_cc(exp, table, UnityPartiality())
+    cc_true, _ = merged_cc(exp, table, FixedPartiality(), true_partiality=True)
+    cc_auto, _ = merged_cc(exp, table, AutoPartiality())  # the default -P auto: rot for stills
     print(f"\n{name}: merged CC to truth: -P rot {cc_rot:.4f}, -P unity {cc_unity:.4f}, "
-          f"true partiality {cc_true:.4f}")
+          f"true partiality {cc_true:.4f}; Lorentzian fraction "
+          f"{res.stills_profile['lorentz_fraction']:.2f}")
     assert cc_true > 0.998  # the simulated data themselves merge cleanly
     assert cc_auto == pytest.approx(cc_rot, abs=1e-9)
     assert cc_rot > cc_unity + 0.05
     assert cc_rot >= cc_true - CEILING_TOL
+    eta = res.stills_profile["lorentz_fraction"]  # the profile shape is fitted, not assumed
+    if name == "lorentzian":
+        assert eta > 0.7
+    elif name == "gaussian":
+        assert eta < 0.1
