@@ -80,7 +80,9 @@ class ScalingResult:
         statistics: :class:`jfx.models.merged.MergingStatistics`.
         images: per image (n_img,) arrays ``run``, ``image`` (image number in its run),
             ``scale``, ``bfactor``, ``wedge_deg``, ``mosaicity_deg``, ``cc`` (image vs merged),
-            ``rejected`` (uint8), ``delta_cc_half``, ``ambiguity_op``.
+            ``rejected`` (uint8), ``delta_cc_half``, ``ambiguity_op``, ``cell_change``
+            (stills ``-P rot``: the post-refined relative cell change of each still, NaN
+            otherwise; not written to files).
         iterations: per iteration (no reference) ``{"image", "scale", "bfactor", "cc",
             "rejected"}`` for ``<prefix>_iterN_scale.dat``.
         error_model: (a, b) of σ'² = a²(σ² + (b·I)²).
@@ -446,7 +448,9 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
               "scale": fit.scale, "bfactor": fit.bfactor, "wedge_deg": np.asarray(wedge),
               "mosaicity_deg": np.full(n_img, np.nan if mos is None else float(mos)),
               "cc": cc, "rejected": (rejected_img | ~fit.image_ok).astype(np.uint8),
-              "delta_cc_half": dcc, "ambiguity_op": op_unit.astype(np.int32)}
+              "delta_cc_half": dcc, "ambiguity_op": op_unit.astype(np.int32),
+              "cell_change": np.asarray(pmodel.describe(fit.params["partiality"]).get(
+                  "cell_change", np.full(n_img, np.nan)), np.float64)}
     return ScalingResult(
         merged=merged, statistics=stats, images=images, iterations=iterations,
         error_model=(float(fit.error_model.a), float(fit.error_model.b)),
