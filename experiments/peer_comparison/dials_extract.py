@@ -74,7 +74,7 @@ def main(d, out):
             el = ExperimentListFactory.from_json_file(p, check_format=False)
             keys |= {image_key(e) for e in el}
             r = flex.reflection_table.from_file(p[: -len(".expt")] + ".refl")
-            n_refl += r.get_flags(r.flags.integrated).count(True)
+            n_refl += r.get_flags(r.flags.integrated, all=False).count(True)
         res["n_integrated_images"] = np.int64(len(keys))
         res["n_integrated_refl"] = np.int64(n_refl)
         p = os.path.join(d, "scaled.expt")

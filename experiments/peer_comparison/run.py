@@ -341,6 +341,9 @@ def parse_jfx_console(text: str) -> dict:
         r["integrated"] = f"{m.group(1)}/{m.group(2)}"
         if m.group(3):
             r["images_integrated"] = m.group(3)
+    m = re.search(r"error model: .*?a = ([\d.]+), b = ([\d.]+)", text)
+    if m:
+        r["error_model"] = f"a {float(m.group(1)):.3f}, b {float(m.group(2)):.4f}"
     m = re.search(r"rejected: .*?, (\d+) images", text)
     if m:
         r["images_rejected"] = int(m.group(1))
@@ -354,13 +357,23 @@ def parse_jfx_console(text: str) -> dict:
 
 
 def parse_dials_scale_log(text: str) -> dict:
+    """CC1/2 and I/σ of the "Overall" column of dials.scale's summary table (its columns:
+    ``Overall Low High``, with ``Suggested`` in front when it suggests a cut), and the final
+    error model (``a, b``; "not refined" when dials.scale had too few reflections for it)."""
     r: dict = {}
-    m = re.search(r"^CC half\s+[\d.-]+\s+[\d.-]+\s+[\d.-]+\s+([\d.-]+)", text, re.MULTILINE)
-    if m:
-        r["cc_half"] = float(m.group(1))
-    m = re.search(r"^I/sigma\s+[\d.-]+\s+[\d.-]+\s+[\d.-]+\s+([\d.-]+)", text, re.MULTILINE)
-    if m:
-        r["i_over_sigma_own"] = float(m.group(1))
+    m = re.search(r"^\s+((?:Suggested\s+)?Overall\s+Low\s+High(?:\s+\w+)*)\s*$", text,
+                  re.MULTILINE)
+    col = m.group(1).split().index("Overall") if m else 3
+    for key, label in (("cc_half", "CC half"), ("i_over_sigma_own", "I/sigma")):
+        m = re.search(rf"^{re.escape(label)}\s+([-\d.\s]+)$", text, re.MULTILINE)
+        vals = m.group(1).split() if m else []
+        if len(vals) > col:
+            r[key] = float(vals[col])
+    em = re.findall(r"Parameters: a = ([\d.]+), b = ([\d.]+)", text)
+    if em:
+        r["error_model"] = f"a {float(em[-1][0]):.3f}, b {float(em[-1][1]):.4f}"
+        if "Insufficient reflections" in text and "to perform error modelling" in text:
+            r["error_model"] += " (not refined: too few reflections)"
     return r
 
 
@@ -632,39 +645,52 @@ def is_stills_truth(path: Path) -> bool:
         return "observations" in f
 
 
-def merged_z(I, sigma, I_true, d) -> dict:
+def merged_z(I, sigma, I_true, d, edges=None) -> dict:
     """How well σ of merged intensities describes their error against the true |F|².
 
     The merged intensities are on an arbitrary scale, so the truth T is first brought onto
-    theirs by unweighted least squares: ``k = Σ I·T / Σ T²`` (minimises Σ (I − k T)²), and
-    ``z = (I − k T) / σ``. Because the programs may also leave an overall B between merged and
-    true intensities, the same is repeated with ``k exp(−2 B s²) T`` (s = 1/2d; B on a
-    0.25 Å² grid over ±60 Å², k in closed form for each B, the pair with the least
-    Σ (I − model)²). ``rms_z`` ≈ 1 when σ describes the scatter; > 1: σ too small.
+    theirs, ``z = (I − k T) / σ``, with k from least squares in two ways:
 
-    Arrays (n,) of the same reflections; d in Å. Returns rms_z, k, rms_z_b, k_b, b (Å²),
-    mean_z_b and n.
+    * ``rms_z``: unweighted, k = Σ I·T / Σ T² (minimises Σ (I − k T)²; the strong
+      reflections set k);
+    * ``rms_z_w``: weighted, k = Σ I·T/σ² / Σ T²/σ² (minimises Σ z², the smallest rms z any
+      overall scale gives);
+    * ``rms_z_wb``: weighted with an overall B as well, model k·exp(−2 B s²)·T, s = 1/2d
+      (B on a 0.25 Å² grid over ±100 Å², k in closed form for each B; the least Σ z²), in
+      case a program leaves an overall B between merged and true intensities.
+
+    rms z ≈ 1 when σ describes the scatter; > 1: σ too small (or a systematic error).
+    ``rms_z_w_shells``: rms of the weighted z per shell of ``edges`` (1/d³), if given.
+
+    Arrays (n,) of the same reflections; d in Å.
     """
     I, sigma, T, d = (np.asarray(x, float) for x in (I, sigma, I_true, d))
     ok = np.isfinite(I) & np.isfinite(T) & np.isfinite(sigma) & (sigma > 0)
     I, sigma, T, d = I[ok], sigma[ok], T[ok], d[ok]
     if len(I) < 3:
         return {"n": len(I)}
+    w = 1.0 / sigma ** 2
+    rms = lambda z: float(np.sqrt(np.mean(z * z)))
     k = float(np.sum(I * T) / np.sum(T * T))
-    z = (I - k * T) / sigma
+    kw = float(np.sum(w * I * T) / np.sum(w * T * T))
+    zw = (I - kw * T) / sigma
     s2 = 1.0 / (4.0 * d * d)
     best = None
-    for b in np.arange(-60.0, 60.0001, 0.25):
+    for b in np.arange(-100.0, 100.0001, 0.25):
         m = T * np.exp(-2.0 * b * s2)
-        kb = np.sum(I * m) / np.sum(m * m)
-        sse = np.sum((I - kb * m) ** 2)
-        if best is None or sse < best[0]:
-            best = (sse, float(b), float(kb), m)
+        kb = np.sum(w * I * m) / np.sum(w * m * m)
+        chi2 = np.sum(w * (I - kb * m) ** 2)
+        if best is None or chi2 < best[0]:
+            best = (chi2, float(b), float(kb), m)
     _, b, kb, m = best
-    zb = (I - kb * m) / sigma
-    return {"n": len(I), "k": k, "rms_z": float(np.sqrt(np.mean(z * z))),
-            "b": b, "k_b": kb, "rms_z_b": float(np.sqrt(np.mean(zb * zb))),
-            "mean_z_b": float(np.mean(zb))}
+    r = {"n": len(I), "k": k, "rms_z": rms((I - k * T) / sigma),
+         "k_w": kw, "rms_z_w": rms(zw),
+         "b": b, "k_b": kb, "rms_z_wb": rms((I - kb * m) / sigma)}
+    if edges is not None:
+        shell = np.clip(np.searchsorted(edges, 1.0 / d ** 3, "right") - 1, 0, len(edges) - 2)
+        r["rms_z_w_shells"] = [rms(zw[shell == j]) if np.any(shell == j) else float("nan")
+                               for j in range(len(edges) - 1)]
+    return r
 
 
 def stills_merged_metrics(hkl, I, sigma, truth: dict, edges: np.ndarray) -> dict:
@@ -683,27 +709,31 @@ def stills_merged_metrics(hkl, I, sigma, truth: dict, edges: np.ndarray) -> dict
             "cc_truth_overall": cc, "cc_truth_shells": sh.tolist(),
             "n_shells": np.bincount(shell, minlength=len(edges) - 1).tolist(),
             "low_res_ratio": diag.low_res_ratio(I[inside], it[inside], dd[inside]),
-            "z": merged_z(I[inside], sigma[inside], it[inside], dd[inside]),
+            "z": merged_z(I[inside], sigma[inside], it[inside], dd[inside], edges),
             "i_over_sigma_merged": float(np.mean(I[inside] / sigma[inside]))}
 
 
 def common_cc(merged: dict, truth: dict, edges: np.ndarray) -> dict:
-    """CC to truth per program over the reflections every program merged (inside edges)."""
-    keys = {}
-    for name, (hkl, i, _s, _d) in merged.items():
+    """CC to truth per program, overall and per shell of ``edges``, over the reflections
+    every program merged (inside the shells): ``{"n", "n_shells", name: cc,
+    name + "_shells": [cc per shell]}``."""
+    sets = {}
+    for name, (hkl, _i, _s, _d) in merged.items():
         found, _it, dd = diag.truth_of(hkl, truth)
         v = 1.0 / dd ** 3
-        sel = found & (v >= edges[0]) & (v <= edges[-1])
-        keys[name] = sim.hkl_key(sim.canonical_hkl(hkl, diag.SG)), sel
+        sets[name] = sim.hkl_key(sim.canonical_hkl(hkl, diag.SG)), found & (v >= edges[0]) & (v <= edges[-1])
     common = None
-    for k, sel in keys.values():
-        common = set(k[sel].tolist()) if common is None else common & set(k[sel].tolist())
-    out = {"n": len(common or ())}
+    for key, sel in sets.values():
+        common = key[sel] if common is None else np.intersect1d(common, key[sel])
+    out: dict = {"n": len(common)}
     for name, (hkl, i, _s, _d) in merged.items():
-        k, sel = keys[name]
-        m = sel & np.isin(k, np.fromiter(common, np.int64, len(common)))
-        it = diag.truth_of(hkl[m], truth)[1]
-        out[name] = pearson(i[m], it)
+        key, sel = sets[name]
+        m = sel & np.isin(key, common)
+        _found, it, dd = diag.truth_of(hkl[m], truth)
+        cc, sh = diag.cc_by_shell(i[m], it, dd, edges)
+        out[name], out[name + "_shells"] = cc, sh.tolist()
+        shell = np.clip(np.searchsorted(edges, 1.0 / dd ** 3, "right") - 1, 0, len(edges) - 2)
+        out["n_shells"] = np.bincount(shell, minlength=len(edges) - 1).tolist()
     return out
 
 
@@ -915,11 +945,26 @@ def table_stills(res: dict, info: dict) -> str:
         add("merged/true at d > 10 Å (low_res_ratio)", _f(J.get("low_res_ratio"), "{:.2f}"),
             _f(D.get("low_res_ratio"), "{:.2f}"))
         z = lambda R, k, fm="{:.2f}": _f(R.get("z", {}).get(k), fm)
-        add("rms (I − k·true)/σ, k least squares", z(J, "rms_z"), z(D, "rms_z"))
-        add("rms (I − k·e^(−2Bs²)·true)/σ, k and B least squares",
-            f"{z(J, 'rms_z_b')} (B {z(J, 'b', '{:+.2f}')} Å²)",
-            f"{z(D, 'rms_z_b')} (B {z(D, 'b', '{:+.2f}')} Å²)")
+        add("rms (I − k·true)/σ, k = Σ I·true / Σ true²", z(J, "rms_z"), z(D, "rms_z"))
+        add("  same, k weighted by 1/σ² (least Σ z²)", z(J, "rms_z_w"), z(D, "rms_z_w"))
+        add("  same, k·exp(−2Bs²), k and B weighted least squares",
+            f"{z(J, 'rms_z_wb')} (B {z(J, 'b', '{:+.2f}')} Å²)",
+            f"{z(D, 'rms_z_wb')} (B {z(D, 'b', '{:+.2f}')} Å²)")
+        for k, sh in enumerate(res.get("shells", [])):
+            zs = lambda R, k=k: _f(R["z"]["rms_z_w_shells"][k], "{:.2f}") \
+                if "rms_z_w_shells" in R.get("z", {}) else "–"
+            add(f"  rms z (weighted k), shell {sh} Å", zs(J), zs(D))
+        add("error model (own): a, b", J.get("error_model", "–"), D.get("error_model", "–"))
     out = "| | jfx | DIALS 3.12 (ssx) |\n| --- | --- | --- |\n" + "\n".join(rows) + "\n"
+    c = res.get("common")
+    if c and "jfx_shells" in c and "dials_shells" in c:
+        out += (f"\nOn the {c['n']} reflections both programs merged (per shell: "
+                + " ".join(str(n) for n in c["n_shells"]) + "):\n\n"
+                "| program | merged CC to truth | per shell (low → high resolution) |\n"
+                "|---|---|---|\n")
+        for name, key in (("jfx", "jfx"), ("DIALS", "dials")):
+            out += (f"| {name} | {c[key]:.3f} | "
+                    + " ".join(f"{x:.2f}" for x in c[key + "_shells"]) + " |\n")
     if res.get("shell_d"):
         dd = res["shell_d"]
         out += (f"\nShells (equal volume in 1/d³ over the truth d of the reflections "
