@@ -288,17 +288,22 @@ def run_dials_stills(out: Path, master: Path, imp: list[str], sgarg: list[str], 
         old.unlink()
     stage("import", ["dials.import", str(master.resolve()), *imp])
     stage("find_spots", ["dials.find_spots", "imported.expt", f"nproc={nproc}"])
-    stage("ssx_index", ["dials.ssx_index", "imported.expt", "strong.refl", f"nproc={nproc}",
-                        *sgarg])
-    stage("ssx_integrate", ["dials.ssx_integrate", "indexed.expt", "indexed.refl",
-                            f"nproc={nproc}"])
-    batches = sorted(out.glob("integrated_*.expt"), key=lambda q: int(q.stem.split("_")[1]))
-    if not batches:
-        raise RuntimeError(f"dials.ssx_integrate wrote no integrated_*.expt in {out}")
-    stage("scale", ["dials.scale", *[q.name for q in batches],
-                    *[q.with_suffix(".refl").name for q in batches], "anomalous=False"])
-    stage("merge", ["dials.merge", "scaled.expt", "scaled.refl", "anomalous=False"])
-    times["total (wall)"] = sum(v for k, v in times.items() if isinstance(v, float))
+    try:  # a failure from here on (e.g. nothing indexed) keeps the stages before it
+        stage("ssx_index", ["dials.ssx_index", "imported.expt", "strong.refl",
+                            f"nproc={nproc}", *sgarg])
+        stage("ssx_integrate", ["dials.ssx_integrate", "indexed.expt", "indexed.refl",
+                                f"nproc={nproc}"])
+        batches = sorted(out.glob("integrated_*.expt"), key=lambda q: int(q.stem.split("_")[1]))
+        if not batches:
+            raise RuntimeError(f"dials.ssx_integrate wrote no integrated_*.expt in {out}")
+        stage("scale", ["dials.scale", *[q.name for q in batches],
+                        *[q.with_suffix(".refl").name for q in batches], "anomalous=False"])
+        stage("merge", ["dials.merge", "scaled.expt", "scaled.refl", "anomalous=False"])
+    except RuntimeError as exc:
+        log(f"DIALS stills chain stopped: {str(exc).splitlines()[-1]}")
+        lines = str(exc).splitlines()
+        times["failed"] = lines[0].split(";")[0] + (f": {lines[-1]}" if len(lines) > 1 else "")
+    times["total (wall)"] = sum(v for v in times.values() if isinstance(v, float))
     (out / "times.json").write_text(json.dumps(times, indent=1))
     return times
 
@@ -955,6 +960,8 @@ def table_stills(res: dict, info: dict) -> str:
                 if "rms_z_w_shells" in R.get("z", {}) else "–"
             add(f"  rms z (weighted k), shell {sh} Å", zs(J), zs(D))
         add("error model (own): a, b", J.get("error_model", "–"), D.get("error_model", "–"))
+    if dt.get("failed"):
+        add("DIALS stopped", "", dt["failed"])
     out = "| | jfx | DIALS 3.12 (ssx) |\n| --- | --- | --- |\n" + "\n".join(rows) + "\n"
     c = res.get("common")
     if c and "jfx_shells" in c and "dials_shells" in c:
