@@ -2,12 +2,14 @@
 
     python3 dials_extract.py DIALS_DIR OUT.npz
 
-Reads whatever of strong.refl, indexed.refl, refined.expt/refl, integrated.refl exists in
+Reads whatever of strong.refl, indexed.refl, refined.expt/refl, integrated.refl (rotation)
+and integrated_<batch>.expt/refl + scaled.expt (stills, dials.ssx_integrate) exists in
 DIALS_DIR and writes plain arrays (no DIALS types) for run.py, which runs in jfx's Python.
 Refinement rmsd is over ``used_in_refinement`` reflections: position sqrt(<dx² + dy²>) (px,
 from xyzobs.px.value − xyzcal.px) and φ (deg, from xyzobs.mm.value − xyzcal.mm).
 """
 
+import glob
 import math
 import os
 import sys
@@ -23,6 +25,14 @@ def _np(a):
 def _xyz(col):
     x, y, z = col.parts()
     return np.stack([_np(x), _np(y), _np(z)], axis=1)
+
+
+def image_key(e):
+    """(file, image index) of a still's experiment: experiments of one image share it."""
+    try:
+        return (e.imageset.paths()[0], int(e.imageset.indices()[0]))
+    except Exception:  # noqa: BLE001 (older dxtbx: no indices())
+        return (id(e.imageset), 0)
 
 
 def main(d, out):
@@ -44,12 +54,6 @@ def main(d, out):
     p = os.path.join(d, "indexed.expt")
     if os.path.exists(p):
         el = ExperimentListFactory.from_json_file(p, check_format=False)
-        def image_key(e):
-            try:
-                return (e.imageset.paths()[0], int(e.imageset.indices()[0]))
-            except Exception:  # noqa: BLE001 (older dxtbx: no indices())
-                return (id(e.imageset), 0)
-
         res["n_indexed_images"] = np.int64(len({image_key(e) for e in el}))
         res["cells_indexed"] = np.array([e.crystal.get_unit_cell().parameters() for e in el])
         q = os.path.join(d, "indexed.refl")
@@ -61,6 +65,22 @@ def main(d, out):
                 c = _xyz(r["xyzcal.px"])
                 res["rmsd_px_indexed"] = np.float64(
                     math.sqrt(np.mean(np.sum((o[:, :2] - c[:, :2]) ** 2, 1))))
+    # stills (dials.ssx_integrate batches, dials.scale): images and reflections kept
+    batches = sorted(glob.glob(os.path.join(d, "integrated_*.expt")))
+    if batches:
+        keys = set()
+        n_refl = 0
+        for p in batches:
+            el = ExperimentListFactory.from_json_file(p, check_format=False)
+            keys |= {image_key(e) for e in el}
+            r = flex.reflection_table.from_file(p[: -len(".expt")] + ".refl")
+            n_refl += r.get_flags(r.flags.integrated, all=False).count(True)
+        res["n_integrated_images"] = np.int64(len(keys))
+        res["n_integrated_refl"] = np.int64(n_refl)
+        p = os.path.join(d, "scaled.expt")
+        if os.path.exists(p):
+            el = ExperimentListFactory.from_json_file(p, check_format=False)
+            res["n_scaled_images"] = np.int64(len({image_key(e) for e in el}))
     p = os.path.join(d, "refined.expt")
     if os.path.exists(p):
         el = ExperimentListFactory.from_json_file(p, check_format=False)

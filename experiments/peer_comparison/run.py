@@ -7,6 +7,9 @@
         [--truth T_truth.h5] -o /tmp/peer_real
     # rerun jfx only (after a change), reuse the DIALS results already in -o:
     python experiments/peer_comparison/run.py --simulate small -o /tmp/peer --skip-dials
+    # stills (serial) with the truth of simulate.py --size stills (issue 13):
+    python experiments/peer_comparison/run.py --master /tmp/st300/sim/sim_master.h5 \
+        --truth /tmp/st300/sim/sim_truth.h5 --unit-cell 79.1,79.1,38,90,90,90 -o /tmp/dials_ssx
 
 Output directory: ``sim/`` (simulation), ``jfx/`` (``out_process.h5``, ``out.mtz``,
 ``console.log``, ``times.json``), ``dials/`` (every DIALS file and log, ``times.json``,
@@ -21,7 +24,22 @@ default /usr/bin/python3) to read its reflection tables (dials_extract.py). It n
 images in one file: a master whose ``/entry/data`` spans several files is first copied into a
 single-file master (``dials/single_master.h5``).
 
-Metrics (truth only from a simulation's ``sim_truth.h5``):
+Stills (a master without an omega scan): jfx ``jfjoch_process MASTER -o OUT/jfx/out -v -M -P rot
+[-X ffbidx -C CELL] -S SG``; DIALS's serial chain (:func:`run_dials_stills`): dials.import (the
+same geometry settings), find_spots, ssx_index (``space_group``, ``unit_cell``),
+ssx_integrate (default ellipsoid model), scale (all ``integrated_<batch>`` files,
+``anomalous=False``), merge (``anomalous=False``), ``nproc`` for find_spots / ssx_index /
+ssx_integrate, defaults otherwise, every stage timed. With a stills truth file
+(``simulate.py --size stills*``): merged CC to the true |F|² overall and in ``--shells`` (10)
+equal-volume shells whose edges come from the truth d of the reflections jfx merged, exactly as
+experiments/stills_diagnostic/run.py builds them (its ``shell_edges``, ``cc_by_shell``,
+``truth_of``, ``low_res_ratio`` and ``read_truth`` are used here), so the rows compare with its
+table; both programs are scored on their reflections inside those shells; the CC on the
+reflections both merged; merged/true at d > 10 Å; rms of (I − k·true)/σ of the merged
+intensities after a least-squares scale k (and after k·exp(−2Bs²), :func:`merged_z`); images
+indexed / integrated / merged; stage wall times (:func:`collect_stills`, :func:`table_stills`).
+
+Metrics of rotation data (truth only from a simulation's ``sim_truth.h5``):
 * per-stage wall times; spots per image (jfx: 2D spots per image; DIALS: 3D spots / images);
   indexed fraction of the spots; refined cell; refinement rmsd (px, deg);
 * merged CC to the true |F|² in 8 equal-volume shells (1/d³) from the lowest-resolution
@@ -38,6 +56,7 @@ Metrics (truth only from a simulation's ``sim_truth.h5``):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -58,6 +77,13 @@ sys.path.insert(0, str(HERE))
 import itertools
 
 import simulate as sim
+
+# experiments/stills_diagnostic/run.py under its own name (this file is ``run`` too): its
+# stills truth reader, equal-volume shells, CC per shell and low-resolution ratio
+_spec = importlib.util.spec_from_file_location(
+    "stills_diagnostic_run", HERE.parent / "stills_diagnostic" / "run.py")
+diag = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(diag)
 
 DIALS_STAGES = ("import", "find_spots", "index", "refine", "integrate", "scale", "merge")
 
@@ -188,6 +214,8 @@ def run_jfx(master: Path, out: Path, sg: int | None, extra: list[str], rotation:
     cmd = ["jfjoch_process", str(master), "-o", str(out / "out"), "-v"]
     if rotation:
         cmd += ["-R", "-M", "-P", "rot"]
+    else:  # stills: merged with the Ewald-offset partiality; ffbidx with a known cell
+        cmd += (["-X", "ffbidx"] if cell else []) + ["-M", "-P", "rot"]
     if cell:
         cmd += ["-C", cell]
     if sg:
@@ -220,26 +248,7 @@ def run_dials(master: Path, out: Path, info: dict, sg: int | None, nproc: int,
     if cell:
         sgarg.append(f"unit_cell={cell}")
     if not info["rotation"]:
-        # stills: spot finding and the stills indexer only (no integration / merging here)
-        stages = {
-            "import": ["dials.import", str(m.resolve()), *imp],
-            "find_spots": ["dials.find_spots", "imported.expt", f"nproc={nproc}"],
-            "index": ["dials.index", "imported.expt", "strong.refl", "stills.indexer=stills",
-                      "joint_indexing=False", *sgarg],
-        }
-        times = {}
-        for name, cmd in stages.items():
-            try:
-                times[name] = run_logged(cmd, out, out / f"run_{name}.txt", env)
-            except RuntimeError as exc:
-                if name != "index":
-                    raise
-                log(f"DIALS indexing failed: {str(exc).splitlines()[-1]}")
-                times[name] = float("nan")
-        times["total (wall)"] = float(np.nansum([v for v in times.values()]))
-        times["commands"] = [" ".join(c) for c in stages.values()]
-        (out / "times.json").write_text(json.dumps(times, indent=1))
-        return times
+        return run_dials_stills(out, m, imp, sgarg, nproc, env)
     stages = {
         "import": ["dials.import", str(m.resolve()), *imp],
         "find_spots": ["dials.find_spots", "imported.expt", f"nproc={nproc}"],
@@ -255,6 +264,46 @@ def run_dials(master: Path, out: Path, info: dict, sg: int | None, nproc: int,
         (out / "times.json").write_text(json.dumps(times, indent=1))
     times["total (wall)"] = sum(v for k, v in times.items())
     times["commands"] = [" ".join(c) for c in stages.values()]
+    (out / "times.json").write_text(json.dumps(times, indent=1))
+    return times
+
+
+def run_dials_stills(out: Path, master: Path, imp: list[str], sgarg: list[str], nproc: int,
+                     env: dict) -> dict:
+    """DIALS serial (ssx) chain on a stills master, every stage timed (wall s) into
+    ``times.json`` as it finishes: dials.import, find_spots, ssx_index (known cell and space
+    group: fft1d, then real_space_grid_search), ssx_integrate (default: ellipsoid profile
+    model; writes ``integrated_<batch>.expt/refl`` per 50 images), scale (all batches; stills
+    get DIALS's default stills model) and merge. Default settings otherwise."""
+    times: dict = {}
+    cmds = []
+
+    def stage(name: str, cmd: list[str]) -> None:
+        cmds.append(" ".join(cmd))
+        times[name] = run_logged(cmd, out, out / f"run_{name}.txt", env)
+        times["commands"] = cmds
+        (out / "times.json").write_text(json.dumps(times, indent=1))
+
+    for old in out.glob("integrated_*.*"):  # batches of an earlier run would be scaled too
+        old.unlink()
+    stage("import", ["dials.import", str(master.resolve()), *imp])
+    stage("find_spots", ["dials.find_spots", "imported.expt", f"nproc={nproc}"])
+    try:  # a failure from here on (e.g. nothing indexed) keeps the stages before it
+        stage("ssx_index", ["dials.ssx_index", "imported.expt", "strong.refl",
+                            f"nproc={nproc}", *sgarg])
+        stage("ssx_integrate", ["dials.ssx_integrate", "indexed.expt", "indexed.refl",
+                                f"nproc={nproc}"])
+        batches = sorted(out.glob("integrated_*.expt"), key=lambda q: int(q.stem.split("_")[1]))
+        if not batches:
+            raise RuntimeError(f"dials.ssx_integrate wrote no integrated_*.expt in {out}")
+        stage("scale", ["dials.scale", *[q.name for q in batches],
+                        *[q.with_suffix(".refl").name for q in batches], "anomalous=False"])
+        stage("merge", ["dials.merge", "scaled.expt", "scaled.refl", "anomalous=False"])
+    except RuntimeError as exc:
+        log(f"DIALS stills chain stopped: {str(exc).splitlines()[-1]}")
+        lines = str(exc).splitlines()
+        times["failed"] = lines[0].split(";")[0] + (f": {lines[-1]}" if len(lines) > 1 else "")
+    times["total (wall)"] = sum(v for v in times.values() if isinstance(v, float))
     (out / "times.json").write_text(json.dumps(times, indent=1))
     return times
 
@@ -291,20 +340,45 @@ def parse_jfx_console(text: str) -> dict:
             r["cc_half"] = float(cols[6]) / 100.0
         except (IndexError, ValueError):
             pass
-    m = re.search(r"integration: (\d+) of (\d+) predicted reflections integrated", text)
+    m = re.search(r"integration: (\d+) of (\d+) predicted reflections integrated"
+                  r"(?: on (\d+) images)?", text)
     if m:
         r["integrated"] = f"{m.group(1)}/{m.group(2)}"
+        if m.group(3):
+            r["images_integrated"] = m.group(3)
+    m = re.search(r"error model: .*?a = ([\d.]+), b = ([\d.]+)", text)
+    if m:
+        r["error_model"] = f"a {float(m.group(1)):.3f}, b {float(m.group(2)):.4f}"
+    m = re.search(r"rejected: .*?, (\d+) images", text)
+    if m:
+        r["images_rejected"] = int(m.group(1))
+    for key, pat in (("spotfind", r"spot finding[^:\n]*: \d+ frames in ([\d.]+) s"),
+                     ("index", r"^indexing: \d+ images in ([\d.]+) s"),
+                     ("integrate", r"^integration: \d+ frames in ([\d.]+) s")):
+        m = re.search(pat, text, re.MULTILINE)
+        if m and key not in r.get("parts", {}):
+            r.setdefault("stage_s", {})[key] = float(m.group(1))
     return r
 
 
 def parse_dials_scale_log(text: str) -> dict:
+    """CC1/2 and I/σ of the "Overall" column of dials.scale's summary table (its columns:
+    ``Overall Low High``, with ``Suggested`` in front when it suggests a cut), and the final
+    error model (``a, b``; "not refined" when dials.scale had too few reflections for it)."""
     r: dict = {}
-    m = re.search(r"^CC half\s+[\d.-]+\s+[\d.-]+\s+[\d.-]+\s+([\d.-]+)", text, re.MULTILINE)
-    if m:
-        r["cc_half"] = float(m.group(1))
-    m = re.search(r"^I/sigma\s+[\d.-]+\s+[\d.-]+\s+[\d.-]+\s+([\d.-]+)", text, re.MULTILINE)
-    if m:
-        r["i_over_sigma_own"] = float(m.group(1))
+    m = re.search(r"^\s+((?:Suggested\s+)?Overall\s+Low\s+High(?:\s+\w+)*)\s*$", text,
+                  re.MULTILINE)
+    col = m.group(1).split().index("Overall") if m else 3
+    for key, label in (("cc_half", "CC half"), ("i_over_sigma_own", "I/sigma")):
+        m = re.search(rf"^{re.escape(label)}\s+([-\d.\s]+)$", text, re.MULTILINE)
+        vals = m.group(1).split() if m else []
+        if len(vals) > col:
+            r[key] = float(vals[col])
+    em = re.findall(r"Parameters: a = ([\d.]+), b = ([\d.]+)", text)
+    if em:
+        r["error_model"] = f"a {float(em[-1][0]):.3f}, b {float(em[-1][1]):.4f}"
+        if "Insufficient reflections" in text and "to perform error modelling" in text:
+            r["error_model"] += " (not refined: too few reflections)"
     return r
 
 
@@ -568,6 +642,167 @@ def collect(out: Path, info: dict, sg: int, truth: dict | None, args) -> dict:
     return res
 
 
+# ----------------------------------------------------------------------------- stills metrics
+
+def is_stills_truth(path: Path) -> bool:
+    """True for the per-observation truth of ``simulate.py --size stills*``."""
+    with h5py.File(path, "r") as f:
+        return "observations" in f
+
+
+def merged_z(I, sigma, I_true, d, edges=None) -> dict:
+    """How well σ of merged intensities describes their error against the true |F|².
+
+    The merged intensities are on an arbitrary scale, so the truth T is first brought onto
+    theirs, ``z = (I − k T) / σ``, with k from least squares in two ways:
+
+    * ``rms_z``: unweighted, k = Σ I·T / Σ T² (minimises Σ (I − k T)²; the strong
+      reflections set k);
+    * ``rms_z_w``: weighted, k = Σ I·T/σ² / Σ T²/σ² (minimises Σ z², the smallest rms z any
+      overall scale gives);
+    * ``rms_z_wb``: weighted with an overall B as well, model k·exp(−2 B s²)·T, s = 1/2d
+      (B on a 0.25 Å² grid over ±100 Å², k in closed form for each B; the least Σ z²), in
+      case a program leaves an overall B between merged and true intensities.
+
+    rms z ≈ 1 when σ describes the scatter; > 1: σ too small (or a systematic error).
+    ``rms_z_w_shells``: rms of the weighted z per shell of ``edges`` (1/d³), if given.
+
+    Arrays (n,) of the same reflections; d in Å.
+    """
+    I, sigma, T, d = (np.asarray(x, float) for x in (I, sigma, I_true, d))
+    ok = np.isfinite(I) & np.isfinite(T) & np.isfinite(sigma) & (sigma > 0)
+    I, sigma, T, d = I[ok], sigma[ok], T[ok], d[ok]
+    if len(I) < 3:
+        return {"n": len(I)}
+    w = 1.0 / sigma ** 2
+    rms = lambda z: float(np.sqrt(np.mean(z * z)))
+    k = float(np.sum(I * T) / np.sum(T * T))
+    kw = float(np.sum(w * I * T) / np.sum(w * T * T))
+    zw = (I - kw * T) / sigma
+    s2 = 1.0 / (4.0 * d * d)
+    best = None
+    for b in np.arange(-100.0, 100.0001, 0.25):
+        m = T * np.exp(-2.0 * b * s2)
+        kb = np.sum(w * I * m) / np.sum(w * m * m)
+        chi2 = np.sum(w * (I - kb * m) ** 2)
+        if best is None or chi2 < best[0]:
+            best = (chi2, float(b), float(kb), m)
+    _, b, kb, m = best
+    r = {"n": len(I), "k": k, "rms_z": rms((I - k * T) / sigma),
+         "k_w": kw, "rms_z_w": rms(zw),
+         "b": b, "k_b": kb, "rms_z_wb": rms((I - kb * m) / sigma)}
+    if edges is not None:
+        shell = np.clip(np.searchsorted(edges, 1.0 / d ** 3, "right") - 1, 0, len(edges) - 2)
+        r["rms_z_w_shells"] = [rms(zw[shell == j]) if np.any(shell == j) else float("nan")
+                               for j in range(len(edges) - 1)]
+    return r
+
+
+def stills_merged_metrics(hkl, I, sigma, truth: dict, edges: np.ndarray) -> dict:
+    """Merged CC to the true |F|² of a stills simulation, as experiments/stills_diagnostic
+    reports it: reflections matched by their Laue-group orbit (``diag.truth_of``), the
+    truth's d, Pearson CC overall and per equal-volume shell (``diag.cc_by_shell``) over the
+    reflections inside ``edges`` (1/d³; reflections beyond them are counted, not used),
+    merged/true at d > 10 Å (``diag.low_res_ratio``) and :func:`merged_z`."""
+    found, it, dd = diag.truth_of(np.asarray(hkl, np.int64), truth)
+    v = 1.0 / dd ** 3
+    inside = found & (v >= edges[0]) & (v <= edges[-1])
+    cc, sh = diag.cc_by_shell(I[inside], it[inside], dd[inside], edges)
+    shell = np.clip(np.searchsorted(edges, v[inside], "right") - 1, 0, len(edges) - 2)
+    return {"n_merged": len(I), "n_in_truth": int(found.sum()),
+            "n_used": int(inside.sum()), "n_outside_shells": int((found & ~inside).sum()),
+            "cc_truth_overall": cc, "cc_truth_shells": sh.tolist(),
+            "n_shells": np.bincount(shell, minlength=len(edges) - 1).tolist(),
+            "low_res_ratio": diag.low_res_ratio(I[inside], it[inside], dd[inside]),
+            "z": merged_z(I[inside], sigma[inside], it[inside], dd[inside], edges),
+            "i_over_sigma_merged": float(np.mean(I[inside] / sigma[inside]))}
+
+
+def common_cc(merged: dict, truth: dict, edges: np.ndarray) -> dict:
+    """CC to truth per program, overall and per shell of ``edges``, over the reflections
+    every program merged (inside the shells): ``{"n", "n_shells", name: cc,
+    name + "_shells": [cc per shell]}``."""
+    sets = {}
+    for name, (hkl, _i, _s, _d) in merged.items():
+        found, _it, dd = diag.truth_of(hkl, truth)
+        v = 1.0 / dd ** 3
+        sets[name] = sim.hkl_key(sim.canonical_hkl(hkl, diag.SG)), found & (v >= edges[0]) & (v <= edges[-1])
+    common = None
+    for key, sel in sets.values():
+        common = key[sel] if common is None else np.intersect1d(common, key[sel])
+    out: dict = {"n": len(common)}
+    for name, (hkl, i, _s, _d) in merged.items():
+        key, sel = sets[name]
+        m = sel & np.isin(key, common)
+        _found, it, dd = diag.truth_of(hkl[m], truth)
+        cc, sh = diag.cc_by_shell(i[m], it, dd, edges)
+        out[name], out[name + "_shells"] = cc, sh.tolist()
+        shell = np.clip(np.searchsorted(edges, 1.0 / dd ** 3, "right") - 1, 0, len(edges) - 2)
+        out["n_shells"] = np.bincount(shell, minlength=len(edges) - 1).tolist()
+    return out
+
+
+def collect_stills(out: Path, info: dict, truth: dict | None, args) -> dict:
+    res: dict = {"jfx": {}, "dials": {}}
+    n_img = info["n_images"]
+    J = res["jfx"]
+    jdir = out / "jfx"
+    if (jdir / "console.log").exists():
+        J.update(parse_jfx_console((jdir / "console.log").read_text(errors="replace")))
+        if (jdir / "times.json").exists():
+            J["times"] = json.loads((jdir / "times.json").read_text())
+        if (jdir / "out.mtz").exists():
+            J["mtz"] = str(jdir / "out.mtz")
+    D = res["dials"]
+    ddir = out / "dials"
+    if (ddir / "times.json").exists():
+        D["times"] = json.loads((ddir / "times.json").read_text())
+        npz = ddir / "extract.npz"
+        subprocess.run([args.dials_python, str(HERE / "dials_extract.py"), str(ddir), str(npz)],
+                       env=dials_env(), check=True)
+        x = dict(np.load(npz))
+        if "strong_z" in x:
+            D["spots_per_image"] = len(x["strong_z"]) / n_img
+            if "n_indexed" in x:
+                D["indexed_fraction"] = float(x["n_indexed"]) / len(x["strong_z"])
+        if "cells_indexed" in x and len(x["cells_indexed"]):
+            D["cell"] = [float(v) for v in np.median(x["cells_indexed"], axis=0)]
+        for key, name in (("n_indexed_images", "images_indexed"),
+                          ("n_integrated_images", "images_integrated"),
+                          ("n_scaled_images", "images_scaled")):
+            if key in x:
+                D[name] = f"{int(x[key])}/{n_img}"
+        if "n_integrated_refl" in x:
+            D["integrated"] = str(int(x["n_integrated_refl"]))
+        if "rmsd_px_indexed" in x:
+            D["rmsd_px"] = float(x["rmsd_px_indexed"])
+        if (ddir / "dials.scale.log").exists():
+            D.update(parse_dials_scale_log((ddir / "dials.scale.log").read_text()))
+        if (ddir / "merged.mtz").exists():
+            D["mtz"] = str(ddir / "merged.mtz")
+    merged = {}
+    for name, R in (("jfx", J), ("dials", D)):
+        if "mtz" in R:
+            hkl, i, s, d = read_mtz(Path(R["mtz"]))
+            R["d_min"] = float(d.min())
+            merged[name] = (hkl, i, s, d)
+    if truth is not None and merged:
+        # the shells of experiments/stills_diagnostic: equal volume over the truth d of the
+        # reflections jfx merged (so the rows match its table); DIALS's if jfx has no MTZ
+        src = "jfx" if "jfx" in merged else "dials"
+        found, _it, dd = diag.truth_of(merged[src][0], truth)
+        edges = diag.shell_edges(dd[found], args.shells)
+        dmax = (1.0 / edges) ** (1 / 3)
+        res["shell_source"] = src
+        res["shell_d"] = dmax.tolist()
+        res["shells"] = [f"{dmax[k]:.2f}-{dmax[k + 1]:.2f}" for k in range(args.shells)]
+        for name, (hkl, i, s, d) in merged.items():
+            res[name].update(stills_merged_metrics(hkl, i, s, truth, edges))
+        if len(merged) > 1:
+            res["common"] = common_cc(merged, truth, edges)
+    return res
+
+
 # ----------------------------------------------------------------------------- table
 
 def _f(v, fmt="{:.3f}"):
@@ -662,6 +897,96 @@ def table(res: dict, info: dict) -> str:
     return out
 
 
+def table_stills(res: dict, info: dict) -> str:
+    """Side-by-side markdown table of a stills run (collect_stills)."""
+    J, D = res["jfx"], res["dials"]
+    rows = []
+    add = lambda k, a, b: rows.append(f"| {k} | {a} | {b} |")
+    jt, dt = J.get("times", {}), D.get("times", {})
+    jp = {**J.get("stage_s", {}), **J.get("parts", {})}
+    add("wall time, whole run (s)", _f(jt.get("total (wall)"), "{:.1f}"),
+        _f(dt.get("total (wall)"), "{:.1f}"))
+    for lab, jk, dk in (("import / setup", "setup", "import"),
+                        ("spot finding", "spotfind", "find_spots"),
+                        ("indexing (DIALS: ssx_index)", "index", "ssx_index"),
+                        ("refinement", "refine", None),
+                        ("integration (DIALS: ssx_integrate, incl. its refinement)",
+                         "integrate", "ssx_integrate"),
+                        ("scaling", "scale", "scale"), ("merging", None, "merge")):
+        add(f"  {lab} (s)", _f(jp.get(jk), "{:.1f}") if jk else "(in scaling)",
+            _f(dt.get(dk), "{:.1f}") if dk else "(in integration)")
+    n = info["n_images"]
+    add("spots per image", _f(J.get("spots_per_image"), "{:.0f}"), _f(D.get("spots_per_image"), "{:.0f}"))
+    add("images indexed", J.get("images_indexed", "–"), D.get("images_indexed", "–"))
+    add("images integrated", f"{J['images_integrated']}/{n}" if "images_integrated" in J else "–",
+        D.get("images_integrated", "–"))
+    add("images merged (jfx: integrated − rejected; DIALS: in scaled.expt)",
+        f"{int(J['images_integrated']) - J.get('images_rejected', 0)}/{n}"
+        if "images_integrated" in J else "–", D.get("images_scaled", "–"))
+    add("integrated reflections", J.get("integrated", "–"), D.get("integrated", "–"))
+    fc = lambda c: " ".join(f"{v:.2f}" for v in c[:3]) + " / " + " ".join(f"{v:.1f}" for v in c[3:]) if c else "–"
+    add("cell (Å / °; DIALS: median of indexed)", fc(J.get("cell")), fc(D.get("cell")))
+    add("merged reflections (in truth, in the shells)",
+        f"{_f(J.get('n_merged'), '{:d}')} ({_f(J.get('n_in_truth'), '{:d}')}, {_f(J.get('n_used'), '{:d}')})",
+        f"{_f(D.get('n_merged'), '{:d}')} ({_f(D.get('n_in_truth'), '{:d}')}, {_f(D.get('n_used'), '{:d}')})")
+    add("merged d_min (Å)", _f(J.get("d_min"), "{:.2f}"), _f(D.get("d_min"), "{:.2f}"))
+    add("CC1/2 (own table, overall)", _f(J.get("cc_half"), "{:.4f}"), _f(D.get("cc_half"), "{:.4f}"))
+    add("<I/σ> merged (mean IMEAN/SIGIMEAN, in the shells)",
+        _f(J.get("i_over_sigma_merged"), "{:.2f}"), _f(D.get("i_over_sigma_merged"), "{:.2f}"))
+    if "cc_truth_overall" in J or "cc_truth_overall" in D:
+        add("merged CC to truth, overall", _f(J.get("cc_truth_overall"), "{:.4f}"),
+            _f(D.get("cc_truth_overall"), "{:.4f}"))
+        if "common" in res:
+            c = res["common"]
+            add(f"  same, on the {c['n']} reflections both merged", _f(c.get("jfx"), "{:.4f}"),
+                _f(c.get("dials"), "{:.4f}"))
+        def shell_cell(R, k):
+            if "cc_truth_shells" not in R:
+                return "–"
+            return f"{_f(R['cc_truth_shells'][k], '{:.4f}')} ({R['n_shells'][k]})"
+
+        for k, sh in enumerate(res.get("shells", [])):
+            add(f"  shell {sh} Å", shell_cell(J, k), shell_cell(D, k))
+        add("merged/true at d > 10 Å (low_res_ratio)", _f(J.get("low_res_ratio"), "{:.2f}"),
+            _f(D.get("low_res_ratio"), "{:.2f}"))
+        z = lambda R, k, fm="{:.2f}": _f(R.get("z", {}).get(k), fm)
+        add("rms (I − k·true)/σ, k = Σ I·true / Σ true²", z(J, "rms_z"), z(D, "rms_z"))
+        add("  same, k weighted by 1/σ² (least Σ z²)", z(J, "rms_z_w"), z(D, "rms_z_w"))
+        add("  same, k·exp(−2Bs²), k and B weighted least squares",
+            f"{z(J, 'rms_z_wb')} (B {z(J, 'b', '{:+.2f}')} Å²)",
+            f"{z(D, 'rms_z_wb')} (B {z(D, 'b', '{:+.2f}')} Å²)")
+        for k, sh in enumerate(res.get("shells", [])):
+            zs = lambda R, k=k: _f(R["z"]["rms_z_w_shells"][k], "{:.2f}") \
+                if "rms_z_w_shells" in R.get("z", {}) else "–"
+            add(f"  rms z (weighted k), shell {sh} Å", zs(J), zs(D))
+        add("error model (own): a, b", J.get("error_model", "–"), D.get("error_model", "–"))
+    if dt.get("failed"):
+        add("DIALS stopped", "", dt["failed"])
+    out = "| | jfx | DIALS 3.12 (ssx) |\n| --- | --- | --- |\n" + "\n".join(rows) + "\n"
+    c = res.get("common")
+    if c and "jfx_shells" in c and "dials_shells" in c:
+        out += (f"\nOn the {c['n']} reflections both programs merged (per shell: "
+                + " ".join(str(n) for n in c["n_shells"]) + "):\n\n"
+                "| program | merged CC to truth | per shell (low → high resolution) |\n"
+                "|---|---|---|\n")
+        for name, key in (("jfx", "jfx"), ("DIALS", "dials")):
+            out += (f"| {name} | {c[key]:.3f} | "
+                    + " ".join(f"{x:.2f}" for x in c[key + "_shells"]) + " |\n")
+    if res.get("shell_d"):
+        dd = res["shell_d"]
+        out += (f"\nShells (equal volume in 1/d³ over the truth d of the reflections "
+                f"{res['shell_source']} merged, as experiments/stills_diagnostic), d from "
+                f"{dd[0]:.1f} to {dd[-1]:.2f} Å: " + " ".join(f"{x:.2f}" for x in dd[1:]) + "\n\n"
+                "| program | merged CC to truth | merged/true at d > 10 Å | rms z (k) "
+                "| per shell (low → high resolution) |\n|---|---|---|---|---|\n")
+        for name, R in (("jfx", J), ("DIALS", D)):
+            if "cc_truth_shells" in R:
+                out += (f"| {name} | {R['cc_truth_overall']:.3f} | {R['low_res_ratio']:.2f} | "
+                        f"{z(R, 'rms_z')} | "
+                        + " ".join(f"{x:.2f}" for x in R["cc_truth_shells"]) + " |\n")
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None) -> int:
@@ -671,10 +996,11 @@ def main(argv=None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--simulate", choices=["tiny", "small", "full"],
                      help="simulate (simulate.py) into OUT/sim (reused if its parameters match)")
-    src.add_argument("--master", type=Path, help="an existing rotation master file")
+    src.add_argument("--master", type=Path, help="an existing rotation or stills master file")
     ap.add_argument("--space-group", type=int, default=None,
                     help="space-group number (default: the master's, or 96 for --simulate)")
-    ap.add_argument("--truth", type=Path, default=None, help="truth file (simulate.py layout)")
+    ap.add_argument("--truth", type=Path, default=None,
+                    help="truth file (simulate.py layout; rotation or --size stills*)")
     ap.add_argument("--unit-cell", default=None, metavar="a,b,c,al,be,ga",
                     help="known cell for both programs (jfx -C, DIALS unit_cell=)")
     ap.add_argument("-o", "--out", type=Path, default=Path("/tmp/peer"))
@@ -686,7 +1012,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nproc", type=int, default=2, help="DIALS nproc (find_spots, integrate)")
     ap.add_argument("--dials-python", default="/usr/bin/python3",
                     help="the Python DIALS is installed in (reads its reflection tables)")
-    ap.add_argument("--shells", type=int, default=8)
+    ap.add_argument("--shells", type=int, default=None,
+                    help="resolution shells of the CC to truth (default 8 rotation, 10 stills)")
     ap.add_argument("--frame-tol", type=float, default=1.5,
                     help="max |frame difference| when matching a reflection to a true event")
     args = ap.parse_args(argv)
@@ -731,10 +1058,23 @@ def main(argv=None) -> int:
     if not sg and info["rotation"]:
         print("error: no space group (give --space-group)", file=sys.stderr)
         return 2
-    if truth_path and not info["rotation"]:
-        print("error: --truth is for rotation data only", file=sys.stderr)
+    if truth_path and not truth_path.exists():
+        print(f"error: {truth_path} does not exist", file=sys.stderr)
         return 2
-    truth = load_truth(truth_path) if truth_path else None
+    stills_truth = bool(truth_path) and is_stills_truth(truth_path)
+    if truth_path and stills_truth == info["rotation"]:
+        print(f"error: {truth_path} is a {'stills' if stills_truth else 'rotation'} truth file "
+              f"but {master} holds {'rotation' if info['rotation'] else 'stills'} data",
+              file=sys.stderr)
+        return 2
+    if stills_truth and sg != diag.SG:
+        print(f"error: stills truth is matched in space group {diag.SG} only (got {sg})",
+              file=sys.stderr)
+        return 2
+    if args.shells is None:
+        args.shells = 8 if info["rotation"] else 10
+    truth = (diag.read_truth(truth_path) if stills_truth else load_truth(truth_path)) \
+        if truth_path else None
     extra = shlex.split(args.jfx_args)
     try:
         if not args.skip_jfx:
@@ -744,12 +1084,16 @@ def main(argv=None) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    res = collect(out, info, sg, truth, args)
+    if info["rotation"]:
+        res = collect(out, info, sg, truth, args)
+    else:
+        res = collect_stills(out, info, truth, args)
     res["master"] = str(master)
     res["n_images"] = info["n_images"]
     (out / "results.json").write_text(json.dumps(res, indent=1, default=float))
-    txt = (f"Data: {master} ({info['n_images']} images, space group {sg}"
-           f"{', truth ' + str(truth_path) if truth_path else ''})\n\n" + table(res, info))
+    txt = (f"Data: {master} ({info['n_images']} {'images' if info['rotation'] else 'stills'}, "
+           f"space group {sg}{', truth ' + str(truth_path) if truth_path else ''})\n\n"
+           + (table(res, info) if info["rotation"] else table_stills(res, info)))
     (out / "table.md").write_text(txt)
     print(txt)
     return 0
