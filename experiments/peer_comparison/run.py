@@ -24,8 +24,8 @@ default /usr/bin/python3) to read its reflection tables (dials_extract.py). It n
 images in one file: a master whose ``/entry/data`` spans several files is first copied into a
 single-file master (``dials/single_master.h5``).
 
-Stills (a master without an omega scan): jfx ``jfjoch_process MASTER -o OUT/jfx/out -v -M -P rot
-[-X ffbidx -C CELL] -S SG``; DIALS's serial chain (:func:`run_dials_stills`): dials.import (the
+Stills (a master without an omega scan): jfx ``jfjoch_process MASTER -o OUT/jfx/out -v -M
+[-X ffbidx -C CELL] -S SG`` (default ``-P auto``: ``rot`` on stills); DIALS's serial chain (:func:`run_dials_stills`): dials.import (the
 same geometry settings), find_spots, ssx_index (``space_group``, ``unit_cell``),
 ssx_integrate (default ellipsoid model), scale (all ``integrated_<batch>`` files,
 ``anomalous=False``), merge (``anomalous=False``), ``nproc`` for find_spots / ssx_index /
@@ -214,8 +214,8 @@ def run_jfx(master: Path, out: Path, sg: int | None, extra: list[str], rotation:
     cmd = ["jfjoch_process", str(master), "-o", str(out / "out"), "-v"]
     if rotation:
         cmd += ["-R", "-M", "-P", "rot"]
-    else:  # stills: merged with the Ewald-offset partiality; ffbidx with a known cell
-        cmd += (["-X", "ffbidx"] if cell else []) + ["-M", "-P", "rot"]
+    else:  # stills: the default partiality (-P auto = rot on stills); ffbidx with a known cell
+        cmd += (["-X", "ffbidx"] if cell else []) + ["-M"]
     if cell:
         cmd += ["-C", cell]
     if sg:
