@@ -139,13 +139,20 @@ def _model_sigma(obs: Observations, gp, I_hkl, s_hkl, s2_refl, em: ErrorModel):
     prior = shell_prior_means(I_np, s2_refl, has)
     I_t = np.where(has, posterior_intensity(I_np, np.where(has, s_np, 1.0),
                                             np.nan_to_num(prior)), 0.0)
-    m = gp * jnp.asarray(I_t)[obs.refl]
+    return _sigma_at(obs, gp, jnp.asarray(I_t), em.a, em.b)
+
+
+@jax.jit
+def _sigma_at(obs: Observations, gp, I_t, a, b):
+    """(σ', σ) at the model intensity gP·Ĩ (one compiled kernel: eager jnp ops on (n,)
+    arrays each compile on first use)."""
+    m = gp * I_t[obs.refl]
     s2 = obs.sigma**2
     var = model_variance(jnp.maximum(s2 - obs.var_signal, VAR_BG_FLOOR * s2), obs.poisson, m)
-    base = jnp.sqrt(var)
-    return em.a * jnp.sqrt(var + (em.b * m) ** 2), base
+    return a * jnp.sqrt(var + (b * m) ** 2), jnp.sqrt(var)
 
 
+@partial(jax.jit, static_argnums=(0, 1))
 def _gauge(pmodel, smodel, params, image_ok):
     return {"partiality": pmodel.fix_gauge(params["partiality"], image_ok),
             "scale": smodel.fix_gauge(params["scale"], image_ok)}
@@ -328,6 +335,7 @@ def _layout(image: np.ndarray, valid: np.ndarray, n_img: int):
     return jnp.asarray(idx), jnp.asarray(lmask), counts
 
 
+@jax.jit
 def _sanitize(obs: Observations) -> Observations:
     ok = obs.valid & jnp.isfinite(obs.intensity) & jnp.isfinite(obs.sigma) & (obs.sigma > 0)
     ok &= (obs.refl >= 0) & (obs.refl < obs.n_refl) & (obs.image >= 0) & (obs.image < obs.n_img)
@@ -497,16 +505,16 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
         ref_I = ref_obs if use_ref else I_hkl[obs.refl]
         sigma, base = _model_sigma(obs, gp, I_hkl, s_hkl, s2_refl, em)
         if error_model:
-            safe_gp = jnp.where(jnp.abs(gp) > 1e-12, gp, 1.0)
-            em = fit_error_model(np.asarray(obs.refl), np.asarray(obs.intensity / safe_gp),
-                                 np.asarray(base / jnp.abs(safe_gp)), n_refl=obs.n_refl,
-                                 valid=fit_rows & (np.asarray(jnp.abs(gp)) > 1e-6)
+            gp_np = np.asarray(gp)
+            safe_gp = np.where(np.abs(gp_np) > 1e-12, gp_np, 1.0)
+            em = fit_error_model(np.asarray(obs.refl), np.asarray(obs.intensity) / safe_gp,
+                                 np.asarray(base) / np.abs(safe_gp), n_refl=obs.n_refl,
+                                 valid=fit_rows & (np.abs(gp_np) > 1e-6)
                                  & (np.asarray(weights) >= 0.5))  # robustly down-weighted rows out
             sigma, _ = _model_sigma(obs, gp, I_hkl, s_hkl, s2_refl, em)
-        z = (obs.intensity - gp * ref_I) / sigma
-        weights = base_w * jnp.where(base_w > 0, lik.irls_weights(z), 0.0)
+        weights = _irls(lik, obs, gp, ref_I, sigma, base_w)
         if min_partiality is not None:  # the refined model may move rows below the limit
-            weights = jnp.where(partiality(params["partiality"], obs) >= min_partiality,
+            weights = jnp.where(_eval(partiality, params["partiality"], obs) >= min_partiality,
                                 weights, 0.0)
         c = float(_cost(partiality, scale_model, lik, use_ref, params, obs, sigma, weights,
                         ref_obs))
@@ -529,11 +537,25 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
         wedge_deg=(np.asarray(desc_p["wedge_deg"]) if "wedge_deg" in desc_p else None),
         mosaicity_deg=desc_p.get("mosaicity_deg"),
         error_model=em, image_ok=image_ok,
-        obs_scale=np.asarray(scale_model(params["scale"], obs)),
-        obs_partiality=np.asarray(partiality(params["partiality"], obs)),
+        obs_scale=np.asarray(_eval(scale_model, params["scale"], obs)),
+        obs_partiality=np.asarray(_eval(partiality, params["partiality"], obs)),
         obs_sigma=np.asarray(sigma), obs_weight=np.asarray(weights), history=history,
-        obs_sigma_reported=np.asarray(em.a * jnp.sqrt(obs.sigma**2 + (em.b * gp * I_hkl[
-            obs.refl]) ** 2)))
+        obs_sigma_reported=float(em.a) * np.sqrt(
+            np.asarray(obs.sigma) ** 2
+            + (float(em.b) * np.asarray(gp) * np.asarray(I_hkl)[np.asarray(obs.refl)]) ** 2))
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _eval(model, params, obs):
+    """A model's per-observation values (one compiled kernel)."""
+    return model(params, obs)
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _irls(lik, obs, gp, ref_I, sigma, base_w):
+    """Robust weights of the rows from their normalised residuals."""
+    z = (obs.intensity - gp * ref_I) / sigma
+    return base_w * jnp.where(base_w > 0, lik.irls_weights(z), 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
