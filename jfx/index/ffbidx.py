@@ -517,6 +517,13 @@ class FFBIndexer(Indexer):
             for sg in signs:
                 groups.append(_Group(self._len_index[j], j, sg, nt, 2 * np.pi / order))
                 coords.append(cj)
+        # pad the batch to a power of two: how many stills of a batch have enough spots
+        # varies, and every batch size would otherwise compile the search anew (≈ 1.4 s each;
+        # 200 stills: 6 compiles → 2); padded rows have no spots and are dropped below
+        Bp = 1 << max(B - 1, 0).bit_length()
+        if Bp > B:
+            qp = np.concatenate([qp, np.zeros((Bp - B, *qp.shape[1:]))])
+            wp = np.concatenate([wp, np.zeros((Bp - B, wp.shape[1]), wp.dtype)])
         bases, scores = _search_batch(
             jnp.asarray(qp, jnp.float32), jnp.asarray(wp), jnp.asarray(qp), self._dirs,
             self._lengths, jnp.asarray(np.stack(coords)), self._coef, self._offsets,
