@@ -216,11 +216,24 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext, *,
         else:
             mode, results = "stills", []
             q = _vectors(geom, x, y, valid)
-            for s0 in range(0, n, INDEX_BATCH):
-                sl = slice(s0, min(n, s0 + INDEX_BATCH))
-                results += index(q[sl], valid[sl], indexer, symmetry=sym, options=opt)
+            # full batches of stills that can index (the search compiles per batch size),
+            # then the rest (too few spots: no search) in one call; results in image order
+            can = np.asarray(valid).sum(axis=1) >= opt.min_spots
+            order = np.concatenate([np.flatnonzero(can), np.flatnonzero(~can)])
+            n_can = int(can.sum())
+            cuts = [*range(0, n_can, INDEX_BATCH), n_can, n]
+            res_o: list = []
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                b = min(b, a + INDEX_BATCH) if a < n_can else b
+                if b <= a:
+                    continue
+                rows = order[a:b]
+                res_o += index(q[rows], valid[rows], indexer, symmetry=sym, options=opt)
                 if hasattr(bar, "update"):
-                    bar.update(sl.stop - sl.start)
+                    bar.update(b - a)
+            results = [None] * n
+            for i, r in zip(order, res_o):
+                results[int(i)] = r
     attempted = int(np.sum(valid.sum(axis=1) >= (3 if is_rot else opt.min_spots)))
     table = IndexingTable(algorithm=alg, mode=mode, n_attempted=attempted, geometry=geom,
                           basis0=None if basis0 is None else np.asarray(basis0, np.float64),
