@@ -541,23 +541,13 @@ def collect(out: Path, info: dict, sg: int, truth: dict | None, args) -> dict:
     D = res["dials"]
     ddir = out / "dials"
     if (ddir / "times.json").exists():
-        D["times"] = json.loads((ddir / "times.json").read_text())
-        npz = ddir / "extract.npz"
-        subprocess.run([args.dials_python, str(HERE / "dials_extract.py"), str(ddir), str(npz)],
-                       env=dials_env(), check=True)
-        x = dict(np.load(npz))
+        x = dials_common(D, ddir, info["n_images"], args)
         n_img = info["n_images"]
-        if "strong_z" in x:
-            D["spots_per_image"] = len(x["strong_z"]) / n_img
-            if "n_indexed" in x:
-                D["indexed_fraction"] = float(x["n_indexed"]) / len(x["strong_z"])
         for k in ("rmsd_px", "rmsd_phi_deg", "rmsd_x_px", "rmsd_y_px"):
             if k in x:
                 D[k] = float(x[k])
         if "cell" in x:
             D["cell"] = [float(v) for v in x["cell"]]
-        elif "cells_indexed" in x and len(x["cells_indexed"]):
-            D["cell"] = [float(v) for v in np.median(x["cells_indexed"], axis=0)]
         if not info["rotation"]:
             D["images_indexed"] = f"{int(x.get('n_indexed_images', 0))}/{n_img}"
             if "rmsd_px_indexed" in x:
@@ -742,6 +732,24 @@ def common_cc(merged: dict, truth: dict, edges: np.ndarray) -> dict:
     return out
 
 
+def dials_common(D: dict, ddir: Path, n_img: int, args) -> dict:
+    """Fill ``D`` with what every DIALS run has (stage times, spots per image, indexed
+    fraction, median indexed cell) from ``ddir`` (extracted by dials_extract.py in DIALS's
+    Python); returns the extracted arrays."""
+    D["times"] = json.loads((ddir / "times.json").read_text())
+    npz = ddir / "extract.npz"
+    subprocess.run([args.dials_python, str(HERE / "dials_extract.py"), str(ddir), str(npz)],
+                   env=dials_env(), check=True)
+    x = dict(np.load(npz))
+    if "strong_z" in x:
+        D["spots_per_image"] = len(x["strong_z"]) / n_img
+        if "n_indexed" in x:
+            D["indexed_fraction"] = float(x["n_indexed"]) / len(x["strong_z"])
+    if "cells_indexed" in x and len(x["cells_indexed"]):
+        D["cell"] = [float(v) for v in np.median(x["cells_indexed"], axis=0)]
+    return x
+
+
 def collect_stills(out: Path, info: dict, truth: dict | None, args) -> dict:
     res: dict = {"jfx": {}, "dials": {}}
     n_img = info["n_images"]
@@ -756,17 +764,7 @@ def collect_stills(out: Path, info: dict, truth: dict | None, args) -> dict:
     D = res["dials"]
     ddir = out / "dials"
     if (ddir / "times.json").exists():
-        D["times"] = json.loads((ddir / "times.json").read_text())
-        npz = ddir / "extract.npz"
-        subprocess.run([args.dials_python, str(HERE / "dials_extract.py"), str(ddir), str(npz)],
-                       env=dials_env(), check=True)
-        x = dict(np.load(npz))
-        if "strong_z" in x:
-            D["spots_per_image"] = len(x["strong_z"]) / n_img
-            if "n_indexed" in x:
-                D["indexed_fraction"] = float(x["n_indexed"]) / len(x["strong_z"])
-        if "cells_indexed" in x and len(x["cells_indexed"]):
-            D["cell"] = [float(v) for v in np.median(x["cells_indexed"], axis=0)]
+        x = dials_common(D, ddir, n_img, args)
         for key, name in (("n_indexed_images", "images_indexed"),
                           ("n_integrated_images", "images_integrated"),
                           ("n_scaled_images", "images_scaled")):
