@@ -103,6 +103,10 @@ class RotationPartiality(PartialityModel):
             nearly degenerate with σ_M, which absorbs it when left at 0.
         refine_profile: the Lorentzian fraction η of still rows is free (starts at
             ``PROFILE_MIX_START``); False keeps the Gaussian.
+        refine_crystal_width: each still's own width terms are free around the global ones
+            (``image.log_width`` w_i: σ_ε,i² = e^{2w_i}((q σ_M)² + σ₀²) + σ_bw² + σ_div²,
+            mean w = 0 over the stills) — crystals differ in mosaicity and domain size, as
+            cctbx.xfel's per-crystal post-refinement of mosaic angle and block size allows.
 
     Set from the data by :meth:`bind` (not config keys):
         refine_wedge: per-image wedge is free (``-w``, ``scale.refine_wedge``).
@@ -124,6 +128,7 @@ class RotationPartiality(PartialityModel):
     refine_mosaicity: bool = True
     divergence_deg: float = setting(0.0, minimum=0.0)
     refine_profile: bool = True
+    refine_crystal_width: bool = True
     refine_wedge: bool = setting(False, config=False)
     wedge_start_deg: float | None = setting(None, minimum=0.0, config=False)
     bandwidth_fwhm: float = setting(0.0, minimum=0.0, config=False)
@@ -154,6 +159,8 @@ class RotationPartiality(PartialityModel):
                 glob["logit_lorentz"] = jnp.asarray(
                     np.log(PROFILE_MIX_START / (1.0 - PROFILE_MIX_START)))
             img["cell"] = z
+            if self.refine_crystal_width:
+                img["log_width"] = z
         return {"global": glob, "image": img}
 
     def __call__(self, params: Params, obs: Observations) -> jnp.ndarray:
@@ -165,9 +172,17 @@ class RotationPartiality(PartialityModel):
         p_rot = rotation_fraction(obs.phi_c_rad, obs.zeta, sig_m, obs.phi_lo_rad, phi_hi)
         g = params["global"]
         sig0 = jnp.exp(g["log_domain"]) if "log_domain" in g else 0.0
-        sig_eps = still_sigma_eps(1.0 / obs.d_A, obs.two_theta_rad, obs.wavelength_A, sig_m,
-                                  self.bandwidth_fwhm, sig0,
-                                  divergence_rad=float(np.radians(self.divergence_deg)))
+        div = float(np.radians(self.divergence_deg))
+        if "log_width" in img:  # the crystal's own terms (σ_M, σ₀) scale per still
+            crystal = still_sigma_eps(1.0 / obs.d_A, obs.two_theta_rad, obs.wavelength_A,
+                                      sig_m, 0.0, sig0)
+            beam = still_sigma_eps(1.0 / obs.d_A, obs.two_theta_rad, obs.wavelength_A, 0.0,
+                                   self.bandwidth_fwhm, 0.0, divergence_rad=div)
+            sig_eps = jnp.sqrt((crystal * jnp.exp(img["log_width"][obs.image])) ** 2
+                               + beam**2)
+        else:
+            sig_eps = still_sigma_eps(1.0 / obs.d_A, obs.two_theta_rad, obs.wavelength_A,
+                                      sig_m, self.bandwidth_fwhm, sig0, divergence_rad=div)
         eps = obs.eps_invA
         if "rot_a" in img:  # parameter sets written without the orientation leaves work too
             eps = (eps + obs.eps_grad_a * img["rot_a"][obs.image]
@@ -191,7 +206,24 @@ class RotationPartiality(PartialityModel):
             if self.refine_profile:
                 glob["logit_lorentz"] = True
             img["cell"] = True
+            if self.refine_crystal_width:
+                img["log_width"] = True
         return {"global": glob, "image": img}
+
+    def fix_gauge(self, params: Params, image_ok: Any) -> Params:
+        """Mean per-still log width change 0 over the fitted stills; the common factor moves
+        into the global σ_M and σ₀ (exactly: both scale with it), so the model is unchanged."""
+        img = params["image"]
+        if "log_width" not in img:
+            return params
+        ok = jnp.asarray(image_ok)
+        w = img["log_width"]
+        m = jnp.sum(jnp.where(ok, w, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
+        g = dict(params["global"])
+        g["log_mosaicity"] = g["log_mosaicity"] + m
+        if "log_domain" in g:
+            g["log_domain"] = g["log_domain"] + m
+        return {"global": g, "image": {**img, "log_width": jnp.where(ok, w - m, 0.0)}}
 
     def describe(self, params: Params) -> dict[str, Any]:
         g = params["global"]
@@ -202,6 +234,9 @@ class RotationPartiality(PartialityModel):
                 if "logit_lorentz" in g else 0.0,
                 "cell_change": np.asarray(params["image"]["cell"]) if "cell" in params["image"]
                 else np.zeros_like(np.asarray(params["image"]["rot_a"])),
+                "width_factor": np.exp(np.asarray(params["image"]["log_width"]))
+                if "log_width" in params["image"]
+                else np.ones_like(np.asarray(params["image"]["rot_a"])),
                 "wedge_deg": np.asarray(params["image"]["wedge_deg"]),
                 "rot_a": np.asarray(params["image"]["rot_a"]),
                 "rot_b": np.asarray(params["image"]["rot_b"])}
@@ -229,7 +264,8 @@ class AutoPartiality(RotationPartiality):
             rot = RotationPartiality(mosaicity_deg=self.mosaicity_deg,
                                      refine_mosaicity=self.refine_mosaicity,
                                      divergence_deg=self.divergence_deg,
-                                     refine_profile=self.refine_profile)
+                                     refine_profile=self.refine_profile,
+                                     refine_crystal_width=self.refine_crystal_width)
             return rot.bind(settings, bandwidth_fwhm=bandwidth_fwhm, stills=stills)
         return FixedPartiality()
 

@@ -89,7 +89,8 @@ class ScalingResult:
         mosaicity_deg: refined (or fixed) σ_M, or None (model without one).
         domain_invA: refined stills domain width σ₀ (Å⁻¹, ``-P rot`` on stills), else None.
         stills_profile: ``{"lorentz_fraction": η, "cell_change_rms": rms of the per-still
-            cell changes}`` of ``-P rot`` on stills, else None.
+            cell changes, "log_width_rms": rms of the per-still log width factors}`` of
+            ``-P rot`` on stills, else None.
         cell, space_group: the merging cell and space group (number).
         n_obs_total, n_obs_used: observation rows read / used in the final merge.
         n_outliers: observations rejected as outliers; n_rejected_images: images rejected.
@@ -137,7 +138,9 @@ class ScalingResult:
                           if self.domain_invA is not None else "")
                        + (f"; profile Lorentzian fraction "
                           f"{self.stills_profile['lorentz_fraction']:.2f}; per-still cell "
-                          f"change rms {100 * self.stills_profile['cell_change_rms']:.3f}%"
+                          f"change rms {100 * self.stills_profile['cell_change_rms']:.3f}%, "
+                          f"width factor rms "
+                          f"{100 * self.stills_profile['log_width_rms']:.1f}%"
                           if self.stills_profile else ""))
         ok = self.images["rejected"] == 0
         if np.any(ok):
@@ -188,9 +191,11 @@ def _stills_profile(pmodel, fit, rejected) -> dict | None:
         return None
     d = pmodel.describe(fit.params["partiality"])
     use = fit.image_ok & ~rejected
-    c = np.asarray(d.get("cell_change", np.zeros(0)))[use] if "cell_change" in d else np.zeros(0)
+    c = np.asarray(d["cell_change"])[use] if "cell_change" in d else np.zeros(0)
+    w = np.log(np.asarray(d["width_factor"]))[use] if "width_factor" in d else np.zeros(0)
     return {"lorentz_fraction": float(d.get("lorentz_fraction", 0.0)),
-            "cell_change_rms": float(np.sqrt(np.mean(c * c))) if c.size else 0.0}
+            "cell_change_rms": float(np.sqrt(np.mean(c * c))) if c.size else 0.0,
+            "log_width_rms": float(np.sqrt(np.mean(w * w))) if w.size else 0.0}
 
 
 def scale_merge(runs: list[RunData], settings: ScaleSettings,
