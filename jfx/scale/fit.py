@@ -522,6 +522,19 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
                         "n_used": int(np.sum(np.asarray(weights) > 0)),
                         "error_model_a": float(em.a), "error_model_b": float(em.b), **n_it})
 
+    if use_ref:
+        # the reference sets the scale; reflections it lacks are measured data all the same
+        # and are merged on that scale (never dropped)
+        extra = np.asarray(obs.valid) & image_ok[image_np] & ~ref_ok[np.asarray(obs.refl)]
+        if min_partiality is not None:
+            extra &= np.asarray(_eval(partiality, params["partiality"], obs)) >= min_partiality
+        if extra.any():
+            extra_j = jnp.asarray(extra)
+            weights = jnp.where(extra_j, 1.0, weights)
+            for _ in range(2):  # σ of those rows at their own merged intensity
+                I_a, s_a, _, gp_a = _merge(partiality, scale_model, params, obs, sigma, weights)
+                sig_a, _ = _model_sigma(obs, gp_a, I_a, s_a, s2_refl, em)
+                sigma = jnp.where(extra_j, sig_a, sigma)
     I_hkl, s_hkl, den, gp = _merge(partiality, scale_model, params, obs, sigma, weights)
     n_obs = np.bincount(np.asarray(obs.refl)[np.asarray(weights) > 0], minlength=obs.n_refl)
     has = np.asarray(den) > 0

@@ -99,6 +99,8 @@ class ScalingResult:
             overloads_included: ``include_overloads`` was set.
         ambiguity: one-line description of the ambiguity resolution, or None.
         reference_used: scaled against a reference.
+        reference_note: one line when the reference reached too few images to scale them
+            (then: scaled without it, merged intensities put on its scale by one factor).
         partiality_model, solver: what ran.
     """
 
@@ -123,6 +125,7 @@ class ScalingResult:
     overloads_included: bool = False
     domain_invA: float | None = None
     stills_profile: dict | None = None
+    reference_note: str | None = None
 
     def lines(self) -> list[str]:
         """Console summary (the statistics table is :func:`jfx.io.report.format_table`)."""
@@ -157,6 +160,8 @@ class ScalingResult:
                    + f", {self.n_masked} masked beyond the limit left out")
         if self.ambiguity:
             out.append(self.ambiguity)
+        if self.reference_note:
+            out.append(self.reference_note)
         return out
 
 
@@ -183,6 +188,10 @@ def _merging_cell(runs: list[RunData], cell: Any) -> np.ndarray:
     if not cells:
         raise ValueError("scaling needs a unit cell (none stored in the input; give -C)")
     return np.median(np.stack(cells), axis=0)
+
+
+REF_MIN_ROWS = 5
+"""Reference reflections an image needs to be scaled against the reference."""
 
 
 def _stills_profile(pmodel, fit, rejected) -> dict | None:
@@ -338,6 +347,20 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             ref_refl = np.repeat(ref_refl, 2)
         if not np.any(np.isfinite(ref_refl)):
             raise ValueError("the reference shares no reflection with the data")
+    # a reference that reaches too few images to scale them is used for the overall scale
+    # only: the data are scaled without it, then multiplied by one factor (never dropped)
+    ref_fit, ref_note = ref_refl, None
+    if ref_refl is not None:
+        o_ok = np.asarray(obs.valid)
+        has_ref = o_ok & np.isfinite(ref_refl[np.asarray(obs.refl)])
+        n_cov = int(np.sum(np.bincount(np.asarray(obs.image)[has_ref], minlength=n_img)
+                           >= REF_MIN_ROWS))
+        n_data = int(np.sum(np.bincount(np.asarray(obs.image)[o_ok], minlength=n_img) > 0))
+        if n_cov < 0.5 * n_data:
+            ref_fit = None
+            ref_note = (f"reference: only {n_cov} of {n_data} images share >= {REF_MIN_ROWS} "
+                        "reflections with it; scaled without it, then put on its scale by "
+                        "one factor")
 
     bw = max((r.bandwidth_fwhm for r in runs), default=0.0)
     stills = any(not r.is_rotation and r.beam_center_px is not None for r in runs)
@@ -356,7 +379,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
     def refit(params):
         v = valid0 & ~outlier & ~rejected_img[np.asarray(obs.image)]
         o = dataclasses.replace(obs, valid=np.asarray(v))
-        return fit_scales(o, pmodel, smodel, lik, reference=ref_refl, iterations=1,
+        return fit_scales(o, pmodel, smodel, lik, reference=ref_fit, iterations=1,
                           solver=settings.solver, params0=params,
                           error_model0=None if fit is None else fit.error_model,
                           robust_weights0=None if fit is None else fit.obs_weight)
@@ -419,7 +442,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             bad_i = rj.reject_images_delta_cc(dcc, settings.reject_delta_cchalf)
             changed |= bool(np.any(bad_i & ~rejected_img))
             rejected_img |= bad_i
-        if reference is None:
+        if ref_fit is None:
             iterations.append({"image": img_num.copy(), "scale": fit.scale.copy(),
                                "bfactor": fit.bfactor.copy(), "cc": cc.copy(),
                                "rejected": rejected_img.astype(np.uint8)})
@@ -437,6 +460,14 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
     w_rob = np.clip(fit.obs_weight, 0.0, 1.0)  # IRLS weights of the likelihood (1: normal)
     merged = merge(asu_f, I_c[rows], s_c[rows], cell_m, sg.number,
                    anomalous=settings.anomalous, weights=w_rob[rows] / s_c[rows] ** 2)
+    if ref_note is not None:  # onto the reference's scale: least squares over the common
+        r = reference_on_asu(merged.hkl, (reference.hkl, reference.intensity), sg.number)
+        both = np.isfinite(r) & np.isfinite(merged.I)
+        den = float(np.sum(merged.I[both] ** 2))
+        k = float(np.sum(merged.I[both] * r[both])) / den if den > 0 else 1.0
+        merged = dataclasses.replace(merged, **{
+            f: getattr(merged, f) * k for f in ("I", "sigma", "I_plus", "sig_plus", "I_minus",
+                                                "sig_minus") if getattr(merged, f) is not None})
     # statistics count the observations of rejected images too (Jungfraujoch); the merge
     # and CC½ exclude them
     rows_s = np.flatnonzero((ok & ~outlier)[:n_rows])
@@ -465,7 +496,8 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
                      if getattr(pmodel, "refine_domain", False) else None),
         space_group=int(sg.number), n_obs_total=int(n_total), n_obs_used=int(rows.size),
         n_outliers=int(np.sum(outlier)), n_rejected_images=int(np.sum(rejected_img)),
-        ambiguity=ambiguity_note, reference_used=reference is not None,
+        ambiguity=ambiguity_note, reference_used=ref_fit is not None,
+        reference_note=ref_note,
         partiality_model=pmodel.label, solver=settings.solver,
         n_overloaded=n_overloaded, n_masked=n_masked,
         overloads_included=bool(settings.include_overloads))

@@ -124,6 +124,31 @@ def test_reference_scaling_puts_data_on_the_reference_scale():
     assert res.statistics.overall("cc_ref") > 0.97
 
 
+def test_reference_never_drops_measured_reflections():
+    """A reference that stops short of the data (here at 3.5 Å; and one of 2 reflections)
+    sets the scale; every measured reflection is merged, on the reference's scale."""
+    run, truth = _stills_table(seed=1)
+    plain = scale_merge([run], ScaleSettings(merge=True), FixedPartiality())
+    uc = gemmi.UnitCell(*LYSO)
+    d = np.array([uc.calculate_d(list(map(int, h))) for h in truth["hkl"]])
+    low = d >= 3.5
+    ref = Reference(hkl=truth["hkl"][low], intensity=truth["i"][low] * 0.01)
+    res = scale_merge([run], ScaleSettings(merge=True), FixedPartiality(), reference=ref)
+    assert len(res.merged.hkl) == len(plain.merged.hkl)
+    beyond = res.merged.d_A < 3.4
+    assert beyond.sum() > 1000
+    a = asu_map(truth["hkl"], 96)
+    lut = dict(zip(map(tuple, a.asu_hkl), truth["i"]))
+    t = np.array([lut[tuple(h)] for h in res.merged.hkl[beyond]])
+    assert np.corrcoef(res.merged.I[beyond], t)[0, 1] > 0.97
+    assert np.median(res.merged.I[beyond] / (0.01 * t)) == pytest.approx(1.0, abs=0.1)
+    two = Reference(hkl=truth["hkl"][:2], intensity=truth["i"][:2])
+    res2 = scale_merge([run], ScaleSettings(merge=True), FixedPartiality(), reference=two)
+    assert len(res2.merged.hkl) == len(plain.merged.hkl)
+    assert res.reference_note is None and res.reference_used
+    assert "scaled without it" in res2.reference_note and not res2.reference_used
+
+
 def test_outliers_and_bad_images_are_rejected():
     run, truth = _stills_table(seed=2, bad_images=(5, 17), outliers=40)
     s = ScaleSettings(merge=True, reject_outliers=6.0, reject_delta_cchalf=3.0)
