@@ -481,7 +481,9 @@ def _process_job(argv: list[str], con: _Console) -> int:
                    if settings.crystal.space_group is not None
                    or settings.crystal.ignore_file_space_group
                    else getattr(master, "space_group", None))
-        reference = _read_reference(settings.scale.reference_mtz, sg_hint)
+        cell_hint = (settings.crystal.unit_cell if settings.crystal.unit_cell is not None
+                     else getattr(master, "unit_cell", None))
+        reference = _read_reference(settings.scale.reference_mtz, sg_hint, cell_hint)
         con.detail(f"processing {len(sel.indices)} images ({g.start_image}..{sel.indices[-1]} "
                    f"step {g.stride}) with {g.threads} reader worker(s), batch "
                    f"{g.batch_size if g.batch_size is not None else 'auto'}, device {g.device}")
@@ -533,14 +535,26 @@ def _process_job(argv: list[str], con: _Console) -> int:
     return 0
 
 
-def _read_reference(path: str | None, space_group: int | None) -> Any:
-    """The ``-z`` reference (:class:`jfx.scale.scaling.Reference`), read before any work."""
+def _read_reference(path: str | None, space_group: int | None, cell: Any = None) -> Any:
+    """The ``-z`` reference (:class:`jfx.scale.scaling.Reference`), read and checked against
+    the data's space group and cell (when known) before any work: a reference keeps its own
+    symmetry (``-S`` stands in only for a file without one) and one that does not fit the
+    data is refused (:func:`jfx.symmetry.groups.reference_mismatch`)."""
     if path is None:
         return None
     from jfx.io.merged import read_reference_mtz
     from jfx.scale.scaling import Reference
+    from jfx.symmetry.groups import reference_mismatch
 
-    hkl, inten, rcell, rsg = read_reference_mtz(path, space_group)
+    try:
+        hkl, inten, rcell, rsg = read_reference_mtz(path)
+    except InputError:
+        if space_group is None:
+            raise
+        hkl, inten, rcell, rsg = read_reference_mtz(path, space_group)  # file without one
+    problem = reference_mismatch(rsg, rcell, space_group, cell)
+    if problem:
+        raise InputError(f"reference MTZ {path!r} does not fit the data: {problem}")
     return Reference(hkl=hkl, intensity=inten, cell=rcell, space_group=rsg)
 
 
@@ -582,7 +596,16 @@ def _scale_job(argv: list[str], con: _Console) -> int:
                              bandwidth_fwhm=pf.bandwidth_fwhm,
                              beam_center_px=pf.beam_center_px, scan_deg=pf.scan_deg,
                              name=str(pf.path)))
-    reference = _read_reference(settings.scale.reference_mtz, settings.crystal.space_group)
+    import numpy as np
+
+    sgs = {r.space_group for r in runs if r.space_group is not None}
+    cells = [r.cell for r in runs if r.cell is not None]
+    reference = _read_reference(
+        settings.scale.reference_mtz,
+        settings.crystal.space_group if settings.crystal.space_group is not None
+        else (sgs.pop() if len(sgs) == 1 else None),
+        settings.crystal.unit_cell if settings.crystal.unit_cell is not None
+        else (np.median(np.asarray(cells), axis=0) if cells else None))
     enable_compilation_cache()
     t0 = time.perf_counter()
     result = scale_runs(settings, runs, reference=reference, cell=settings.crystal.unit_cell)

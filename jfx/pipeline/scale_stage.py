@@ -71,7 +71,8 @@ def scale_runs(settings: Any, runs: list[Any], *, space_group: int | None = None
     """Scale and merge ``runs`` with the ``scale`` settings, the ``partiality`` model and the
     ``likelihood`` of either program.
 
-    ``space_group``: the merging space group (default ``-S``, else the reference's);
+    ``space_group``: the merging space group (default ``-S``, else the runs' own; never the
+    reference's: a reference does not re-symmetrise the data);
     ``cell``: a merging cell that overrides the runs' (``crystal.unit_cell``).
 
     Raises:
@@ -81,8 +82,6 @@ def scale_runs(settings: Any, runs: list[Any], *, space_group: int | None = None
     from jfx.scale.scaling import scale_merge
 
     sg = space_group if space_group is not None else settings.crystal.space_group
-    if sg is None and reference is not None:
-        sg = reference.space_group
     try:
         return scale_merge(runs, settings.scale, settings.partiality,
                            likelihood=settings.likelihood, space_group=sg,

@@ -225,3 +225,37 @@ def check_cell_fits(cell: np.ndarray, number: int) -> np.ndarray:
                          f"group {sg.hm} ({sg.number}, {sg.crystal_system_str()})")
     return np.asarray(symmetrized_cell(np.asarray(c), bravais_of_space_group(int(number))),
                       np.float64)
+
+
+def reference_mismatch(ref_space_group: int, ref_cell: Sequence[float],
+                       data_space_group: int | None, data_cell: Sequence[float] | None, *,
+                       max_rel: float = 0.02, max_deg: float = 2.0) -> str | None:
+    """Why a reference (``-z``) cannot serve data of ``space_group`` / ``cell``, or None.
+
+    A reference must have the data's point group (its intensities are compared reflection by
+    reflection in the data's asymmetric unit; a reference in another group would re-symmetrise
+    the data) and a cell within ``max_rel`` (lengths) and ``max_deg`` (angles) of the data's.
+    Unknown data values (None, non-finite) are not tested.
+
+    Args:
+        ref_space_group, ref_cell: the reference's IT number and (a, b, c, α, β, γ) Å/deg.
+        data_space_group, data_cell: the data's (``-S`` / file; ``-C`` / file) or None.
+    """
+    if data_space_group is not None:
+        ref, dat = space_group(ref_space_group), space_group(data_space_group)
+        pr, pd = ref.point_group_hm(), dat.point_group_hm()
+        if pr != pd:
+            return (f"its space group {ref.hm} (point group {pr}) does not match the data's "
+                    f"{dat.hm} (point group {pd})")
+    if data_cell is not None:
+        c = np.asarray(data_cell, np.float64).reshape(-1)
+        r = np.asarray(ref_cell, np.float64).reshape(-1)
+        if c.size == 6 and np.all(np.isfinite(c)):
+            rel = np.abs(r[:3] / c[:3] - 1.0)
+            ang = np.abs(r[3:] - c[3:])
+            if np.any(rel > max_rel) or np.any(ang > max_deg):
+                fmt = lambda v: " ".join(f"{x:g}" for x in np.round(v, 2))  # noqa: E731
+                return (f"its cell ({fmt(r)}) differs from the data's ({fmt(c)}) by more than "
+                        f"{100 * max_rel:g} % / {max_deg:g} deg")
+    return None
+

@@ -145,6 +145,58 @@ def test_reference_mtz_drives_the_scaling(rot, merged_run, tmp_path, capsys):
     assert not list(tmp_path.glob("z_iter*_scale.dat"))  # only written without a reference
 
 
+def _reference(path, items, sg=96, cell=(79.1, 79.1, 38.0, 90, 90, 90)):
+    """An MTZ reference (IMEAN) of ``items`` {hkl: I} in space group ``sg`` / ``cell``."""
+    mtz = gemmi.Mtz(with_base=True)
+    mtz.spacegroup = gemmi.SpaceGroup(sg)
+    mtz.set_cell_for_all(gemmi.UnitCell(*cell))
+    mtz.add_dataset("ref")
+    mtz.add_column("IMEAN", "J")
+    mtz.add_column("SIGIMEAN", "Q")
+    mtz.set_data(np.array([(*h, v, 1.0) for h, v in items], dtype=np.float32))
+    mtz.write_to_file(str(path))
+    return path
+
+
+def test_partial_reference_keeps_every_measured_reflection(rot, merged_run, tmp_path, capsys):
+    """Issue 14: a reference to 2.5 Å (or of 2 reflections) sets the scale; every measured
+    reflection is merged, in the data's space group."""
+    out, _ = merged_run
+    truth, _, _, _ = _truth_merged(rot / "r_truth.h5")
+    uc = gemmi.UnitCell(79.1, 79.1, 38.0, 90, 90, 90)
+    low = [(h, v) for h, v in truth.items() if v > 0 and uc.calculate_d(list(h)) >= 2.5]
+    assert scale_main([f"{out}_process.h5", "-o", str(tmp_path / "p")]) == 0
+    n_plain = len(_mtz(tmp_path / "p.mtz")[0])
+    for name, items in (("half", low), ("two", low[:2])):
+        ref = _reference(tmp_path / f"{name}.mtz", items)
+        assert scale_main([f"{out}_process.h5", "-o", str(tmp_path / name), "-z", str(ref)]) == 0
+        hkl, _, d, m = _mtz(tmp_path / f"{name}.mtz")
+        assert len(hkl) == n_plain and m.spacegroup.number == 96
+        assert d.min() < 2.4  # beyond the reference's limit
+    assert "scaled without it" in capsys.readouterr().err  # the 2-reflection reference
+
+
+@pytest.mark.parametrize("sg,cell,msg", [
+    (4, (40, 50, 60, 90, 100, 90), "point group 2) does not match the data's P 43 21 2"),
+    (96, (91.0, 91.0, 43.7, 90, 90, 90), "differs from the data's"),
+])
+def test_incompatible_reference_is_refused_before_work(rot, merged_run, tmp_path, capsys, sg,
+                                                       cell, msg):
+    """Issue 14: a reference in another point group or a cell 15 % off: one line, exit 2,
+    nothing written — jfjoch_scale and jfjoch_process (before any image is read)."""
+    out, _ = merged_run
+    ref = _reference(tmp_path / "zref.mtz", [((1, 2, 3), 10.0), ((2, 3, 4), 20.0)], sg, cell)
+    rc = scale_main([f"{out}_process.h5", "-o", str(tmp_path / "b"), "-z", str(ref)])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not list(tmp_path.glob("b*"))
+    rc = process_main([str(rot / "r_master.h5"), "-o", str(tmp_path / "c"), "-R", "-S", "96",
+                       "-C", "79.1,79.1,38,90,90,90", "-M", "-z", str(ref)])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and "Traceback" not in err
+    assert not list(tmp_path.glob("c*"))
+
+
 @pytest.mark.parametrize("args,msg", [
     (["-z", "/nonexistent/ref.mtz"], "reference MTZ not found"),
     (["-S", "195"], "does not fit space group"),
