@@ -10,6 +10,7 @@ resolved config as YAML and exits 0.
 Exit codes: 0 success; 2 bad usage or unusable input (``jfjoch_process: error: <one line>``,
 no traceback, nothing written); 1 failure during processing (the message names the stage);
 130 interrupted (Ctrl-C; nothing half-written).
+143 terminated by SIGTERM (as Ctrl-C: nothing half-written).
 """
 
 from __future__ import annotations
@@ -319,14 +320,32 @@ class _Console:
         print(f"{self.prog}: error: {one}", file=sys.stderr)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (what batch schedulers send): handled as Ctrl-C, exit 143."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise _Terminated()
+
+
 def _run(prog: str, argv: Sequence[str] | None, job) -> int:
     """Shared error handling of both entry points."""
+    import signal
+
     argv = list(sys.argv[1:] if argv is None else argv)
     con = _Console(prog, verbose=any(a in ("-v", "--verbose") for a in argv))
+    previous = None
+    try:  # only the main thread may install handlers (an embedding caller may not be it)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        pass
     try:
         return job(argv, con)
     except SystemExit as e:  # argparse --help
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    except _Terminated:
+        con.error("terminated (SIGTERM)")
+        return 143
     except KeyboardInterrupt:
         con.error("interrupted")
         return 130
@@ -343,6 +362,9 @@ def _run(prog: str, argv: Sequence[str] | None, job) -> int:
             traceback.print_exc()
         con.error(f"unexpected {type(e).__name__}: {e}")
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _compose_settings(config_name: str, overrides: list[str], config_dirs: Sequence[str] = ()):

@@ -239,6 +239,31 @@ def test_interrupt_processing_error_and_unexpected(tmp_path, shared_master, caps
     assert "Traceback" in capsys.readouterr().err  # full traceback only with -v
 
 
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, shared_master, capsys, monkeypatch):
+    """Issue 14: SIGTERM (what schedulers send) mid-run: one line, exit 143, no temp file,
+    the previous run's output untouched."""
+    import os
+    import signal
+
+    import jfx.spotfind.find as find
+
+    old = tmp_path / "o_process.h5"
+    old.write_bytes(b"previous run")
+
+    def term(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)  # a real signal, delivered to the handler
+        raise AssertionError("SIGTERM was not handled")
+    monkeypatch.setattr(find.ThresholdSpotFinder, "__call__", term)
+    before = signal.getsignal(signal.SIGTERM)
+    rc = process_main([str(shared_master[0]), "-o", str(tmp_path / "o"), "-X", "None",
+                       "-e", "2"])
+    err = capsys.readouterr().err
+    assert rc == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o_process.h5"]
+    assert old.read_bytes() == b"previous run"
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is restored
+
+
 def test_console_script_subprocess(tmp_path, shared_master):
     exe = shutil.which("jfjoch_process")
     if exe is None:
