@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import glob
 import os
 import tempfile
 import threading
@@ -50,6 +51,34 @@ FILTER_NAMES = {
 BITSHUFFLE_ID = 32008
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def new_temp_path(final: str | os.PathLike) -> Path:
+    """An empty temporary file ``.<name>.<pid>.<random>.tmp`` next to ``final`` (its
+    directory created). Temporary files of ``final`` left by a process that no longer runs
+    (killed by SIGKILL, a crash, a power cut) are removed first; those of a live process
+    (another run writing the same output right now) are left alone."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for old in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+        parts = old.name[len(final.name) + 2:].split(".")
+        if len(parts) >= 3 and parts[0].isdigit() and not _pid_alive(int(parts[0])):
+            with contextlib.suppress(OSError):
+                old.unlink()
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp",
+                                dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the directory of ``final``; move it there on success.
@@ -65,10 +94,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
                 ...
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = new_temp_path(final)
     try:
         yield tmp
         # mkstemp creates 0600 files; give the result the usual umask-derived mode.

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -39,6 +38,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from jfx.io.h5util import new_temp_path
 from jfx.io.nxmx import SUPPORTED_DTYPES, error_value_of
 from jfx.models.geometry import Geometry
 from jfx.models.spots import StoredSpots
@@ -329,10 +329,9 @@ def write_jungfraujoch(
     tmp_paths: list[tuple[Path, Path]] = []  # (tmp, final)
 
     def tmp_for(final: Path) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-        os.close(fd)
-        tmp_paths.append((Path(name), final))
-        return Path(name)
+        tmp = new_temp_path(final)
+        tmp_paths.append((tmp, final))
+        return tmp
 
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     comp = _compression(codec)

@@ -213,3 +213,27 @@ def test_atomic_path(tmp_path):
     with h5py.File(final, "r") as f:  # untouched
         assert f["x"][()] == 1
     assert sorted(p.name for p in final.parent.iterdir()) == ["out.h5"]
+
+
+def test_stale_temporary_files_of_dead_runs_are_removed(tmp_path):
+    """Issue 14: a run killed with SIGKILL leaves ``.<name>.<pid>.*.tmp``; the next write of
+    that output removes it, but never a live process's temporary file or another output's."""
+    import os
+    import subprocess
+    import sys
+
+    from jfx.io.h5util import atomic_path
+
+    p = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                       capture_output=True, text=True, check=True)
+    dead = int(p.stdout)  # that process has exited
+    stale = tmp_path / f".out.txt.{dead}.ab12.tmp"
+    live = tmp_path / f".out.txt.{os.getpid()}.cd34.tmp"
+    other = tmp_path / f".other.txt.{dead}.ef56.tmp"
+    for f in (stale, live, other):
+        f.write_bytes(b"x")
+    with atomic_path(tmp_path / "out.txt") as tmp:
+        assert tmp.name.startswith(f".out.txt.{os.getpid()}.") and tmp.name.endswith(".tmp")
+        tmp.write_text("new")
+    assert (tmp_path / "out.txt").read_text() == "new"
+    assert not stale.exists() and live.exists() and other.exists()
