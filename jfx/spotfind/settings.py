@@ -15,10 +15,6 @@ KEEP_CHOICES = ("lowest_resolution", "strongest", "stratified")
 KERNEL_CHOICES = ("auto", "dense", "sparse")
 
 
-MAX_SPOTS_LIMIT = 10_000
-"""Largest ``--max-spots`` (spot lists are padded to the capacity)."""
-
-
 @dataclasses.dataclass(frozen=True)
 class ThresholdSpotFinderSettings(SpotFinderSettings):
     """Local-threshold spot finder (jfjoch's CPU/GPU spot finder; option ``threshold``).
@@ -33,8 +29,7 @@ class ThresholdSpotFinderSettings(SpotFinderSettings):
             default 1.5); ``None`` = no limit.
         low_resolution_A: spots at d above this are dropped (Å, ``--spot-low-resolution``);
             ``None`` (default) = no limit.
-        max_spots: spots kept per image (``--max-spots``, default 250), 1 … 10 000 (the
-            spot arrays are padded to it; more spots than that do not help indexing).
+        max_spots: spots kept per image (``--max-spots``, default 250), ≥ 1.
         keep: which spots are kept when more than ``max_spots`` are found
             (``--spot-keep``): ``strongest`` (default: largest background-subtracted
             intensity first), ``stratified`` (the strongest of each of 10 equal-count shells
@@ -78,7 +73,7 @@ class ThresholdSpotFinderSettings(SpotFinderSettings):
         1.5, positive=True, label="spot high-resolution limit (--spot-high-resolution)")
     low_resolution_A: float | None = setting(
         None, positive=True, label="spot low-resolution limit (--spot-low-resolution)")
-    max_spots: int = setting(250, minimum=1, maximum=MAX_SPOTS_LIMIT, label="max spots (--max-spots)")
+    max_spots: int = setting(250, minimum=1, label="max spots (--max-spots)")
     keep: str = setting("strongest", choices=KEEP_CHOICES, label="spot keep rule (--spot-keep)")
     window: int = setting(31, minimum=3, maximum=181)
     min_pixels: int = setting(2, minimum=1, label="minimum spot size (--spot-min-pixels)")
