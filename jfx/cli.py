@@ -471,8 +471,10 @@ def _process_job(argv: list[str], con: _Console) -> int:
         raise InputError("no master file given")
     if not Path(g.input).exists():
         raise InputError(f"no such file: {g.input}")
+    from jfx.io.h5util import check_writable
     from jfx.pipeline import unimplemented_stages
 
+    check_writable(g.output_prefix)  # before any work, not after it
     todo = unimplemented_stages(settings)
     if todo:
         raise InputError(todo[0])
@@ -602,7 +604,10 @@ def _scale_job(argv: list[str], con: _Console) -> int:
         con.detail(f"override {line}")
     if not settings.general.inputs:
         raise InputError("no _process.h5 input given")
+    from jfx.io.h5util import check_writable
     from jfx.io.process_h5 import read_process_h5
+
+    check_writable(settings.general.output_prefix)
     from jfx.pipeline.scale_stage import run_data, scale_runs
 
     runs = []

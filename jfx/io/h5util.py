@@ -79,6 +79,27 @@ def new_temp_path(final: str | os.PathLike) -> Path:
     return Path(name)
 
 
+def check_writable(prefix: str | os.PathLike) -> None:
+    """Raise :class:`InputError` (one line) when outputs ``<prefix>…`` cannot be written:
+    the directory cannot be created (e.g. a regular file in the way) or a file cannot be
+    created in it (read-only, no permission, full). Creates the directory; leaves no file."""
+    from jfx.io.errors import InputError
+
+    parent = Path(os.fspath(prefix)).parent
+    blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise InputError(f"cannot write outputs under {str(blocker)!r} (-o {os.fspath(prefix)}): "
+                         "it is a file, not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".jfx-write-test.", suffix=".tmp", dir=parent)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise InputError(f"cannot write outputs to {str(parent) or '.'!r} (-o {os.fspath(prefix)}): "
+                         f"{e.strerror or type(e).__name__}") from None
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the directory of ``final``; move it there on success.

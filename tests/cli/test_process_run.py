@@ -239,6 +239,28 @@ def test_interrupt_processing_error_and_unexpected(tmp_path, shared_master, caps
     assert "Traceback" in capsys.readouterr().err  # full traceback only with -v
 
 
+def test_unusable_output_location_is_found_before_work(tmp_path, shared_master, capsys,
+                                                        monkeypatch):
+    """Issue 14: ``-o afile/run`` (a regular file where the directory should be) is one line,
+    exit 2, before any image is read — jfjoch_process and jfjoch_scale."""
+    import jfx.io.nxmx as nxmx
+    from jfx.cli import scale_main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("keep me")
+
+    def no_reading(*a, **k):
+        raise AssertionError("the master was opened")
+    monkeypatch.setattr(nxmx, "open_master", no_reading)
+    for main, first in ((process_main, str(shared_master[0])),
+                        (scale_main, str(tmp_path / "in_process.h5"))):
+        rc = main([first, "-o", str(blocker / "run")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "it is a file, not a directory" in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+    assert blocker.read_text() == "keep me"
+
+
 def test_sigterm_is_handled_like_ctrl_c(tmp_path, shared_master, capsys, monkeypatch):
     """Issue 14: SIGTERM (what schedulers send) mid-run: one line, exit 143, no temp file,
     the previous run's output untouched."""
