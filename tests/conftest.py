@@ -19,8 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("JFX_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def missing_data(what: str, path: Path) -> str:
+    """Skip reason that says how to supply the data: ``path`` (under the shared data directory,
+    ``$JFX_SHARED_DATA`` or ``../shared/data`` next to the checkout)."""
+    return (f"{what} not available: expected at {path} (set JFX_SHARED_DATA to the directory "
+            "holding the project's shared data, default ../shared/data next to the checkout)")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data not available")
+        pytest.skip(missing_data("shared real data", SHARED_DATA))
     return SHARED_DATA

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.conftest import missing_data
 
 # One cell per crystal system (conventional setting), with the space group used for -S and
 # the lattice centring (absent reflections are not simulated).
@@ -46,7 +47,7 @@ GOLD = np.array([[39.431335, 25.273994, 63.585350],
 def ffbidx_dir(shared_data):
     d = shared_data / "ffbidx_simple"
     if not d.exists():
-        pytest.skip("ffbidx_simple data not available")
+        pytest.skip(missing_data("ffbidx_simple data", d))
     return d
 
 

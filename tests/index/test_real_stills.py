@@ -12,6 +12,7 @@ import pytest
 from jfx.cli import process_main
 from jfx.models.lattice import basis_to_cell
 from jfx.sim.cli import main as simulate_main
+from tests.conftest import missing_data
 
 LYSO = ["-C", "79.1,79.1,38,90,90,90", "-S", "96"]
 OLD_SPOTFIND = ["spotfind.min_pixels=1", "spotfind.keep=lowest_resolution",
@@ -92,7 +93,7 @@ def test_real_eiger_frame_indexes_with_defaults(shared_data, tmp_path, args):
     """The shared real EIGER 16M thaumatin frame (no beamstop mask; ../shared/data)."""
     path = shared_data / "real_eiger16m_thaumatin" / "eiger16m_thaumatin_master.h5"
     if not path.exists():
-        pytest.skip("real thaumatin frame not available")
+        pytest.skip(missing_data("real thaumatin frame", path))
     mx = _run(path, tmp_path, args)
     assert mx["imageIndexed"][0] == 1
     cell = basis_to_cell(mx["latticeIndexed"][0].reshape(3, 3))

@@ -19,6 +19,7 @@ from jfx.io.nxmx import open_master
 from jfx.physics.diffraction import pixel_to_lab
 
 from .conftest import N_IMG, NX, NY
+from tests.conftest import missing_data
 
 
 def _rot(axis, deg):
@@ -180,7 +181,7 @@ def test_real_eiger_repack(shared_data):
     d = shared_data / "real_eiger16m_thaumatin"
     master = d / "eiger16m_thaumatin_master.h5"
     if not master.exists():
-        pytest.skip("real EIGER file absent")
+        pytest.skip(missing_data("real EIGER file", master))
     with h5py.File(d / "eiger16m_thaumatin_data_000001.h5", "r") as f:
         raw = f["/entry/data/data"][0]
     with open_master(master) as m:
@@ -209,7 +210,7 @@ def test_real_eiger_repack(shared_data):
 def test_real_dls_master(shared_data):
     path = shared_data / "real_eiger16m_thaumatin" / "Therm_6_2_master_original.nxs"
     if not path.exists():
-        pytest.skip("DLS master absent")
+        pytest.skip(missing_data("DLS master", path))
     with pytest.raises(InputError, match="missing data file .*Therm_6_2_000001.h5") as ei:
         open_master(path)
     _one_line(ei, "Therm_6_2_master_original.nxs")

@@ -9,6 +9,7 @@ from jfx.spotfind.find import ThresholdSpotFinder
 from jfx.spotfind.settings import ThresholdSpotFinderSettings
 from jfx.spotfind.strong import strong_pixels
 from tests.spotfind.conftest import reference_strong
+from tests.conftest import missing_data
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def thaumatin(shared_data):
 
     path = shared_data / "real_eiger16m_thaumatin" / "eiger16m_thaumatin_master.h5"
     if not path.exists():
-        pytest.skip("real thaumatin frame not available")
+        pytest.skip(missing_data("real thaumatin frame", path))
     with open_master(path) as m:
         frame = m.read_frame(0)
         mask = np.asarray(m.pixel_mask, dtype=bool)
