@@ -480,7 +480,7 @@ def _process_job(argv: list[str], con: _Console) -> int:
         raise InputError(todo[0])
     enable_compilation_cache()
     from jfx.io.nxmx import open_master
-    from jfx.io.process_h5 import process_h5_path, write_process_h5
+    from jfx.io.process_h5 import process_h5_path
     from jfx.io.progress import Progress
     from jfx.pipeline import STAGE_SUMMARIES, process, select_images
 
@@ -541,13 +541,27 @@ def _process_job(argv: list[str], con: _Console) -> int:
         if k in tm)
         + f" (read = waiting for the reader; device {result.device}, batch {result.batch_size})")
     # the master is closed again before its metadata is copied (h5py file-locking flags)
+    import datetime
+
+    from jfx.io import output_set
+    from jfx.io import process_h5 as ph5
+
     t_write = time.perf_counter()
-    write_process_h5(out_path, state, master_path=g.input, config_yaml=jcfg.to_yaml(cfg),
-                     version=__version__)
+    end_time = ph5.now_iso()
+    start_time = (datetime.datetime.fromisoformat(end_time)
+                  - datetime.timedelta(seconds=t_write - t0)).isoformat(timespec="seconds")
+    # every output of the prefix replaced together or not at all (jfx.io.output_set)
+    with output_set.output_set(g.output_prefix, output_set.PROCESS_OUTPUTS) as outs:
+        ph5.write_process_h5(out_path, state, master_path=g.input,
+                             config_yaml=jcfg.to_yaml(cfg), version=__version__,
+                             start_time=start_time, end_time=end_time, outputs=outs)
+        written = []
+        if state.scaling is not None:
+            written = _write_scaling_outputs(
+                g.output_prefix, state.scaling, settings.scale, con,
+                wavelength_A=float(state.final_geometry.beam.wavelength_A), outputs=outs)
+    _report_output_set(outs, con, written)
     con.detail(f"wrote the output in {time.perf_counter() - t_write:.2f} s")
-    if state.scaling is not None:
-        _write_scaling_outputs(g.output_prefix, state.scaling, settings.scale, con,
-                               wavelength_A=float(state.final_geometry.beam.wavelength_A))
     n_img = state.n_images
     dt = time.perf_counter() - t0
     con.info(f"wrote {out_path} ({n_img} images) in {dt:.2f} s "
@@ -642,25 +656,50 @@ def _scale_job(argv: list[str], con: _Console) -> int:
     return 0
 
 
+def _report_output_set(outs: Any, con: _Console, written: list[tuple[bool, str]]) -> None:
+    """Console lines of a committed output set: completed interrupted commits, the files
+    written (``(info?, line)``, printed once they are in place) and the earlier outputs of
+    the prefix this run replaced by removing them."""
+    for msg in outs.recovered:
+        con.info(f"warning: {msg}")
+    for info, line in written:
+        (con.info if info else con.detail)(line)
+    if outs.removed:
+        con.detail("removed the earlier run's " + ", ".join(str(p) for p in outs.removed)
+                   + " (a prefix holds one run's outputs)")
+
+
 def _write_scaling_outputs(prefix: str, res: Any, sc: Any, con: _Console, *,
-                           wavelength_A: float | None = None) -> None:
-    """Console table + merged reflections + ``_iterN_scale.dat`` + HTML report."""
+                           wavelength_A: float | None = None,
+                           outputs: Any = None) -> list[tuple[bool, str]]:
+    """Console table + merged reflections + ``_iterN_scale.dat`` + HTML report, written as
+    one output set (``outputs``: the run's set they join, and the "wrote" lines are returned
+    for after its commit; None: a set of their own, which owns the scaling outputs of the
+    prefix, :data:`jfx.io.output_set.SCALE_OUTPUTS`)."""
+    from jfx.io import output_set
     from jfx.io.merged import write_merged, write_scale_dat
     from jfx.io.report import format_table, write_report_html
 
+    if outputs is None:
+        with output_set.output_set(prefix, output_set.SCALE_OUTPUTS) as outs:
+            written = _write_scaling_outputs(prefix, res, sc, con, wavelength_A=wavelength_A,
+                                             outputs=outs)
+        _report_output_set(outs, con, written)
+        return []
     for line in res.lines():
         con.info(line)
     sys.stdout.write(format_table(res.statistics).rstrip("\n") + "\n")
     sys.stdout.flush()
     kw = {"wavelength_A": wavelength_A} if sc.output_format == "mtz" and wavelength_A else {}
-    path = write_merged(prefix, res.merged, sc.output_format, **kw)
-    con.info(f"wrote {path} ({len(res.merged.hkl)} reflections)")
+    path = write_merged(prefix, res.merged, sc.output_format, outputs=outputs, **kw)
+    written = [(True, f"wrote {path} ({len(res.merged.hkl)} reflections)")]
     for n, it in enumerate(res.iterations, start=1):
         p = write_scale_dat(f"{prefix}_iter{n}_scale.dat", it["image"], it["scale"],
-                            it["bfactor"], it["cc"], it["rejected"])
-        con.detail(f"wrote {p}")
-    rp = write_report_html(f"{prefix}_scaling.html", res.statistics)
-    con.detail(f"wrote {rp}")
+                            it["bfactor"], it["cc"], it["rejected"], outputs=outputs)
+        written.append((False, f"wrote {p}"))
+    rp = write_report_html(f"{prefix}_scaling.html", res.statistics, outputs=outputs)
+    written.append((False, f"wrote {rp}"))
+    return written
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,9 @@ Geometry follows the Jungfraujoch master (see docs/input_format.md):
 ``transformations/translation`` = lab position of pixel (0, 0) (unit vector + norm in m),
 ``module/fast_pixel_direction``/``slow_pixel_direction`` (vectors from the geometry, step =
 pixel size in m), ``/entry/sample/transformations/omega`` (deg per image) for rotation data.
-All files are written under temporary names and renamed into place only on success.
+All files are written under temporary names (with the normal umask-derived mode) and moved
+into place together only on success, as one output set (:mod:`jfx.io.output_set`: data files
+first, then the master; a data file of an earlier set with more files is removed).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from jfx.io.h5util import new_temp_path
+from jfx.io.output_set import OutputSet
 from jfx.io.nxmx import SUPPORTED_DTYPES, error_value_of
 from jfx.models.geometry import Geometry
 from jfx.models.spots import StoredSpots
@@ -326,18 +328,16 @@ def write_jungfraujoch(
         files = [(s, min(ipf, n_images - s)) for s in range(0, n_images, ipf)]
     data_names = [f"{prefix.name}_data_{k + 1:06d}.h5" for k in range(len(files))]
 
-    tmp_paths: list[tuple[Path, Path]] = []  # (tmp, final)
-
-    def tmp_for(final: Path) -> Path:
-        tmp = new_temp_path(final)
-        tmp_paths.append((tmp, final))
-        return tmp
-
+    outs = OutputSet(prefix, owned=(r"_master\.h5", r"_data_\d{6}\.h5"))
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     comp = _compression(codec)
     open_files: list[h5py.File] = []
+    committed = False
     try:
-        mtmp = tmp_for(master)
+        # data files first, then the master (a reader never sees a master without data)
+        dtmps = ([] if layout == "single"
+                 else [outs.temp(prefix.parent / name) for name in data_names])
+        mtmp = outs.temp(master)
         mf = h5py.File(mtmp, "w", libver=("v110", "latest"))
         open_files.append(mf)
         _write_metadata(mf, n_images=n_images, shape=shape, geometry=geometry, dtype=dt,
@@ -355,8 +355,7 @@ def write_jungfraujoch(
                 ds = mdata.create_dataset("data", shape=(count, ny, nx), dtype=dt,
                                           chunks=(1, ny, nx), fillvalue=err, **comp)
             else:
-                dtmp = tmp_for(prefix.parent / data_names[k])
-                df = h5py.File(dtmp, "w", libver=("v110", "latest"))
+                df = h5py.File(dtmps[k], "w", libver=("v110", "latest"))
                 open_files.append(df)
                 g = _data_file_meta(df, first, count)
                 ds = g.create_dataset("data", shape=(count, ny, nx), dtype=dt,
@@ -400,15 +399,12 @@ def write_jungfraujoch(
         for fh in open_files:
             fh.close()
         open_files.clear()
-        # data files first, then the master (a reader never sees a master without data)
-        for tmp, final in tmp_paths[1:] + tmp_paths[:1]:
-            os.replace(tmp, final)
-        tmp_paths.clear()
+        outs.commit()
+        committed = True
         return master
     finally:
         for fh in open_files:
             with contextlib.suppress(Exception):
                 fh.close()
-        for tmp, _ in tmp_paths:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        if not committed:
+            outs.discard()

@@ -15,7 +15,10 @@ File contract: /work/shared/reference/FORMATS.md "Merged reflections".
   ``−h −k −l`` (centric reflections once), so Friedel pairs stay separate.
 * ``<prefix>_iterN_scale.dat``: one line per image, ``image scale bfactor cc rejected``.
 
-All files are written atomically (temporary file in the same directory, then ``os.replace``).
+Each file is built in memory and written through :mod:`jfx.io.output_set`: alone (atomic:
+temporary file in the same directory, then ``os.replace``; a full disk is one
+:class:`ProcessingError` line), or, with ``outputs=``, as part of the output set of a run
+(moved into place together with the run's other outputs).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import gemmi
 import numpy as np
 
 from jfx.io.errors import InputError
-from jfx.io.h5util import atomic_path, one_line
+from jfx.io.h5util import one_line
+from jfx.io.output_set import OutputSet, write_one
 from jfx.models.merged import MergedReflections
 from jfx.symmetry import groups
 
@@ -43,8 +47,17 @@ def _sg(merged: MergedReflections) -> gemmi.SpaceGroup:
     return groups.space_group(int(merged.space_group))
 
 
+def _write(path: Path, data: bytes | str, outputs: OutputSet | None) -> Path:
+    if outputs is not None:
+        outputs.add(path, data)
+    else:
+        write_one(path, data)
+    return path
+
+
 def write_mtz(path: str | os.PathLike, merged: MergedReflections,
-              wavelength_A: float | None = None, title: str = "jfx merged intensities") -> Path:
+              wavelength_A: float | None = None, title: str = "jfx merged intensities", *,
+              outputs: OutputSet | None = None) -> Path:
     """Write ``merged`` as an MTZ file (columns: module docstring).
 
     Args:
@@ -52,6 +65,7 @@ def write_mtz(path: str | os.PathLike, merged: MergedReflections,
         merged: :class:`~jfx.models.merged.MergedReflections`.
         wavelength_A: dataset wavelength (Å) stored in the MTZ dataset header (0 if unknown).
         title: MTZ title.
+        outputs: the output set the file joins (None: written on its own, atomically).
 
     Returns:
         The path written.
@@ -79,9 +93,7 @@ def write_mtz(path: str | os.PathLike, merged: MergedReflections,
     mtz.set_data(data)
     mtz.sort()
     mtz.history = ["From jfx (JAX Jungfraujoch processing): inverse-variance weighted merge"]
-    with atomic_path(path) as tmp:
-        mtz.write_to_file(str(tmp))
-    return path
+    return _write(path, bytes(mtz.write_to_bytes()), outputs)
 
 
 def _cif_num(v: np.ndarray, fmt: str) -> list[str]:
@@ -89,7 +101,7 @@ def _cif_num(v: np.ndarray, fmt: str) -> list[str]:
 
 
 def write_cif(path: str | os.PathLike, merged: MergedReflections,
-              block_name: str = "jfx") -> Path:
+              block_name: str = "jfx", *, outputs: OutputSet | None = None) -> Path:
     """Write ``merged`` as an mmCIF reflection file (items: module docstring)."""
     path = Path(path)
     sg = _sg(merged)
@@ -112,12 +124,11 @@ def write_cif(path: str | os.PathLike, merged: MergedReflections,
     loop = block.init_loop("_refln.", tags)
     for row in zip(*columns):
         loop.add_row(list(row))
-    with atomic_path(path) as tmp:
-        doc.write_file(str(tmp))
-    return path
+    return _write(path, doc.as_string(), outputs)
 
 
-def write_hkl(path: str | os.PathLike, merged: MergedReflections) -> Path:
+def write_hkl(path: str | os.PathLike, merged: MergedReflections, *,
+              outputs: OutputSet | None = None) -> Path:
     """Write ``merged`` as plain text: ``#`` header, then ``h k l I sigma n`` rows."""
     path = Path(path)
     sg = _sg(merged)
@@ -143,26 +154,26 @@ def write_hkl(path: str | os.PathLike, merged: MergedReflections) -> Path:
             for (h, k, l), i, s, m in zip(hkl.tolist(), np.asarray(inten, float).tolist(),
                                           np.asarray(sig, float).tolist(),
                                           np.asarray(n, np.int64).tolist())]
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines + body) + "\n")
-    return path
+    return _write(path, "\n".join(lines + body) + "\n", outputs)
 
 
 def write_merged(prefix: str | os.PathLike, merged: MergedReflections, fmt: str = "mtz",
-                 **kwargs) -> Path:
-    """Write ``<prefix>.mtz`` / ``<prefix>.cif`` / ``<prefix>.hkl`` for ``fmt`` mtz|cif|txt."""
+                 *, outputs: OutputSet | None = None, **kwargs) -> Path:
+    """Write ``<prefix>.mtz`` / ``<prefix>.cif`` / ``<prefix>.hkl`` for ``fmt`` mtz|cif|txt
+    (into ``outputs`` when given)."""
     if fmt not in MERGED_EXTENSIONS:
         raise InputError(f"unknown reflection output format {fmt!r} (mtz, cif or txt)")
     path = Path(str(prefix) + MERGED_EXTENSIONS[fmt])
     if fmt == "mtz":
-        return write_mtz(path, merged, **kwargs)
+        return write_mtz(path, merged, outputs=outputs, **kwargs)
     if fmt == "cif":
-        return write_cif(path, merged, **kwargs)
-    return write_hkl(path, merged)
+        return write_cif(path, merged, outputs=outputs, **kwargs)
+    return write_hkl(path, merged, outputs=outputs)
 
 
 def write_scale_dat(path: str | os.PathLike, image: np.ndarray, scale: np.ndarray,
-                    bfactor: np.ndarray, cc: np.ndarray, rejected: np.ndarray) -> Path:
+                    bfactor: np.ndarray, cc: np.ndarray, rejected: np.ndarray, *,
+                    outputs: OutputSet | None = None) -> Path:
     """Write ``<prefix>_iterN_scale.dat``: one line per image ``image scale bfactor cc rejected``.
 
     Args:
@@ -176,9 +187,7 @@ def write_scale_dat(path: str | os.PathLike, image: np.ndarray, scale: np.ndarra
         raise ValueError("image, scale, bfactor, cc and rejected must have the same length")
     body = [f"{int(i)} {float(s):.6g} {float(b):.4f} {float(c):.4f} {int(bool(r))}"
             for i, s, b, c, r in zip(*(c.tolist() for c in cols))]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(line + "\n" for line in body))
-    return path
+    return _write(path, "".join(line + "\n" for line in body), outputs)
 
 
 def read_reference_mtz(path: str | os.PathLike, space_group: int | str | None = None

@@ -23,14 +23,28 @@ Layout written by :func:`write_process_h5`:
 :func:`read_process_h5` reads the file back; its ``reflections`` (a
 :class:`jfx.models.reflections.Reflections`) and crystal fields feed ``jfjoch_scale``.
 
-The file is written atomically (temporary file in the output directory, then
-:func:`os.replace`): on any failure or Ctrl-C no final file appears and a pre-existing output
-is left untouched.
+* ``/entry/start_time``, ``/entry/end_time``: the processing run's start and end (ISO 8601
+  with the UTC offset, e.g. ``2026-12-04T14:05:09+00:00``).
+* ``/entry/per_image`` (NXdata, ``/entry@default``): spots per image (``nPeaks``, hard link
+  to ``/entry/MX/nPeaks``) against the image number (``image``, link to
+  ``/entry/image/number``), with ``imageIndexed`` as an auxiliary signal, so that NeXus
+  viewers (h5web, silx, NeXpy) open the file on a plot.
+* ``/entry/reflections/flags@bits``: one line per :class:`ReflectionFlag` bit
+  (``<bit> <NAME>: <meaning>``, :data:`FLAG_MEANINGS`).
+
+The file is built in memory (:func:`process_h5_image`: h5py's file-object driver on an
+:class:`io.BytesIO`) and its bytes written with plain Python I/O through an output set
+(:mod:`jfx.io.output_set`): HDF5 itself crashes (a segmentation fault after hundreds of
+error lines from h5py's object deallocation) once a write has failed with a full disk; in
+memory HDF5 never writes to disk, and a full disk is one clean ``OSError``. On any failure
+or Ctrl-C no final file appears and a pre-existing output is left untouched.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,10 +55,10 @@ import hdf5plugin  # noqa: F401  (bitshuffle filters for copied datasets)
 import numpy as np
 
 from jfx.io.errors import InputError
-from jfx.io.h5util import atomic_path
+from jfx.io.output_set import OutputSet, write_one
 from jfx.models.geometry import Geometry
 from jfx.models.images import ImageStats
-from jfx.models.reflections import Reflections
+from jfx.models.reflections import ReflectionFlag, Reflections
 
 GROUPS = ("MX", "azint", "reflections", "scaling")
 """Later-stage groups under /entry that :func:`write_process_h5` accepts in ``groups``."""
@@ -82,6 +96,39 @@ FIELD_DTYPES: dict[str, dict[str, Any]] = {
 }
 
 COPIED_GROUPS = ("instrument", "sample", "source")
+
+FLAG_MEANINGS = {
+    "PREDICTED": "row comes from the prediction",
+    "OBSERVED": "an indexed spot with this hkl was matched (observed_x/y valid)",
+    "INDEXED": "the matched spot was assigned this hkl by indexing",
+    "INTEGRATED_SUM": "int_sum / int_sum_var valid",
+    "INTEGRATED_PRF": "int_prf / int_prf_var valid",
+    "OVERLOADED": "saturated pixel in the integration region (left out of scaling)",
+    "MASKED_PIXEL": "masked or invalid pixel in the signal disc",
+    "OVERLAP": "signal disc or background annulus overlaps another reflection's disc",
+    "OUTLIER": "rejected as an outlier",
+    "EDGE": "signal disc crosses the detector edge",
+    "BAD_BACKGROUND": "too few background pixels",
+    "PARTIAL": "rotation: recorded fraction < 0.9 (includes reflections centred outside "
+               "the processed images)",
+    "MASKED_FRACTION": "signal disc masked beyond integrate.max_masked_fraction (left out "
+                       "of scaling)",
+}
+"""Meaning of each :class:`ReflectionFlag` bit, written as ``/entry/reflections/flags@bits``."""
+
+DEFAULT_PLOT = "per_image"
+"""The NXdata group under /entry that ``/entry@default`` names."""
+
+
+def flag_bits_text() -> str:
+    """``/entry/reflections/flags@bits``: ``"<bit> <NAME>: <meaning>"`` lines."""
+    return "\n".join(f"{int(f).bit_length() - 1} {f.name}: {FLAG_MEANINGS[f.name]}"
+                     for f in ReflectionFlag)
+
+
+def now_iso() -> str:
+    """The current local time, ISO 8601 with its UTC offset (seconds)."""
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def process_h5_path(output_prefix: str | os.PathLike) -> Path:
@@ -213,11 +260,32 @@ def _write_group(entry: h5py.Group, name: str, fields: Mapping[str, Any]) -> Non
             kw = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
         if key in g:
             del g[key]
-        g.create_dataset(key, data=arr, **kw)
+        d = g.create_dataset(key, data=arr, **kw)
+        if name == "reflections" and key == "flags":
+            d.attrs["bits"] = flag_bits_text()
 
 
-def write_process_groups(
-    path: str | os.PathLike,
+def _write_default_plot(entry: h5py.Group) -> None:
+    """``/entry/per_image`` (NXdata): spots per image against the image number (hard links,
+    no copy), the default plot of the file."""
+    if "image/number" not in entry or "MX/nPeaks" not in entry:
+        return
+    pg = entry.create_group(DEFAULT_PLOT)
+    pg.attrs["NX_class"] = "NXdata"
+    pg.attrs["signal"] = "nPeaks"
+    pg.attrs["axes"] = np.array(["image"], dtype=h5py.string_dtype())
+    pg["image"] = entry["image/number"]
+    pg["image"].attrs["long_name"] = "image number"
+    pg["nPeaks"] = entry["MX/nPeaks"]
+    pg["nPeaks"].attrs["long_name"] = "spots per image"
+    if "MX/imageIndexed" in entry:
+        pg["imageIndexed"] = entry["MX/imageIndexed"]
+        pg["imageIndexed"].attrs["long_name"] = "image indexed (1) or not (0)"
+        pg.attrs["auxiliary_signals"] = np.array(["imageIndexed"], dtype=h5py.string_dtype())
+    entry.attrs["default"] = DEFAULT_PLOT
+
+
+def process_h5_image(
     *,
     master_path: str | os.PathLike,
     geometry: Geometry,
@@ -225,27 +293,19 @@ def write_process_groups(
     version: str,
     image: ImageStats,
     groups: Mapping[str, Mapping[str, Any]] | None = None,
+    start_time: str | None = None,
+    end_time: str | None = None,
     _after_create=None,
-) -> Path:
-    """Write ``<prefix>_process.h5`` atomically from output groups already named
-    (:func:`write_process_h5` builds them from a :class:`ProcessState`).
-
-    Args:
-        path: final output path.
-        master_path: the input master file (its instrument/sample/source are copied).
-        geometry: the geometry actually used (written over the copied values).
-        config_yaml: resolved configuration as YAML text (``/entry/jfx/config``).
-        version: jfx version string.
-        image: per-image statistics (``/entry/image``, ``/entry/MX/imageNumber``).
-        groups: later-stage arrays, ``{"MX"|"azint"|"reflections"|"scaling": {field: array}}``.
-        _after_create: test hook called with the open temporary file (failure injection).
-
-    Returns:
-        The final path.
-    """
-    path = Path(path)
+) -> memoryview:
+    """The bytes of a ``_process.h5`` file, built in memory (an :class:`io.BytesIO` through
+    h5py's file-object driver: HDF5 writes nothing to disk, so a full disk can never reach
+    it). Arguments: :func:`write_process_groups`. Memory: about the file size on top of the
+    inputs (the HDF5 core driver's ``get_file_image`` would need twice that:
+    experiments/output_set/core_driver_cost.py)."""
     master_path = Path(master_path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
+    end_time = end_time or now_iso()
+    buf = io.BytesIO()  # h5py's file-object driver: HDF5 writes into memory, never to disk
+    with h5py.File(buf, "w") as out:
         out.attrs["creator"] = f"jfx {version}"
         out.attrs["default"] = "entry"
         entry = out.create_group("entry")
@@ -261,6 +321,8 @@ def write_process_groups(
                         _copy_tree(src["entry"][name], entry.require_group(name), skipped)
         entry.attrs["NX_class"] = "NXentry"
         _set(entry, "definition", "NXmx")
+        _set(entry, "start_time", start_time or end_time)
+        _set(entry, "end_time", end_time)
         _write_geometry(entry, geometry)
         for name, cls in (("sample", "NXsample"), ("source", "NXsource")):
             entry.require_group(name).attrs.setdefault("NX_class", cls)
@@ -276,11 +338,60 @@ def write_process_groups(
         mx_fields = dict((groups or {}).get("MX", {}))
         mx_fields["imageNumber"] = image.number
         _write_group(entry, "MX", mx_fields)
-        for name, fields in (groups or {}).items():
-            if name != "MX":
-                _write_group(entry, name, fields)
+        for group, fields in (groups or {}).items():
+            if group != "MX":
+                _write_group(entry, group, fields)
+        _write_default_plot(entry)
         if _after_create is not None:
             _after_create(out)
+    return buf.getbuffer()
+
+
+def write_process_groups(
+    path: str | os.PathLike,
+    *,
+    master_path: str | os.PathLike,
+    geometry: Geometry,
+    config_yaml: str,
+    version: str,
+    image: ImageStats,
+    groups: Mapping[str, Mapping[str, Any]] | None = None,
+    start_time: str | None = None,
+    end_time: str | None = None,
+    outputs: OutputSet | None = None,
+    _after_create=None,
+) -> Path:
+    """Write ``<prefix>_process.h5`` from output groups already named
+    (:func:`write_process_h5` builds them from a :class:`ProcessState`).
+
+    Args:
+        path: final output path.
+        master_path: the input master file (its instrument/sample/source are copied).
+        geometry: the geometry actually used (written over the copied values).
+        config_yaml: resolved configuration as YAML text (``/entry/jfx/config``).
+        version: jfx version string.
+        image: per-image statistics (``/entry/image``, ``/entry/MX/imageNumber``).
+        groups: later-stage arrays, ``{"MX"|"azint"|"reflections"|"scaling": {field: array}}``.
+        start_time, end_time: ISO 8601 times of the processing run (default: now, both).
+        outputs: the output set the file joins (moved into place with the other outputs of
+            the prefix at its commit); None: written on its own, atomically.
+        _after_create: test hook called with the open in-memory file (failure injection).
+
+    Returns:
+        The final path.
+
+    Raises:
+        ProcessingError: the file cannot be written (one line; disk full: the size).
+    """
+    path = Path(path)
+    data = process_h5_image(master_path=master_path, geometry=geometry,
+                            config_yaml=config_yaml, version=version, image=image,
+                            groups=groups, start_time=start_time, end_time=end_time,
+                            _after_create=_after_create)
+    if outputs is not None:
+        outputs.add(path, data)
+    else:
+        write_one(path, data)
     return path
 
 
@@ -394,12 +505,15 @@ def state_groups(state: Any) -> dict[str, dict[str, Any]]:
 
 
 def write_process_h5(path: str | os.PathLike, state: Any, *, master_path: str | os.PathLike,
-                     config_yaml: str, version: str, _after_create=None) -> Path:
-    """Write ``<prefix>_process.h5`` of a pipeline state atomically (the final geometry, the
-    per-image statistics and :func:`state_groups`)."""
+                     config_yaml: str, version: str, start_time: str | None = None,
+                     end_time: str | None = None, outputs: OutputSet | None = None,
+                     _after_create=None) -> Path:
+    """Write ``<prefix>_process.h5`` of a pipeline state (the final geometry, the
+    per-image statistics and :func:`state_groups`); arguments: :func:`write_process_groups`."""
     return write_process_groups(path, master_path=master_path, geometry=state.final_geometry,
                                 config_yaml=config_yaml, version=version,
                                 image=state.image_stats, groups=state_groups(state),
+                                start_time=start_time, end_time=end_time, outputs=outputs,
                                 _after_create=_after_create)
 
 
@@ -488,6 +602,9 @@ def read_process_h5(path: str | os.PathLike) -> ProcessFile:
         InputError: missing file, not HDF5, or not a jfx ``_process.h5`` (one-line message).
     """
     path = Path(path)
+    from jfx.io.output_set import recover
+
+    recover(path.parent)  # a run killed while moving its outputs into place: complete it
     if not path.is_file():
         raise InputError(f"no such file: {path}")
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jfx.io.h5util import atomic_path
+from jfx.io.output_set import write_one
 from jfx.models.merged import WILSON_D_MAX_A, MergingStatistics
 
 _W, _H = 480, 300
@@ -238,10 +238,13 @@ def report_html(stats: MergingStatistics, title: str = "jfx merging statistics")
 
 
 def write_report_html(path: str | os.PathLike, stats: MergingStatistics,
-                      title: str = "jfx merging statistics") -> Path:
-    """Write the self-contained HTML report of ``stats`` to ``path`` (atomically)."""
+                      title: str = "jfx merging statistics", *, outputs=None) -> Path:
+    """Write the self-contained HTML report of ``stats`` to ``path`` (atomically; with
+    ``outputs``, a :class:`jfx.io.output_set.OutputSet`, as part of that set)."""
     path = Path(path)
     text = report_html(stats, title)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    if outputs is not None:
+        outputs.add(path, text)
+    else:
+        write_one(path, text)
     return path

@@ -376,7 +376,16 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
     first = np.full(ng, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(first, inv, np.where(ok, pr.image, np.iinfo(np.int64).max))
     got = summed.n_frames > 0
-    image = np.floor(pr.frame[rep]).astype(np.int32)
+    centre = np.floor(pr.frame[rep]).astype(np.int64)
+    # the image of a reflection lies among the images it was integrated on (a reflection
+    # centred outside the processed images belongs to the nearest one it was recorded on;
+    # it is a partial: PARTIAL whatever its recorded fraction)
+    image = np.where(got, np.clip(centre, first, last), centre).astype(np.int32)
+    outside = (centre < indices.min()) | (centre > indices.max())
+    summed = dataclasses.replace(summed, flags=summed.flags | np.where(
+        outside, np.uint32(int(F.PARTIAL)), np.uint32(0)))
+    obs_x, obs_y, hit = _observed_rotation(state, indices, uniq[:, :3],
+                                           np.where(got, first, image), np.where(got, last, image))
     f32 = np.float32
     t = Reflections(
         hkl=uniq[:, :3].astype(np.int32), image=image,
@@ -384,7 +393,7 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
         image_last=np.where(got, last, image).astype(np.int32),
         predicted_x=pr.x_px[rep].astype(f32), predicted_y=pr.y_px[rep].astype(f32),
         predicted_phi_deg=np.degrees(pr.phi_rad[rep]).astype(f32),
-        observed_x=np.full(ng, np.nan, f32), observed_y=np.full(ng, np.nan, f32),
+        observed_x=obs_x, observed_y=obs_y,
         d_A=pr.d_A[rep].astype(f32), partiality=summed.fraction.astype(f32),
         lp=(pr.lorentz[rep] * pr.polarization[rep]).astype(f32), zeta=pr.zeta[rep].astype(f32),
         ewald_offset_invA=np.full(ng, np.nan, f32),
@@ -392,8 +401,59 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
         int_prf=summed.prf_intensity.astype(f32), int_prf_var=summed.prf_variance.astype(f32),
         background_mean=summed.background.astype(f32),
         int_prf_var_bg=summed.prf_variance_bg.astype(f32),
-        flags=(summed.flags | np.uint32(int(F.PREDICTED))).astype(np.uint32))
+        flags=(summed.flags | np.uint32(int(F.PREDICTED))
+               | np.where(hit, np.uint32(int(F.OBSERVED | F.INDEXED)), np.uint32(0))
+               ).astype(np.uint32))
     return t.take(np.isin(t.image, indices) | got), width
+
+
+def _hkl_key(hkl: np.ndarray) -> np.ndarray:
+    h = np.asarray(hkl, np.int64) + 1024
+    return (h[:, 0] << 22) | (h[:, 1] << 11) | h[:, 2]
+
+
+def _observed_rotation(state: ProcessState, indices: np.ndarray, hkl: np.ndarray,
+                       first: np.ndarray, last: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observed centroids (px) of rotation reflections: the intensity-weighted mean position
+    of the indexed strong spots with the reflection's hkl on the images ``first..last`` it
+    was integrated on (the two events of an hkl never share an image). Returns (x, y,
+    matched) of the ``len(hkl)`` reflections; NaN where no spot matched."""
+    n = len(hkl)
+    ox = np.full(n, np.nan, np.float32)
+    oy = np.full(n, np.nan, np.float32)
+    hit = np.zeros(n, bool)
+    sp, ix = state.spots, state.indexing
+    if sp is None or ix is None or n == 0:
+        return ox, oy, hit
+    xs = np.asarray(sp.x_px, np.float64)
+    ys = np.asarray(sp.y_px, np.float64)
+    ok = ix.spots_of_lattice(0) & np.isfinite(xs) & np.isfinite(ys)
+    rows, cols = np.nonzero(ok)
+    if rows.size == 0:
+        return ox, oy, hit
+    s_img = np.asarray(indices)[rows]
+    s_key = _hkl_key(np.asarray(ix.hkl)[rows, cols])
+    w = np.maximum(np.asarray(sp.intensity, np.float64)[rows, cols], 0.0) + 1e-6
+    r_key = _hkl_key(hkl)
+    order = np.argsort(r_key, kind="stable")
+    sk = r_key[order]
+    lo = np.searchsorted(sk, s_key, "left")
+    hi = np.searchsorted(sk, s_key, "right")
+    match = np.full(rows.size, -1, np.int64)
+    for j in range(int(np.max(hi - lo, initial=0))):
+        has = (lo + j < hi) & (match < 0)
+        cand = order[np.minimum(lo + j, n - 1)]
+        inside = has & (first[cand] <= s_img) & (s_img <= last[cand])
+        match[inside] = cand[inside]
+    m = match >= 0
+    sw = np.bincount(match[m], w[m], n)
+    sx = np.bincount(match[m], w[m] * xs[rows, cols][m], n)
+    sy = np.bincount(match[m], w[m] * ys[rows, cols][m], n)
+    hit = sw > 0
+    ox[hit] = sx[hit] / sw[hit]
+    oy[hit] = sy[hit] / sw[hit]
+    return ox, oy, hit
 
 
 def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> ProcessState:

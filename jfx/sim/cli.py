@@ -36,15 +36,28 @@ def build_parser() -> argparse.ArgumentParser:
     from jfx.sim.presets import PRESETS
 
     p = _Parser(prog=PROG, description="Simulate Jungfraujoch (JUNGFRAU) data with ground truth.")
-    p.add_argument("--preset", default="lyso_rotation", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--preset", default="lyso_rotation",
+                   help=f"one of: {', '.join(PRESETS)} (default: lyso_rotation; "
+                        "--list-presets describes them)")
     p.add_argument("-o", "--output", default=None, help="output prefix (default: the preset name)")
-    p.add_argument("--n-images", type=int, default=None)
-    p.add_argument("--layout", choices=("legacy", "vds", "single"), default="legacy")
-    p.add_argument("--codec", choices=("bslz4", "bszstd", "none"), default="bslz4")
-    p.add_argument("--dtype", choices=("int32", "int16", "uint16", "uint32"), default=None)
-    p.add_argument("--modules", type=int, default=None, help="JUNGFRAU modules: 1, 2 (1M), 8 (4M)")
-    p.add_argument("--images-per-file", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--n-images", type=int, default=None, metavar="N",
+                   help="number of images (default: the preset's)")
+    p.add_argument("--layout", choices=("legacy", "vds", "single"), default="legacy",
+                   help="file layout: legacy (master + data files linked by external links), "
+                        "vds (virtual dataset over the data files) or single (images in the "
+                        "master) (default: legacy)")
+    p.add_argument("--codec", choices=("bslz4", "bszstd", "none"), default="bslz4",
+                   help="image compression: bitshuffle+LZ4, bitshuffle+zstd or none "
+                        "(default: bslz4)")
+    p.add_argument("--dtype", choices=("int32", "int16", "uint16", "uint32"), default=None,
+                   help="pixel type (default: the preset's)")
+    p.add_argument("--modules", type=int, default=None,
+                   help="JUNGFRAU modules: 1, 2 (1M), 8 (4M) (default: the preset's)")
+    p.add_argument("--images-per-file", type=int, default=1000, metavar="N",
+                   help="images per data file, legacy and vds layouts (default: 1000)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed: crystal orientation, structure, noise (default: the "
+                        "preset's; the same seed gives the same data)")
     p.add_argument("--model", default=None, help="PDB/mmCIF model for the structure factors")
     p.add_argument("--no-noise", action="store_true",
                    help="expected counts (rounded), no Poisson noise")
