@@ -36,7 +36,7 @@ An owned file that an earlier run left and this run does not write (an earlier r
 
 Disk full: every byte goes through :func:`write_bytes` (plain Python I/O, no HDF5 on the
 way), where ``ENOSPC`` / ``EDQUOT`` / ``EFBIG`` become one :class:`ProcessingError` line
-``no space left on device while writing <file> (<n> MB to write, <m> MB free)``; the
+``no space left on device while writing <file> (<size> to write, <size> free)``; the
 HDF5 file is built in memory (:func:`jfx.io.process_h5.process_h5_image`) because HDF5
 itself crashes after a failed write.
 """
@@ -69,8 +69,12 @@ _DEFERRED = tuple(getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP")
                   if hasattr(signal, s))
 
 
-def _mb(n: float) -> str:
-    return f"{n / 1e6:.1f}"
+def _size(n: float) -> str:
+    """``n`` bytes for people: ``"27 kB"``, ``"178.7 MB"``, ``"77.6 GB"``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{max(n / 1e3, 0.001):.3g} kB"
 
 
 def _free_bytes(directory: Path) -> float | None:
@@ -86,9 +90,9 @@ def write_error(final: str | os.PathLike, e: OSError, size: int | None = None) -
     final = Path(final)
     if e.errno in _FULL:
         free = _free_bytes(final.parent)
-        what = [f"{_mb(size)} MB to write"] if size is not None else []
+        what = [f"{_size(size)} to write"] if size is not None else []
         if free is not None:
-            what.append(f"{_mb(free)} MB free")
+            what.append(f"{_size(free)} free")
         return ProcessingError(f"no space left on device while writing {final}"
                                + (f" ({', '.join(what)})" if what else ""))
     return ProcessingError(f"cannot write {final}: {e.strerror or type(e).__name__}")
