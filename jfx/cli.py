@@ -541,20 +541,15 @@ def _process_job(argv: list[str], con: _Console) -> int:
         if k in tm)
         + f" (read = waiting for the reader; device {result.device}, batch {result.batch_size})")
     # the master is closed again before its metadata is copied (h5py file-locking flags)
-    import datetime
-
     from jfx.io import output_set
     from jfx.io import process_h5 as ph5
 
     t_write = time.perf_counter()
-    end_time = ph5.now_iso()
-    start_time = (datetime.datetime.fromisoformat(end_time)
-                  - datetime.timedelta(seconds=t_write - t0)).isoformat(timespec="seconds")
     # every output of the prefix replaced together or not at all (jfx.io.output_set)
     with output_set.output_set(g.output_prefix, output_set.PROCESS_OUTPUTS) as outs:
         ph5.write_process_h5(out_path, state, master_path=g.input,
                              config_yaml=jcfg.to_yaml(cfg), version=__version__,
-                             start_time=start_time, end_time=end_time, outputs=outs)
+                             start_time=ph5.now_iso(t_write - t0), outputs=outs)
         written = []
         if state.scaling is not None:
             written = _write_scaling_outputs(
@@ -657,9 +652,8 @@ def _scale_job(argv: list[str], con: _Console) -> int:
 
 
 def _report_output_set(outs: Any, con: _Console, written: list[tuple[bool, str]]) -> None:
-    """Console lines of a committed output set: completed interrupted commits, the files
-    written (``(info?, line)``, printed once they are in place) and the earlier outputs of
-    the prefix this run replaced by removing them."""
+    """After a commit: completed interrupted commits, the ``(info?, line)`` of the files
+    written (once they are in place) and the earlier outputs of the prefix removed."""
     for msg in outs.recovered:
         con.info(f"warning: {msg}")
     for info, line in written:

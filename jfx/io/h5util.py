@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import glob
 import os
 import tempfile
 import threading
@@ -51,53 +50,12 @@ FILTER_NAMES = {
 BITSHUFFLE_ID = 32008
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    return True
-
-
-def _file_mode() -> int:
-    """The mode a new regular file gets under the current umask (0644 for umask 022). Read
-    from /proc where it is shown (setting the umask to read it is not thread-safe)."""
-    try:
-        with open("/proc/self/status") as fh:
-            umask = next(int(ln.split()[1], 8) for ln in fh if ln.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        umask = os.umask(0o022)
-        os.umask(umask)
-    return 0o666 & ~umask
-
-
 def new_temp_path(final: str | os.PathLike) -> Path:
-    """An empty temporary file ``.<name>.<pid>.<random>.tmp`` next to ``final`` (its
-    directory created) with the mode of a normal new file (umask-derived, e.g. 0644 — not
-    the 0600 of :func:`tempfile.mkstemp`), so that the file renamed into place has it too.
-    Commit journals of dead runs in that directory are rolled forward first
-    (:func:`jfx.io.output_set.recover`); then temporary files of ``final`` left by a process
-    that no longer runs (killed by SIGKILL, a crash, a power cut) are removed; those of a
-    live process (another run writing the same output right now) are left alone."""
-    from jfx.io.output_set import recover
+    """An empty temporary file for ``final``: :func:`jfx.io.output_set.new_temp_path`
+    (pid-tagged, umask mode; stale ones of dead runs removed)."""
+    from jfx.io.output_set import new_temp_path as _new_temp_path
 
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    recover(final.parent)
-    for old in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
-        parts = old.name[len(final.name) + 2:].split(".")
-        if len(parts) >= 3 and parts[0].isdigit() and not _pid_alive(int(parts[0])):
-            with contextlib.suppress(OSError):
-                old.unlink()
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp",
-                                dir=final.parent)
-    try:
-        os.fchmod(fd, _file_mode())
-    finally:
-        os.close(fd)
-    return Path(name)
+    return _new_temp_path(final)
 
 
 def check_writable(prefix: str | os.PathLike) -> None:

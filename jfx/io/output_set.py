@@ -3,7 +3,7 @@
 A run writes several files under one output prefix (``<prefix>_process.h5``, the merged
 ``<prefix>.mtz|.cif|.hkl``, ``<prefix>_iterN_scale.dat``, ``<prefix>_scaling.html``). Each
 is first written in full to its own temporary file ``.<name>.<pid>.<random>.tmp`` next to
-it (:func:`jfx.io.h5util.new_temp_path`, with the umask-derived mode of a normal file) and
+it (:func:`new_temp_path`, with the umask-derived mode of a normal file) and
 flushed to disk (``fsync``). Only when every file of the set is written does
 :meth:`OutputSet.commit` move them into place:
 
@@ -45,10 +45,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import re
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -159,6 +161,53 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(s)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def _file_mode() -> int:
+    """The mode a new regular file gets under the current umask (0644 for umask 022). Read
+    from /proc where it is shown (setting the umask to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as fh:
+            umask = next(int(ln.split()[1], 8) for ln in fh if ln.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def new_temp_path(final: str | os.PathLike) -> Path:
+    """An empty temporary file ``.<name>.<pid>.<random>.tmp`` next to ``final`` (its
+    directory created) with the mode of a normal new file (umask-derived, e.g. 0644 — not
+    the 0600 of :func:`tempfile.mkstemp`), so that the file renamed into place has it too.
+    Commit journals of dead runs in that directory are rolled forward first
+    (:func:`jfx.io.output_set.recover`); then temporary files of ``final`` left by a process
+    that no longer runs (killed by SIGKILL, a crash, a power cut) are removed; those of a
+    live process (another run writing the same output right now) are left alone."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    recover(final.parent)
+    for old in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+        parts = old.name[len(final.name) + 2:].split(".")
+        if len(parts) >= 3 and parts[0].isdigit() and not _pid_alive(int(parts[0])):
+            with contextlib.suppress(OSError):
+                old.unlink()
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp",
+                                dir=final.parent)
+    try:
+        os.fchmod(fd, _file_mode())
+    finally:
+        os.close(fd)
+    return Path(name)
+
+
 def _journal_pid(path: Path) -> int | None:
     parts = path.name.rsplit(".", 2)  # ".<prefix>", "<pid>", "commit"
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
@@ -196,8 +245,6 @@ def recover(directory: str | os.PathLike) -> list[str]:
     ``directory`` (see the module docstring). Returns one message per journal handled
     (empty: nothing found). Never raises for an unreadable directory or journal (a journal
     that cannot be parsed is left alone and reported)."""
-    from jfx.io.h5util import _pid_alive
-
     d = Path(directory)
     msgs: list[str] = []
     try:
@@ -252,8 +299,6 @@ class OutputSet:
         """A new (empty) temporary file for ``final`` (in the prefix's directory), to be
         moved there by :meth:`commit`. A writer that needs a path writes it; see also
         :meth:`add`."""
-        from jfx.io.h5util import new_temp_path
-
         final = Path(final)
         if final.parent.resolve() != self.directory.resolve():
             raise ValueError(f"{final} is not in the output directory {self.directory}")

@@ -126,9 +126,10 @@ def flag_bits_text() -> str:
                      for f in ReflectionFlag)
 
 
-def now_iso() -> str:
-    """The current local time, ISO 8601 with its UTC offset (seconds)."""
-    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+def now_iso(ago_s: float = 0.0) -> str:
+    """The local time ``ago_s`` seconds ago (default: now), ISO 8601 with its UTC offset."""
+    t = datetime.datetime.now().astimezone() - datetime.timedelta(seconds=ago_s)
+    return t.isoformat(timespec="seconds")
 
 
 def process_h5_path(output_prefix: str | os.PathLike) -> Path:

@@ -251,8 +251,8 @@ def test_real_full_filesystem_is_one_line(tmp_path):
         sys.exit(process_main([{str(master)!r}, "-o", {str(out / "o")!r}, "-X", "none"]))
     """)
     r = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=64k tmpfs "$1" && '
-         f'"$2" -c "$3"; rc=$?; ls -a "$1"; cat "$1/o_process.h5" "$1/o.mtz"; exit $rc',
+        ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=64k tmpfs "$1" && '
+         '"$2" -c "$3"; rc=$?; ls -a "$1"; cat "$1/o_process.h5" "$1/o.mtz"; exit $rc',
          "sh", str(out), sys.executable, script],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": str(REPO), "JFX_CACHE_DIR": str(tmp_path / "cache")})
