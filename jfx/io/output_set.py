@@ -251,6 +251,11 @@ def recover(directory: str | os.PathLike) -> list[str]:
         journals = sorted(d.glob(f".*{JOURNAL_SUFFIX}"))
     except OSError:
         return msgs
+    for jt in d.glob(f".*{JOURNAL_SUFFIX}.tmp"):  # journals never completed: nothing moved
+        pid = _journal_pid(jt.with_suffix(""))
+        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+            with contextlib.suppress(OSError):
+                jt.unlink()
     for j in journals:
         pid = _journal_pid(j)
         if pid is None or pid == os.getpid() or _pid_alive(pid):
@@ -294,6 +299,21 @@ class OutputSet:
         self._synced: set[Path] = set()  # temporaries already fsynced
         self.directory.mkdir(parents=True, exist_ok=True)
         self.recovered = recover(self.directory)
+        self._remove_dead_temps()
+
+    def _remove_dead_temps(self) -> None:
+        """Temporary files of this prefix's owned outputs left by runs that no longer run
+        (also of outputs this run will not write)."""
+        if not self.owned:
+            return
+        rx = re.compile(r"\." + re.escape(self.name) + "(?:" + "|".join(self.owned)
+                        + r")\.(\d+)\.[^.]+\.tmp")
+        with contextlib.suppress(OSError):
+            for n in os.listdir(self.directory):
+                m = rx.fullmatch(n)
+                if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                    with contextlib.suppress(OSError):
+                        (self.directory / n).unlink()
 
     def temp(self, final: str | os.PathLike) -> Path:
         """A new (empty) temporary file for ``final`` (in the prefix's directory), to be

@@ -41,7 +41,9 @@ def _umask() -> int:
 
 
 def _snapshot(d: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+    """The visible files of ``d`` and their bytes."""
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())
+            if p.is_file() and not p.name.startswith(".")}
 
 
 def _hidden(d: Path) -> list[str]:
@@ -277,14 +279,26 @@ def _earlier(d: Path) -> None:
         (d / n).write_bytes(b)
 
 
+def _dead_pid() -> int:
+    p = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                       capture_output=True, text=True, check=True)
+    return int(p.stdout)  # that process has exited
+
+
 def test_output_set_all_or_nothing(tmp_path):
     _earlier(tmp_path)
     (tmp_path / "k_notes.txt").write_bytes(b"mine")
+    dead = _dead_pid()  # leftovers of a killed run: removed by the next set of the prefix
+    for n in (f".k.cif.{dead}.ab12.tmp", f".k.{dead}.commit.tmp"):
+        (tmp_path / n).write_bytes(b"x")
+    (tmp_path / f".k.mtz.{os.getpid()}.cd34.tmp").write_bytes(b"a live run's")
     with pytest.raises(RuntimeError), output_set(tmp_path / "k", PROCESS_OUTPUTS) as s:
         for n, b in list(_NEW.items())[:2]:
             s.add(tmp_path / n, b)
         raise RuntimeError("failure before the last output")
-    assert _snapshot(tmp_path) == {**_OLD, "k_notes.txt": b"mine"} and _hidden(tmp_path) == []
+    assert _snapshot(tmp_path) == {**_OLD, "k_notes.txt": b"mine"}
+    assert _hidden(tmp_path) == [f".k.mtz.{os.getpid()}.cd34.tmp"]
+    (tmp_path / f".k.mtz.{os.getpid()}.cd34.tmp").unlink()
     with output_set(tmp_path / "k", PROCESS_OUTPUTS) as s:
         for n, b in _NEW.items():
             s.add(tmp_path / n, b)
