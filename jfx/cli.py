@@ -547,7 +547,8 @@ def _process_job(argv: list[str], con: _Console) -> int:
     con.detail(f"wrote the output in {time.perf_counter() - t_write:.2f} s")
     if state.scaling is not None:
         _write_scaling_outputs(g.output_prefix, state.scaling, settings.scale, con,
-                               wavelength_A=float(state.final_geometry.beam.wavelength_A))
+                               wavelength_A=float(state.final_geometry.beam.wavelength_A),
+                               datasets=[g.input], program="jfjoch_process")
     n_img = state.n_images
     dt = time.perf_counter() - t0
     con.info(f"wrote {out_path} ({n_img} images) in {dt:.2f} s "
@@ -638,15 +639,19 @@ def _scale_job(argv: list[str], con: _Console) -> int:
     result = scale_runs(settings, runs, reference=reference, cell=settings.crystal.unit_cell)
     con.detail(f"scaled {len(runs)} run(s) in {time.perf_counter() - t0:.2f} s")
     _write_scaling_outputs(settings.general.output_prefix, result, settings.scale, con,
-                           wavelength_A=runs[0].wavelength_A)
+                           wavelength_A=runs[0].wavelength_A,
+                           datasets=list(settings.general.inputs), program="jfjoch_scale")
     return 0
 
 
 def _write_scaling_outputs(prefix: str, res: Any, sc: Any, con: _Console, *,
-                           wavelength_A: float | None = None) -> None:
-    """Console table + merged reflections + ``_iterN_scale.dat`` + HTML report."""
+                           wavelength_A: float | None = None, datasets: Sequence[str] = (),
+                           program: str = "jfx") -> None:
+    """Console table + merged reflections + ``_iterN_scale.dat`` + HTML report (with a header
+    naming ``datasets`` and the ``program``, and the per-image plots)."""
+    from jfx import __version__
     from jfx.io.merged import write_merged, write_scale_dat
-    from jfx.io.report import format_table, write_report_html
+    from jfx.io.report import format_table, report_header, write_report_html
 
     for line in res.lines():
         con.info(line)
@@ -659,7 +664,9 @@ def _write_scaling_outputs(prefix: str, res: Any, sc: Any, con: _Console, *,
         p = write_scale_dat(f"{prefix}_iter{n}_scale.dat", it["image"], it["scale"],
                             it["bfactor"], it["cc"], it["rejected"])
         con.detail(f"wrote {p}")
-    rp = write_report_html(f"{prefix}_scaling.html", res.statistics)
+    rp = write_report_html(f"{prefix}_scaling.html", res.statistics,
+                           header=report_header(res, datasets, f"jfx {__version__} ({program})"),
+                           images=res.images)
     con.detail(f"wrote {rp}")
 
 
