@@ -554,7 +554,8 @@ def _process_job(argv: list[str], con: _Console) -> int:
         if state.scaling is not None:
             written = _write_scaling_outputs(
                 g.output_prefix, state.scaling, settings.scale, con,
-                wavelength_A=float(state.final_geometry.beam.wavelength_A), outputs=outs)
+                wavelength_A=float(state.final_geometry.beam.wavelength_A),
+                datasets=[g.input], program="jfjoch_process", outputs=outs)
     _report_output_set(outs, con, written)
     con.detail(f"wrote the output in {time.perf_counter() - t_write:.2f} s")
     n_img = state.n_images
@@ -647,7 +648,8 @@ def _scale_job(argv: list[str], con: _Console) -> int:
     result = scale_runs(settings, runs, reference=reference, cell=settings.crystal.unit_cell)
     con.detail(f"scaled {len(runs)} run(s) in {time.perf_counter() - t0:.2f} s")
     _write_scaling_outputs(settings.general.output_prefix, result, settings.scale, con,
-                           wavelength_A=runs[0].wavelength_A)
+                           wavelength_A=runs[0].wavelength_A,
+                           datasets=list(settings.general.inputs), program="jfjoch_scale")
     return 0
 
 
@@ -664,20 +666,21 @@ def _report_output_set(outs: Any, con: _Console, written: list[tuple[bool, str]]
 
 
 def _write_scaling_outputs(prefix: str, res: Any, sc: Any, con: _Console, *,
-                           wavelength_A: float | None = None,
-                           outputs: Any = None) -> list[tuple[bool, str]]:
-    """Console table + merged reflections + ``_iterN_scale.dat`` + HTML report, written as
-    one output set (``outputs``: the run's set they join, and the "wrote" lines are returned
-    for after its commit; None: a set of their own, which owns the scaling outputs of the
-    prefix, :data:`jfx.io.output_set.SCALE_OUTPUTS`)."""
+                           wavelength_A: float | None = None, datasets: Sequence[str] = (),
+                           program: str = "jfx", outputs: Any = None) -> list[tuple[bool, str]]:
+    """Console table + merged reflections + ``_iterN_scale.dat`` + HTML report (with a header
+    naming ``datasets`` and the ``program``, and the per-image plots), written as one output
+    set (``outputs``: the run's set they join, the "wrote" lines returned for after its
+    commit; None: a set of their own owning the prefix's scaling outputs)."""
+    from jfx import __version__
     from jfx.io import output_set
     from jfx.io.merged import write_merged, write_scale_dat
-    from jfx.io.report import format_table, write_report_html
+    from jfx.io.report import format_table, report_header, write_report_html
 
     if outputs is None:
         with output_set.output_set(prefix, output_set.SCALE_OUTPUTS) as outs:
             written = _write_scaling_outputs(prefix, res, sc, con, wavelength_A=wavelength_A,
-                                             outputs=outs)
+                                             datasets=datasets, program=program, outputs=outs)
         _report_output_set(outs, con, written)
         return []
     for line in res.lines():
@@ -691,7 +694,9 @@ def _write_scaling_outputs(prefix: str, res: Any, sc: Any, con: _Console, *,
         p = write_scale_dat(f"{prefix}_iter{n}_scale.dat", it["image"], it["scale"],
                             it["bfactor"], it["cc"], it["rejected"], outputs=outputs)
         written.append((False, f"wrote {p}"))
-    rp = write_report_html(f"{prefix}_scaling.html", res.statistics, outputs=outputs)
+    rp = write_report_html(f"{prefix}_scaling.html", res.statistics,
+                           header=report_header(res, datasets, f"jfx {__version__} ({program})"),
+                           images=res.images, outputs=outputs)
     written.append((False, f"wrote {rp}"))
     return written
 

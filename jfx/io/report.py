@@ -2,19 +2,24 @@
 (inline SVG plots, no external assets).
 
 :func:`format_table` is the console table (``jfjoch_scale``, ``-M``).
-:func:`write_report_html` writes one HTML file with three plots against resolution —
-CC1/2 (with CC_anom / CC_ref when present), ⟨I/σ⟩ and completeness — and the statistics
-table.  The x axis is 1/d² (Å⁻²), so equal-volume shells are spread evenly, labelled in d (Å).
-The plots are hand-written SVG (matplotlib is not a dependency).  The file is written
-atomically.
+:func:`write_report_html` writes one HTML file: a header (dataset, program, date, space group,
+cell, partiality model, images), three plots against resolution — CC1/2 (with CC_anom / CC_ref
+when present), ⟨I/σ⟩ and completeness — the per-image plots a DIALS user looks at first (scale,
+B factor with ``-B``, CC of each image to the merged data, rejected images marked) and the
+statistics table.  The resolution axis is 1/d² (Å⁻²), so equal-volume shells are spread
+evenly, labelled in d (Å).  The plots are hand-written SVG (matplotlib is not a dependency).
+The file is written atomically.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import html
 import math
 import os
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -179,6 +184,207 @@ def svg_plot(x_inv_d2: np.ndarray, series: list[tuple[str, np.ndarray]], title: 
     return "\n".join(out)
 
 
+@dataclasses.dataclass(frozen=True)
+class ReportHeader:
+    """What the report is about (shown at its top).
+
+    Attributes:
+        datasets: input files (master for ``jfjoch_process``, ``_process.h5`` for
+            ``jfjoch_scale``).
+        space_group: merging space group number; cell: (a, b, c, α, β, γ) in Å / degrees.
+        program: e.g. ``"jfx 0.1.0 (jfjoch_process)"``; date: ISO 8601 with zone.
+        partiality_model: the model that ran; n_images: images that entered scaling.
+    """
+
+    datasets: tuple[str, ...]
+    space_group: int | None
+    cell: tuple[float, ...] | None
+    program: str
+    date: str
+    partiality_model: str | None = None
+    n_images: int | None = None
+
+
+def report_header(result: Any, datasets: Sequence[str], program: str,
+                  date: str | None = None) -> ReportHeader:
+    """The :class:`ReportHeader` of a :class:`jfx.scale.scaling.ScalingResult`; ``date``
+    defaults to now (local time with its zone)."""
+    cell = getattr(result, "cell", None)
+    images = getattr(result, "images", None) or {}
+    return ReportHeader(
+        datasets=tuple(str(d) for d in datasets),
+        space_group=int(result.space_group) if getattr(result, "space_group", None) else None,
+        cell=tuple(float(v) for v in np.asarray(cell).reshape(-1)) if cell is not None else None,
+        program=program,
+        date=date or datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        partiality_model=getattr(result, "partiality_model", None),
+        n_images=len(images["scale"]) if "scale" in images else None)
+
+
+def _space_group_name(number: int | None) -> str:
+    if number is None:
+        return "unknown"
+    try:
+        import gemmi
+
+        return f"{gemmi.find_spacegroup_by_number(int(number)).hm} ({int(number)})"
+    except Exception:  # noqa: BLE001  (a name is only decoration)
+        return str(number)
+
+
+def _header_html(h: ReportHeader) -> str:
+    cell = ("–" if h.cell is None else
+            "a, b, c = " + ", ".join(f"{v:.3f}" for v in h.cell[:3]) + " Å; α, β, γ = "
+            + ", ".join(f"{v:.2f}" for v in h.cell[3:]) + "°")
+    rows = [("Dataset" + ("s" if len(h.datasets) > 1 else ""),
+             "<br>".join(html.escape(d) for d in h.datasets) or "–"),
+            ("Space group", html.escape(_space_group_name(h.space_group))),
+            ("Unit cell", html.escape(cell)),
+            ("Partiality model", html.escape(h.partiality_model or "–")),
+            ("Images scaled", "–" if h.n_images is None else str(h.n_images)),
+            ("Program", html.escape(h.program)), ("Date", html.escape(h.date))]
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="header">{body}</table>'
+
+
+MAX_IMAGE_POINTS = 2000
+"""Per-image plots with more images show the median of consecutive blocks of images (one point
+per block, at most this many points) so the HTML stays small for 10⁵ stills."""
+
+
+def _image_axis(images: Mapping[str, np.ndarray]) -> tuple[np.ndarray, str]:
+    """x values of the per-image plots: the image number (one run) or the position in the
+    concatenated runs (several), with its label."""
+    img = np.asarray(images["image"], np.float64)
+    run = np.asarray(images.get("run", np.zeros(len(img))))
+    if len(np.unique(run)) <= 1:
+        return img, "image number"
+    return np.arange(len(img), dtype=np.float64), "image (runs concatenated)"
+
+
+def _blocked(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Medians of consecutive blocks when there are more than :data:`MAX_IMAGE_POINTS`."""
+    n = len(x)
+    if n <= MAX_IMAGE_POINTS:
+        return x, y
+    edges = np.linspace(0, n, MAX_IMAGE_POINTS + 1).astype(int)
+    xb = np.array([np.median(x[a:b]) for a, b in zip(edges[:-1], edges[1:])])
+    yb = np.array([np.nanmedian(y[a:b]) if np.isfinite(y[a:b]).any() else np.nan
+                   for a, b in zip(edges[:-1], edges[1:])])
+    return xb, yb
+
+
+def svg_xy_plot(x: np.ndarray, series: list[tuple[str, np.ndarray]], title: str,
+                x_label: str, y_label: str, marks: np.ndarray | None = None,
+                y_range: tuple[float | None, float | None] = (None, None)) -> str:
+    """One SVG plot of ``series`` (label, y values) against plain ``x`` (e.g. image number).
+
+    ``marks`` (bool, same length as ``x``): points drawn as red crosses on the first series
+    (rejected images).  Points are drawn for up to 300 x values, a line only beyond.
+    Non-finite points are skipped.
+    """
+    x = np.asarray(x, np.float64)
+    ys = [np.asarray(y, np.float64) for _, y in series]
+    finite = np.concatenate([y[np.isfinite(y)] for y in ys]) if ys else np.zeros(0)
+    y0, y1 = y_range
+    if y0 is None:
+        y0 = float(finite.min()) if finite.size else 0.0
+    if y1 is None:
+        y1 = float(finite.max()) if finite.size else 1.0
+    if finite.size:
+        y0, y1 = min(y0, float(finite.min())), max(y1, float(finite.max()))
+    if y1 <= y0:
+        y0, y1 = y0 - 0.5, y0 + 0.5
+    pad = 0.05 * (y1 - y0)
+    y0, y1 = y0 - pad, y1 + pad
+    xf = x[np.isfinite(x)]
+    x0, x1 = (float(xf.min()), float(xf.max())) if xf.size else (0.0, 1.0)
+    if x1 <= x0:
+        x0, x1 = x0 - 0.5, x0 + 0.5
+    pw, ph = _W - _ML - _MR, _H - _MT - _MB
+
+    def px(v):
+        return _ML + (v - x0) / (x1 - x0) * pw
+
+    def py(v):
+        return _MT + ph - (v - y0) / (y1 - y0) * ph
+
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" '
+            f'viewBox="0 0 {_W} {_H}" role="img" aria-label="{html.escape(title)}">'),
+           f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="white"/>',
+           (f'<text x="{_W / 2:.1f}" y="18" text-anchor="middle" font-size="14" '
+            f'font-family="sans-serif">{html.escape(title)}</text>'),
+           f'<rect x="{_ML}" y="{_MT}" width="{pw}" height="{ph}" fill="none" stroke="black"/>']
+    for t in _nice_ticks(y0, y1):
+        yy = py(t)
+        out.append(f'<line x1="{_ML - 4}" y1="{yy:.1f}" x2="{_ML + pw}" y2="{yy:.1f}" '
+                   f'stroke="#ddd"/>')
+        out.append(f'<text x="{_ML - 6}" y="{yy + 4:.1f}" text-anchor="end" font-size="11" '
+                   f'font-family="sans-serif">{t:g}</text>')
+    for t in _nice_ticks(x0, x1):
+        xx = px(t)
+        out.append(f'<line x1="{xx:.1f}" y1="{_MT + ph}" x2="{xx:.1f}" y2="{_MT + ph + 4}" '
+                   f'stroke="black"/>')
+        out.append(f'<text x="{xx:.1f}" y="{_MT + ph + 16}" text-anchor="middle" '
+                   f'font-size="11" font-family="sans-serif">{t:g}</text>')
+    out.append(f'<text x="{_ML + pw / 2:.1f}" y="{_H - 10}" text-anchor="middle" font-size="12" '
+               f'font-family="sans-serif">{html.escape(x_label)}</text>')
+    out.append(f'<text x="14" y="{_MT + ph / 2:.1f}" text-anchor="middle" font-size="12" '
+               f'font-family="sans-serif" transform="rotate(-90 14 {_MT + ph / 2:.1f})">'
+               f'{html.escape(y_label)}</text>')
+    dots = len(x) <= 300
+    for k, ((label, _), y) in enumerate(zip(series, ys)):
+        col = _COLOURS[k % len(_COLOURS)]
+        ok = np.isfinite(x) & np.isfinite(y)
+        pts = [f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x[ok], y[ok])]
+        if pts:
+            out.append(f'<polyline fill="none" stroke="{col}" stroke-width="1.5" '
+                       f'points="{" ".join(pts)}"/>')
+        if dots:
+            out.extend(f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="2.5" fill="{col}"/>'
+                       for a, b in zip(x[ok], y[ok]))
+        if k == 0 and marks is not None:
+            m = ok & np.asarray(marks, bool)
+            out.extend(f'<path class="rejected" d="M{px(a) - 4:.1f},{py(b) - 4:.1f} l8,8 '
+                       f'm0,-8 l-8,8" stroke="#d62728" stroke-width="2"/>'
+                       for a, b in zip(x[m], y[m]))
+        ly = _MT + 14 + 16 * k
+        out.append(f'<line x1="{_ML + pw - 110}" y1="{ly - 4}" x2="{_ML + pw - 90}" '
+                   f'y2="{ly - 4}" stroke="{col}" stroke-width="2"/>')
+        out.append(f'<text x="{_ML + pw - 86}" y="{ly}" font-size="11" '
+                   f'font-family="sans-serif">{html.escape(label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def image_plots(images: Mapping[str, np.ndarray]) -> list[str]:
+    """The per-image SVG plots of scaling results ``images`` (``image``, ``scale``, ``cc``,
+    optional ``run``, ``bfactor``, ``rejected``): scale, B factor (only when refined, i.e.
+    not all zero) and CC of each image to the merged data against the image."""
+    if not images or "image" not in images or len(images["image"]) == 0:
+        return []
+    x, xlabel = _image_axis(images)
+    rej = np.asarray(images.get("rejected", np.zeros(len(x))), bool)
+    blocked = len(x) > MAX_IMAGE_POINTS
+    if blocked:
+        xlabel += f" (median of blocks of ~{len(x) / MAX_IMAGE_POINTS:.0f} images)"
+    plots = []
+    todo = [("scale", "Scale factor per image", "scale G")]
+    b = np.asarray(images.get("bfactor", np.zeros(0)), np.float64)
+    if b.size and np.any(np.isfinite(b) & (b != 0)):
+        todo.append(("bfactor", "B factor per image", "B (Å²)"))
+    todo.append(("cc", "CC of each image to the merged intensities", "CC"))
+    for key, title, ylab in todo:
+        if key not in images:
+            continue
+        y = np.asarray(images[key], np.float64)
+        xs, ys = _blocked(x, y)
+        plots.append(svg_xy_plot(xs, [(key, ys)], title, xlabel, ylab,
+                                 marks=None if blocked else rej,
+                                 y_range=(None, 1.0) if key == "cc" else (None, None)))
+    return plots
+
+
 def _table_html(stats: MergingStatistics) -> str:
     cols = stats.columns()
     pct = {"completeness", "cc_half", "cc_star", "r_meas", "r_pim", "cc_anom", "cc_ref"}
@@ -202,7 +408,9 @@ def _table_html(stats: MergingStatistics) -> str:
     return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
-def report_html(stats: MergingStatistics, title: str = "jfx merging statistics") -> str:
+def report_html(stats: MergingStatistics, title: str = "jfx merging statistics", *,
+                header: ReportHeader | None = None,
+                images: Mapping[str, np.ndarray] | None = None) -> str:
     """The report as an HTML string (see :func:`write_report_html`)."""
     ns = stats.n_shells
     dmax, dmin = stats.d_max[:ns], stats.d_min[:ns]
@@ -222,27 +430,40 @@ def report_html(stats: MergingStatistics, title: str = "jfx merging statistics")
     css = ("body{font-family:sans-serif;margin:1.5em;} table{border-collapse:collapse;"
            "font-size:13px;} td,th{border:1px solid #bbb;padding:2px 6px;text-align:right;}"
            " tr.overall{font-weight:bold;background:#eef;} .plots svg{margin:4px;"
-           "border:1px solid #ccc;} pre{font-size:12px;}")
+           "border:1px solid #ccc;} pre{font-size:12px;} table.header th{text-align:left;"
+           "background:#f4f4f4;} table.header td{text-align:left;}")
+    iplots = image_plots(images) if images is not None else []
+    n_rej = int(np.count_nonzero(np.asarray(images.get("rejected", ()), bool))) \
+        if images is not None else 0
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         f"<title>{html.escape(title)}</title>", f"<style>{css}</style>", "</head>", "<body>",
         f"<h1>{html.escape(title)}</h1>",
+        *([_header_html(header)] if header is not None else []),
         f"<p>Mode: {'anomalous (Friedel pairs separate)' if stats.anomalous else 'Friedel pairs merged'}"
         f"; {ns} equal-volume resolution shells; Wilson B: {html.escape(wtxt)}"
         + (f"; rejected images: {stats.n_rejected_images}" if stats.n_rejected_images else "")
         + "</p>",
-        '<div class="plots">', *plots, "</div>",
+        "<h2>Against resolution</h2>", '<div class="plots">', *plots, "</div>",
+        *(["<h2>Per image</h2>",
+           f"<p>{len(images['image'])} images"
+           + (f"; {n_rej} rejected (red crosses)" if n_rej else "") + "</p>",
+           '<div class="plots">', *iplots, "</div>"] if iplots else []),
         "<h2>Statistics per resolution shell</h2>", _table_html(stats),
         "<h2>Console table</h2>", f"<pre>{html.escape(format_table(stats))}</pre>",
         "</body>", "</html>", ""])
 
 
 def write_report_html(path: str | os.PathLike, stats: MergingStatistics,
-                      title: str = "jfx merging statistics", *, outputs=None) -> Path:
+                      title: str = "jfx merging statistics", *,
+                      header: ReportHeader | None = None,
+                      images: Mapping[str, np.ndarray] | None = None,
+                      outputs=None) -> Path:
     """Write the self-contained HTML report of ``stats`` to ``path`` (atomically; with
-    ``outputs``, a :class:`jfx.io.output_set.OutputSet`, as part of that set)."""
+    ``outputs``, a :class:`jfx.io.output_set.OutputSet`, as part of that set), with the
+    ``header`` and the per-image plots of ``images`` when given."""
     path = Path(path)
-    text = report_html(stats, title)
+    text = report_html(stats, title, header=header, images=images)
     if outputs is not None:
         outputs.add(path, text)
     else:

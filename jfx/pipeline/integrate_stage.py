@@ -121,9 +121,11 @@ def _stream(ctx: RunContext, images: np.ndarray, pool: Any,
             finish: Callable[[Any, Any], None], pool_reference: bool) -> None:
     """Stream ``images`` in chunks; the frames of a chunk run concurrently in ``pool``, in two
     phases: ``begin(image, frame)`` → (profile-reference deposit or None, state), then
-    ``finish(state, reference)``. With ``pool_reference`` (rotation) the reference is the sum
-    of the deposits of every frame so far, this chunk's included; else each frame's own. The
-    reference every frame uses is fixed by the chunk order alone, not by thread timing."""
+    ``finish(state, reference)``. With ``pool_reference`` (rotation) the reference of a frame
+    is the sum of the deposits of every frame up to and including it, added in frame order;
+    else each frame's own. The reference every frame uses is therefore fixed by the frame
+    order alone — not by thread timing, the batch size (``general.batch_size``) or the
+    device — so runs repeat bit for bit and do not depend on the batch."""
     if images.size == 0:
         return
     batch = max(1, int(ctx.batch_size))
@@ -138,11 +140,12 @@ def _stream(ctx: RunContext, images: np.ndarray, pool: Any,
         for idx, frames in ctx.source.iter_chunks(images, chunk_size=batch,
                                                   workers=ctx.workers):
             outs = run(begin, [(int(j), frame) for j, frame in zip(np.asarray(idx), frames)])
-            if pool_reference:
+            if pool_reference:  # frame j: the deposits of frames ≤ j, in frame order
+                refs = []
                 for dep, _ in outs:
                     if dep is not None:
                         total = dep + total
-                refs = [total] * len(outs)
+                    refs.append(total)
             else:
                 refs = [dep for dep, _ in outs]
             run(finish, [(st, ref) for (_, st), ref in zip(outs, refs)])

@@ -239,3 +239,48 @@ def test_html_report(tmp_path, anomalous):
         start = b
     assert text.count("<tr") == 1 + st.n_shells + 1  # header + shells + overall
     assert ("CC_anom" in text) == anomalous
+
+
+def test_html_report_header_and_per_image_plots(tmp_path):
+    """Issue 14: the report opens with the dataset, space group, cell and date, and shows
+    scale, B and CC against the image (rejected images marked) — each point where its value
+    puts it; beyond MAX_IMAGE_POINTS images, medians of blocks."""
+    from jfx.io.report import MAX_IMAGE_POINTS, ReportHeader, image_plots
+
+    amap, I, sig, image, mr = _data(False, 4)
+    st = merging_statistics(amap, I, sig, image, image % 2, CELL, SG, n_shells=4)
+    rng = np.random.default_rng(3)
+    n = 40
+    images = {"run": np.zeros(n, int), "image": np.arange(n) + 10,
+              "scale": rng.uniform(0.5, 2.0, n), "bfactor": rng.normal(0, 3, n),
+              "cc": rng.uniform(0.2, 0.99, n), "rejected": (np.arange(n) % 7 == 3).astype(np.uint8)}
+    hdr = ReportHeader(datasets=("/data/lyso_master.h5",), space_group=96,
+                       cell=(79.1, 79.1, 38.0, 90.0, 90.0, 90.0), program="jfx test",
+                       date="2026-12-04T10:00:00+00:00", partiality_model="rot", n_images=n)
+    text = write_report_html(tmp_path / "r.html", st, header=hdr, images=images).read_text()
+    for s in ("/data/lyso_master.h5", "P 43 21 2 (96)", "79.100", "2026-12-04T10:00:00+00:00",
+              "Scale factor per image", "B factor per image", "CC of each image", "rot"):
+        assert s in text
+    assert text.count("<svg") == 3 + 3
+    ns = "{http://www.w3.org/2000/svg}"
+    svgs = []
+    start = 0
+    while (a := text.find("<svg", start)) >= 0:
+        b = text.index("</svg>", a) + 6
+        svgs.append(ET.fromstring(text[a:b]))
+        start = b
+    scale_svg = svgs[3]
+    cx = np.array([float(c.get("cx")) for c in scale_svg.iter(ns + "circle")])
+    cy = np.array([float(c.get("cy")) for c in scale_svg.iter(ns + "circle")])
+    assert len(cx) == n and np.all(np.diff(cx) > 0)  # image order along x
+    # SVG y grows downwards: the largest scale is the highest point, linearly
+    assert np.corrcoef(cy, images["scale"])[0, 1] < -0.9999
+    assert len(list(scale_svg.iter(ns + "path"))) == int(images["rejected"].sum())
+    # no B plot when B was not refined
+    assert len(image_plots({**images, "bfactor": np.zeros(n)})) == 2
+    # many stills: one point per block, the block medians
+    m = 3 * MAX_IMAGE_POINTS
+    big = {"image": np.arange(m), "scale": np.arange(m, dtype=float), "cc": np.ones(m)}
+    root = ET.fromstring(image_plots(big)[0])
+    pts = next(root.iter(ns + "polyline")).get("points").split()
+    assert len(pts) == MAX_IMAGE_POINTS
