@@ -19,6 +19,8 @@ import bisect
 import contextlib
 import glob
 import os
+import re
+import struct
 import tempfile
 import threading
 from pathlib import Path
@@ -207,6 +209,22 @@ def read_scalar(dset: h5py.Dataset) -> float:
 #    "shape": (ny, nx), "dtype": numpy dtype str, "vds_files": [(image indices, file), ...]}
 
 
+_TRUNCATED = re.compile(r"truncated file: eof = (\d+),.*?stored_eof = (\d+)")
+
+
+def open_problem(kind: str, path: str | os.PathLike, e: BaseException) -> str:
+    """One line for an HDF5 file that cannot be opened: for a truncated file (HDF5's
+    "truncated file: eof = N, ... stored_eof = M") what is missing, else the HDF5 message.
+    ``kind``: "data file", "HDF5 file", … (start of the line)."""
+    m = _TRUNCATED.search(str(e))
+    if m:
+        have, want = int(m.group(1)), int(m.group(2))
+        return (f"{kind} {path} is truncated: the file has {have} bytes, its HDF5 header "
+                f"records {want} ({want - have} bytes missing, an interrupted copy or "
+                "write?); HDF5 cannot open it, copy the complete file")
+    return f"cannot open {kind} {path}: {one_line(e)}"
+
+
 def one_line(e: BaseException) -> str:
     """An exception's message on one line (type name if empty)."""
     msg = " ".join(str(e).split())
@@ -217,11 +235,138 @@ class FrameReadError(Exception):
     """A frame could not be read/decoded; the message names the image and the file."""
 
 
+# ----------------------------------------------------------------------------------------
+# Validation of bitshuffle-LZ4 / bitshuffle-zstd chunks before they reach the decoder.
+#
+# The bitshuffle HDF5 filter (filter 32008, compression 2 = LZ4, 3 = zstd) stores a chunk as
+#   8-byte big-endian uncompressed size | 4-byte big-endian block size (bytes)
+#   | per block: 4-byte big-endian compressed size, then that many bytes
+#   | the last (size mod 8) elements uncompressed.
+# The blocks hold block-size bytes each, then one block of the remaining whole groups of 8
+# elements. The filter trusts every size field: it walks from block to block by the stored
+# sizes without comparing them with the chunk length, so a flipped size byte makes it read
+# far outside the chunk (a segmentation fault). Checked here first, the sizes must add up
+# exactly to the chunk length; inside a block the decoders are bounded by the stored size
+# (LZ4_decompress_safe, ZSTD_decompress), so a chunk that passes cannot crash them.
+
+_BSHUF_HEADER = struct.Struct(">QI")
+_U32_BE = struct.Struct(">I")
+_BSHUF_MULT = 8  # bitshuffle transposes groups of 8 elements
+_ZSTD_MAGIC = 0xFD2FB528
+
+
+def _block_bound(n: int) -> int:
+    """Upper bound (bytes) of one compressed block of ``n`` bytes (LZ4_compressBound is
+    n + n/255 + 16, ZSTD_compressBound at most n + n/256 + 64)."""
+    return n + n // 255 + 128
+
+
+def _zstd_frame_problem(raw, pos: int, c: int, n_out: int) -> str | None:
+    """What is wrong with the zstd frame header at ``raw[pos:pos + c]`` (None: fine)."""
+    if c < 6 or int.from_bytes(raw[pos:pos + 4], "little") != _ZSTD_MAGIC:
+        return "is not a zstd frame (bad magic number)"
+    fhd = raw[pos + 4]
+    if fhd & 0x08:
+        return "has a zstd frame header with the reserved bit set"
+    single = (fhd >> 5) & 1
+    q = pos + 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
+    fcs = (1 if single else 0, 2, 4, 8)[fhd >> 6]
+    if fcs and q + fcs <= pos + c:
+        size = int.from_bytes(raw[q:q + fcs], "little") + (256 if fcs == 2 else 0)
+        if size != n_out:
+            return f"decompresses to {size} bytes by its zstd frame header, expected {n_out}"
+    return None
+
+
+def check_bitshuffle_chunk(raw, n_bytes: int, elem_size: int, zstd: bool = False) -> str | None:
+    """What is wrong with a raw bitshuffle-LZ4 (``zstd``: bitshuffle-zstd) chunk, or None.
+
+    Args:
+        raw: the chunk as stored (``bytes``, from ``DatasetID.read_direct_chunk``).
+        n_bytes: the chunk's uncompressed size (elements of the chunk shape × item size).
+        elem_size: bytes per element (the filter's element size).
+        zstd: blocks are zstd frames (their magic number and content size are checked too).
+    Returns:
+        None when every size field is consistent with ``len(raw)``; else one line starting
+        "corrupt compressed chunk: ".
+    """
+    n = len(raw)
+    bad = "corrupt compressed chunk: "
+    if n < _BSHUF_HEADER.size:
+        return bad + f"{n} bytes, shorter than its {_BSHUF_HEADER.size}-byte header"
+    total, block_bytes = _BSHUF_HEADER.unpack_from(raw)
+    if total != n_bytes:
+        return bad + f"header says {total} uncompressed bytes, the chunk holds {n_bytes}"
+    if block_bytes == 0 or block_bytes % (elem_size * _BSHUF_MULT):
+        return bad + (f"block size {block_bytes} bytes is not a positive multiple of "
+                      f"{elem_size * _BSHUF_MULT}")
+    size, bs = total // elem_size, block_bytes // elem_size
+    n_full, rest = divmod(size, bs)
+    last = rest - rest % _BSHUF_MULT
+    n_blocks = n_full + (1 if last else 0)
+    end = n - (size % _BSHUF_MULT) * elem_size  # the unblocked elements are stored raw
+    pos = _BSHUF_HEADER.size
+    unpack = _U32_BE.unpack_from
+    out_bytes = bs * elem_size
+    for b in range(n_blocks):
+        if b == n_full:
+            out_bytes = last * elem_size
+        if pos + 4 > end:
+            return bad + (f"block {b} of {n_blocks} would start at byte {pos}, beyond the "
+                          f"end of the {n}-byte chunk")
+        c = unpack(raw, pos)[0]
+        pos += 4
+        if c == 0 or c > end - pos:
+            return bad + (f"block {b} of {n_blocks}: block size {c} bytes exceeds the "
+                          f"{end - pos} bytes left in the {n}-byte chunk")
+        if c > _block_bound(out_bytes):
+            return bad + (f"block {b} of {n_blocks}: block size {c} bytes exceeds the "
+                          f"largest possible {_block_bound(out_bytes)} for {out_bytes} bytes")
+        if zstd:
+            p = _zstd_frame_problem(raw, pos, c, out_bytes)
+            if p:
+                return bad + f"block {b} of {n_blocks} {p}"
+        pos += c
+    if pos != end:
+        return bad + (f"its {n_blocks} blocks of {block_bytes} bytes (block size in the header) "
+                      f"end at byte {pos}, the chunk has {n - end} bytes of blocks")
+    return None
+
+
+def _chunk_plan(ds: h5py.Dataset) -> tuple | None:
+    """(chunk shape, uncompressed chunk bytes, element size, zstd) for a dataset whose
+    only filter is bitshuffle with LZ4 or zstd; None otherwise (nothing to validate)."""
+    if ds.chunks is None:
+        return None
+    try:
+        filters = dataset_filters(ds)
+    except Exception:  # noqa: BLE001 - no plist: nothing to validate
+        return None
+    if len(filters) != 1 or filters[0][0] != BITSHUFFLE_ID:
+        return None
+    values = filters[0][2]
+    comp = int(values[4]) if len(values) > 4 else 0
+    if comp not in (2, 3):
+        return None
+    elem = int(values[2]) if len(values) > 2 and values[2] else ds.dtype.itemsize
+    shape = tuple(int(c) for c in ds.chunks)
+    return shape, int(np.prod(shape)) * ds.dtype.itemsize, elem, comp == 3
+
+
+def error_fill(dtype) -> int:
+    """The invalid-pixel marker of an integer pixel type (type minimum if signed, maximum
+    if unsigned): unreadable frames are filled with it (fully masked)."""
+    info = np.iinfo(np.dtype(dtype))
+    return int(info.min if np.dtype(dtype).kind == "i" else info.max)
+
+
 class FrameReader:
     """Reads frames described by a spec dict (see above) into caller-provided buffers.
 
     Files are opened lazily and kept open; ``read_into`` merges consecutive images of the
-    same dataset into one hyperslab read (one HDF5 call, no intermediate copies).
+    same dataset into one hyperslab read (one HDF5 call, no intermediate copies). Chunks of
+    bitshuffle-LZ4/zstd datasets are validated (:func:`check_bitshuffle_chunk`) before
+    HDF5 decodes them.
     """
 
     def __init__(self, spec: dict):
@@ -231,7 +376,16 @@ class FrameReader:
         self._starts = [s[2] for s in self.segments]
         self._files: dict[str, h5py.File] = {}
         self._dsets: list[h5py.Dataset | None] = [None] * len(self.segments)
+        self._plans: dict[tuple[str, str], tuple | None] = {}
+        self._vds_maps: dict[int, dict[int, tuple[str, str, int]]] = {}
         self._lock = threading.Lock()
+
+    def _file(self, fname: str) -> h5py.File:
+        f = self._files.get(fname)
+        if f is None:
+            f = h5py.File(fname, "r")
+            self._files[fname] = f
+        return f
 
     def _dataset(self, k: int) -> h5py.Dataset:
         ds = self._dsets[k]
@@ -239,10 +393,7 @@ class FrameReader:
             return ds
         with self._lock:
             fname, dpath = self.segments[k][0], self.segments[k][1]
-            f = self._files.get(fname)
-            if f is None:
-                f = h5py.File(fname, "r")
-                self._files[fname] = f
+            f = self._file(fname)
             if self.spec.get("vds"):
                 # resolve relative virtual-source names against the master's directory
                 dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
@@ -253,6 +404,77 @@ class FrameReader:
             self._dsets[k] = ds
             return ds
 
+    def _vds_map(self, k: int) -> dict[int, tuple[str, str, int]]:
+        """Image → (source file, source dataset, index there) of the virtual dataset of
+        segment ``k`` (images whose mapping is not a plain list of whole frames are left
+        out: they are read unchecked)."""
+        m = self._vds_maps.get(k)
+        if m is not None:
+            return m
+        m = {}
+        ds = self._dataset(k)
+        base = Path(self.segments[k][0]).parent
+        for vs in ds.virtual_sources():
+            try:
+                v_img = _selected_images(vs.vspace)
+                s_img = _selected_images(vs.src_space)
+            except Exception:  # noqa: BLE001 - irregular selections: read unchecked
+                continue
+            if not v_img or len(v_img) != len(s_img):
+                continue
+            fname = (self.segments[k][0] if vs.file_name == "."
+                     else str(Path(vs.file_name) if Path(vs.file_name).is_absolute()
+                              else base / vs.file_name))
+            for v, s in zip(v_img, s_img):
+                m[v] = (fname, vs.dset_name, s)
+        self._vds_maps[k] = m
+        return m
+
+    def _stored(self, i: int, k: int) -> tuple[h5py.Dataset, int] | None:
+        """(dataset that stores image ``i``, its index there): the segment's dataset, or
+        the virtual dataset's source; None when unknown."""
+        if not self.spec.get("vds"):
+            return self._dataset(k), i - self.segments[k][2]
+        hit = self._vds_map(k).get(i)
+        if hit is None:
+            return None
+        fname, dpath, s = hit
+        ds = self._file(fname).get(dpath)
+        return (ds, s) if isinstance(ds, h5py.Dataset) else None
+
+    def check_image(self, i: int, k: int) -> str | None:
+        """What is wrong with the stored chunks of image ``i`` (segment ``k``), or None
+        (fine, or not a bitshuffle-LZ4/zstd dataset)."""
+        try:
+            where = self._stored(i, k)
+        except Exception:  # noqa: BLE001 - reported by the read itself
+            return None
+        if where is None:
+            return None
+        ds, s = where
+        key = (ds.file.filename, ds.name)
+        if key not in self._plans:
+            self._plans[key] = _chunk_plan(ds)
+        plan = self._plans[key]
+        if plan is None or ds.ndim != 3:
+            return None
+        (c0, cy, cx), n_bytes, elem, zstd = plan
+        ny, nx = ds.shape[1:]
+        for y in range(0, ny, cy):
+            for x in range(0, nx, cx):
+                try:
+                    mask, raw = ds.id.read_direct_chunk((s - s % c0, y, x))
+                except Exception:  # noqa: BLE001 - unallocated chunk: HDF5 gives fill values
+                    continue
+                if mask & 1:  # bitshuffle skipped for this chunk: stored as is
+                    p = (None if len(raw) == n_bytes else
+                         f"corrupt chunk: {len(raw)} bytes stored unfiltered, expected {n_bytes}")
+                else:
+                    p = check_bitshuffle_chunk(raw, n_bytes, elem, zstd)
+                if p:
+                    return p
+        return None
+
     def file_of(self, i: int) -> str:
         """Name of the file holding image ``i`` (for messages)."""
         for idx, fname in self.spec.get("vds_files", ()):
@@ -261,13 +483,21 @@ class FrameReader:
         k = bisect.bisect_right(self._starts, i) - 1
         return self.segments[max(k, 0)][0]
 
-    def read_into(self, out: np.ndarray, indices) -> None:
+    def _message(self, i: int, detail: str) -> str:
+        return f"corrupt or unreadable data in image {i} (file {self.file_of(i)}): {detail}"
+
+    def read_into(self, out: np.ndarray, indices, bad: dict[int, str] | None = None) -> None:
         """Read images ``indices`` into ``out`` (len(indices), ny, nx), native dtype.
 
+        Args:
+            bad: None: an unreadable image raises. A dict: an unreadable image is filled
+                with :func:`error_fill` (every pixel invalid) and ``bad[image]`` set to the
+                message; the other images are read.
         Raises:
-            FrameReadError: "corrupt or unreadable data in image N (file F): detail".
+            FrameReadError: "corrupt or unreadable data in image N (file F): detail" (the
+                first unreadable image; only with ``bad=None``), or a data file that cannot
+                be opened.
         """
-        ny, nx = self.shape
         n = len(indices)
         j = 0
         while j < n:
@@ -277,39 +507,91 @@ class FrameReader:
             m = 1  # extend over consecutive images in the same dataset
             while j + m < n and int(indices[j + m]) == i0 + m and i0 + m < start + count:
                 m += 1
-            try:
-                ds = self._dataset(k)
-                fspace = ds.id.get_space()
-                fspace.select_hyperslab((i0 - start, 0, 0), (m, ny, nx))
-                mspace = h5py.h5s.create_simple((m, ny, nx))
-                dest = out[j:j + m]
-                if dest.flags.c_contiguous:
-                    ds.id.read(mspace, fspace, dest)
-                else:
-                    tmp = np.empty((m, ny, nx), dtype=out.dtype)
-                    ds.id.read(mspace, fspace, tmp)
-                    dest[...] = tmp
-            except Exception as e:  # noqa: BLE001 - any HDF5/filter failure
-                if m > 1:  # locate the first bad image for the message
-                    for q in range(m):
-                        self.read_into(out[j + q:j + q + 1], [i0 + q])
-                raise FrameReadError(f"corrupt or unreadable data in image {i0} "
-                                     f"(file {self.file_of(i0)}): {one_line(e)}") from None
+            problems = {}
+            for q in range(m):
+                p = self.check_image(i0 + q, k)
+                if p:
+                    if bad is None:
+                        raise FrameReadError(self._message(i0 + q, p))
+                    problems[i0 + q] = p
+            q = 0
+            while q < m:  # read the runs of images whose chunks passed the check
+                if i0 + q in problems:
+                    out[j + q] = error_fill(out.dtype)
+                    bad[i0 + q] = self._message(i0 + q, problems[i0 + q])
+                    q += 1
+                    continue
+                r = q
+                while r < m and i0 + r not in problems:
+                    r += 1
+                self._read_run(out[j + q:j + r], k, i0 + q, r - q, bad)
+                q = r
             j += m
+
+    def _read_run(self, dest: np.ndarray, k: int, i0: int, m: int,
+                  bad: dict[int, str] | None) -> None:
+        """HDF5 read of images ``i0 .. i0 + m - 1`` of segment ``k`` into ``dest``."""
+        ny, nx = self.shape
+        start = self.segments[k][2]
+        try:
+            ds = self._dataset(k)
+        except Exception as e:  # noqa: BLE001 - the file itself is unusable
+            raise FrameReadError(f"cannot read image {i0} from {self.segments[k][0]}: "
+                                 f"{one_line(e)}") from None
+        try:
+            fspace = ds.id.get_space()
+            fspace.select_hyperslab((i0 - start, 0, 0), (m, ny, nx))
+            mspace = h5py.h5s.create_simple((m, ny, nx))
+            if dest.flags.c_contiguous:
+                ds.id.read(mspace, fspace, dest)
+            else:
+                tmp = np.empty((m, ny, nx), dtype=dest.dtype)
+                ds.id.read(mspace, fspace, tmp)
+                dest[...] = tmp
+        except Exception as e:  # noqa: BLE001 - any HDF5/filter failure
+            if m > 1:  # locate the bad image(s)
+                for q in range(m):
+                    self._read_run(dest[q:q + 1], k, i0 + q, 1, bad)
+                if bad is not None:
+                    return
+            if bad is None:
+                raise FrameReadError(self._message(i0, one_line(e))) from None
+            dest[...] = error_fill(dest.dtype)
+            bad[i0] = self._message(i0, one_line(e))
 
     def close(self) -> None:
         self._dsets = [None] * len(self.segments)
+        self._vds_maps.clear()
         for f in self._files.values():
             with contextlib.suppress(Exception):
                 f.close()
         self._files.clear()
 
 
+def _selected_images(space) -> list[int]:
+    """Indices along dimension 0 selected by a dataspace selection covering whole frames
+    (a regular hyperslab, or all); raises ValueError for anything else."""
+    if space.get_select_type() == h5py.h5s.SEL_ALL:
+        return list(range(space.shape[0]))
+    if space.get_select_type() != h5py.h5s.SEL_HYPERSLABS or not space.is_regular_hyperslab():
+        raise ValueError("irregular selection")
+    start, stride, count, block = space.get_regular_hyperslab()
+    if any(c * b != s for c, b, s in zip(count[1:], block[1:], space.shape[1:])):
+        raise ValueError("partial frames")
+    out = []
+    for c in range(count[0]):
+        b0 = start[0] + c * stride[0]
+        out.extend(range(b0, b0 + block[0]))
+    return out
+
+
 def reader_process_main(spec, chunks, wid, nworkers, shm_name, n_slots, free_sem, out_q,
-                        stop_evt) -> None:
-    """Body of reader process ``wid``: reads chunks wid, wid + nworkers, … (in order) into
-    its ring of ``n_slots`` shared-memory slots; ``free_sem`` counts free slots; posts
-    ("ok", chunk, slot) or ("error", chunk, message) on ``out_q``."""
+                        stop_evt, first=None, mark=False) -> None:
+    """Body of reader process ``wid``: reads chunks first, first + nworkers, … (default
+    first = wid; in order) into its ring of ``n_slots`` shared-memory slots; ``free_sem``
+    counts free slots; posts ("ok", chunk, slot, {image: message} of unreadable images) or
+    ("error", chunk, message) on ``out_q``. With ``mark`` an unreadable image is filled with
+    the error value and reported in the "ok" message instead of ending the reader."""
     from multiprocessing import shared_memory
 
     shm = shared_memory.SharedMemory(name=shm_name)
@@ -317,7 +599,7 @@ def reader_process_main(spec, chunks, wid, nworkers, shm_name, n_slots, free_sem
     cmax = max(len(c) for c in chunks)
     buf = np.ndarray((n_slots, cmax) + tuple(spec["shape"]), dtype=spec["dtype"], buffer=shm.buf)
     try:
-        for k, c in enumerate(range(wid, len(chunks), nworkers)):
+        for k, c in enumerate(range(wid if first is None else first, len(chunks), nworkers)):
             while not free_sem.acquire(timeout=0.1):
                 if stop_evt.is_set():
                     return
@@ -325,15 +607,16 @@ def reader_process_main(spec, chunks, wid, nworkers, shm_name, n_slots, free_sem
                 return
             slot = k % n_slots
             idx = chunks[c]
+            bad = {} if mark else None
             try:
-                src.read_into(buf[slot, : len(idx)], idx)
+                src.read_into(buf[slot, : len(idx)], idx, bad)
             except FrameReadError as e:
                 out_q.put(("error", c, str(e)))
                 return
             except Exception as e:  # noqa: BLE001
                 out_q.put(("error", c, f"reading images {idx[0]}-{idx[-1]} failed: {one_line(e)}"))
                 return
-            out_q.put(("ok", c, slot))
+            out_q.put(("ok", c, slot, bad or {}))
     finally:
         del buf
         src.close()

@@ -272,7 +272,8 @@ def write_process_groups(
         ig = entry.create_group("image")
         ig.attrs["NX_class"] = "NXcollection"
         for f in dataclasses.fields(ImageStats):
-            ig.create_dataset(f.name, data=getattr(image, f.name))
+            v = np.asarray(getattr(image, f.name))
+            ig.create_dataset(f.name, data=v.astype(np.uint8) if v.dtype == bool else v)
         mx_fields = dict((groups or {}).get("MX", {}))
         mx_fields["imageNumber"] = image.number
         _write_group(entry, "MX", mx_fields)
@@ -507,7 +508,8 @@ def read_process_h5(path: str | os.PathLike) -> ProcessFile:
             image = None
             if "entry/image" in f:
                 ig = f["entry/image"]
-                image = ImageStats(*(ig[fl.name][()] for fl in dataclasses.fields(ImageStats)))
+                image = ImageStats(*(ig[fl.name][()] if fl.name in ig else None
+                                     for fl in dataclasses.fields(ImageStats)))
             groups = {}
             for name in GROUPS:
                 if name in f["entry"]:

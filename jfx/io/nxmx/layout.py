@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from jfx.io.errors import InputError
-from jfx.io.h5util import codec_name, missing_filters, one_line, read_scalar
+from jfx.io.h5util import codec_name, missing_filters, one_line, open_problem, read_scalar
 from jfx.io.nxmx.metadata import SUPPORTED_DTYPES
 
 
@@ -74,7 +74,7 @@ class _Scan:
         try:
             df = h5py.File(target, "r")
         except OSError as e:
-            return f"cannot open data file {target}: {one_line(e)}"
+            return open_problem("data file", target, e)
         self.opened.append(df)
         return df
 
