@@ -23,13 +23,12 @@ import re
 import struct
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4/zstd filters with HDF5)
 import numpy as np
-
 
 # Well-known HDF5 filter ids → names (used in error messages).
 FILTER_NAMES = {
@@ -418,7 +417,7 @@ class FrameReader:
             try:
                 v_img = _selected_images(vs.vspace)
                 s_img = _selected_images(vs.src_space)
-            except Exception:  # noqa: BLE001 - irregular selections: read unchecked
+            except Exception:  # noqa: BLE001, S112 - irregular selections: read unchecked
                 continue
             if not v_img or len(v_img) != len(s_img):
                 continue
@@ -464,7 +463,7 @@ class FrameReader:
             for x in range(0, nx, cx):
                 try:
                     mask, raw = ds.id.read_direct_chunk((s - s % c0, y, x))
-                except Exception:  # noqa: BLE001 - unallocated chunk: HDF5 gives fill values
+                except Exception:  # noqa: BLE001, S112 - unallocated chunk: HDF5 reads fill values
                     continue
                 if mask & 1:  # bitshuffle skipped for this chunk: stored as is
                     p = (None if len(raw) == n_bytes else

@@ -11,7 +11,8 @@ Layout written by :func:`write_process_h5`:
   of pixel (0, 0) = D·b̂ − bx·px·f̂ − by·py·ŝ, in m) with the module's fast/slow pixel
   directions.
 * ``/entry/jfx/config`` (resolved YAML), ``/entry/jfx/version``, ``/entry/jfx/input``.
-* ``/entry/image/{number,max,mean,n_masked,n_saturated}`` and ``/entry/MX/imageNumber``.
+* ``/entry/image/{number,max,mean,n_masked,n_saturated,unreadable}`` (unreadable: uint8) and
+  ``/entry/MX/imageNumber``.
 * ``/entry/MX`` beyond FORMATS.md: ``nPeaksIceRing`` (int32, kept spots on ice rings) and
   ``nPeaksFound`` (int32, spots found before truncation to ``max_spots``; > max_spots means
   overflow). ``/entry/azint/bin_to_azimuth_deg`` (float32, azimuth-bin centres, deg) goes

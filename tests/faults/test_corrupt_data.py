@@ -29,11 +29,35 @@ import pytest
 from jfx.cli import process_main
 from jfx.io.errors import InputError, ProcessingError
 from jfx.io.h5util import check_bitshuffle_chunk
+from jfx.io.jfjoch_writer import write_jungfraujoch
 from jfx.io.nxmx import open_master
 from jfx.pipeline.spotfind_stage import check_unreadable
 from tests.cli.conftest import SHAPE, make_master, numpy_stats
-from tests.cli.conftest import _no_global_compilation_cache  # noqa: F401 (autouse fixture)
-from tests.io.conftest import NX, NY, make_file, random_frames, small_geometry  # noqa: F401
+from tests.io.conftest import NX, NY, random_frames, small_geometry
+
+
+@pytest.fixture
+def make_file(tmp_path):
+    """make_file(codec, n, images_per_file, frames) → (legacy master of NY×NX int32
+    frames, the frames written)."""
+
+    def _make(*, codec="bslz4", n=4, images_per_file=4, frames=None):
+        fr = random_frames("int32", n) if frames is None else frames
+        master = write_jungfraujoch(tmp_path / "run", iter(fr), n_images=n,
+                                    geometry=small_geometry(), dtype="int32", codec=codec,
+                                    images_per_file=images_per_file)
+        return Path(master), fr
+
+    return _make
+
+
+@pytest.fixture(autouse=True)
+def _no_global_compilation_cache(monkeypatch):
+    """In-process CLI runs must not switch on JAX's persistent cache for the session."""
+    import jfx.cli
+
+    monkeypatch.setattr(jfx.cli, "enable_compilation_cache", lambda: None)
+
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,7 +183,7 @@ _READ_SCRIPT = textwrap.dedent("""
 def _read_in_subprocess(master: Path, image: int) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-c", _READ_SCRIPT, str(master), str(image)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
 def test_corrupt_block_size_is_reported_not_a_segfault(tmp_path):
@@ -213,7 +237,7 @@ def test_in_block_corruption_does_not_crash(make_file, tmp_path):
             "    try: d[i]\n"
             "    except OSError as e: print(i, e)\n")
     r = subprocess.run([sys.executable, "-c", code, str(data)], capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, check=False)
     assert r.returncode == 0, (r.returncode, r.stderr)
 
 
@@ -253,7 +277,7 @@ def test_corrupt_image_is_skipped_with_a_warning(tmp_path, capsys, threads):
         assert img["n_masked"][4] == SHAPE[0] * SHAPE[1]  # processed as fully masked
         assert np.isnan(img["mean"][4]) and img["max"][4] == 0
         good = [0, 1, 2, 3, 5]
-        mx, mean, n_masked, n_sat = numpy_stats(frames[good], mask)
+        mx, mean, n_masked, _ = numpy_stats(frames[good], mask)
         np.testing.assert_array_equal(img["max"][good], mx)
         np.testing.assert_allclose(img["mean"][good], mean, rtol=1e-6)
         np.testing.assert_array_equal(img["n_masked"][good], n_masked)
@@ -289,7 +313,7 @@ def _kill_reader(name: str) -> int:
 
 def test_dead_reader_process_names_its_images_and_the_rest_is_read(make_file):
     fr = random_frames("int32", 6)
-    master, _ = make_file(n=6, images_per_file=3, frames=fr, geometry=small_geometry())
+    master, _ = make_file(n=6, images_per_file=3, frames=fr)
     with open_master(master) as m:
         it = m.iter_chunks(chunk_size=1, workers=2, prefetch=2, skip_unreadable=True)
         c, f = next(it)  # image 0 from reader 0; reader 1 holds image 1 (or reads it)

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from jfx.io.errors import InputError
-from jfx.io.h5util import codec_name, missing_filters, one_line, open_problem, read_scalar
+from jfx.io.h5util import codec_name, missing_filters, open_problem, read_scalar
 from jfx.io.nxmx.metadata import SUPPORTED_DTYPES
 
 
