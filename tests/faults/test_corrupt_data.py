@@ -23,12 +23,13 @@ import textwrap
 from pathlib import Path
 
 import h5py
+import hdf5plugin
 import numpy as np
 import pytest
 
 from jfx.cli import process_main
 from jfx.io.errors import InputError, ProcessingError
-from jfx.io.h5util import check_bitshuffle_chunk
+from jfx.io.frame_reader import check_bitshuffle_chunk
 from jfx.io.jfjoch_writer import write_jungfraujoch
 from jfx.io.nxmx import open_master
 from jfx.pipeline.spotfind_stage import check_unreadable
@@ -159,6 +160,42 @@ def test_unreadable_rule():
         check_unreadable(6, 6, 1.0, "m")
     with pytest.raises(ProcessingError, match="1 of 100"):
         check_unreadable(1, 100, 0.0, "m")
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint16"])
+@pytest.mark.parametrize("codec", ["bslz4", "bszstd"])
+def test_validated_reads_equal_the_written_frames(tmp_path, dtype, codec, monkeypatch):
+    """Whole-frame chunks that pass the check are decoded straight from the raw chunk
+    (hdf5plugin's bitshuffle through ctypes); the HDF5 filter path (no such library, or
+    chunks that are not whole frames) gives the same frames."""
+    from jfx.io import frame_reader
+
+    fr = random_frames(dtype, 5)
+    master = write_jungfraujoch(tmp_path / "run", iter(fr), n_images=5,
+                                geometry=small_geometry(), dtype=dtype, codec=codec,
+                                images_per_file=5)
+    with open_master(master) as m:
+        assert frame_reader._bshuf_decoder() is not None
+        np.testing.assert_array_equal(m.read_frames([4, 0, 1, 2, 3]), fr[[4, 0, 1, 2, 3]])
+    monkeypatch.setattr(frame_reader, "_DECODER", [None])  # HDF5 decodes after the check
+    with open_master(master) as m:
+        np.testing.assert_array_equal(m.read_frames(range(5)), fr)
+    monkeypatch.undo()
+    data = tmp_path / "run_data_000001.h5"  # tiled chunks: each tile checked, HDF5 decodes
+    with h5py.File(data, "r+") as f:
+        del f["entry/data/data"]
+        f.create_dataset("entry/data/data", data=fr, chunks=(1, NY // 2, NX),
+                         **dict(hdf5plugin.Bitshuffle(cname=codec[2:])))
+    with open_master(master) as m:
+        np.testing.assert_array_equal(m.read_frames(range(5)), fr)
+    with h5py.File(data, "r") as f:
+        info = f["entry/data/data"].id.get_chunk_info_by_coord((3, NY // 2, 0))
+    with open(data, "r+b") as fh:
+        fh.seek(info.byte_offset + 12)
+        fh.write(b"\xff")
+    with open_master(master) as m, pytest.raises(
+            InputError, match=r"image 3 \(file .*run_data_000001.h5\): corrupt compressed chunk"):
+        m.read_frames([2, 3])
 
 
 # ------------------------------------------------------------ no crash, in a subprocess

@@ -1,7 +1,7 @@
 """Chunked frame reading with bounded read-ahead: synchronous, one thread, or processes.
 
 :func:`iter_chunks` delivers ``(indices (k,) int64, frames (k, ny, nx) native dtype)`` in
-order from a :class:`~jfx.io.h5util.FrameReader`:
+order from a :class:`~jfx.io.frame_reader.FrameReader`:
 
 * ``workers=0`` (or ``prefetch=0``): read in the caller;
 * ``workers=1`` (or a single chunk): one background thread, at most ``prefetch`` chunks
@@ -9,11 +9,11 @@ order from a :class:`~jfx.io.h5util.FrameReader`:
 * ``workers>1``: that many reader *processes* (h5py serialises on a global lock, so only
   processes scale). Each is started with the ``spawn`` context, opens the files itself from
   the plain-dict spec and reads every ``workers``-th chunk into its ring of shared-memory
-  slots. The process entry point is :func:`jfx.io.h5util.reader_process_main`, which the
-  children load by file path (:func:`jfx.io.h5util.reader_process`) without importing jfx or
+  slots. The process entry point is :func:`jfx.io.frame_reader.reader_process_main`, which the
+  children load by file path (:func:`jfx.io.frame_reader.reader_process`) without importing jfx or
   JAX; :func:`no_main_reimport` keeps them from re-running the parent's ``__main__``.
 
-Unreadable images (a chunk that fails :func:`jfx.io.h5util.check_bitshuffle_chunk` or that
+Unreadable images (a chunk that fails :func:`jfx.io.frame_reader.check_bitshuffle_chunk` or that
 HDF5 cannot decode): with ``unreadable=None`` the first one is re-raised in the consumer as
 a one-line :class:`~jfx.io.errors.InputError` naming the image and the file; with an
 ``unreadable`` dict the image is delivered filled with the error value (every pixel
@@ -33,13 +33,13 @@ import queue
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from jfx.io.errors import InputError
-from jfx.io.h5util import FrameReader, FrameReadError, error_fill, one_line, reader_process
+from jfx.io.frame_reader import FrameReader, FrameReadError, error_fill, one_line, reader_process
 
 Chunk = tuple[np.ndarray, np.ndarray]
 
@@ -261,7 +261,7 @@ def no_main_reimport():
 
     ``multiprocessing``'s spawn start method re-imports the main script in every child
     (fatal for unguarded scripts, ``python -`` or notebooks). The reader processes only need
-    :mod:`jfx.io.h5util` (loaded by path), so the main module's ``__spec__``/``__file__`` are
+    :mod:`jfx.io.frame_reader` (loaded by path), so the main module's ``__spec__``/``__file__`` are
     hidden while the children are started and restored afterwards.
     """
     main = sys.modules.get("__main__")

@@ -12,7 +12,7 @@
 * ``"single"``: ``/entry/data/data`` is a real dataset in the master file.
 
 Data files opened for validation are closed again; frames are read later by
-:class:`jfx.io.h5util.FrameReader` from the plain-dict ``spec`` built here.
+:class:`jfx.io.frame_reader.FrameReader` from the plain-dict ``spec`` built here.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class DataLayout:
         codec: "bslz4" | "bszstd" | "none" | other filter names (first data dataset).
         error: first problem with the data (only with ``check_data=False``; otherwise it
             is raised), None when the frames are readable.
-        spec: :class:`~jfx.io.h5util.FrameReader` specification (plain dict: ``vds``,
+        spec: :class:`~jfx.io.frame_reader.FrameReader` specification (plain dict: ``vds``,
             ``segments`` [(file, dataset, first image, count)], ``shape``, ``dtype`` str,
             ``vds_files`` [(image indices, file)]); None when ``error`` is set.
     """

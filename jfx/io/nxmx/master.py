@@ -4,22 +4,23 @@ Opening a file runs, in order: the NXmx checks (``/entry/definition``), the data
 (:func:`jfx.io.nxmx.layout.discover_layout`), the detector group, pixel mask and special
 values (:mod:`jfx.io.nxmx.metadata`), the geometry
 (:func:`jfx.io.nxmx.geometry.parse_geometry`), and the sample's cell and space group. Stored
-spots are read on first use. Frames are read through a :class:`jfx.io.h5util.FrameReader`,
+spots are read on first use. Frames are read through a :class:`jfx.io.frame_reader.FrameReader`,
 chunked by :func:`jfx.io.nxmx.frames.iter_chunks`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4/zstd HDF5 filters)
 import numpy as np
 
 from jfx.io.errors import InputError
-from jfx.io.h5util import FrameReader, FrameReadError, one_line, open_problem, read_str
+from jfx.io.frame_reader import FrameReader, FrameReadError, one_line
+from jfx.io.h5util import open_problem, read_str
 from jfx.io.nxmx import frames, metadata
 from jfx.io.nxmx.geometry import parse_geometry
 from jfx.io.nxmx.layout import discover_layout
@@ -223,7 +224,7 @@ class MasterFile:
                 pass
             self._f = None
 
-    def __enter__(self) -> "MasterFile":
+    def __enter__(self) -> MasterFile:
         return self
 
     def __exit__(self, *exc) -> None:
