@@ -134,10 +134,10 @@ def test_corrupt_chunk(capsys, tmp_path, master_factory):
                        "-o", str(tmp_path / "out" / "o")])
     err = capsys.readouterr().err
     assert rc == 1, err
-    assert err.strip().splitlines() == [
-        f"jfjoch_process: error: the selected image is unreadable: corrupt or unreadable data "
-        f"in image 2 (file {master}): corrupt compressed chunk: header says "
-        f"{2**64 - 1} uncompressed bytes, the chunk holds {24 * 30 * 4}"]
+    want = (f"jfjoch_process: error: the selected image is unreadable: corrupt or unreadable "
+            f"data in image 2 (file {master}): corrupt compressed chunk: header says "
+            f"{2**64 - 1} uncompressed bytes, the chunk holds {24 * 30 * 4}")
+    assert err.strip().splitlines() == [want]
 
 
 def test_unavailable_filter(capsys, tmp_path, shared_master, monkeypatch):
