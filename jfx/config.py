@@ -67,6 +67,11 @@ class GeneralSettings(Settings):
             compiles once), 1–1024; ``None`` = automatic (4 on CPU, 16 on a GPU).
         device: where the image kernels run: ``auto`` (the default JAX backend: GPU when one
             is present), ``cpu`` or ``gpu`` (an error when no GPU is available).
+        max_unreadable_fraction: unreadable images (a corrupt compressed chunk, a chunk
+            HDF5 cannot decode) are skipped with a warning and marked in the output while
+            they are at most this fraction of the selected images; beyond it, or when
+            every selected image is unreadable, the run stops (exit 1). 0 = any unreadable
+            image stops the run.
     """
 
     config_node = "general"
@@ -80,6 +85,7 @@ class GeneralSettings(Settings):
     verbose: bool = False
     batch_size: int | None = setting(None, minimum=1, maximum=1024)
     device: str = setting("auto", choices=DEVICE_CHOICES)
+    max_unreadable_fraction: float = setting(0.5, minimum=0.0, maximum=1.0)
 
     def validate(self) -> None:
         if not self.output_prefix:
