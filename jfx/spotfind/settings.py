@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jfx.models.geometry import Geometry
 from jfx.spotfind.base import SpotFinderSettings
-from jfx.spotfind.find import ThresholdSpotFinder
 from jfx.validate import setting
+
+if TYPE_CHECKING:  # the finder needs JAX: imported where it is built (jfx.lazy)
+    from jfx.models.geometry import Geometry
+    from jfx.spotfind.find import ThresholdSpotFinder
 
 KEEP_CHOICES = ("lowest_resolution", "strongest", "stratified")
 KERNEL_CHOICES = ("auto", "dense", "sparse")
@@ -93,6 +96,8 @@ class ThresholdSpotFinderSettings(SpotFinderSettings):
                error_value: int | None, saturation_value: float | None,
                d_map: np.ndarray | None = None) -> ThresholdSpotFinder:
         """The per-dataset :class:`jfx.spotfind.find.ThresholdSpotFinder`."""
+        from jfx.spotfind.find import ThresholdSpotFinder
+
         return ThresholdSpotFinder.create(self, geometry, pixel_mask, error_value,
                                           saturation_value, d_map=d_map)
 
