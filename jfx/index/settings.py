@@ -211,6 +211,13 @@ class RotationSettings(Settings):
     force_lattice: tuple[float, float, float, float, float, float, float, float, float] | None \
         = setting(None, label="rotation lattice (--force-rotation-lattice)")
 
+    @property
+    def requested(self) -> bool:
+        """Whether a rotation mode was chosen (``-R``, ``--single-pass-rotation`` or
+        ``--force-rotation-lattice``); without one, rotation data are indexed as stills."""
+        return (self.two_pass_images is not None or self.single_pass_deg is not None
+                or self.force_lattice is not None)
+
     def validate(self) -> None:
         lat = self.force_lattice
         if lat is not None and abs(np.linalg.det(np.reshape(lat, (3, 3)))) < 1e-6:
