@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import math
 import os
 import re
@@ -363,6 +364,11 @@ def _run(prog: str, argv: Sequence[str] | None, job) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     con = _Console(prog, verbose=any(a in ("-v", "--verbose") for a in argv))
+    for stream in (sys.stdout, sys.stderr):  # a log file gets each line when it is written
+        try:  # (stdout is block-buffered when it is not a terminal)
+            stream.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError, io.UnsupportedOperation):
+            pass
     previous = None
     try:  # only the main thread may install handlers (an embedding caller may not be it)
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -664,8 +670,8 @@ def _scale_job(argv: list[str], con: _Console) -> int:
                              bandwidth_fwhm=pf.bandwidth_fwhm,
                              beam_center_px=pf.beam_center_px, scan_deg=pf.scan_deg,
                              name=str(pf.path)))
-    settings = _scale_partiality(settings, ns, native, [pf.config_yaml for pf in pfs], runs,
-                                 con)
+    settings, partiality_line = _scale_partiality(settings, ns, native,
+                                                  [pf.config_yaml for pf in pfs], runs)
     import numpy as np
 
     sgs = {r.space_group for r in runs if r.space_group is not None}
@@ -683,6 +689,7 @@ def _scale_job(argv: list[str], con: _Console) -> int:
     with Progress("scaling", settings.scale.iterations, unit=_PROGRESS_UNITS["scaling"]) as bar:
         result = scale_runs(settings, runs, reference=reference, cell=settings.crystal.unit_cell,
                             progress=bar)
+    con.info(partiality_line)
     con.detail(f"scaled {len(runs)} run(s) in {time.perf_counter() - t0:.2f} s")
     _write_scaling_outputs(settings.general.output_prefix, result, settings.scale, con,
                            wavelength_A=runs[0].wavelength_A)
@@ -693,11 +700,16 @@ _PARTIALITY_OVERRIDE_RE = re.compile(r"^[+~]{0,2}partiality[.=]")
 
 
 def _scale_partiality(settings: Any, ns: argparse.Namespace, native: list[str],
-                      recorded: list[str], runs: list[Any], con: _Console) -> Any:
-    """``jfjoch_scale``'s partiality model, announced in one line: ``-P`` (or a
-    ``partiality…`` override) when given, else the model recorded in the inputs'
-    configuration (``/entry/jfx/config``) when they agree, else the default ``-P auto``
-    (``fixed`` for rotation runs, ``rot`` for stills: the rule of ``jfjoch_process``)."""
+                      recorded: list[str], runs: list[Any]) -> tuple[Any, str]:
+    """``jfjoch_scale``'s partiality model: ``-P`` (or a ``partiality…`` override) when
+    given, else the model recorded in the inputs' configuration (``/entry/jfx/config``) when
+    they agree, else the default ``-P auto`` (``fixed`` for rotation runs, ``rot`` for
+    stills: the rule of ``jfjoch_process``).
+
+    Returns:
+        (the settings with that model, the console line that names it and why; printed
+        once scaling has run, so that an input error stays one line).
+    """
     import dataclasses
 
     from jfx import config as jcfg
@@ -714,15 +726,14 @@ def _scale_partiality(settings: Any, ns: argparse.Namespace, native: list[str],
             except ValueError as e:  # e.g. -w with a recorded model without a wedge
                 source += f"; the recorded -P {model.label} does not fit: {e}"
         else:
-            con.detail(f"partiality: {note}; using the default")
+            source += f" ({note})"
     # the data type decides what -P auto means (jfx.scale.scaling.scale_merge binds the same)
     stills = any(not r.is_rotation and r.beam_center_px is not None for r in runs)
     bw = max((r.bandwidth_fwhm for r in runs), default=0.0)
     used = settings.partiality.bind(settings.scale, bandwidth_fwhm=bw, stills=stills)
     if used.label != settings.partiality.label:
         source += f": {used.label} for {'stills' if stills else 'rotation data'}"
-    con.info(f"partiality model: {used.label} ({source})")
-    return settings
+    return settings, f"partiality model: {used.label} ({source})"
 
 
 def _write_scaling_outputs(prefix: str, res: Any, sc: Any, con: _Console, *,

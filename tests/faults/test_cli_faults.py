@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import jfx
-from jfx.cli import _Console, _scale_partiality, process_main, scale_main
+from jfx.cli import _scale_partiality, process_main, scale_main
 from jfx.io.progress import Progress
 from tests.cli.conftest import make_master
 
@@ -183,17 +183,14 @@ def _run(rotation: bool):
     # inputs that disagree: the default -P auto
     ([("partiality=rot",), ("partiality=unity",)], None, [], True, "fixed", "default -P auto"),
 ])
-def test_scale_partiality_is_the_recorded_one_and_is_announced(capsys, recorded, cli_p, native,
-                                                               rotation, model, note):
+def test_scale_partiality_is_the_recorded_one_and_is_announced(recorded, cli_p, native, rotation,
+                                                               model, note):
     overrides = [f"partiality={cli_p}"] if cli_p else list(native)
     settings = _scale_settings(*overrides)
     ns = argparse.Namespace(partiality=cli_p)
-    out = _scale_partiality(settings, ns, native, [_recorded(*r) for r in recorded],
-                            [_run(rotation)], _Console("jfjoch_scale"))
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"jfjoch_scale: partiality model: {model} ("), \
-        lines
-    assert note in lines[0]
+    out, line = _scale_partiality(settings, ns, native, [_recorded(*r) for r in recorded],
+                                  [_run(rotation)])
+    assert line.startswith(f"partiality model: {model} (") and note in line, line
     used = out.partiality.bind(out.scale, bandwidth_fwhm=0.0, stills=not rotation)
     assert used.label == model
 
