@@ -426,6 +426,42 @@ def scale_settings(cfg: Any) -> ScaleJobSettings:
     return ScaleJobSettings(**instantiate_nodes(cfg, _interfaces(ScaleJobSettings)))
 
 
+def recorded_partiality(config_yamls: Sequence[str]) -> tuple[PartialityModel | None, str]:
+    """The partiality model recorded in the configuration of ``_process.h5`` files
+    (``/entry/jfx/config``, the node ``partiality``), for ``jfjoch_scale`` without ``-P``.
+
+    Args:
+        config_yamls: the recorded YAML of each input.
+
+    Returns:
+        ``(model, note)``: the model when every input records the same one (its class and
+        values), else ``(None, why)`` — none recorded, different ones, or one that cannot be
+        built here (a class from a config directory that is not on the search path).
+    """
+    from omegaconf import OmegaConf
+
+    nodes = []
+    for text in config_yamls:
+        try:
+            node = OmegaConf.create(text).get("partiality")
+        except Exception:  # noqa: BLE001 - an unreadable record counts as none
+            node = None
+        if node is None:
+            return None, "an input records no partiality model"
+        nodes.append(OmegaConf.to_container(node, resolve=True))
+    if not nodes:
+        return None, "no input"
+    if any(n != nodes[0] for n in nodes[1:]):
+        names = sorted({str(n.get("_target_", "?")).rsplit(".", 1)[-1] for n in nodes})
+        return None, "the inputs record different partiality models (" + ", ".join(names) + ")"
+    try:
+        model = instantiate_nodes(OmegaConf.create({"partiality": nodes[0]}),
+                                  {"partiality": PartialityModel})["partiality"]
+    except ValueError as e:
+        return None, f"the recorded partiality model cannot be used: {e}"
+    return model, "recorded in the input"
+
+
 def to_yaml(cfg: Any) -> str:
     """The resolved config as YAML text."""
     from omegaconf import OmegaConf
