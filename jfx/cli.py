@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
+import math
 import os
 import re
 import sys
@@ -42,13 +44,23 @@ _NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Shows optional-value options as ``-R[=N], --two-pass-rotation[=N]``."""
+    """Shows optional-value options as ``-R[=N], --two-pass-rotation[=N]`` in the option list
+    and as ``[-R[=N]]`` in the synopsis (the value is only ever attached)."""
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
         opt = getattr(action, "optional_value_metavar", None)
         if opt:
             return ", ".join(f"{f}{opt}" for f in action.option_strings)
         return super()._format_action_invocation(action)
+
+    def _format_usage(self, usage, actions, groups, prefix) -> str:  # noqa: ANN001
+        text = super()._format_usage(usage, actions, groups, prefix)
+        for action in actions:
+            opt = getattr(action, "optional_value_metavar", None)
+            if opt:
+                flag = action.option_strings[0]
+                text = text.replace(f"[{flag} {action.metavar}]", f"[{flag}{opt}]")
+        return text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,9 +87,19 @@ def _number_list(name: str, text: str) -> str:
 
 
 def _preprocess(argv: Sequence[str]) -> list[str]:
+    """Optional-value options to ``--long=value`` / ``--long=BARE``.
+
+    Raises:
+        InputError: a bare optional-value option followed by a number that is not a file
+            (``-R 0``): its value must be attached (``-R=0``, ``-R0``), as in jfjoch.
+    """
     out = []
-    for tok in argv:
+    for i, tok in enumerate(argv):
         if tok in _OPTIONAL_VALUE:
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is not None and _NUMBER_RE.match(nxt) and not Path(nxt).exists():
+                raise InputError(f"'{tok} {nxt}': the value of {tok} must be attached: "
+                                 f"{tok}={nxt} (a bare {tok} takes no value)")
             out.append(f"{_OPTIONAL_VALUE[tok]}={BARE}")
         elif tok.startswith(("-R", "-w")) and not tok.startswith("--") and len(tok) > 2:
             val = tok[2:][1:] if tok[2] == "=" else tok[2:]
@@ -179,7 +201,11 @@ _SCALE_DESTS = {
     "reject_delta_cchalf",
     "min_image_cc", "scaling_iterations", "scaling_output", "reference_mtz",
 }
-SCALE_OPTIONS = [o for o in PROCESS_OPTIONS if o[1] in _SCALE_DESTS]
+SCALE_OPTIONS = [
+    o if o[1] != "output_prefix" else (*o[:5], "output prefix; writes <prefix>.mtz (.cif / "
+                                       ".hkl with --scaling-output), <prefix>_scaling.html "
+                                       "and <prefix>_iterN_scale.dat")
+    for o in PROCESS_OPTIONS if o[1] in _SCALE_DESTS]
 
 def _select(cfg: Any, key: str) -> Any:
     from omegaconf import OmegaConf
@@ -226,6 +252,10 @@ def _build_parser(prog: str, options, defaults_cfg: Any, positional_help: str,
                 action.optional_value_metavar = metavar
     p.add_argument("--cfg", choices=["job"], default=None,
                    help="print the resolved config (YAML) and exit")
+    from jfx import __version__
+
+    p.add_argument("--version", action="version", version=f"{prog} (jfx {__version__})",
+                   help="print the version and exit")
     p.add_argument("--config-dir", dest="config_dir", action="append", metavar="DIR",
                    help="extra config directory with <group>/<option>.yaml files (repeatable; "
                         "also $JFX_CONFIG_PATH, os.pathsep-separated); see docs/extending.md")
@@ -334,6 +364,11 @@ def _run(prog: str, argv: Sequence[str] | None, job) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     con = _Console(prog, verbose=any(a in ("-v", "--verbose") for a in argv))
+    for stream in (sys.stdout, sys.stderr):  # a log file gets each line when it is written
+        try:  # (stdout is block-buffered when it is not a terminal)
+            stream.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError, io.UnsupportedOperation):
+            pass
     previous = None
     try:  # only the main thread may install handlers (an embedding caller may not be it)
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -440,6 +475,11 @@ def _parse(prog: str, argv: list[str], options, config_name: str, positional_hel
     return ns, inputs, _overrides(ns, options), native, defaults_cfg
 
 
+_PROGRESS_UNITS = {"indexing": "images", "integration": "frames", "refinement": "steps",
+                   "scaling": "cycles"}
+"""Item name of each stage's progress (default: frames)."""
+
+
 def process_main(argv: Sequence[str] | None = None) -> int:
     """``jfjoch_process`` entry point. Returns the exit code (0, 1, 2 or 130)."""
     return _run("jfjoch_process", argv, _process_job)
@@ -501,6 +541,12 @@ def _process_job(argv: list[str], con: _Console) -> int:
         sel = select_images(master.n_images, g.start_image, g.end_image, g.stride)
         for w in sel.warnings:
             con.info(f"warning: {w}")
+        if (geo.is_rotation and settings.index.enabled and not settings.rotation.requested
+                and float(geo.goniometer.increment_rad) != 0.0):
+            con.info(f"warning: the master file describes a rotation scan "
+                     f"({math.degrees(float(geo.goniometer.increment_rad)):g} deg per image); "
+                     "processing the images as stills; use -R to process it as a rotation "
+                     "sweep")
         sg_hint = (settings.crystal.space_group
                    if settings.crystal.space_group is not None
                    or settings.crystal.ignore_file_space_group
@@ -532,7 +578,7 @@ def _process_job(argv: list[str], con: _Console) -> int:
         result = process(settings, master, selection=sel, reference=reference,
                          on_stage=on_stage,
                          progress=lambda name, total: Progress(
-                             name, total, unit="images" if name == "indexing" else "frames"))
+                             name, total, unit=_PROGRESS_UNITS.get(name, "frames")))
     state = result.state
     tm = state.timings_s
     con.detail("time per part: " + ", ".join(
@@ -620,9 +666,10 @@ def _scale_job(argv: list[str], con: _Console) -> int:
     check_writable(settings.general.output_prefix)
     from jfx.pipeline.scale_stage import run_data, scale_runs
 
-    runs = []
+    runs, pfs = [], []
     for path in settings.general.inputs:
         pf = read_process_h5(path)
+        pfs.append(pf)
         if not pf.has_reflections:
             raise InputError(f"{path}: {pf.reflection_problem}" if pf.reflection_problem else
                              f"{path} has no integrated reflections (/entry/reflections); "
@@ -633,6 +680,8 @@ def _scale_job(argv: list[str], con: _Console) -> int:
                              bandwidth_fwhm=pf.bandwidth_fwhm,
                              beam_center_px=pf.beam_center_px, scan_deg=pf.scan_deg,
                              name=str(pf.path)))
+    settings, partiality_line = _scale_partiality(settings, ns, native,
+                                                  [pf.config_yaml for pf in pfs], runs)
     import numpy as np
 
     sgs = {r.space_group for r in runs if r.space_group is not None}
@@ -645,12 +694,57 @@ def _scale_job(argv: list[str], con: _Console) -> int:
         else (np.median(np.asarray(cells), axis=0) if cells else None))
     enable_compilation_cache()
     t0 = time.perf_counter()
-    result = scale_runs(settings, runs, reference=reference, cell=settings.crystal.unit_cell)
+    from jfx.io.progress import Progress
+
+    with Progress("scaling", settings.scale.iterations, unit=_PROGRESS_UNITS["scaling"]) as bar:
+        result = scale_runs(settings, runs, reference=reference, cell=settings.crystal.unit_cell,
+                            progress=bar)
+    con.info(partiality_line)
     con.detail(f"scaled {len(runs)} run(s) in {time.perf_counter() - t0:.2f} s")
     _write_scaling_outputs(settings.general.output_prefix, result, settings.scale, con,
                            wavelength_A=runs[0].wavelength_A,
                            datasets=list(settings.general.inputs), program="jfjoch_scale")
     return 0
+
+
+_PARTIALITY_OVERRIDE_RE = re.compile(r"^[+~]{0,2}partiality[.=]")
+
+
+def _scale_partiality(settings: Any, ns: argparse.Namespace, native: list[str],
+                      recorded: list[str], runs: list[Any]) -> tuple[Any, str]:
+    """``jfjoch_scale``'s partiality model: ``-P`` (or a ``partiality…`` override) when
+    given, else the model recorded in the inputs' configuration (``/entry/jfx/config``) when
+    they agree, else the default ``-P auto`` (``fixed`` for rotation runs, ``rot`` for
+    stills: the rule of ``jfjoch_process``).
+
+    Returns:
+        (the settings with that model, the console line that names it and why; printed
+        once scaling has run, so that an input error stays one line).
+    """
+    import dataclasses
+
+    from jfx import config as jcfg
+
+    if ns.partiality is not None or any(_PARTIALITY_OVERRIDE_RE.match(t) for t in native):
+        source = f"-P {settings.partiality.label}"
+    else:
+        model, note = jcfg.recorded_partiality(recorded)
+        source = f"default -P {settings.partiality.label}"
+        if model is not None:
+            try:
+                settings = dataclasses.replace(settings, partiality=model)
+                source = f"-P {model.label}, recorded in the input; -P chooses another"
+            except ValueError as e:  # e.g. -w with a recorded model without a wedge
+                source += f"; the recorded -P {model.label} does not fit: {e}"
+        else:
+            source += f" ({note})"
+    # the data type decides what -P auto means (jfx.scale.scaling.scale_merge binds the same)
+    stills = any(not r.is_rotation and r.beam_center_px is not None for r in runs)
+    bw = max((r.bandwidth_fwhm for r in runs), default=0.0)
+    used = settings.partiality.bind(settings.scale, bandwidth_fwhm=bw, stills=stills)
+    if used.label != settings.partiality.label:
+        source += f": {used.label} for {'stills' if stills else 'rotation data'}"
+    return settings, f"partiality model: {used.label} ({source})"
 
 
 def _report_output_set(outs: Any, con: _Console, written: list[tuple[bool, str]]) -> None:

@@ -67,6 +67,11 @@ class GeneralSettings(Settings):
             compiles once), 1–1024; ``None`` = automatic (4 on CPU, 16 on a GPU).
         device: where the image kernels run: ``auto`` (the default JAX backend: GPU when one
             is present), ``cpu`` or ``gpu`` (an error when no GPU is available).
+        max_unreadable_fraction: unreadable images (a corrupt compressed chunk, a chunk
+            HDF5 cannot decode) are skipped with a warning and marked in the output while
+            they are at most this fraction of the selected images; beyond it, or when
+            every selected image is unreadable, the run stops (exit 1). 0 = any unreadable
+            image stops the run.
     """
 
     config_node = "general"
@@ -80,6 +85,7 @@ class GeneralSettings(Settings):
     verbose: bool = False
     batch_size: int | None = setting(None, minimum=1, maximum=1024)
     device: str = setting("auto", choices=DEVICE_CHOICES)
+    max_unreadable_fraction: float = setting(0.5, minimum=0.0, maximum=1.0)
 
     def validate(self) -> None:
         if not self.output_prefix:
@@ -418,6 +424,42 @@ def process_settings(cfg: Any) -> ProcessSettings:
 def scale_settings(cfg: Any) -> ScaleJobSettings:
     """Typed, validated :class:`ScaleJobSettings` from a composed ``scale`` config."""
     return ScaleJobSettings(**instantiate_nodes(cfg, _interfaces(ScaleJobSettings)))
+
+
+def recorded_partiality(config_yamls: Sequence[str]) -> tuple[PartialityModel | None, str]:
+    """The partiality model recorded in the configuration of ``_process.h5`` files
+    (``/entry/jfx/config``, the node ``partiality``), for ``jfjoch_scale`` without ``-P``.
+
+    Args:
+        config_yamls: the recorded YAML of each input.
+
+    Returns:
+        ``(model, note)``: the model when every input records the same one (its class and
+        values), else ``(None, why)`` — none recorded, different ones, or one that cannot be
+        built here (a class from a config directory that is not on the search path).
+    """
+    from omegaconf import OmegaConf
+
+    nodes = []
+    for text in config_yamls:
+        try:
+            node = OmegaConf.create(text).get("partiality")
+        except Exception:  # noqa: BLE001 - an unreadable record counts as none
+            node = None
+        if node is None:
+            return None, "an input records no partiality model"
+        nodes.append(OmegaConf.to_container(node, resolve=True))
+    if not nodes:
+        return None, "no input"
+    if any(n != nodes[0] for n in nodes[1:]):
+        names = sorted({str(n.get("_target_", "?")).rsplit(".", 1)[-1] for n in nodes})
+        return None, "the inputs record different partiality models (" + ", ".join(names) + ")"
+    try:
+        model = instantiate_nodes(OmegaConf.create({"partiality": nodes[0]}),
+                                  {"partiality": PartialityModel})["partiality"]
+    except ValueError as e:
+        return None, f"the recorded partiality model cannot be used: {e}"
+    return model, "recorded in the input"
 
 
 def to_yaml(cfg: Any) -> str:

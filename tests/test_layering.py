@@ -9,7 +9,7 @@ from pathlib import Path
 
 JFX = Path(__file__).resolve().parents[1] / "jfx"
 STAGES = {"spotfind", "azint", "index", "refine", "integrate", "scale"}
-SHARED = {"", "models", "physics", "symmetry", "solvers", "validate"}  # "": jfx itself
+SHARED = {"", "models", "physics", "symmetry", "solvers", "validate", "lazy"}  # "": jfx itself
 
 
 def _modules() -> dict[str, Path]:

@@ -13,18 +13,23 @@
 Niggli reduction and the Bravais-lattice search are the shared layer :mod:`jfx.symmetry`.
 """
 
-from jfx.index.base import Indexer as Indexer
-from jfx.index.base import IndexResult as IndexResult
-from jfx.index.base import IndexStatus as IndexStatus
-from jfx.index.factory import index_vectors as index_vectors
-from jfx.index.indexing import IndexOptions as IndexOptions
-from jfx.index.indexing import Symmetry as Symmetry
-from jfx.index.indexing import index as index
-from jfx.index.settings import AutoIndexing as AutoIndexing
-from jfx.index.settings import CrystalSettings as CrystalSettings
-from jfx.index.settings import FFBIdxIndexing as FFBIdxIndexing
-from jfx.index.settings import FFTIndexing as FFTIndexing
-from jfx.index.settings import FFTWIndexing as FFTWIndexing
-from jfx.index.settings import IndexSettings as IndexSettings
-from jfx.index.settings import NoIndexing as NoIndexing
-from jfx.index.settings import RotationSettings as RotationSettings
+from jfx.lazy import lazy_exports
+
+# re-exports load on first use (PEP 562): importing jfx.index.settings stays free of JAX
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "IndexResult": "jfx.index.base",
+    "IndexStatus": "jfx.index.base",
+    "Indexer": "jfx.index.base",
+    "index_vectors": "jfx.index.factory",
+    "IndexOptions": "jfx.index.options",
+    "Symmetry": "jfx.index.indexing",
+    "index": "jfx.index.indexing",
+    "AutoIndexing": "jfx.index.settings",
+    "CrystalSettings": "jfx.index.settings",
+    "FFBIdxIndexing": "jfx.index.settings",
+    "FFTIndexing": "jfx.index.settings",
+    "FFTWIndexing": "jfx.index.settings",
+    "IndexSettings": "jfx.index.settings",
+    "NoIndexing": "jfx.index.settings",
+    "RotationSettings": "jfx.index.settings",
+})

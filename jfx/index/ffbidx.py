@@ -61,8 +61,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jfx.index.base import Indexer
+from jfx.index.options import FFBSettings
 from jfx.models.lattice import cell_to_basis
-from jfx.validate import Settings
 
 SPOT_BUCKETS = (64, 128, 256)
 """Spot-count buckets (padding sizes) of the jitted search; larger counts round up to 64s."""
@@ -70,87 +70,6 @@ ANGLE_QUANTUM = 16
 """Auto angle counts are rounded up to a multiple of this (fewer compiled shapes)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class FFBSettings(Settings):
-    """Parameters of the fast-feedback (known-cell) indexer.
-
-    Attributes:
-        n_halfsphere: directions sampled on the half sphere per vector length (step 1).
-        n_candidates: best directions kept per vector length (step 1).
-        triml, trimh: clamp of the distance to the nearest integer in the score
-            (index units), 0 ≤ triml < trimh ≤ 0.5 (trimh ≤ 1 for the cell score).
-        delta: offset inside the log of the score (> 0).
-        max_spots: at most this many spots (the first valid ones) are used per image.
-        min_spots: images with fewer valid spots get no candidate.
-        n_angles: rotation angles about each candidate direction (step 2); 0 = auto (see
-            module docstring).
-        angle_step: auto rule: largest index change of the far end of the longest other
-            vector at the outermost spot per angle step (index units).
-        max_angles: cap of the auto angle count.
-        n_cells: best sampled cells carried into the refinement (≥ n_output).
-        n_output: candidate bases returned per image (best first, distinct).
-        n_refine: Kabsch orientation-refinement iterations (0 = none).
-        dist3: inlier threshold of the refinement (max-norm distance, index units).
-        fast_log: score with a polynomial log2 approximation (faster on XLA-CPU).
-        coarse_directions: coarse-to-fine step 1 (default): score this many half-sphere
-            directions, keep the best ``coarse_keep``, then score a ``fine_steps`` ×
-            ``fine_steps`` patch of directions (± 0.6 coarse spacings) around each and keep
-            the best ``n_candidates``. 0 = one level with ``n_halfsphere`` directions.
-        coarse_keep: coarse directions refined per vector length.
-        fine_steps: fine-patch grid size per axis.
-    """
-
-    config_node = "index.ffbidx"
-
-    n_halfsphere: int = 32 * 1024
-    n_candidates: int = 32
-    triml: float = 0.001
-    trimh: float = 0.3
-    delta: float = 0.1
-    max_spots: int = 200
-    min_spots: int = 6
-    n_angles: int = 0
-    angle_step: float = 0.3
-    max_angles: int = 4096
-    n_cells: int = 8
-    n_output: int = 4
-    n_refine: int = 3
-    dist3: float = 0.15
-    fast_log: bool = True
-    coarse_directions: int = 4096
-    coarse_keep: int = 256
-    fine_steps: int = 5
-
-    def validate(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"index.ffbidx: {msg}")
-
-        need(self.n_halfsphere >= 16, f"n_halfsphere must be >= 16, got {self.n_halfsphere}")
-        need(1 <= self.n_candidates <= self.n_halfsphere,
-             f"n_candidates must be in 1..n_halfsphere, got {self.n_candidates}")
-        need(0 <= self.triml < self.trimh <= 0.5,
-             f"need 0 <= triml < trimh <= 0.5, got triml={self.triml}, trimh={self.trimh}")
-        need(self.delta > 0, f"delta must be > 0, got {self.delta}")
-        need(self.min_spots >= 3, f"min_spots must be >= 3, got {self.min_spots}")
-        need(self.max_spots >= self.min_spots,
-             f"max_spots must be >= min_spots, got {self.max_spots}")
-        need(self.n_angles >= 0, f"n_angles must be >= 0 (0 = auto), got {self.n_angles}")
-        need(0 < self.angle_step <= 1, f"angle_step must be in (0, 1], got {self.angle_step}")
-        need(self.max_angles >= 4, f"max_angles must be >= 4, got {self.max_angles}")
-        need(self.n_output >= 1, f"n_output must be >= 1, got {self.n_output}")
-        need(self.n_cells >= self.n_output,
-             f"n_cells must be >= n_output, got {self.n_cells} < {self.n_output}")
-        need(self.n_refine >= 0, f"n_refine must be >= 0, got {self.n_refine}")
-        need(0 < self.dist3 <= 0.5, f"dist3 must be in (0, 0.5], got {self.dist3}")
-        need(self.coarse_directions == 0 or self.coarse_directions >= 16,
-             f"coarse_directions must be 0 (off) or >= 16, got {self.coarse_directions}")
-        if self.coarse_directions:
-            need(1 <= self.coarse_keep <= self.coarse_directions,
-                 f"coarse_keep must be in 1..coarse_directions, got {self.coarse_keep}")
-            need(self.fine_steps >= 2, f"fine_steps must be >= 2, got {self.fine_steps}")
-            need(self.n_candidates <= self.coarse_keep * self.fine_steps ** 2,
-                 "n_candidates must be <= coarse_keep * fine_steps**2")
 
 
 # ----------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ hundred vectors.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 
@@ -34,7 +33,7 @@ import numpy as np
 
 from jfx.index.base import Indexer
 from jfx.index.common import right_handed
-from jfx.validate import Settings, setting
+from jfx.index.options import FFTSettings
 
 SPOT_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096)
 """Padded spot counts (one compile per bucket)."""
@@ -42,40 +41,6 @@ BIN_BUCKETS = (256, 512, 1024, 2048, 4096)
 """Histogram sizes (powers of two; one compile per size)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class FFTSettings(Settings):
-    """Parameters of the DPS/1-D FFT search.
-
-    Attributes:
-        n_directions: directions sampled over the half-sphere (≈ 2.2° spacing at 4096; the
-            vector refinement recovers the exact direction; 4096 measured as reliable as
-            16384 on simulated stills at half the time).
-        max_cell_A: longest real-space vector searched (Å); sets the histogram size.
-        min_cell_A: shortest real-space vector searched (Å).
-        max_spots: at most this many spots (the lowest-resolution ones) enter the direction
-            search; the refinement uses all.
-        n_peaks: strongest directions turned into vector candidates.
-        n_vectors: vector candidates kept for the basis search.
-        n_output: candidate bases returned.
-        backend: ``jax`` (jit/vmap, CPU or GPU) or ``numpy`` (numpy + scipy.fft); set by the
-            strategy (``-X fft`` / ``fftw``), not a config key.
-    """
-
-    config_node = "index.fft"
-
-    n_directions: int = setting(4096, minimum=64)
-    max_cell_A: float = setting(250.0, positive=True)
-    min_cell_A: float = setting(4.0, positive=True)
-    max_spots: int = setting(400, minimum=8)
-    n_peaks: int = setting(256, minimum=3)
-    n_vectors: int = setting(30, minimum=3)
-    n_output: int = setting(4, minimum=1)
-    backend: str = setting("jax", choices=("jax", "numpy"), config=False)
-
-    def validate(self) -> None:
-        if self.min_cell_A >= self.max_cell_A:
-            raise ValueError(f"index.fft.min_cell_A ({self.min_cell_A:g}) must be < "
-                             f"max_cell_A ({self.max_cell_A:g})")
 
 
 @functools.lru_cache(maxsize=8)

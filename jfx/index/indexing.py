@@ -39,60 +39,13 @@ from jfx.index.common import (
     right_handed,
     smallest_cell,
 )
+from jfx.index.options import IndexOptions
 from jfx.symmetry import bravais, groups, niggli
-from jfx.validate import Settings, setting
 
 SYMMETRY_KEEP = 0.75
 """A symmetrised lattice must index this fraction of the unconstrained lattice's spots."""
 
 
-@dataclasses.dataclass(frozen=True)
-class IndexOptions(Settings):
-    """Shared post-processing parameters: the base settings dataclass of every indexing
-    strategy (:class:`jfx.index.settings.IndexSettings`), whose instance is passed to
-    :func:`index` as these options (config keys ``index.*`` of every ``-X`` option).
-
-    Attributes:
-        tolerance: a spot is indexed when its fractional indices lie within this Euclidean
-            distance of integers.
-        min_spots: images with fewer valid spots are not attempted (status TOO_FEW_SPOTS).
-        min_indexed: a lattice must index at least this many spots …
-        min_fraction: … and this fraction of the spots it was searched in, …
-        max_rms: … with an rms distance of its indexed spots to integer hkl ≤ this
-            (simulated stills ≤ 0.07 in 95 % of cases, the real spot lists of ffbidx_simple
-            0.11–0.12; chance fits of random spots 0.10–0.15).
-        min_cell_A: … and every edge of its reduced cell ≥ this (Å, default 5): blank real
-            frames gave de-novo lattices with 0.8–7.6 Å edges that index the spots as 000 or
-            by chance; macromolecular cells are far larger (set 2–3 Å for small molecules).
-        min_indexed_de_novo: de-novo indexers (no known cell in the search) must index at
-            least this many spots: with few spots and a free cell almost anything fits
-            (measured on blank frames with 5–40 random spots: 11 % false positives at 8, 0 %
-            at 15 together with ``max_rms``).
-        max_lattices: lattices per image (further ones from the unindexed spots).
-        length_tol: relative length tolerance of the Bravais search / cell match (3 %).
-        angle_tol_deg: angle tolerance of the Bravais search / cell match (3°).
-        n_try: candidate bases refined per search (best first).
-        trim_fraction: least-trimmed-squares fraction of the inliers used in the fit.
-    """
-
-    config_node = "index"
-
-    tolerance: float = setting(0.2, positive=True)
-    min_spots: int = setting(8, minimum=3)
-    min_indexed: int = setting(8, minimum=3)
-    min_fraction: float = setting(0.5, minimum=0.0, maximum=1.0)
-    max_rms: float = setting(0.15, positive=True)
-    min_cell_A: float = setting(5.0, minimum=0.0)
-    min_indexed_de_novo: int = setting(15, minimum=3)
-    max_lattices: int = setting(1, minimum=1)
-    length_tol: float = setting(0.03, positive=True)
-    angle_tol_deg: float = setting(3.0, positive=True)
-    n_try: int = setting(4, minimum=1)
-    trim_fraction: float = setting(0.9, positive=True, maximum=1.0)
-
-    def validate(self) -> None:
-        if self.tolerance >= 0.5:
-            raise ValueError(f"index.tolerance must be < 0.5, got {self.tolerance:g}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 and rotation indexing (``-R``…).
 
 Every ``-X`` option is its own class, named by ``conf/index/<option>.yaml``; all share the
-one base settings dataclass :class:`jfx.index.indexing.IndexOptions` (the post-processing
+one base settings dataclass :class:`jfx.index.options.IndexOptions` (the post-processing
 options, config keys ``index.*``), and each builds its :class:`jfx.index.base.Indexer` with
 :meth:`IndexSettings.create_indexer`. The strategy object itself is the options passed to
 :func:`jfx.index.indexing.index`.
@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from jfx.index.base import Indexer
-from jfx.index.ffbidx import FFBIndexer, FFBSettings
-from jfx.index.fft import FFTIndexer, FFTSettings
-from jfx.index.indexing import IndexOptions
+from jfx.index.options import FFBSettings, FFTSettings, IndexOptions
 from jfx.symmetry.groups import check_cell_and_space_group
 from jfx.validate import Settings, setting
+
+if TYPE_CHECKING:  # the indexers need JAX: imported where they are built (jfx.lazy)
+    from jfx.index.base import Indexer
+    from jfx.index.ffbidx import FFBIndexer
+    from jfx.index.fft import FFTIndexer
 
 DEFAULT_TWO_PASS_IMAGES = 30
 """Images in the first pass of two-pass rotation indexing when ``-R`` has no value (seed)."""
@@ -75,7 +77,7 @@ class FFBIdxIndexing(IndexSettings):
     """``-X ffbidx``: known-cell search (fast-feedback indexer / TORO); needs ``-C``.
 
     Attributes:
-        ffbidx: parameters of the search (:class:`jfx.index.ffbidx.FFBSettings`).
+        ffbidx: parameters of the search (:class:`jfx.index.options.FFBSettings`).
     """
 
     name = "ffbidx"
@@ -87,6 +89,8 @@ class FFBIdxIndexing(IndexSettings):
         if unit_cell is None:
             raise ValueError("indexing algorithm ffbidx requires a unit cell "
                              "(-C a,b,c,alpha,beta,gamma)")
+        from jfx.index.ffbidx import FFBIndexer
+
         return FFBIndexer(cell=tuple(float(v) for v in unit_cell), settings=self.ffbidx)
 
 
@@ -95,7 +99,7 @@ class FFTIndexing(IndexSettings):
     """``-X fft``: de-novo DPS/1-D FFT search in JAX (CPU or GPU).
 
     Attributes:
-        fft: parameters of the search (:class:`jfx.index.fft.FFTSettings`).
+        fft: parameters of the search (:class:`jfx.index.options.FFTSettings`).
     """
 
     name = "fft"
@@ -104,6 +108,8 @@ class FFTIndexing(IndexSettings):
     fft: FFTSettings = dataclasses.field(default_factory=FFTSettings)
 
     def create_indexer(self, unit_cell: Any = None, gpu: bool | None = None) -> FFTIndexer:
+        from jfx.index.fft import FFTIndexer
+
         return FFTIndexer(dataclasses.replace(self.fft, backend=self.backend))
 
 
@@ -204,6 +210,13 @@ class RotationSettings(Settings):
     redo_spots: bool = False
     force_lattice: tuple[float, float, float, float, float, float, float, float, float] | None \
         = setting(None, label="rotation lattice (--force-rotation-lattice)")
+
+    @property
+    def requested(self) -> bool:
+        """Whether a rotation mode was chosen (``-R``, ``--single-pass-rotation`` or
+        ``--force-rotation-lattice``); without one, rotation data are indexed as stills."""
+        return (self.two_pass_images is not None or self.single_pass_deg is not None
+                or self.force_lattice is not None)
 
     def validate(self) -> None:
         lat = self.force_lattice

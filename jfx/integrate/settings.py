@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jfx.integrate.base import IntegratorSettings
-from jfx.integrate.integrator import SummationIntegrator
 from jfx.validate import setting
+
+if TYPE_CHECKING:  # the integrator needs JAX: imported where it is built (jfx.lazy)
+    from jfx.integrate.integrator import SummationIntegrator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,8 @@ class SummationIntegratorSettings(IntegratorSettings):
         """The per-dataset :class:`jfx.integrate.integrator.SummationIntegrator` (pixels from
         :meth:`trusted_saturation` on count as saturated; beam centre (px) and prediction
         limit (Å) fix the reference profiles' frame and shells)."""
+        from jfx.integrate.integrator import SummationIntegrator
+
         return SummationIntegrator(radii_px=self.radii_px, background=self.background,
                                    profile=self.profile, mask=pixel_mask,
                                    error_value=error_value,

@@ -11,7 +11,8 @@ Layout written by :func:`write_process_h5`:
   of pixel (0, 0) = D·b̂ − bx·px·f̂ − by·py·ŝ, in m) with the module's fast/slow pixel
   directions.
 * ``/entry/jfx/config`` (resolved YAML), ``/entry/jfx/version``, ``/entry/jfx/input``.
-* ``/entry/image/{number,max,mean,n_masked,n_saturated}`` and ``/entry/MX/imageNumber``.
+* ``/entry/image/{number,max,mean,n_masked,n_saturated,unreadable}`` (unreadable: uint8) and
+  ``/entry/MX/imageNumber``.
 * ``/entry/MX`` beyond FORMATS.md: ``nPeaksIceRing`` (int32, kept spots on ice rings) and
   ``nPeaksFound`` (int32, spots found before truncation to ``max_spots``; > max_spots means
   overflow). ``/entry/azint/bin_to_azimuth_deg`` (float32, azimuth-bin centres, deg) goes
@@ -335,7 +336,8 @@ def process_h5_image(
         ig = entry.create_group("image")
         ig.attrs["NX_class"] = "NXcollection"
         for f in dataclasses.fields(ImageStats):
-            ig.create_dataset(f.name, data=getattr(image, f.name))
+            v = np.asarray(getattr(image, f.name))
+            ig.create_dataset(f.name, data=v.astype(np.uint8) if v.dtype == bool else v)
         mx_fields = dict((groups or {}).get("MX", {}))
         mx_fields["imageNumber"] = image.number
         _write_group(entry, "MX", mx_fields)
@@ -625,7 +627,8 @@ def read_process_h5(path: str | os.PathLike) -> ProcessFile:
             image = None
             if "entry/image" in f:
                 ig = f["entry/image"]
-                image = ImageStats(*(ig[fl.name][()] for fl in dataclasses.fields(ImageStats)))
+                image = ImageStats(*(ig[fl.name][()] if fl.name in ig else None
+                                     for fl in dataclasses.fields(ImageStats)))
             groups = {}
             for name in GROUPS:
                 if name in f["entry"]:

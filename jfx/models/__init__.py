@@ -1,13 +1,38 @@
 """Typed data that flows between pipeline stages: immutable pytrees (geometry, lattice, spots,
 reflections) and the host-side result types (per-image statistics, merged reflections and
-merging statistics); pixel-value conventions of a frame dtype (:mod:`jfx.models.pixels`)."""
+merging statistics); pixel-value conventions of a frame dtype (:mod:`jfx.models.pixels`);
+cell ↔ basis (:mod:`jfx.models.cell`, numpy only).
 
-from jfx.models.geometry import Beam as Beam, Detector as Detector, Geometry as Geometry
-from jfx.models.geometry import Goniometer as Goniometer
-from jfx.models.images import ImageStats as ImageStats
-from jfx.models.lattice import Lattice as Lattice
-from jfx.models.merged import MergedReflections as MergedReflections
-from jfx.models.merged import MergingStatistics as MergingStatistics
-from jfx.models.reflections import ReflectionFlag as ReflectionFlag
-from jfx.models.reflections import Reflections as Reflections
-from jfx.models.spots import SpotList as SpotList
+The re-exports below load on first use (PEP 562, as :func:`jfx.lazy.lazy_exports`; models
+import nothing of jfx): the numpy-only modules are importable without JAX.
+"""
+
+import importlib as _importlib
+
+_EXPORTS = {
+    "Beam": "jfx.models.geometry",
+    "Detector": "jfx.models.geometry",
+    "Geometry": "jfx.models.geometry",
+    "Goniometer": "jfx.models.geometry",
+    "ImageStats": "jfx.models.images",
+    "Lattice": "jfx.models.lattice",
+    "MergedReflections": "jfx.models.merged",
+    "MergingStatistics": "jfx.models.merged",
+    "ReflectionFlag": "jfx.models.reflections",
+    "Reflections": "jfx.models.reflections",
+    "SpotList": "jfx.models.spots",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -22,6 +22,8 @@ class ImageStats:
         mean: (n,) float32 mean of valid pixels (NaN when fully masked).
         n_masked: (n,) int64 invalid pixels.
         n_saturated: (n,) int64 valid pixels at or above the saturation value.
+        unreadable: (n,) bool image could not be read (corrupt compressed chunk, decoding
+            error): processed as fully masked. Default: all False.
     """
 
     number: np.ndarray
@@ -29,9 +31,16 @@ class ImageStats:
     mean: np.ndarray
     n_masked: np.ndarray
     n_saturated: np.ndarray
+    unreadable: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = np.shape(self.number)
+        if self.unreadable is None:
+            object.__setattr__(self, "unreadable", np.zeros(n, bool))
+        a = np.asarray(self.unreadable, dtype=bool)
+        if a.shape != n:
+            raise ValueError(f"ImageStats.unreadable has shape {a.shape}, expected {n}")
+        object.__setattr__(self, "unreadable", a)
         for f, dt in (("number", np.int64), ("max", np.int64), ("mean", np.float32),
                       ("n_masked", np.int64), ("n_saturated", np.int64)):
             a = np.asarray(getattr(self, f), dtype=dt)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,9 +32,14 @@ class FrameSource(Protocol):
     error_value: int | None
     saturation_value: float | None
 
-    def iter_chunks(self, indices: np.ndarray, *, chunk_size: int,
-                    workers: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(image numbers (k,), frames (k, ny, nx))`` in order."""
+    unreadable: Mapping[int, str]
+    """image → message of the images found unreadable so far (``skip_unreadable``)."""
+
+    def iter_chunks(self, indices: np.ndarray, *, chunk_size: int, workers: int = 1,
+                    skip_unreadable: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(image numbers (k,), frames (k, ny, nx))`` in order; with
+        ``skip_unreadable`` an unreadable image comes with every pixel invalid and is
+        recorded in ``unreadable`` before its chunk is yielded (else it raises)."""
 
 
 ProgressFactory = Callable[[str, int], Any]

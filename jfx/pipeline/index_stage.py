@@ -94,9 +94,7 @@ def summary(state: ProcessState) -> IndexSummary | None:
 
 def rotation_mode(settings: ProcessSettings) -> bool:
     """Whether the run asks for rotation indexing."""
-    rs = settings.rotation
-    return (rs.two_pass_images is not None or rs.single_pass_deg is not None
-            or rs.force_lattice is not None)
+    return settings.rotation.requested
 
 
 def enabled(settings: ProcessSettings) -> bool:

@@ -138,7 +138,7 @@ def _stream(ctx: RunContext, images: np.ndarray, pool: Any,
 
     with ctx.bar("integration", len(images)) as bar:
         for idx, frames in ctx.source.iter_chunks(images, chunk_size=batch,
-                                                  workers=ctx.workers):
+                                                  workers=ctx.workers, skip_unreadable=True):
             outs = run(begin, [(int(j), frame) for j, frame in zip(np.asarray(idx), frames)])
             if pool_reference:  # frame j: the deposits of frames ≤ j, in frame order
                 refs = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -141,8 +142,22 @@ def still_spots(state: ProcessState):
     return sel, spots, np.asarray(ix.basis[sel, 0], np.float64)
 
 
-def refine_stills_pooled(state: ProcessState, settings: ProcessSettings) -> RefinementTable:
-    """Refine every indexed still, pool the detector, refine each crystal against it."""
+def _no_tick(n: int = 1) -> None:
+    """Progress callback that does nothing."""
+
+
+STILLS_STEPS = 2
+"""Progress steps of stills refinement: every still, then every crystal on the pooled
+detector."""
+SWEEP_STEPS = 4
+"""Progress steps of sweep refinement: two scan-static macro-cycles, the refinement after
+outlier rejection, the scan-varying blocks."""
+
+
+def refine_stills_pooled(state: ProcessState, settings: ProcessSettings,
+                         tick: Callable[[int], None] = _no_tick) -> RefinementTable:
+    """Refine every indexed still, pool the detector, refine each crystal against it.
+    ``tick(n)``: progress, :data:`STILLS_STEPS` in all."""
     from jfx.models.lattice import Lattice
     from jfx.refine.refine import refine_stills
 
@@ -152,6 +167,7 @@ def refine_stills_pooled(state: ProcessState, settings: ProcessSettings) -> Refi
     sel, spots, basis = still_spots(state)
     res = refine_stills(spots, geo, Lattice(basis=basis, space_group=sg), settings.refine,
                         solver=solver)
+    tick(1)
     good = np.asarray(res.status) == 0
     if _detector_free(settings) and int(good.sum()) >= POOL_MIN_STILLS:
         geo_p = pooled_detector(geo, res.geometry, good)
@@ -159,6 +175,7 @@ def refine_stills_pooled(state: ProcessState, settings: ProcessSettings) -> Refi
                              _without(settings, "detector."), solver=solver)
         if int(np.sum(np.asarray(res2.status) == 0)) >= int(good.sum()) * 0.9:
             res = res2
+    tick(1)
     rmsd = float(np.nanmedian(res.rmsd_px)) if np.any(np.isfinite(res.rmsd_px)) \
         else float("nan")
     # the geometry for the output and the summary: the detector pooled over the converged
@@ -259,8 +276,10 @@ def _assign(geo: Geometry, b0: np.ndarray, x, y, pk, axis, phi, tolerance: float
     return hkl, pk & (np.linalg.norm(h - hkl, axis=-1) < tolerance)
 
 
-def refine_sweep(state: ProcessState, settings: ProcessSettings) -> RefinementTable:
-    """Scan-static refinement of the sweep (two macro-cycles), then scan-varying blocks."""
+def refine_sweep(state: ProcessState, settings: ProcessSettings,
+                 tick: Callable[[int], None] = _no_tick) -> RefinementTable:
+    """Scan-static refinement of the sweep (two macro-cycles), then scan-varying blocks.
+    ``tick(n)``: progress, :data:`SWEEP_STEPS` in all."""
     from jfx.models.lattice import Lattice
     from jfx.refine.outliers import residual_outliers
     from jfx.refine.refine import RefineSpots, refine_rotation, refine_scan_varying
@@ -279,6 +298,7 @@ def refine_sweep(state: ProcessState, settings: ProcessSettings) -> RefinementTa
         geo_r = Geometry(beam=res.geometry.beam, detector=res.geometry.detector,
                          goniometer=geo.goniometer)
         b0 = np.asarray(res.basis)
+        tick(1)
     n_out, rmsd_all = 0, None
     prob = settings.refine.outlier_probability
     if prob is not None and int(res.status) <= 1:
@@ -300,6 +320,7 @@ def refine_sweep(state: ProcessState, settings: ProcessSettings) -> RefinementTa
                 geo_r = Geometry(beam=res.geometry.beam, detector=res.geometry.detector,
                                  goniometer=geo.goniometer)
                 b0 = np.asarray(res.basis)
+    tick(1)
     edges = sv_basis = None
     inc = abs(float(geo.goniometer.increment_rad))
     if (settings.refine.scan_varying_deg is not None and inc > 0
@@ -313,6 +334,7 @@ def refine_sweep(state: ProcessState, settings: ProcessSettings) -> RefinementTa
             n_images=(int(indices.min()), int(indices.max())), solver=solver,
             phi_scale_px=phi_scale)
         edges, sv_basis = np.asarray(sv.edges), np.asarray(sv.basis)
+    tick(1)
     return RefinementTable(mode="rotation", geometry=geo_r, images=np.arange(len(indices)),
                            basis=b0, status=np.array([int(res.status)], np.int32),
                            rmsd_px=float(res.rmsd_px), rmsd_phi_deg=float(res.rmsd_phi_deg),
@@ -359,14 +381,20 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         return state
     t0 = time.perf_counter()
     if ix.mode == "unconstrained":
-        table = refine_rescue(state, settings)
+        with ctx.bar("refinement", 1) as bar:
+            table = refine_rescue(state, settings)
+            if bar is not None:
+                bar.update(1)
     elif ix.basis0 is not None and ix.geometry.is_rotation:
-        table = refine_sweep(state, settings)
+        with ctx.bar("refinement", SWEEP_STEPS) as bar:
+            table = refine_sweep(state, settings, bar.update if bar is not None else _no_tick)
     elif ix.n_indexed:
-        try:
-            table = refine_stills_pooled(state, settings)
-        except ValueError:
-            table = None
+        with ctx.bar("refinement", STILLS_STEPS) as bar:
+            try:
+                table = refine_stills_pooled(state, settings,
+                                             bar.update if bar is not None else _no_tick)
+            except ValueError:
+                table = None
     else:
         table = None
     return dataclasses.replace(state, refinement=table).with_time(

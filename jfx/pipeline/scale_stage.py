@@ -67,13 +67,15 @@ def scan_deg(state: ProcessState) -> tuple[float, float] | None:
 
 
 def scale_runs(settings: Any, runs: list[Any], *, space_group: int | None = None,
-               reference: Any = None, cell: Any = None) -> Any:
+               reference: Any = None, cell: Any = None, progress: Any = None) -> Any:
     """Scale and merge ``runs`` with the ``scale`` settings, the ``partiality`` model and the
     ``likelihood`` of either program.
 
     ``space_group``: the merging space group (default ``-S``, else the runs' own; never the
     reference's: a reference does not re-symmetrise the data);
-    ``cell``: a merging cell that overrides the runs' (``crystal.unit_cell``).
+    ``cell``: a merging cell that overrides the runs' (``crystal.unit_cell``);
+    ``progress``: a progress bar (``update(n)`` per scaling cycle, ``settings.scale.iterations``
+    in all) or None.
 
     Raises:
         InputError: cell/space-group mismatch, nothing to scale.
@@ -85,7 +87,8 @@ def scale_runs(settings: Any, runs: list[Any], *, space_group: int | None = None
     try:
         return scale_merge(runs, settings.scale, settings.partiality,
                            likelihood=settings.likelihood, space_group=sg,
-                           reference=reference, cell=cell)
+                           reference=reference, cell=cell,
+                           progress=progress.update if progress is not None else None)
     except ValueError as e:
         raise InputError(f"scaling: {one_line(e)}") from None
     except Exception as e:
@@ -106,7 +109,9 @@ def run(state: ProcessState, settings: Any, ctx: RunContext) -> ProcessState:
                     bandwidth_fwhm=float(geo.beam.bandwidth_fwhm),
                     beam_center_px=tuple(np.asarray(geo.detector.beam_center_px, float)),
                     scan_deg=scan_deg(state))
-    result = scale_runs(settings, [run1], space_group=run1.space_group, reference=ctx.reference)
+    with ctx.bar("scaling", settings.scale.iterations) as bar:
+        result = scale_runs(settings, [run1], space_group=run1.space_group,
+                            reference=ctx.reference, progress=bar)
     return dataclasses.replace(state, scaling=result).with_time("scale",
                                                                 time.perf_counter() - t0)
 

@@ -14,6 +14,12 @@ Rotation data (a goniometer scan): every filtered spot of each image, before the
 ``max_spots`` truncation, is also joined across consecutive images into 3D spots
 (:class:`jfx.spotfind.join3d.SpotJoiner`, streaming: only the open 3D spots are held).
 
+Unreadable images (a corrupt compressed chunk, a chunk HDF5 cannot decode, a reader
+process that died on it; :meth:`jfx.io.nxmx.MasterFile.iter_chunks` with
+``skip_unreadable``) are processed as fully masked, flagged in ``image_stats.unreadable``
+and listed in the state's warnings; the run stops (:func:`check_unreadable`) once they are
+more than ``general.max_unreadable_fraction`` of the selection, or all of it.
+
 Adds to the state: ``image_stats``, ``spots``, ``spot_stats``, ``azint``, ``spots3d``
 (rotation data only).
 """
@@ -35,6 +41,10 @@ from jfx.pipeline.state import AzintProfiles, ProcessState, SpotImageStats
 
 MIN_SPOTS_HIT = 15
 """An image with at least this many spots counts as a hit in the console summary."""
+UNREADABLE = "skipped unreadable image"
+"""Prefix of the state warning of each unreadable image (``<prefix> N: <message>``)."""
+MAX_LISTED = 5
+"""Unreadable images listed one per console line; the rest are counted."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +59,8 @@ class SpotSummary:
         mean_strong_pixels: mean strong pixels per image.
         median_resolution_A: median of the finite per-image resolution estimates (NaN: none).
         n_overflow: images with more spots found than ``max_spots``.
+        n_unreadable: images that could not be read (processed as fully masked).
+        unreadable: the warnings naming them (``UNREADABLE`` lines of the state).
     """
 
     n_images: int
@@ -58,6 +70,8 @@ class SpotSummary:
     mean_strong_pixels: float
     median_resolution_A: float
     n_overflow: int
+    n_unreadable: int = 0
+    unreadable: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         """Console lines."""
@@ -68,7 +82,19 @@ class SpotSummary:
                  f"{self.ice_ring_spots} spots on ice rings, "
                  f"{self.mean_strong_pixels:.1f} strong pixels/image, "
                  f"median resolution estimate {res}"
-                 + (f", {self.n_overflow} images over --max-spots" if self.n_overflow else ""))]
+                 + (f", {self.n_overflow} images over --max-spots" if self.n_overflow else "")
+                 + (f", {self.n_unreadable} unreadable image"
+                    f"{'s' if self.n_unreadable > 1 else ''} skipped"
+                    if self.n_unreadable else ""))] + self.warning_lines()
+
+    def warning_lines(self) -> list[str]:
+        """One ``warning:`` line per unreadable image (at most :data:`MAX_LISTED`)."""
+        out = [f"warning: {w}" for w in self.unreadable[:MAX_LISTED]]
+        more = self.n_unreadable - len(out)
+        if more > 0:
+            out.append(f"warning: … and {more} more unreadable images skipped "
+                       "(flagged in /entry/image/unreadable)")
+        return out
 
 
 def summary(state: ProcessState) -> SpotSummary | None:
@@ -88,7 +114,27 @@ def summary(state: ProcessState) -> SpotSummary | None:
         mean_strong_pixels=float(np.mean(sp.strong_pixels)) if n else 0.0,
         median_resolution_A=float(np.median(res)) if res.size else float("nan"),
         n_overflow=int(np.sum(np.asarray(sp.n_found) > sp.max_spots)),
+        n_unreadable=int(np.sum(state.image_stats.unreadable)) if state.image_stats else 0,
+        unreadable=tuple(w for w in state.warnings if w.startswith(UNREADABLE)),
     )
+
+
+def check_unreadable(n_bad: int, n_selected: int, max_fraction: float, first: str) -> None:
+    """Stop the run when unreadable images are more than ``max_fraction`` of the
+    ``n_selected`` selected images, or all of them (``n_bad``: found so far; ``first``:
+    the message of the first one).
+
+    Raises:
+        ProcessingError: one line naming the count and the first unreadable image.
+    """
+    if n_bad == 0 or (n_bad <= max_fraction * n_selected and n_bad < n_selected):
+        return
+    if n_selected == 1:
+        raise ProcessingError(f"the selected image is unreadable: {first}")
+    why = ("all of them" if n_bad == n_selected else
+           f"more than general.max_unreadable_fraction={max_fraction:g} allows")
+    raise ProcessingError(f"{n_bad} of {n_selected} selected images are unreadable ({why}); "
+                          f"the first: {first}")
 
 
 class _Results:
@@ -99,7 +145,7 @@ class _Results:
         nan = lambda shape: np.full(shape, np.nan, f32)
         self.stats = {"number": np.zeros(n, i64), "max": np.zeros(n, i64),
                       "mean": nan(n), "n_masked": np.zeros(n, i64),
-                      "n_saturated": np.zeros(n, i64)}
+                      "n_saturated": np.zeros(n, i64), "unreadable": np.zeros(n, bool)}
         s = (n, max_spots)
         self.spots = {"image": np.zeros(n, i64), "x_px": nan(s), "y_px": nan(s),
                       "frame": nan(s), "intensity": nan(s), "n_pixels": np.zeros(s, i32),
@@ -185,8 +231,11 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
              "azint": 0.0, "join3d": 0.0}
     stage = "spot finding + azimuthal integration" if integ is not None else "spot finding"
     pos = 0
+    unreadable = getattr(ctx.source, "unreadable", {})
+    bad: list[str] = []
     with ctx.bar(stage, len(indices)) as bar:
-        it = iter(ctx.source.iter_chunks(indices, chunk_size=batch, workers=ctx.workers))
+        it = iter(ctx.source.iter_chunks(indices, chunk_size=batch, workers=ctx.workers,
+                                         skip_unreadable=True))
         while True:
             expected = indices[pos:pos + batch]
             t0 = time.perf_counter()
@@ -207,6 +256,14 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
             if not np.array_equal(idx, expected[:k]):
                 raise InputError(f"the reader returned images {idx.tolist()[:8]}, expected "
                                  f"{expected.tolist()[:8]}")
+            for q, i in enumerate(idx.tolist()):
+                if i in unreadable:
+                    acc.stats["unreadable"][pos + q] = True
+                    bad.append(f"{UNREADABLE} {i}: {unreadable[i]}")
+            if bad:
+                check_unreadable(len(bad), len(indices),
+                                 settings.general.max_unreadable_fraction,
+                                 bad[0].split(": ", 1)[1])
             if k < batch:  # pad to the fixed batch so the kernels compile once
                 pad = np.zeros((batch - k,) + frames.shape[1:], dtype=frames.dtype)
                 frames = np.concatenate([frames, pad])
@@ -270,4 +327,4 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
     return dataclasses.replace(state, image_stats=stats, spots=SpotList(**acc.spots),
                                spot_stats=SpotImageStats(**acc.extra), spots3d=spots3d,
                                azint=azint,
-                               timings_s=t)
+                               timings_s=t, warnings=state.warnings + tuple(bad))

@@ -9,9 +9,14 @@
   :mod:`jfx.solvers`; the setting is ``refine.solver``.
 """
 
-from jfx.refine.refine import RefineResult as RefineResult
-from jfx.refine.refine import RefineSpots as RefineSpots
-from jfx.refine.refine import RefineStatus as RefineStatus
-from jfx.refine.refine import refine as refine
-from jfx.refine.settings import PixelRefineSettings as PixelRefineSettings
-from jfx.refine.settings import RefineSettings as RefineSettings
+from jfx.lazy import lazy_exports
+
+# re-exports load on first use (PEP 562): importing jfx.refine.settings stays free of JAX
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "RefineResult": "jfx.refine.refine",
+    "RefineSpots": "jfx.refine.refine",
+    "RefineStatus": "jfx.refine.refine",
+    "refine": "jfx.refine.refine",
+    "PixelRefineSettings": "jfx.refine.settings",
+    "RefineSettings": "jfx.refine.settings",
+})

@@ -20,13 +20,17 @@ stay finite on invalid rows.
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import jax
-import jax.numpy as jnp
-
-from jfx.scale.observations import Observations
+from jfx.lazy import LazyModule
 from jfx.validate import Settings
+
+if TYPE_CHECKING:
+    from jfx.scale.observations import Observations
+
+# the models are config classes: loading them must not load JAX (jfx.lazy)
+jax = LazyModule("jax")
+jnp = LazyModule("jax.numpy")
 
 Params = dict[str, dict[str, Any]]
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
-
+from jfx.lazy import LazyModule
 from jfx.scale.base import Likelihood
 from jfx.validate import setting
+
+jnp = LazyModule("jax.numpy")  # config classes load without JAX (jfx.lazy)
 
 
 @dataclasses.dataclass(frozen=True)

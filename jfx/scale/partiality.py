@@ -23,16 +23,20 @@ the ``partiality`` node.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jfx.physics.partiality import rotation_fraction, still_partiality, still_sigma_eps
+from jfx.lazy import LazyModule
 from jfx.scale.base import Params, PartialityModel, all_fixed, empty_params
-from jfx.scale.observations import Observations
 from jfx.validate import setting
+
+if TYPE_CHECKING:
+    from jfx.scale.observations import Observations
+
+# config classes load without JAX (jfx.lazy); the physics is imported where it is used
+jax = LazyModule("jax")
+jnp = LazyModule("jax.numpy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +168,8 @@ class RotationPartiality(PartialityModel):
         return {"global": glob, "image": img}
 
     def __call__(self, params: Params, obs: Observations) -> jnp.ndarray:
+        from jfx.physics.partiality import rotation_fraction, still_partiality, still_sigma_eps
+
         sig_m = jnp.exp(params["global"]["log_mosaicity"])
         img = params["image"]
         w = img["wedge_deg"][obs.image]

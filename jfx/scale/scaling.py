@@ -20,6 +20,7 @@ Pure core: no files, no printing; the shell writes the outputs.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -211,7 +212,8 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
                 partiality: PartialityModel | None = None, *,
                 likelihood: Likelihood | None = None, space_group: int | None = None,
                 cell: Any = None, reference: Reference | None = None,
-                seed: int = 0) -> ScalingResult:
+                seed: int = 0, progress: Callable[[int], None] | None = None
+                ) -> ScalingResult:
     """Scale and merge the integrated reflections of ``runs``.
 
     Args:
@@ -227,6 +229,8 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
         cell: merging cell (Å, deg); default the median of the runs' cells.
         reference: reference intensities (``-z``) or None.
         seed: seed of the half-set assignment (CC½) and the ambiguity start.
+        progress: called with 1 after each of the ``settings.iterations`` scaling cycles
+            (the shell's progress lines), or None.
     Returns:
         :class:`ScalingResult`.
     Raises:
@@ -449,6 +453,8 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
         if changed and it == n_iter - 1:
             fit = refit(params)  # the rejections of the last iteration enter the merge
             params = fit.params
+        if progress is not None:
+            progress(1)
     assert fit is not None
     I_c, s_c, ok = corrected(fit)
     use = ok & ~outlier & ~rejected_img[image_o]

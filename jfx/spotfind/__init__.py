@@ -3,19 +3,16 @@
 (:mod:`jfx.spotfind.find`), the per-image statistics kernel (:mod:`jfx.spotfind.stats`; the
 data type is :class:`jfx.models.images.ImageStats`) and settings."""
 
-from jfx.spotfind.find import SpotFindResult, ThresholdSpotFinder, find_spots
-from jfx.spotfind.ice import ICE_RINGS_A, on_ice_ring
-from jfx.spotfind.label import label_strong
-from jfx.spotfind.settings import ThresholdSpotFinderSettings
-from jfx.spotfind.strong import strong_pixels
+from jfx.lazy import lazy_exports
 
-__all__ = [
-    "ICE_RINGS_A",
-    "SpotFindResult",
-    "ThresholdSpotFinder",
-    "ThresholdSpotFinderSettings",
-    "find_spots",
-    "label_strong",
-    "on_ice_ring",
-    "strong_pixels",
-]
+# re-exports load on first use (PEP 562): importing jfx.spotfind.settings stays free of JAX
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "SpotFindResult": "jfx.spotfind.find",
+    "ThresholdSpotFinder": "jfx.spotfind.find",
+    "find_spots": "jfx.spotfind.find",
+    "ICE_RINGS_A": "jfx.spotfind.ice",
+    "on_ice_ring": "jfx.spotfind.ice",
+    "label_strong": "jfx.spotfind.label",
+    "ThresholdSpotFinderSettings": "jfx.spotfind.settings",
+    "strong_pixels": "jfx.spotfind.strong",
+})

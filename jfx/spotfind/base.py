@@ -11,12 +11,14 @@ one option file.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jfx.models.geometry import Geometry
 from jfx.validate import Settings
+
+if TYPE_CHECKING:  # JAX-backed; the settings load without it (jfx.lazy)
+    from jfx.models.geometry import Geometry
 
 
 class SpotFinderSettings(Settings, abc.ABC):

@@ -291,13 +291,16 @@ class ThresholdSpotFinder:
                             saturation_value=sat if has_sat else None)
 
     def select(self, spots: Spots, frame: np.ndarray | None = None,
-               background: float | None = None
+               background: float | None = None, *, capped: bool = True
                ) -> tuple[Spots, np.ndarray, np.ndarray, int, float]:
         """Filter and rank the spots of one frame.
 
         ``frame``: the (ny, nx) frame the spots come from; the background-step filter and the
         beam guard need it (None: skipped). ``background``: the frame's background estimate
         (photons/px; the step filter is skipped below :data:`STEP_MIN_BACKGROUND`).
+        ``capped``: keep at most ``settings.max_spots`` (False: every spot that passed the
+        filters, in keep order — the input of 3D joining; the user-facing setting stays
+        bounded, this internal mode does not go through it).
 
         Returns:
             (kept spots in storage order, their d (Å), their ice flags, number found after
@@ -312,7 +315,9 @@ class ThresholdSpotFinder:
         res = np.nan
         if n_found >= MIN_SPOTS_RESOLUTION:
             res = float(1.0 / np.percentile(1.0 / d[idx], 95.0))
-        idx = idx[self.rank(spots.intensity[idx], d[idx])][: s.max_spots]
+        idx = idx[self.rank(spots.intensity[idx], d[idx])]
+        if capped:
+            idx = idx[: s.max_spots]
         return spots.take(idx), d[idx], ice[idx], n_found, res
 
     def accept(self, spots: Spots, d: np.ndarray, ice: np.ndarray,
@@ -367,11 +372,6 @@ class ThresholdSpotFinder:
         start = np.searchsorted(shell[order], np.arange(KEEP_SHELLS))
         rank_in[order] = np.arange(n) - start[shell[order]]
         return np.lexsort((-intensity, rank_in))
-
-    def _unlimited(self) -> ThresholdSpotFinder:
-        """This finder without the ``max_spots`` cap (same filters and keep order)."""
-        return dataclasses.replace(
-            self, settings=dataclasses.replace(self.settings, max_spots=np.iinfo(np.int32).max))
 
     @staticmethod
     def _frame_spots(kept: Spots, image: int) -> FrameSpots:
@@ -436,7 +436,8 @@ class ThresholdSpotFinder:
             labelled = self.label(frames[i], strong, mean, flat)
             bkg = float(s1["bkg_estimate"])
             if all_spots:  # one selection without the cap; the kept spots are its first cap
-                full, d, fl, n_found, res = self._unlimited().select(labelled, frames[i], bkg)
+                full, d, fl, n_found, res = self.select(labelled, frames[i], bkg,
+                                                         capped=False)
                 every.append(self._frame_spots(full, int(images[i])))
                 top = np.arange(min(full.n, cap))
                 kept, d, fl = full.take(top), d[top], fl[top]

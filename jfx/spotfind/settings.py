@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jfx.models.geometry import Geometry
 from jfx.spotfind.base import SpotFinderSettings
-from jfx.spotfind.find import ThresholdSpotFinder
 from jfx.validate import setting
+
+if TYPE_CHECKING:  # the finder needs JAX: imported where it is built (jfx.lazy)
+    from jfx.models.geometry import Geometry
+    from jfx.spotfind.find import ThresholdSpotFinder
 
 KEEP_CHOICES = ("lowest_resolution", "strongest", "stratified")
 KERNEL_CHOICES = ("auto", "dense", "sparse")
+MAX_SPOTS_LIMIT = 10_000
+"""Largest ``--max-spots``: the spot arrays of every image are padded to the capacity
+(n_images × max_spots × 4 B per column), and indexing reads at most a few hundred spots
+(``index.fft.max_spots`` 400, ``index.ffbidx.max_spots`` 200). The 3D joining of rotation
+data takes every filtered spot through its own uncapped path
+(:meth:`jfx.spotfind.find.ThresholdSpotFinder.select`), not through this setting."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +38,8 @@ class ThresholdSpotFinderSettings(SpotFinderSettings):
             default 1.5); ``None`` = no limit.
         low_resolution_A: spots at d above this are dropped (Å, ``--spot-low-resolution``);
             ``None`` (default) = no limit.
-        max_spots: spots kept per image (``--max-spots``, default 250), ≥ 1.
+        max_spots: spots kept per image (``--max-spots``, default 250, Jungfraujoch's),
+            1 … :data:`MAX_SPOTS_LIMIT` (10 000; the spot arrays are padded to it).
         keep: which spots are kept when more than ``max_spots`` are found
             (``--spot-keep``): ``strongest`` (default: largest background-subtracted
             intensity first), ``stratified`` (the strongest of each of 10 equal-count shells
@@ -73,7 +83,8 @@ class ThresholdSpotFinderSettings(SpotFinderSettings):
         1.5, positive=True, label="spot high-resolution limit (--spot-high-resolution)")
     low_resolution_A: float | None = setting(
         None, positive=True, label="spot low-resolution limit (--spot-low-resolution)")
-    max_spots: int = setting(250, minimum=1, label="max spots (--max-spots)")
+    max_spots: int = setting(250, minimum=1, maximum=MAX_SPOTS_LIMIT,
+                             label="max spots (--max-spots)")
     keep: str = setting("strongest", choices=KEEP_CHOICES, label="spot keep rule (--spot-keep)")
     window: int = setting(31, minimum=3, maximum=181)
     min_pixels: int = setting(2, minimum=1, label="minimum spot size (--spot-min-pixels)")
@@ -93,6 +104,8 @@ class ThresholdSpotFinderSettings(SpotFinderSettings):
                error_value: int | None, saturation_value: float | None,
                d_map: np.ndarray | None = None) -> ThresholdSpotFinder:
         """The per-dataset :class:`jfx.spotfind.find.ThresholdSpotFinder`."""
+        from jfx.spotfind.find import ThresholdSpotFinder
+
         return ThresholdSpotFinder.create(self, geometry, pixel_mask, error_value,
                                           saturation_value, d_map=d_map)
 

@@ -57,7 +57,7 @@ from collections.abc import Collection
 
 import numpy as np
 
-from jfx.models.lattice import basis_to_cell
+from jfx.models.cell import basis_to_cell
 from jfx.symmetry.niggli import (
     _MULT,
     BRAVAIS_TYPES,

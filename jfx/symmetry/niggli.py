@@ -33,7 +33,7 @@ import dataclasses
 import gemmi
 import numpy as np
 
-from jfx.models.lattice import basis_to_cell, cell_to_basis
+from jfx.models.cell import basis_to_cell, cell_to_basis
 
 # --------------------------------------------------------------------------------------------
 # Bravais types as data

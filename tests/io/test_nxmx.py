@@ -594,9 +594,9 @@ def test_thread_read_ahead_is_bounded(make_file):
         calls = []
         orig = m._source.read_into
 
-        def counting(out, idx):
+        def counting(out, idx, *args):
             calls.append(list(idx))
-            return orig(out, idx)
+            return orig(out, idx, *args)
 
         m._source.read_into = counting
         it = m.iter_chunks(chunk_size=1, workers=1, prefetch=2)

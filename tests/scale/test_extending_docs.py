@@ -82,7 +82,7 @@ def test_tutorial_partiality_model_from_outside_the_package(rot, merged_run, tmp
         for err in consoles.values():
             assert "partiality scaled" in err, err
         # ... and every merged intensity is -P fixed's divided by the factor (0.5, 0.25)
-        rc, _, err = _run(scale_main, [inputs["run_process.h5"], "-o", "fixed"])
+        rc, _, err = _run(scale_main, [inputs["run_process.h5"], "-o", "fixed", "-P", "fixed"])
         assert rc == 0 and "partiality fixed" in err
         fixed = _merged(tmp_path / "fixed.mtz")
         refl = read_process_h5(f"{run_h5}_process.h5").reflections

@@ -304,3 +304,15 @@ def test_suggested_limit_of_a_short_sweep_is_where_the_signal_ends(merged_run):
         d = float(f["/entry/scaling/suggested_d_min"][()])
     assert 1.6 <= d <= 2.15, d
     assert "Suggested high-resolution limit: " in console and "not determined" not in console
+
+
+def test_jfjoch_scale_without_p_takes_the_recorded_model(merged_run, tmp_path, capsys):
+    """The run was processed with -P rot: jfjoch_scale without -P scales with rot (not the
+    default's fixed for rotation data) and says so in one line (issue 14)."""
+    out, _ = merged_run
+    capsys.readouterr()
+    assert scale_main([f"{out}_process.h5", "-o", str(tmp_path / "d")]) == 0
+    err = capsys.readouterr().err
+    assert ("jfjoch_scale: partiality model: rot (-P rot, recorded in the input; -P chooses "
+            "another)") in err
+    assert "partiality rot" in err  # the scaling summary: the model that was fitted

@@ -12,7 +12,7 @@
 * ``"single"``: ``/entry/data/data`` is a real dataset in the master file.
 
 Data files opened for validation are closed again; frames are read later by
-:class:`jfx.io.h5util.FrameReader` from the plain-dict ``spec`` built here.
+:class:`jfx.io.frame_reader.FrameReader` from the plain-dict ``spec`` built here.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from jfx.io.errors import InputError
-from jfx.io.h5util import codec_name, missing_filters, one_line, read_scalar
+from jfx.io.h5util import codec_name, missing_filters, open_problem, read_scalar
 from jfx.io.nxmx.metadata import SUPPORTED_DTYPES
 
 
@@ -41,7 +41,7 @@ class DataLayout:
         codec: "bslz4" | "bszstd" | "none" | other filter names (first data dataset).
         error: first problem with the data (only with ``check_data=False``; otherwise it
             is raised), None when the frames are readable.
-        spec: :class:`~jfx.io.h5util.FrameReader` specification (plain dict: ``vds``,
+        spec: :class:`~jfx.io.frame_reader.FrameReader` specification (plain dict: ``vds``,
             ``segments`` [(file, dataset, first image, count)], ``shape``, ``dtype`` str,
             ``vds_files`` [(image indices, file)]); None when ``error`` is set.
     """
@@ -74,7 +74,7 @@ class _Scan:
         try:
             df = h5py.File(target, "r")
         except OSError as e:
-            return f"cannot open data file {target}: {one_line(e)}"
+            return open_problem("data file", target, e)
         self.opened.append(df)
         return df
 

@@ -4,22 +4,23 @@ Opening a file runs, in order: the NXmx checks (``/entry/definition``), the data
 (:func:`jfx.io.nxmx.layout.discover_layout`), the detector group, pixel mask and special
 values (:mod:`jfx.io.nxmx.metadata`), the geometry
 (:func:`jfx.io.nxmx.geometry.parse_geometry`), and the sample's cell and space group. Stored
-spots are read on first use. Frames are read through a :class:`jfx.io.h5util.FrameReader`,
+spots are read on first use. Frames are read through a :class:`jfx.io.frame_reader.FrameReader`,
 chunked by :func:`jfx.io.nxmx.frames.iter_chunks`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4/zstd HDF5 filters)
 import numpy as np
 
 from jfx.io.errors import InputError
-from jfx.io.h5util import FrameReader, FrameReadError, one_line, read_str
+from jfx.io.frame_reader import FrameReader, FrameReadError, one_line
+from jfx.io.h5util import open_problem, read_str
 from jfx.io.nxmx import frames, metadata
 from jfx.io.nxmx.geometry import parse_geometry
 from jfx.io.nxmx.layout import discover_layout
@@ -47,6 +48,9 @@ class MasterFile:
             chain_distance_mm: mm implied by that chain, or None.
         codec: "bslz4" | "bszstd" | "none" | other filter names.
         warnings: non-fatal findings (e.g. chain and fields disagree), for ``-v`` output.
+        unreadable: image → one-line message of every image found unreadable so far by
+            ``iter_chunks(..., skip_unreadable=True)`` (a corrupt compressed chunk, a chunk
+            HDF5 cannot decode, a reader process that died reading it).
     """
 
     def __init__(self, path: str | os.PathLike, *, check_data: bool = True):
@@ -54,6 +58,7 @@ class MasterFile:
         # the working directory
         self.path = Path(os.path.abspath(os.fspath(path)))
         self.warnings: list[str] = []
+        self.unreadable: dict[int, str] = {}
         self._data_error: str | None = None
         self._source: FrameReader | None = None
         self._spots_loaded = False
@@ -72,7 +77,7 @@ class MasterFile:
         try:
             self._f = h5py.File(p, "r")
         except OSError as e:
-            raise InputError(f"cannot open HDF5 file {p}: {one_line(e)}") from None
+            raise InputError(open_problem("HDF5 file", p, e)) from None
         try:
             self._parse(check_data)
         except InputError:
@@ -174,7 +179,7 @@ class MasterFile:
         return self.pixel_mask | (frames == np.asarray(self.error_value).astype(frames.dtype))
 
     def iter_chunks(self, indices: Iterable[int] | None = None, chunk_size: int = 4,
-                    workers: int = 1, prefetch: int = 2
+                    workers: int = 1, prefetch: int = 2, skip_unreadable: bool = False
                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Iterate over images in chunks, reading ahead in the background.
 
@@ -186,11 +191,16 @@ class MasterFile:
                 ``workers``-th chunk into shared memory; chunks are delivered in order).
             prefetch: at most this many chunks are read ahead (memory bound ≈
                 (prefetch + workers) · chunk_size frames).
+            skip_unreadable: an unreadable image (corrupt compressed chunk, decoding error,
+                reader process died) is delivered with every pixel set to ``error_value``
+                and recorded in :attr:`unreadable` (before its chunk is yielded) instead of
+                raising.
         Yields:
             (indices (k,) int64, frames (k, ny, nx) native dtype), each frames array owned by
             the caller.
         Raises:
-            InputError naming the image and the file when a chunk cannot be read.
+            InputError naming the image and the file when a chunk cannot be read (without
+            ``skip_unreadable``) or a data file cannot be opened.
         """
         src = self._require_data()
         idx = self._check_indices(range(self.n_images) if indices is None else list(indices))
@@ -198,7 +208,8 @@ class MasterFile:
             raise ValueError("chunk_size must be >= 1")
         chunks = [idx[i:i + chunk_size] for i in range(0, len(idx), chunk_size)]
         return frames.iter_chunks(src, chunks, image_shape=self.image_shape, dtype=self.dtype,
-                                  workers=workers, prefetch=prefetch, path=self.path)
+                                  workers=workers, prefetch=prefetch, path=self.path,
+                                  unreadable=self.unreadable if skip_unreadable else None)
 
     def close(self) -> None:
         """Close the master and data files (idempotent)."""
@@ -213,7 +224,7 @@ class MasterFile:
                 pass
             self._f = None
 
-    def __enter__(self) -> "MasterFile":
+    def __enter__(self) -> MasterFile:
         return self
 
     def __exit__(self, *exc) -> None:
