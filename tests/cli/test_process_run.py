@@ -239,53 +239,6 @@ def test_interrupt_processing_error_and_unexpected(tmp_path, shared_master, caps
     assert "Traceback" in capsys.readouterr().err  # full traceback only with -v
 
 
-def test_unusable_output_location_is_found_before_work(tmp_path, shared_master, capsys,
-                                                        monkeypatch):
-    """Issue 14: ``-o afile/run`` (a regular file where the directory should be) is one line,
-    exit 2, before any image is read — jfjoch_process and jfjoch_scale."""
-    import jfx.io.nxmx as nxmx
-    from jfx.cli import scale_main
-
-    blocker = tmp_path / "afile"
-    blocker.write_text("keep me")
-
-    def no_reading(*a, **k):
-        raise AssertionError("the master was opened")
-    monkeypatch.setattr(nxmx, "open_master", no_reading)
-    for main, first in ((process_main, str(shared_master[0])),
-                        (scale_main, str(tmp_path / "in_process.h5"))):
-        rc = main([first, "-o", str(blocker / "run")])
-        err = capsys.readouterr().err
-        assert rc == 2 and "it is a file, not a directory" in err and "Traceback" not in err
-        assert len(err.strip().splitlines()) == 1
-    assert blocker.read_text() == "keep me"
-
-
-def test_sigterm_is_handled_like_ctrl_c(tmp_path, shared_master, capsys, monkeypatch):
-    """Issue 14: SIGTERM (what schedulers send) mid-run: one line, exit 143, no temp file,
-    the previous run's output untouched."""
-    import os
-    import signal
-
-    import jfx.spotfind.find as find
-
-    old = tmp_path / "o_process.h5"
-    old.write_bytes(b"previous run")
-
-    def term(*a, **k):
-        os.kill(os.getpid(), signal.SIGTERM)  # a real signal, delivered to the handler
-        raise AssertionError("SIGTERM was not handled")
-    monkeypatch.setattr(find.ThresholdSpotFinder, "__call__", term)
-    before = signal.getsignal(signal.SIGTERM)
-    rc = process_main([str(shared_master[0]), "-o", str(tmp_path / "o"), "-X", "None",
-                       "-e", "2"])
-    err = capsys.readouterr().err
-    assert rc == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o_process.h5"]
-    assert old.read_bytes() == b"previous run"
-    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is restored
-
-
 def test_console_script_subprocess(tmp_path, shared_master):
     exe = shutil.which("jfjoch_process")
     if exe is None:
