@@ -31,3 +31,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(missing_data("shared real data", SHARED_DATA))
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_kernels():
+    """After each test module: drop JAX's in-memory compiled kernels (each module compiles its
+    own shapes; keeping all of them grew the suite's memory to ~7 GB)."""
+    yield
+    import sys
+
+    if "jax" in sys.modules:
+        import gc
+
+        sys.modules["jax"].clear_caches()
+        gc.collect()
