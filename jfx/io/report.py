@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import html
+import itertools
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,6 +99,55 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
+def _canvas(title: str, x0: float, x1: float, y0: float, y1: float):
+    """The frame of one plot: SVG header, title, plot box and y ticks; returns the lines so far
+    and the data → pixel maps ``px``, ``py`` and the plot width/height."""
+    pw, ph = _W - _ML - _MR, _H - _MT - _MB
+
+    def px(v):
+        return _ML + (v - x0) / (x1 - x0) * pw
+
+    def py(v):
+        return _MT + ph - (v - y0) / (y1 - y0) * ph
+
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" '
+            f'viewBox="0 0 {_W} {_H}" role="img" aria-label="{html.escape(title)}">'),
+           f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="white"/>',
+           (f'<text x="{_W / 2:.1f}" y="18" text-anchor="middle" font-size="14" '
+            f'font-family="sans-serif">{html.escape(title)}</text>'),
+           f'<rect x="{_ML}" y="{_MT}" width="{pw}" height="{ph}" fill="none" stroke="black"/>']
+    for t in _nice_ticks(y0, y1):
+        yy = py(t)
+        out.append(f'<line x1="{_ML - 4}" y1="{yy:.1f}" x2="{_ML + pw}" y2="{yy:.1f}" '
+                   f'stroke="#ddd"/>')
+        out.append(f'<text x="{_ML - 6}" y="{yy + 4:.1f}" text-anchor="end" font-size="11" '
+                   f'font-family="sans-serif">{t:g}</text>')
+    return out, px, py, pw, ph
+
+
+def _x_tick(xx: float, ph: float, label: str) -> list[str]:
+    return [(f'<line x1="{xx:.1f}" y1="{_MT + ph}" x2="{xx:.1f}" y2="{_MT + ph + 4}" '
+             f'stroke="black"/>'),
+            (f'<text x="{xx:.1f}" y="{_MT + ph + 16}" text-anchor="middle" '
+             f'font-size="11" font-family="sans-serif">{label}</text>')]
+
+
+def _axis_labels(x_label: str, y_label: str, pw: float, ph: float) -> list[str]:
+    return [(f'<text x="{_ML + pw / 2:.1f}" y="{_H - 10}" text-anchor="middle" font-size="12" '
+             f'font-family="sans-serif">{html.escape(x_label)}</text>'),
+            (f'<text x="14" y="{_MT + ph / 2:.1f}" text-anchor="middle" font-size="12" '
+             f'font-family="sans-serif" transform="rotate(-90 14 {_MT + ph / 2:.1f})">'
+             f'{html.escape(y_label)}</text>')]
+
+
+def _legend(k: int, label: str, col: str, pw: float, width: int = 90) -> list[str]:
+    ly = _MT + 14 + 16 * k
+    return [(f'<line x1="{_ML + pw - width}" y1="{ly - 4}" x2="{_ML + pw - width + 20}" '
+             f'y2="{ly - 4}" stroke="{col}" stroke-width="2"/>'),
+            (f'<text x="{_ML + pw - width + 24}" y="{ly}" font-size="11" '
+             f'font-family="sans-serif">{html.escape(label)}</text>')]
+
+
 def svg_plot(x_inv_d2: np.ndarray, series: list[tuple[str, np.ndarray]], title: str,
              y_label: str, y_range: tuple[float | None, float | None] = (None, None)) -> str:
     """One SVG line plot of ``series`` (label, y values) against 1/d² with d tick labels.
@@ -117,27 +168,7 @@ def svg_plot(x_inv_d2: np.ndarray, series: list[tuple[str, np.ndarray]], title: 
     if y1 <= y0:
         y1 = y0 + 1.0
     x0, x1 = 0.0, float(np.nanmax(x)) * 1.05 if x.size and np.isfinite(x).any() else 1.0
-    pw, ph = _W - _ML - _MR, _H - _MT - _MB
-
-    def px(v):
-        return _ML + (v - x0) / (x1 - x0) * pw
-
-    def py(v):
-        return _MT + ph - (v - y0) / (y1 - y0) * ph
-
-    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" '
-            f'viewBox="0 0 {_W} {_H}" role="img" aria-label="{html.escape(title)}">'),
-           f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="white"/>',
-           (f'<text x="{_W / 2:.1f}" y="18" text-anchor="middle" font-size="14" '
-            f'font-family="sans-serif">{html.escape(title)}</text>'),
-           f'<rect x="{_ML}" y="{_MT}" width="{pw}" height="{ph}" fill="none" stroke="black"/>']
-    # y ticks
-    for t in _nice_ticks(y0, y1):
-        yy = py(t)
-        out.append(f'<line x1="{_ML - 4}" y1="{yy:.1f}" x2="{_ML + pw}" y2="{yy:.1f}" '
-                   f'stroke="#ddd"/>')
-        out.append(f'<text x="{_ML - 6}" y="{yy + 4:.1f}" text-anchor="end" font-size="11" '
-                   f'font-family="sans-serif">{t:g}</text>')
+    out, px, py, pw, ph = _canvas(title, x0, x1, y0, y1)
     # x ticks at round d values
     d_candidates = [50, 20, 10, 8, 6, 5, 4, 3.5, 3, 2.5, 2.2, 2, 1.8, 1.6, 1.5, 1.4, 1.3, 1.2,
                     1.1, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
@@ -150,15 +181,8 @@ def svg_plot(x_inv_d2: np.ndarray, series: list[tuple[str, np.ndarray]], title: 
         if xx - last < 34:
             continue
         last = xx
-        out.append(f'<line x1="{xx:.1f}" y1="{_MT + ph}" x2="{xx:.1f}" y2="{_MT + ph + 4}" '
-                   f'stroke="black"/>')
-        out.append(f'<text x="{xx:.1f}" y="{_MT + ph + 16}" text-anchor="middle" '
-                   f'font-size="11" font-family="sans-serif">{d:g}</text>')
-    out.append(f'<text x="{_ML + pw / 2:.1f}" y="{_H - 10}" text-anchor="middle" font-size="12" '
-               f'font-family="sans-serif">resolution d (Å), axis linear in 1/d²</text>')
-    out.append(f'<text x="14" y="{_MT + ph / 2:.1f}" text-anchor="middle" font-size="12" '
-               f'font-family="sans-serif" transform="rotate(-90 14 {_MT + ph / 2:.1f})">'
-               f'{html.escape(y_label)}</text>')
+        out += _x_tick(xx, ph, f"{d:g}")
+    out += _axis_labels("resolution d (Å), axis linear in 1/d²", y_label, pw, ph)
     for k, ((label, _), y) in enumerate(zip(series, ys)):
         col = _COLOURS[k % len(_COLOURS)]
         seg: list[str] = []
@@ -175,11 +199,7 @@ def svg_plot(x_inv_d2: np.ndarray, series: list[tuple[str, np.ndarray]], title: 
         for s in segments:
             out.append(f'<polyline fill="none" stroke="{col}" stroke-width="2" '
                        f'points="{" ".join(s)}"/>')
-        ly = _MT + 14 + 16 * k
-        out.append(f'<line x1="{_ML + pw - 90}" y1="{ly - 4}" x2="{_ML + pw - 70}" '
-                   f'y2="{ly - 4}" stroke="{col}" stroke-width="2"/>')
-        out.append(f'<text x="{_ML + pw - 66}" y="{ly}" font-size="11" '
-                   f'font-family="sans-serif">{html.escape(label)}</text>')
+        out += _legend(k, label, col, pw)
     out.append("</svg>")
     return "\n".join(out)
 
@@ -268,9 +288,9 @@ def _blocked(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if n <= MAX_IMAGE_POINTS:
         return x, y
     edges = np.linspace(0, n, MAX_IMAGE_POINTS + 1).astype(int)
-    xb = np.array([np.median(x[a:b]) for a, b in zip(edges[:-1], edges[1:])])
+    xb = np.array([np.median(x[a:b]) for a, b in itertools.pairwise(edges)])
     yb = np.array([np.nanmedian(y[a:b]) if np.isfinite(y[a:b]).any() else np.nan
-                   for a, b in zip(edges[:-1], edges[1:])])
+                   for a, b in itertools.pairwise(edges)])
     return xb, yb
 
 
@@ -301,37 +321,10 @@ def svg_xy_plot(x: np.ndarray, series: list[tuple[str, np.ndarray]], title: str,
     x0, x1 = (float(xf.min()), float(xf.max())) if xf.size else (0.0, 1.0)
     if x1 <= x0:
         x0, x1 = x0 - 0.5, x0 + 0.5
-    pw, ph = _W - _ML - _MR, _H - _MT - _MB
-
-    def px(v):
-        return _ML + (v - x0) / (x1 - x0) * pw
-
-    def py(v):
-        return _MT + ph - (v - y0) / (y1 - y0) * ph
-
-    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" '
-            f'viewBox="0 0 {_W} {_H}" role="img" aria-label="{html.escape(title)}">'),
-           f'<rect x="0" y="0" width="{_W}" height="{_H}" fill="white"/>',
-           (f'<text x="{_W / 2:.1f}" y="18" text-anchor="middle" font-size="14" '
-            f'font-family="sans-serif">{html.escape(title)}</text>'),
-           f'<rect x="{_ML}" y="{_MT}" width="{pw}" height="{ph}" fill="none" stroke="black"/>']
-    for t in _nice_ticks(y0, y1):
-        yy = py(t)
-        out.append(f'<line x1="{_ML - 4}" y1="{yy:.1f}" x2="{_ML + pw}" y2="{yy:.1f}" '
-                   f'stroke="#ddd"/>')
-        out.append(f'<text x="{_ML - 6}" y="{yy + 4:.1f}" text-anchor="end" font-size="11" '
-                   f'font-family="sans-serif">{t:g}</text>')
+    out, px, py, pw, ph = _canvas(title, x0, x1, y0, y1)
     for t in _nice_ticks(x0, x1):
-        xx = px(t)
-        out.append(f'<line x1="{xx:.1f}" y1="{_MT + ph}" x2="{xx:.1f}" y2="{_MT + ph + 4}" '
-                   f'stroke="black"/>')
-        out.append(f'<text x="{xx:.1f}" y="{_MT + ph + 16}" text-anchor="middle" '
-                   f'font-size="11" font-family="sans-serif">{t:g}</text>')
-    out.append(f'<text x="{_ML + pw / 2:.1f}" y="{_H - 10}" text-anchor="middle" font-size="12" '
-               f'font-family="sans-serif">{html.escape(x_label)}</text>')
-    out.append(f'<text x="14" y="{_MT + ph / 2:.1f}" text-anchor="middle" font-size="12" '
-               f'font-family="sans-serif" transform="rotate(-90 14 {_MT + ph / 2:.1f})">'
-               f'{html.escape(y_label)}</text>')
+        out += _x_tick(px(t), ph, f"{t:g}")
+    out += _axis_labels(x_label, y_label, pw, ph)
     dots = len(x) <= 300
     for k, ((label, _), y) in enumerate(zip(series, ys)):
         col = _COLOURS[k % len(_COLOURS)]
@@ -348,11 +341,7 @@ def svg_xy_plot(x: np.ndarray, series: list[tuple[str, np.ndarray]], title: str,
             out.extend(f'<path class="rejected" d="M{px(a) - 4:.1f},{py(b) - 4:.1f} l8,8 '
                        f'm0,-8 l-8,8" stroke="#d62728" stroke-width="2"/>'
                        for a, b in zip(x[m], y[m]))
-        ly = _MT + 14 + 16 * k
-        out.append(f'<line x1="{_ML + pw - 110}" y1="{ly - 4}" x2="{_ML + pw - 90}" '
-                   f'y2="{ly - 4}" stroke="{col}" stroke-width="2"/>')
-        out.append(f'<text x="{_ML + pw - 86}" y="{ly}" font-size="11" '
-                   f'font-family="sans-serif">{html.escape(label)}</text>')
+        out += _legend(k, label, col, pw, width=110)
     out.append("</svg>")
     return "\n".join(out)
 
