@@ -25,11 +25,14 @@ Two physical cases, both pure and differentiable:
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
-
-FWHM_TO_SIGMA = 1.0 / (2.0 * jnp.sqrt(2.0 * jnp.log(2.0)))
+# a Python float, not a JAX array: this module may first be imported inside a jitted function
+# (the stage packages load lazily), where a module-level JAX value would leak as a tracer
+FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
 STILL_PROFILES = ("gaussian", "lorentzian")
 """Rocking-curve (Ewald-offset) shapes of :func:`still_partiality`."""
