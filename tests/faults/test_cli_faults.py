@@ -352,3 +352,14 @@ def test_batch_job_log_has_every_stage_summary_in_order(sim_rotation, tmp_path):
              len(lines) - 1]
     assert order == sorted(order), text
     assert lines[-1].startswith("jfjoch_process: wrote ") and "_process.h5 (4 images)" in lines[-1]
+    # jfjoch_scale in a fresh process on that output (it once failed there only: a module
+    # first imported inside a jitted function leaked a tracer)
+    scale_exe = str(Path(sys.executable).with_name("jfjoch_scale"))
+    r = subprocess.run(([scale_exe] if Path(scale_exe).exists() else
+                        [sys.executable, "-c", "import sys; from jfx.cli import scale_main; "
+                         "sys.exit(scale_main())"])
+                       + [str(tmp_path / "o_process.h5"), "-o", str(tmp_path / "s")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                       env=_subprocess_env(JFX_CACHE_DIR=str(tmp_path / "cache")))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert (tmp_path / "s.mtz").exists()
