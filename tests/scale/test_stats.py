@@ -191,7 +191,7 @@ def test_anomalous_statistics_by_hand():
     main, anom = text.split("Anomalous statistics")
     assert "CC1/2%" in main and "CCano" not in main and "CCano%" in anom
     anom_lines = text[text.index("Anomalous statistics"):].splitlines()
-    last = [ln for ln in anom_lines if ln.strip().startswith("overall")][0].split()
+    last = next(ln for ln in anom_lines if ln.strip().startswith("overall")).split()
     assert last[1:] == ["3", f"{100 * 3 / n_acen:.1f}", f"{13 / 8:.2f}", "-",
                         f"{100 * 20 / 232:.1f}", f"{np.mean(ratios):.3f}"]
     rec = st.as_records()
