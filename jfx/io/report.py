@@ -99,8 +99,7 @@ def _anomalous_table(stats: MergingStatistics) -> list[str]:
     anomalous completeness and multiplicity, CC_anom, R_anom and ⟨|ΔI|/σ(ΔI)⟩."""
     head = ["     d range (A)", " N_pairs", " AnoCmp%", " AnoMult", " CCano%", " Ranom%",
             " <|dI|/s(dI)>"]
-    title = ("Anomalous statistics (Bijvoet pairs: acentric reflections with I(+) and I(-);"
-             " noise alone gives <|dI|/s(dI)> = 0.80)")
+    title = "Anomalous statistics (acentric Bijvoet pairs; noise alone: <|dI|/s(dI)> = 0.80)"
     lines = ["", title, " ".join(head)]
     for r in range(stats.n_shells + 1):
         if r == stats.n_shells:
