@@ -4,8 +4,14 @@ File contract: /work/shared/reference/FORMATS.md "Merged reflections".
 
 * MTZ (``<prefix>.mtz``): columns ``H K L`` (type H), ``IMEAN`` (J), ``SIGIMEAN`` (Q),
   ``N_obs`` (type I, the MTZ integer column type); with anomalous data also ``I(+)``
-  ``SIGI(+)`` ``I(-)`` ``SIGI(-)`` (K/M).  Cell and space group set, rows in the CCP4 ASU
-  sorted by h, k, l; missing values are NaN (the MTZ missing-number flag).
+  ``SIGI(+)`` ``I(-)`` ``SIGI(-)`` (K/M) and ``N(+)`` ``N(-)`` (I: observations merged into
+  I(+), I(−)), the labels and types AIMLESS and ``dials.merge`` write.  An acentric
+  reflection with one Friedel half unmeasured has NaN (missing) there and N = 0.  Centric
+  reflections (Friedel mates are one measurement) carry I(+) = I(−) = IMEAN and
+  N(+) = N(−) = N_obs, so I(+) − I(−) = 0 there; readers take centrics from the (+)
+  columns (e.g. ``reciprocalspaceship``'s ``stack_anomalous``) or skip them by symmetry.  Cell
+  and space group set, rows in the CCP4 ASU sorted by h, k, l; missing values are NaN (the
+  MTZ missing-number flag).  No DANO/F columns (they need French–Wilson amplitudes).
 * mmCIF (``<prefix>.cif``): ``_cell``, ``_symmetry`` (``space_group_name_H-M``,
   ``Int_Tables_number``) and a ``_refln`` loop ``index_h/k/l``, ``intensity_meas``,
   ``intensity_sigma`` (+ ``pdbx_I_plus``, ``pdbx_I_plus_sigma``, ``pdbx_I_minus``,
@@ -83,7 +89,8 @@ def write_mtz(path: str | os.PathLike, merged: MergedReflections,
             ("N_obs", "I", merged.n_obs)]
     if merged.anomalous:
         cols += [("I(+)", "K", merged.I_plus), ("SIGI(+)", "M", merged.sig_plus),
-                 ("I(-)", "K", merged.I_minus), ("SIGI(-)", "M", merged.sig_minus)]
+                 ("I(-)", "K", merged.I_minus), ("SIGI(-)", "M", merged.sig_minus),
+                 ("N(+)", "I", merged.n_plus), ("N(-)", "I", merged.n_minus)]
     for label, typ, _ in cols:
         mtz.add_column(label, typ)
     data = np.empty((len(merged), 3 + len(cols)), dtype=np.float32)

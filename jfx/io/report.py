@@ -4,7 +4,8 @@
 :func:`format_table` is the console table (``jfjoch_scale``, ``-M``).
 :func:`write_report_html` writes one HTML file: a header (dataset, program, date, space group,
 cell, partiality model, images), three plots against resolution — CC1/2 (with CC_anom / CC_ref
-when present), ⟨I/σ⟩ and completeness — the per-image plots a DIALS user looks at first (scale,
+when present), ⟨I/σ⟩ and completeness (with the anomalous completeness under ``-A``) — and under
+``-A`` a fourth, ⟨|ΔI|/σ(ΔI)⟩ against the noise level √(2/π); the per-image plots a DIALS user looks at first (scale,
 B factor with ``-B``, CC of each image to the merged data, rejected images marked) and the
 statistics table.  The resolution axis is 1/d² (Å⁻²), so equal-volume shells are spread
 evenly, labelled in d (Å).  The plots are hand-written SVG (matplotlib is not a dependency).
@@ -26,11 +27,13 @@ from typing import Any
 import numpy as np
 
 from jfx.io.output_set import write_one
-from jfx.models.merged import WILSON_D_MAX_A, MergingStatistics
+from jfx.models.merged import INT_COLUMNS, WILSON_D_MAX_A, MergingStatistics
 
 _W, _H = 480, 300
 _ML, _MR, _MT, _MB = 62, 16, 30, 48  # margins: left, right, top, bottom
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+NOISE_DANO_OVER_SIGMA = math.sqrt(2.0 / math.pi)
+"""⟨|ΔI|/σ(ΔI)⟩ of pure noise (ΔI ~ N(0, σ²)): the reference line of the anomalous plot."""
 
 
 def _fmt(v: float, spec: str, width: int) -> str:
@@ -40,14 +43,16 @@ def _fmt(v: float, spec: str, width: int) -> str:
 
 
 def format_table(stats: MergingStatistics) -> str:
-    """Console table of ``stats``: one line per shell, an overall line and the Wilson B.
+    """Console table of ``stats``: one line per shell, an overall line and the Wilson B; in
+    anomalous mode a second table "Anomalous statistics" (as AIMLESS prints one) with the
+    Bijvoet pairs, anomalous completeness and multiplicity, CC_anom, R_anom and
+    ⟨|ΔI|/σ(ΔI)⟩ per shell.
 
-    Percentages: completeness, R_meas, CC1/2, CC*, CC_anom, CC_ref are printed in %.
+    Percentages: completeness, R_meas, CC1/2, CC*, CC_ref, anomalous completeness, CC_anom
+    and R_anom are printed in %.
     """
     head = ["     d range (A)", "  N_obs", " N_uniq", "  mult", " compl%", "   I/sig",
             " Rmeas%", " CC1/2%", "  CC*%"]
-    if stats.anomalous:
-        head.append(" CCano%")
     if stats.has_reference:
         head.append(" CCref%")
     lines = [" ".join(head)]
@@ -65,11 +70,11 @@ def format_table(stats: MergingStatistics) -> str:
                _fmt(100 * stats.r_meas[r], ".1f", 7),
                _fmt(100 * stats.cc_half[r], ".1f", 7),
                _fmt(100 * stats.cc_star[r], ".1f", 6)]
-        if stats.anomalous:
-            row.append(_fmt(100 * stats.cc_anom[r], ".1f", 7))
         if stats.has_reference:
             row.append(_fmt(100 * stats.cc_ref[r], ".1f", 7))
         lines.append(" ".join(row))
+    if stats.anomalous:
+        lines += _anomalous_table(stats)
     wb = stats.wilson_b_A2
     lines.append("Wilson B: " + (f"{wb:.2f} A^2" if np.isfinite(wb) else "not determined")
                  + f" (ln<I> vs 1/d^2 over d < {WILSON_D_MAX_A} A)")
@@ -81,6 +86,32 @@ def format_table(stats: MergingStatistics) -> str:
                  + " (tanh fit of CC1/2 vs 1/d^2 at CC1/2 = 0.3, as dials.estimate_resolution;"
                  " advisory, --scaling-high-resolution sets the cut)")
     return "\n".join(lines)
+
+
+def _shell_label(stats: MergingStatistics, r: int) -> str:
+    if r == stats.n_shells:
+        return "overall".rjust(16)
+    return f"{stats.d_max[r]:7.2f} -{stats.d_min[r]:6.2f}".rjust(16)
+
+
+def _anomalous_table(stats: MergingStatistics) -> list[str]:
+    """The "Anomalous statistics" lines under the main table (``-A``): Bijvoet pairs,
+    anomalous completeness and multiplicity, CC_anom, R_anom and ⟨|ΔI|/σ(ΔI)⟩."""
+    head = ["     d range (A)", " N_pairs", " AnoCmp%", " AnoMult", " CCano%", " Ranom%",
+            " <|dI|/s(dI)>"]
+    title = "Anomalous statistics (acentric Bijvoet pairs; noise alone: <|dI|/s(dI)> = 0.80)"
+    lines = ["", title, " ".join(head)]
+    for r in range(stats.n_shells + 1):
+        if r == stats.n_shells:
+            lines.append("-" * len(lines[2]))
+        lines.append(" ".join([
+            _shell_label(stats, r), f"{int(stats.n_anom_pairs[r]):8d}",
+            _fmt(100 * stats.anom_completeness[r], ".1f", 8),
+            _fmt(stats.anom_multiplicity[r], ".2f", 8),
+            _fmt(100 * stats.cc_anom[r], ".1f", 7),
+            _fmt(100 * stats.r_anom[r], ".1f", 7),
+            _fmt(stats.dano_over_sigma[r], ".3f", 13)]))
+    return lines
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -376,14 +407,15 @@ def image_plots(images: Mapping[str, np.ndarray]) -> list[str]:
 
 def _table_html(stats: MergingStatistics) -> str:
     cols = stats.columns()
-    pct = {"completeness", "cc_half", "cc_star", "r_meas", "r_pim", "cc_anom", "cc_ref"}
+    pct = {"completeness", "cc_half", "cc_star", "r_meas", "r_pim", "cc_anom", "cc_ref",
+           "anom_completeness", "r_anom"}
     head = "".join(f"<th>{html.escape(c)}{' (%)' if c in pct else ''}</th>" for c in cols)
     rows = []
     for r in range(stats.n_shells + 1):
         cells = []
         for c in cols:
             v = float(getattr(stats, c)[r])
-            if c in ("n_obs", "n_unique"):
+            if c in INT_COLUMNS:
                 s = f"{int(v)}"
             elif not math.isfinite(v):
                 s = "–"
@@ -409,11 +441,18 @@ def report_html(stats: MergingStatistics, title: str = "jfx merging statistics",
         cc.append(("CC_anom", 100 * stats.cc_anom[:ns]))
     if stats.has_reference:
         cc.append(("CC_ref", 100 * stats.cc_ref[:ns]))
+    compl = [("completeness", 100 * stats.completeness[:ns])]
+    if stats.anomalous:
+        compl.append(("anomalous (pairs)", 100 * stats.anom_completeness[:ns]))
     plots = [svg_plot(x, cc, "Correlation coefficients", "CC (%)", (0.0, 100.0)),
              svg_plot(x, [("<I/σ>", stats.mean_i_over_sigma[:ns])], "Mean I/σ(I)", "<I/σ>",
                       (0.0, None)),
-             svg_plot(x, [("completeness", 100 * stats.completeness[:ns])], "Completeness",
-                      "completeness (%)", (0.0, 100.0))]
+             svg_plot(x, compl, "Completeness", "completeness (%)", (0.0, 100.0))]
+    if stats.anomalous:
+        plots.append(svg_plot(
+            x, [("<|ΔI|/σ(ΔI)>", stats.dano_over_sigma[:ns]),
+                ("noise: √(2/π)", np.full(ns, NOISE_DANO_OVER_SIGMA))],
+            "Anomalous signal", "<|ΔI|/σ(ΔI)>", (0.0, None)))
     wb = stats.wilson_b_A2
     wtxt = f"{wb:.2f} Å²" if math.isfinite(wb) else "not determined"
     css = ("body{font-family:sans-serif;margin:1.5em;} table{border-collapse:collapse;"

@@ -12,10 +12,19 @@ import dataclasses
 
 import numpy as np
 
+ANOM_COLUMNS = ("n_anom_pairs", "anom_completeness", "anom_multiplicity", "dano_over_sigma",
+                "r_anom")
+"""Anomalous columns beyond ``cc_anom`` (``-A`` only; definitions in
+:mod:`jfx.scale.stats`).  They come last in the table, so the columns of files written before
+them keep their positions."""
+
 STAT_COLUMNS = ("d_max", "d_min", "n_obs", "n_unique", "multiplicity", "completeness",
                 "mean_i_over_sigma", "cc_half", "cc_star", "r_meas", "r_pim", "cc_anom",
-                "cc_ref")
+                "cc_ref") + ANOM_COLUMNS
 """Column names of the ``/entry/scaling/statistics`` table (FORMATS.md)."""
+
+INT_COLUMNS = ("n_obs", "n_unique", "n_anom_pairs")
+"""Columns holding int64 counts (float64 otherwise)."""
 
 WILSON_D_MAX_A = 4.5
 """The overall Wilson B (:attr:`MergingStatistics.wilson_b_A2`) is fitted to reflections with
@@ -71,6 +80,10 @@ class MergingStatistics:
         n_obs, n_unique: int64 counts (see module docstring).
         multiplicity, completeness (fraction), mean_i_over_sigma, cc_half, cc_star, r_meas,
         r_pim, cc_anom (NaN unless anomalous), cc_ref (NaN without reference): float64.
+        n_anom_pairs (int64, 0 unless anomalous), anom_completeness (fraction),
+        anom_multiplicity, dano_over_sigma (mean |ΔI|/σ(ΔI), intensities), r_anom
+        (float64, NaN unless anomalous): the anomalous statistics of
+        :mod:`jfx.scale.stats`.
         wilson_b_A2: overall Wilson B (Å²), NaN when it could not be fitted.
         suggested_d_min_A: advisory high-resolution limit (Å) where the tanh fit of CC½
             against 1/d² crosses 0.3 (:func:`jfx.scale.stats.fit_cc_half_resolution`), NaN
@@ -93,6 +106,11 @@ class MergingStatistics:
     r_pim: np.ndarray
     cc_anom: np.ndarray
     cc_ref: np.ndarray
+    n_anom_pairs: np.ndarray
+    anom_completeness: np.ndarray
+    anom_multiplicity: np.ndarray
+    dano_over_sigma: np.ndarray
+    r_anom: np.ndarray
     wilson_b_A2: float
     anomalous: bool
     has_reference: bool
@@ -109,13 +127,15 @@ class MergingStatistics:
         return getattr(self, name)[-1].item()
 
     def columns(self) -> tuple[str, ...]:
-        """Column names that apply: ``cc_anom`` only when anomalous, ``cc_ref`` only with a
-        reference."""
-        cols = [c for c in STAT_COLUMNS if c not in ("cc_anom", "cc_ref")]
+        """Column names that apply: ``cc_anom`` and :data:`ANOM_COLUMNS` only when anomalous,
+        ``cc_ref`` only with a reference."""
+        cols = [c for c in STAT_COLUMNS if c not in ("cc_anom", "cc_ref") + ANOM_COLUMNS]
         if self.anomalous:
             cols.append("cc_anom")
         if self.has_reference:
             cols.append("cc_ref")
+        if self.anomalous:
+            cols += ANOM_COLUMNS
         return tuple(cols)
 
     def as_table(self) -> dict[str, np.ndarray]:
@@ -127,7 +147,7 @@ class MergingStatistics:
         """:meth:`as_table` as a numpy structured array (n_shells + 1 rows; int64 counts,
         float64 otherwise), e.g. for an HDF5 compound dataset."""
         tab = self.as_table()
-        dtype = [(c, np.int64 if c in ("n_obs", "n_unique") else np.float64) for c in tab]
+        dtype = [(c, np.int64 if c in INT_COLUMNS else np.float64) for c in tab]
         rec = np.zeros(self.n_shells + 1, dtype=dtype)
         for c, v in tab.items():
             rec[c] = v

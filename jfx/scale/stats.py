@@ -27,6 +27,26 @@ Definitions (``n`` = number of observations of a reflection, ``I_i`` its observa
   (2001)).
 * ``cc_anom`` (anomalous mode only) — Pearson correlation of the half-dataset anomalous
   differences ΔI = I(+) − I(−) over acentric reflections having both signs in both halves.
+* Anomalous statistics (anomalous mode only; NaN, and ``n_anom_pairs`` 0, otherwise).  I(±)
+  and σ(I±) are the inverse-variance weighted means of the used observations of each Friedel
+  half, as written to the merged file; a *Bijvoet pair* is an acentric reflection with both
+  I(+) and I(−) measured.  Centric reflections take no part (their Friedel mates are the same
+  measurement).
+
+  - ``n_anom_pairs`` — number of Bijvoet pairs.
+  - ``anom_completeness`` = n_anom_pairs / N_possible,acentric, the possible acentric ASU
+    reflections (gemmi, absences excluded) in the same d range: cctbx
+    ``anomalous_completeness`` as ``dials.scale``/``dials.merge`` report it, AIMLESS
+    "AnoCmp"; PDBx ``_reflns_shell.pdbx_percent_possible_anomalous`` as a fraction.
+  - ``anom_multiplicity`` — mean number of observations per measured Friedel half (I(+) or
+    I(−)) of acentric reflections, AIMLESS "AnoMlt".  (DIALS prints as "Anomalous
+    multiplicity" the anomalous-mode ``multiplicity`` column, which includes centrics.)
+  - ``dano_over_sigma`` — mean over Bijvoet pairs of |ΔI|/σ(ΔI), ΔI = I(+) − I(−),
+    σ(ΔI) = √(σ(I+)² + σ(I−)²): PDBx ``_reflns_shell.pdbx_absDiff_over_sigma_anomalous``.  On
+    intensities, not amplitudes (XDS's "SigAno" is on F); pure noise gives √(2/π) ≈ 0.80.
+    (``dials.merge``'s "dI/s(dI)" is the ratio of means ⟨|ΔI|⟩/⟨σ(ΔI)⟩, overall only.)
+  - ``r_anom`` = Σ|I(+) − I(−)| / Σ ½(I(+) + I(−)) over Bijvoet pairs (cctbx ``r_anom``;
+    NaN where the denominator is ≤ 0).
 * ``cc_ref`` (reference given) — Pearson correlation of the merged mean intensity (both
   Friedel mates merged) with the reference intensity over common ASU reflections.
 * Correlations need ≥ 3 pairs and non-zero variance, else NaN; ratios with an empty
@@ -50,7 +70,7 @@ from __future__ import annotations
 import gemmi
 import numpy as np
 
-from jfx.models.merged import STAT_COLUMNS, WILSON_D_MAX_A, MergingStatistics
+from jfx.models.merged import INT_COLUMNS, STAT_COLUMNS, WILSON_D_MAX_A, MergingStatistics
 from jfx.scale.merge import merge_intensities
 from jfx.symmetry import groups
 from jfx.symmetry.asu import AsuMap, _unique_rows, d_spacing, to_asu
@@ -185,22 +205,64 @@ def reference_on_asu(unique_hkl: np.ndarray, reference, space_group: int | str) 
 
 
 def _possible_counts(cell, sg: gemmi.SpaceGroup, edges: np.ndarray,
-                     anomalous: bool) -> np.ndarray:
-    """Number of possible (non-absent) reflections per shell + overall (last)."""
+                     anomalous: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Possible (non-absent) reflections per shell + overall (last): the units of the table
+    (acentric twice in anomalous mode) and the acentric ASU reflections."""
     d_min = float(edges[-1])
     uc = gemmi.UnitCell(*[float(x) for x in cell])
     hkl = np.asarray(gemmi.make_miller_array(uc, sg, d_min * (1 - 1e-6), 0.0, True))
     hkl = hkl[np.any(hkl != 0, axis=1)]
     d = d_spacing(hkl, cell)
     j = shell_index(d, edges)
-    weight = np.ones(hkl.shape[0])
-    if anomalous and hkl.shape[0]:
+    centric = np.zeros(hkl.shape[0], bool)
+    if hkl.shape[0]:
         centric = np.asarray(sg.operations().centric_flag_array(hkl.astype(np.int32)), bool)
-        weight = np.where(centric, 1.0, 2.0)
+    weight = np.where(centric, 1.0, 2.0) if anomalous else np.ones(hkl.shape[0])
     ns = len(edges) - 1
     inside = j >= 0
     per = np.bincount(j[inside], weights=weight[inside], minlength=ns)
-    return np.append(per, per.sum()).astype(np.int64)
+    acen = np.bincount(j[inside], weights=(~centric[inside]).astype(float), minlength=ns)
+    return (np.append(per, per.sum()).astype(np.int64),
+            np.append(acen, acen.sum()).astype(np.int64))
+
+
+def _anomalous_rows(mean: np.ndarray, sig: np.ndarray, nobs: np.ndarray, centric: np.ndarray,
+                    j_refl: np.ndarray, possible_acentric: np.ndarray,
+                    cols: dict[str, np.ndarray]) -> None:
+    """Fill the anomalous columns (module docstring) of ``cols`` in place.
+
+    Args:
+        mean, sig, nobs: (2m,) merged I, σ and observation count of each (reflection, sign)
+            unit (even: I(+), odd: I(−)).
+        centric: (m,) bool; j_refl: (m,) shell of each reflection (−1 outside).
+        possible_acentric: (n_shells + 1,) possible acentric reflections per row.
+    """
+    ns = len(possible_acentric) - 1
+    ip, im = mean[0::2], mean[1::2]
+    n_p, n_m = nobs[0::2], nobs[1::2]
+    acen = ~np.asarray(centric, bool)
+    pair = acen & (n_p > 0) & (n_m > 0)
+    dano = np.where(pair, ip - im, 0.0)
+    with np.errstate(invalid="ignore"):
+        sdano = np.sqrt(sig[0::2] ** 2 + sig[1::2] ** 2)
+        ratio = np.where(pair, np.abs(dano) / sdano, 0.0)
+    avg = np.where(pair, 0.5 * (ip + im), 0.0)
+    for row in range(ns + 1):
+        sel = (j_refl >= 0) if row == ns else (j_refl == row)
+        sp = sel & pair
+        n_pairs = int(sp.sum())
+        cols["n_anom_pairs"][row] = n_pairs
+        if possible_acentric[row] > 0:
+            cols["anom_completeness"][row] = n_pairs / possible_acentric[row]
+        halves = np.concatenate([n_p[sel & acen], n_m[sel & acen]])
+        halves = halves[halves > 0]
+        if halves.size:
+            cols["anom_multiplicity"][row] = halves.mean()
+        if n_pairs:
+            cols["dano_over_sigma"][row] = ratio[sp].mean()
+            den = avg[sp].sum()
+            if den > 0:
+                cols["r_anom"][row] = np.abs(dano[sp]).sum() / den
 
 
 def _wilson_b(d: np.ndarray, i_mean: np.ndarray, eps: np.ndarray, d_min: float,
@@ -389,9 +451,10 @@ def merging_statistics(asu: AsuMap, I: np.ndarray, sigma: np.ndarray,
         ref_ok = np.isfinite(ref) & (nmean > 0)
 
     n_obs_shell = np.bincount(j_refl[asu.refl[counted]], minlength=ns)
-    possible = _possible_counts(cell, sg, edges, anomalous)
+    possible, possible_acentric = _possible_counts(cell, sg, edges, anomalous)
 
-    cols = {c: np.full(ns + 1, np.nan) for c in STAT_COLUMNS}
+    cols = {c: (np.zeros(ns + 1, np.int64) if c in INT_COLUMNS else np.full(ns + 1, np.nan))
+            for c in STAT_COLUMNS}
     cols["d_max"] = np.append(edges[:-1], edges[0])
     cols["d_min"] = np.append(edges[1:], edges[-1])
     n_obs_col = np.append(n_obs_shell, n_obs_shell.sum()).astype(np.int64)
@@ -420,6 +483,8 @@ def merging_statistics(asu: AsuMap, I: np.ndarray, sigma: np.ndarray,
         if reference is not None:
             s = sel_r & ref_ok
             cols["cc_ref"][row] = pearson(imean[s], ref[s])
+    if anomalous:
+        _anomalous_rows(mean, sig, nobs, asu.centric, j_refl, possible_acentric, cols)
     cols["cc_star"] = cc_star(cols["cc_half"])
     cols["n_obs"] = n_obs_col
     cols["n_unique"] = n_uni_col

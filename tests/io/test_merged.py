@@ -26,6 +26,11 @@ SG = 96
 
 
 def _data(anomalous: bool, seed: int = 0):
+    amap, I, sig, image, mr, _ = _data_hkl(anomalous, seed)
+    return amap, I, sig, image, mr
+
+
+def _data_hkl(anomalous: bool, seed: int = 0):
     sg = gemmi.find_spacegroup_by_number(SG)
     base = np.asarray(gemmi.make_miller_array(gemmi.UnitCell(*CELL), sg, 4.0))
     rng = np.random.default_rng(seed)
@@ -40,7 +45,8 @@ def _data(anomalous: bool, seed: int = 0):
     sig = rng.uniform(1.0, 3.0, n)
     I = rng.exponential(50.0, len(base))[pick] + rng.normal(size=n) * sig
     amap = asu_map(hkl, SG, anomalous)
-    return amap, I, sig, rng.integers(0, 20, n), merge(amap, I, sig, CELL, SG, anomalous)
+    return (amap, I, sig, rng.integers(0, 20, n), merge(amap, I, sig, CELL, SG, anomalous),
+            hkl)
 
 
 def _no_temp_files(d):
@@ -56,7 +62,8 @@ def test_mtz_round_trip(tmp_path, anomalous):
     cols = {c.label: c.type for c in mtz.columns}
     expect = {"H": "H", "K": "H", "L": "H", "IMEAN": "J", "SIGIMEAN": "Q", "N_obs": "I"}
     if anomalous:
-        expect.update({"I(+)": "K", "SIGI(+)": "M", "I(-)": "K", "SIGI(-)": "M"})
+        expect.update({"I(+)": "K", "SIGI(+)": "M", "I(-)": "K", "SIGI(-)": "M",
+                       "N(+)": "I", "N(-)": "I"})
     assert cols == expect
     assert mtz.spacegroup.number == SG
     assert mtz.cell.parameters == pytest.approx(CELL)
@@ -83,6 +90,43 @@ def test_mtz_round_trip(tmp_path, anomalous):
         assert np.array_equal(np.isnan(im), np.isnan(mr.I_minus[idx]))
         ok = ~np.isnan(im)
         np.testing.assert_allclose(im[ok], mr.I_minus[idx][ok], rtol=1e-6)
+
+
+def test_mtz_friedel_counts_against_the_observations(tmp_path):
+    """N(+)/N(−) read back with gemmi equal the observations of each Friedel half counted
+    from the raw indices (gemmi's ASU mapping: odd ISYM = I(+)); centric rows have
+    I(+) = I(−) = IMEAN and N(+) = N(−) = N_obs; a missing mate is NaN with N = 0."""
+    _, _, _, _, mr, hkl = _data_hkl(True, 5)
+    sg = gemmi.find_spacegroup_by_number(SG)
+    ops, rasu = sg.operations(), gemmi.ReciprocalAsu(sg)
+    count: dict = {}
+    for h in hkl.tolist():
+        if ops.is_systematically_absent(h):
+            continue
+        a, isym = rasu.to_asu(h, ops)
+        a = tuple(a)
+        sign = "+" if ops.is_reflection_centric(list(a)) or isym % 2 == 1 else "-"
+        count[a, sign] = count.get((a, sign), 0) + 1
+    mtz = gemmi.read_mtz_file(str(write_mtz(tmp_path / "a.mtz", mr)))
+    hkl_out = np.asarray(mtz.make_miller_array()).tolist()
+
+    def col(name):
+        return np.asarray(mtz.column_with_label(name).array, float)
+
+    n_plus, n_minus, n_obs = col("N(+)"), col("N(-)"), col("N_obs")
+    centric = np.array([ops.is_reflection_centric(h) for h in hkl_out])
+    exp_p = np.array([count.get((tuple(h), "+"), 0) for h in hkl_out])
+    exp_m = np.array([count.get((tuple(h), "-"), 0) for h in hkl_out])
+    assert centric.any() and (~centric).any()
+    np.testing.assert_array_equal(n_plus, exp_p)
+    np.testing.assert_array_equal(n_minus[~centric], exp_m[~centric])
+    np.testing.assert_array_equal(n_minus[centric], n_obs[centric])
+    np.testing.assert_array_equal(n_plus[~centric] + n_minus[~centric], n_obs[~centric])
+    ip, im, imean = col("I(+)"), col("I(-)"), col("IMEAN")
+    np.testing.assert_array_equal(ip[centric], im[centric])
+    np.testing.assert_allclose(ip[centric], imean[centric], rtol=1e-6)
+    lone = ~centric & (exp_m == 0)
+    assert lone.any() and np.isnan(im[lone]).all() and (n_minus[lone] == 0).all()
 
 
 @pytest.mark.parametrize("anomalous", [False, True])
@@ -227,11 +271,13 @@ def test_html_report(tmp_path, anomalous):
     p = write_report_html(tmp_path / "report.html", st)
     text = p.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and _no_temp_files(tmp_path)
-    assert text.count("<svg") == 3
+    n_plots = 4 if anomalous else 3
+    assert text.count("<svg") == n_plots
     for title in ("Correlation coefficients", "Mean I/σ(I)", "Completeness"):
         assert title in text
+    assert ("Anomalous signal" in text) == anomalous
     start = 0
-    for _ in range(3):  # every plot is well-formed XML with at least one polyline
+    for _ in range(n_plots):  # every plot is well-formed XML with at least one polyline
         a = text.index("<svg", start)
         b = text.index("</svg>", a) + len("</svg>")
         root = ET.fromstring(text[a:b])
@@ -239,6 +285,21 @@ def test_html_report(tmp_path, anomalous):
         start = b
     assert text.count("<tr") == 1 + st.n_shells + 1  # header + shells + overall
     assert ("CC_anom" in text) == anomalous
+    for c in ("anom_completeness", "anom_multiplicity", "dano_over_sigma", "r_anom",
+              "n_anom_pairs"):
+        assert (f"<th>{c}" in text) == anomalous
+    if anomalous:
+        # the anomalous plot: one point per shell at its <|ΔI|/σ(ΔI)>, against the noise line
+        a = text.index("<svg", text.index('aria-label="Anomalous signal"') - 300)
+        root = ET.fromstring(text[a:text.index("</svg>", a) + 6])
+        ns = "{http://www.w3.org/2000/svg}"
+        cy = np.array([float(c.get("cy")) for c in root.iter(ns + "circle")])
+        assert len(cy) == 2 * st.n_shells
+        vals = np.concatenate([st.dano_over_sigma[:-1], np.full(st.n_shells, 0.7979)])
+        assert np.corrcoef(cy, vals)[0, 1] < -0.9999  # SVG y grows downwards
+        row = text[text.index('<tr class="overall">'):].split("</tr>")[0]
+        assert f"<td>{100 * st.anom_completeness[-1]:.1f}</td>" in row
+        assert f"<td>{int(st.n_anom_pairs[-1])}</td>" in row
 
 
 def test_html_report_header_and_per_image_plots(tmp_path):

@@ -181,3 +181,34 @@ def test_state_written_and_read_back(tmp_path):
     np.testing.assert_array_equal(pf.image.max, state.image_stats.max)
     np.testing.assert_array_equal(pf.groups["azint"]["image"], state.azint.profile)
     assert not mx["imageIndexed"].any() and pf.reflections is None
+
+
+def test_scaling_statistics_with_anomalous_columns_and_older_files(tmp_path, master):
+    """/entry/scaling/statistics carries the anomalous columns under -A (int64 Bijvoet pairs,
+    float64 otherwise) and reads back by name; a table written before them (no anomalous
+    columns, as older files have) still reads."""
+    from jfx.scale.stats import merging_statistics
+    from jfx.symmetry.asu import asu_map
+
+    rng = np.random.default_rng(1)
+    hkl = rng.integers(-4, 5, (400, 3))
+    hkl = hkl[np.any(hkl != 0, axis=1)]
+    I = rng.uniform(50.0, 150.0, len(hkl))
+    st = merging_statistics(asu_map(hkl, 1, anomalous=True), I, np.full(len(hkl), 2.0), None,
+                            np.arange(len(hkl)) % 2, (20.0, 21.0, 22.0, 90, 90, 90), 1,
+                            anomalous=True, n_shells=3)
+    old = np.zeros(4, dtype=[("d_max", np.float64), ("d_min", np.float64),
+                             ("n_obs", np.int64), ("cc_half", np.float64)])
+    old["n_obs"] = [1, 2, 3, 6]
+    for name, rec in (("new", st.as_records()), ("old", old)):
+        out = write_process_groups(process_h5_path(tmp_path / name), master_path=master[0],
+                                   geometry=used_geometry(), config_yaml="", version="0",
+                                   image=stats(), groups={"scaling": {"statistics": rec}})
+        got = read_process_h5(out).groups["scaling"]["statistics"]
+        assert got.dtype.names == rec.dtype.names
+        for c in rec.dtype.names:
+            np.testing.assert_array_equal(got[c], rec[c])
+    new = read_process_h5(process_h5_path(tmp_path / "new")).groups["scaling"]["statistics"]
+    assert new.dtype["n_anom_pairs"] == np.int64 and new.dtype["r_anom"] == np.float64
+    assert new["n_anom_pairs"][-1] == st.n_anom_pairs[-1] > 0
+    np.testing.assert_array_equal(new["dano_over_sigma"], st.dano_over_sigma)

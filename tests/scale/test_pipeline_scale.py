@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gemmi
 import h5py
 import numpy as np
@@ -143,11 +145,34 @@ def test_jfjoch_scale_remerges_in_another_space_group(merged_run, tmp_path):
     assert all(h[0] == 0 and h[1] == 0 or h[0] == 0 or h[1] == 0 for h in extra)
 
 
-@pytest.mark.parametrize("fmt,ext", [("cif", "cif"), ("txt", "hkl")])
-def test_other_output_formats_with_anomalous(merged_run, tmp_path, fmt, ext):
-    out, _ = merged_run
+@pytest.mark.parametrize("fmt,ext", [("cif", "cif"), ("txt", "hkl"), ("mtz", "mtz")])
+def test_other_output_formats_with_anomalous(merged_run, tmp_path, capsys, fmt, ext):
+    out, stdout = merged_run
     o = tmp_path / "x"
+    capsys.readouterr()
     assert scale_main([f"{out}_process.h5", "-o", str(o), "-A", "--scaling-output", fmt]) == 0
+    table = capsys.readouterr().out
+    # the anomalous statistics only with -A: a second table under the main one, the
+    # anomalous plot and columns in the report
+    assert "Anomalous statistics" in table and "AnoCmp%" in table and "<|dI|/s(dI)>" in table
+    assert "Anomalous statistics" not in stdout and "CCano" not in stdout
+    overall = next(ln.split() for ln in table[table.index("Anomalous statistics"):].splitlines()
+                   if ln.strip().startswith("overall"))
+    assert int(overall[1]) > 100 and 0 < float(overall[2]) <= 100  # pairs, completeness %
+    html = Path(f"{o}_scaling.html").read_text(encoding="utf-8")
+    assert "Anomalous signal" in html and "<th>anom_completeness (%)</th>" in html
+    if fmt == "mtz":
+        m = gemmi.read_mtz_file(f"{o}.mtz")
+        labels = [c.label for c in m.columns]
+        assert labels[-6:] == ["I(+)", "SIGI(+)", "I(-)", "SIGI(-)", "N(+)", "N(-)"]
+        n_p = np.asarray(m.column_with_label("N(+)").array)
+        n_m = np.asarray(m.column_with_label("N(-)").array)
+        n = np.asarray(m.column_with_label("N_obs").array)
+        cen = np.asarray(m.spacegroup.operations().centric_flag_array(m.make_miller_array()))
+        np.testing.assert_array_equal(n_p[~cen] + n_m[~cen], n[~cen])
+        np.testing.assert_array_equal(n_m[cen], n[cen])
+        assert int(overall[1]) == int(np.sum(~cen & (n_p > 0) & (n_m > 0)))
+        return
     text = open(f"{o}.{ext}").read()
     if fmt == "cif":
         doc = gemmi.cif.read_string(text)

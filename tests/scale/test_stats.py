@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jfx.io.report import format_table
-from jfx.models.merged import STAT_COLUMNS, MergingStatistics
+from jfx.models.merged import ANOM_COLUMNS, STAT_COLUMNS, MergingStatistics
 from jfx.scale.stats import (
     cc_star,
     merging_statistics,
@@ -88,13 +88,15 @@ def test_hand_computed_statistics():
         assert np.isnan(st.cc_anom[r])
     assert st.n_rejected_images == 1
     tab = st.as_table()
-    assert list(tab) == [c for c in STAT_COLUMNS if c != "cc_anom"]
+    assert list(tab) == [c for c in STAT_COLUMNS if c != "cc_anom" and c not in ANOM_COLUMNS]
+    assert (st.n_anom_pairs == 0).all() and np.isnan(st.dano_over_sigma).all()
     assert all(len(v) == 2 for v in tab.values())
     rec = st.as_records()
     assert rec.dtype.names == tuple(tab) and rec["n_unique"][1] == 4
     assert rec["r_pim"][0] == st.r_pim[0]
     text = format_table(st)
     assert "CCref" in text and "CCano" not in text and "overall" in text and "Wilson B" in text
+    assert "Anomalous statistics" not in text and "AnoCmp" not in text
 
 
 def test_hand_computed_anomalous():
@@ -124,6 +126,77 @@ def test_hand_computed_anomalous():
     assert st.multiplicity[0] == pytest.approx(2.0)
     assert "cc_anom" in st.as_table() and "cc_ref" not in st.as_table()
     assert "CCano" in format_table(st)
+    # three Bijvoet pairs, each I(±) of 2 observations
+    assert st.n_anom_pairs[0] == 3 and st.anom_multiplicity[0] == pytest.approx(2.0)
+    dI = [100.0 + (a + b) / 2 - 100.0 for a, b in zip(dplus0, dplus1)]
+    assert st.dano_over_sigma[0] == pytest.approx(np.mean(np.abs(dI)) / math.sqrt(0.5 + 0.5))
+
+
+P222 = (10.0, 12.0, 14.0, 90.0, 90.0, 90.0)
+
+
+def _anomalous_dataset():
+    """P222 Friedel halves with known observations: (ASU hkl, sign, [(I, σ)…]).  '+' is the ASU
+    index itself, '−' its negation.  (1,1,0) is centric (hk0 zone); (2,1,1) lacks I(−),
+    (1,1,2) lacks I(+)."""
+    return [((1, 1, 1), "+", [(110.0, 1.0), (112.0, 1.0)]),
+            ((1, 1, 1), "-", [(100.0, 1.0), (98.0, 2.0), (102.0, 2.0)]),
+            ((1, 2, 1), "+", [(50.0, 1.0)]),
+            ((1, 2, 1), "-", [(40.0, 1.0), (44.0, 1.0)]),
+            ((2, 1, 1), "+", [(30.0, 1.0), (31.0, 1.0)]),
+            ((1, 1, 2), "-", [(20.0, 1.0)]),
+            ((1, 1, 0), "+", [(60.0, 1.0), (62.0, 1.0)]),
+            ((1, 1, 0), "-", [(61.0, 1.0)]),
+            ((2, 2, 1), "+", [(80.0, 1.0)]),
+            ((2, 2, 1), "-", [(81.0, 1.0)])]
+
+
+def test_anomalous_statistics_by_hand():
+    """Bijvoet pairs, anomalous completeness and multiplicity, <|ΔI|/σ(ΔI)> and R_anom of a
+    dataset small enough to work out by hand (a centric reflection and missing mates)."""
+    sg = gemmi.SpaceGroup("P 2 2 2")
+    rasu = gemmi.ReciprocalAsu(sg)
+    rows = []
+    for h, sign, obs in _anomalous_dataset():
+        assert rasu.is_in(list(h))
+        idx = h if sign == "+" else tuple(-x for x in h)
+        rows += [(idx, i, s) for i, s in obs]
+    hkl = np.array([r[0] for r in rows])
+    I = np.array([r[1] for r in rows])
+    sig = np.array([r[2] for r in rows])
+    amap = asu_map(hkl, 16, anomalous=True)
+    st = merging_statistics(amap, I, sig, None, np.arange(len(I)) % 2, P222, 16,
+                            anomalous=True, n_shells=1, d_max=20.0, d_min=3.0)
+    # weighted means: (1,1,1) I+ = 111 (σ² 1/2), I− = (100 + 98/4 + 102/4)/1.5 = 100 (σ² 2/3);
+    # (1,2,1) I+ = 50 (σ² 1), I− = 42 (σ² 1/2); (2,2,1) 80 and 81 (σ² 1, 1)
+    ratios = [11 / math.sqrt(1 / 2 + 2 / 3), 8 / math.sqrt(1.5), 1 / math.sqrt(2.0)]
+    # possible acentric ASU reflections (h, k, l all non-zero in P222) with 3 <= d <= 20 Å
+    uc = gemmi.UnitCell(*P222)
+    n_acen = sum(1 for h in gemmi.make_miller_array(uc, sg, 3.0 * (1 - 1e-9), 20.0)
+                 if not sg.operations().is_reflection_centric(list(h))
+                 and 3.0 <= uc.calculate_d(list(h)) <= 20.0)
+    assert n_acen > 3
+    for r in (0, 1):
+        assert st.n_anom_pairs[r] == 3
+        assert st.anom_completeness[r] == pytest.approx(3 / n_acen)
+        # acentric halves measured: 2, 3, 1, 2, 2, 1, 1, 1 observations (the centric
+        # (1,1,0) is not counted)
+        assert st.anom_multiplicity[r] == pytest.approx(13 / 8)
+        assert st.dano_over_sigma[r] == pytest.approx(np.mean(ratios))
+        assert st.r_anom[r] == pytest.approx((11 + 8 + 1) / (0.5 * (211 + 92 + 161)))
+        assert np.isnan(st.cc_anom[r])  # fewer than 3 pairs in both halves
+        # the table units: 10 (reflection, sign) units, centric once
+        assert st.n_unique[r] == 9
+    text = format_table(st)
+    main, anom = text.split("Anomalous statistics")
+    assert "CC1/2%" in main and "CCano" not in main and "CCano%" in anom
+    anom_lines = text[text.index("Anomalous statistics"):].splitlines()
+    last = next(ln for ln in anom_lines if ln.strip().startswith("overall")).split()
+    assert last[1:] == ["3", f"{100 * 3 / n_acen:.1f}", f"{13 / 8:.2f}", "-",
+                        f"{100 * 20 / 232:.1f}", f"{np.mean(ratios):.3f}"]
+    rec = st.as_records()
+    assert rec.dtype["n_anom_pairs"] == np.int64 and rec["n_anom_pairs"][-1] == 3
+    assert rec["dano_over_sigma"][-1] == st.dano_over_sigma[-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,6 +259,7 @@ def _loop_statistics(hkl, I, sig, half, image, rej, cell, number, anomalous, n_s
         per_refl.setdefault(a, []).append((I[j], sig[j], half[j], sign))
     # possible reflections
     possible = np.zeros(n_shells + 1)
+    possible_acentric = np.zeros(n_shells + 1)
     hm = int(cell[0] / dmin) + 1
     seen = set()
     for h in range(-hm, hm + 1):
@@ -203,8 +277,12 @@ def _loop_statistics(hkl, I, sig, half, image, rej, cell, number, anomalous, n_s
                 w = 2 if anomalous and not ops.is_reflection_centric(list(a)) else 1
                 possible[shell(d)] += w
                 possible[-1] += w
+                if not ops.is_reflection_centric(list(a)):
+                    possible_acentric[shell(d)] += 1
+                    possible_acentric[-1] += 1
     out = {c: np.full(n_shells + 1, np.nan) for c in STAT_COLUMNS}
     out["n_obs"] = n_obs
+    out["n_anom_pairs"] = np.zeros(n_shells + 1, int)
     for row in range(n_shells + 1):
         def in_row(a, row=row):
             return row == n_shells or shell(uc.calculate_d(list(a))) == row
@@ -251,6 +329,25 @@ def _loop_statistics(hkl, I, sig, half, image, rej, cell, number, anomalous, n_s
                     a0.append(_wmean(parts["+", 0])[0] - _wmean(parts["-", 0])[0])
                     a1.append(_wmean(parts["+", 1])[0] - _wmean(parts["-", 1])[0])
             out["cc_anom"][row] = _pearson(a0, a1)
+            # Bijvoet pairs from the full merges of each Friedel half
+            npairs, halves, ratios, num, den_a = 0, [], [], 0.0, 0.0
+            for a, obs in per_refl.items():
+                if not in_row(a) or ops.is_reflection_centric(list(a)):
+                    continue
+                plus = [(i, s) for i, s, _, sg2 in obs if sg2 == "+"]
+                minus = [(i, s) for i, s, _, sg2 in obs if sg2 == "-"]
+                halves += [len(x) for x in (plus, minus) if x]
+                if plus and minus:
+                    (ip, sp), (im, sm) = _wmean(plus), _wmean(minus)
+                    npairs += 1
+                    ratios.append(abs(ip - im) / math.sqrt(sp ** 2 + sm ** 2))
+                    num += abs(ip - im)
+                    den_a += 0.5 * (ip + im)
+            out["n_anom_pairs"][row] = npairs
+            out["anom_completeness"][row] = npairs / possible_acentric[row]
+            out["anom_multiplicity"][row] = np.mean(halves) if halves else np.nan
+            out["dano_over_sigma"][row] = np.mean(ratios) if ratios else np.nan
+            out["r_anom"][row] = num / den_a if npairs and den_a > 0 else np.nan
         if ref is not None:
             xm, xr = [], []
             for a, obs in per_refl.items():
@@ -299,7 +396,8 @@ def test_statistics_match_per_reflection_loop(number, anomalous):
         np.testing.assert_allclose(getattr(st, c), exp[c], rtol=1e-9, atol=1e-12, err_msg=c)
     assert st.overall("completeness") > 0.5
     if anomalous:
-        assert np.isfinite(st.cc_anom[-1])
+        assert np.isfinite(st.cc_anom[-1]) and st.n_anom_pairs[-1] > 20
+        assert np.isfinite(st.dano_over_sigma[:-1]).all() and 0 < st.anom_completeness[-1] <= 1
 
 
 def test_wilson_b_recovered():
