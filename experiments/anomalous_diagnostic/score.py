@@ -40,7 +40,7 @@ import numpy as np
 
 PEER = Path(__file__).resolve().parents[1] / "peer_comparison"
 sys.path.insert(0, str(PEER))
-import simulate as sim  # noqa: E402  (canonical_hkl, hkl_key: numpy + gemmi only)
+import simulate as sim
 
 
 def read_truth(path: Path) -> dict:
@@ -110,7 +110,7 @@ def score(m: dict, truth: dict, shells: int = 10, d_anom: float = 3.0) -> dict:
     t_mh = np.where(plus, truth["i_minus"][r], truth["i_plus"][r])  # true I(−h)
     d = truth["d"][r]
     cen = truth["centric"][r]
-    res = {"n_rows": int(len(row)), "n_unmatched": int((~ok).sum())}
+    res = {"n_rows": len(row), "n_unmatched": int((~ok).sum())}
     # anomalous differences: acentric, both mates measured
     pair = ok & ~cen & np.isfinite(m["i_plus"]) & np.isfinite(m["i_minus"])
     dI = (m["i_plus"] - m["i_minus"])[pair]
@@ -148,13 +148,13 @@ def score(m: dict, truth: dict, shells: int = 10, d_anom: float = 3.0) -> dict:
 
 
 def report(res: dict, name: str = "") -> str:
-    f = lambda v, fmt="{:.3f}": "nan" if v is None or not np.isfinite(v) else fmt.format(v)  # noqa: E731
+    f = lambda v, fmt="{:.3f}": "nan" if v is None or not np.isfinite(v) else fmt.format(v)
     lines = [
-        f"{name}: {res['n_acentric_pairs']} acentric pairs ({res['n_pairs_low']} at d >= "
-        f"{res['d_anom']:g} A), {res['n_merged']} merged, {res['n_unmatched']} rows unmatched",
-        f"  CC(I(+)-I(-), true) = {f(res['cc_anom'])} (d >= {res['d_anom']:g} A: "
-        f"{f(res['cc_anom_low'])}); other hand {f(res['cc_anom_swapped'])} -> "
-        f"{res['convention']}; slope {f(res['anom_slope'], '{:.4g}')}",
+        (f"{name}: {res['n_acentric_pairs']} acentric pairs ({res['n_pairs_low']} at d >= "
+         f"{res['d_anom']:g} A), {res['n_merged']} merged, {res['n_unmatched']} rows unmatched"),
+        (f"  CC(I(+)-I(-), true) = {f(res['cc_anom'])} (d >= {res['d_anom']:g} A: "
+         f"{f(res['cc_anom_low'])}); other hand {f(res['cc_anom_swapped'])} -> "
+         f"{res['convention']}; slope {f(res['anom_slope'], '{:.4g}')}"),
         f"  merged CC(I, true) = {f(res['cc_i'], '{:.5f}')}",
         "  shell d (A)      " + " ".join(f"{a:5.2f}-{b:4.2f}" for a, b in
                                        zip(res["shell_d_max"], res["shell_d_min"])),

@@ -989,6 +989,32 @@ def table_stills(res: dict, info: dict) -> str:
 
 # ----------------------------------------------------------------------------- main
 
+def anomalous_scores(out: Path, truth_path: Path, res: dict) -> str:
+    """Score jfx's and DIALS's merged MTZs with experiments/anomalous_diagnostic/score.py
+    (CC of I(+) − I(−) to the true difference); figures into ``res["anomalous"]``."""
+    spec = importlib.util.spec_from_file_location(
+        "anomalous_score", HERE.parent / "anomalous_diagnostic" / "score.py")
+    score = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score)
+    try:
+        truth = score.read_truth(truth_path)
+    except ValueError as exc:
+        log(f"no anomalous scores: {exc}")
+        return ""
+    txt, res["anomalous"] = ["", "Anomalous (experiments/anomalous_diagnostic/score.py):"], {}
+    for name, mtz in (("jfx", out / "jfx" / "out.mtz"), ("DIALS", out / "dials" / "merged.mtz")):
+        if not mtz.exists():
+            continue
+        try:
+            r = score.score(score.read_mtz(mtz), truth)
+        except ValueError as exc:
+            txt.append(f"{name}: {exc}")
+            continue
+        res["anomalous"][name] = r
+        txt.append(score.report(r, name))
+    return "\n".join(txt) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="jfx vs DIALS side by side on one data set",
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1098,12 +1124,15 @@ def main(argv=None) -> int:
         res = collect(out, info, sg, truth, args)
     else:
         res = collect_stills(out, info, truth, args)
+    anom_txt = ""
+    if args.anomalous and truth_path and info["rotation"]:
+        anom_txt = anomalous_scores(out, truth_path, res)
     res["master"] = str(master)
     res["n_images"] = info["n_images"]
     (out / "results.json").write_text(json.dumps(res, indent=1, default=float))
     txt = (f"Data: {master} ({info['n_images']} {'images' if info['rotation'] else 'stills'}, "
            f"space group {sg}{', truth ' + str(truth_path) if truth_path else ''})\n\n"
-           + (table(res, info) if info["rotation"] else table_stills(res, info)))
+           + (table(res, info) if info["rotation"] else table_stills(res, info)) + anom_txt)
     (out / "table.md").write_text(txt)
     print(txt)
     return 0

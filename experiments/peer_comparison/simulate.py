@@ -40,6 +40,33 @@ Truth file layout:
   ``/merged``: ``h, k, l`` (canonical orbit representative, see :func:`canonical_hkl`),
   ``i_true``. Attributes: the parameters as JSON, ``space_group``, ``cell``.
 
+Anomalous mode (``--size anomalous`` 360 × 0.5°, ``anomalous_small`` 90 × 0.5°; issue 17):
+1M detector at 50 mm, λ 1.5 Å (corner 1.84 Å), bitshuffle+zstd, seed 17; physics in
+``anomalous_physics.py`` (module docstring there, with the references):
+
+* Structure: the pseudo-protein (≈ 1 % S) plus ``n_cl`` (6) chloride ions 4 Å outside its
+  radius of gyration (:func:`add_chloride`); F(h) and F(−h) computed separately as
+  Σ_atoms Σ_ops (f0 + f' + i f'') exp(−B s²/4) exp(2πi h·(R x + t)) with Cromer-Liberman
+  f'/f'' of every element at λ (S 0.33/0.53, Cl 0.36/0.67 e at 1.5 Å): Bijvoet ratio
+  ⟨|ΔF|⟩/⟨F⟩ ≈ 1.3 % (:func:`anomalous_intensities`). Each diffraction event of h gets |F(h)|².
+* Silicon sensor detection efficiency QE = 1 − exp(−μ t / cos θ_in) (``sensor_qe``,
+  ``sensor_mu_per_mm`` 13.55, ``sensor_thickness_mm`` 0.32 (also written to the master's
+  ``detector/sensor_thickness``), θ_in between s1 and the detector normal).
+* Absorbing crystal: an ellipsoid (``crystal_semi_axes_mm`` 0.12 × 0.08 × 0.04 along the
+  sample x (rotation axis), y, z) of μ ``absorption_mu_per_mm`` (1.0; 0 = off) rotating with
+  the crystal; transmission of incoming + diffracted path averaged over
+  ``absorption_points`` (64) fixed points inside it, per event at its φ.
+* Per-image scale k_i = (1 + ``image_scale_amp``·sin(3π i/n + 0.3))·exp(N(0,
+  ``image_scale_jitter``²)) (0.1, 0.02) on every partial of image i.
+* Photons = scale · k_i · |F(h)|² · L · P · QE · A · frame fraction (polarisation 0.99 as above).
+  Every effect is switched by ``--set`` (``sensor_qe=0``, ``absorption_mu_per_mm=0``,
+  ``image_scale_amp=0 image_scale_jitter=0``, ``anomalous=0``).
+
+Anomalous truth: ``/merged`` adds ``i_plus`` (|F(h_c)|²), ``i_minus`` (|F(−h_c)|²) and
+``centric`` for each Friedel-orbit representative h_c (``i_true`` is their mean);
+``/events`` adds ``qe`` and ``transmission``; ``/images/scale`` holds k_i (ones when off).
+``experiments/anomalous_diagnostic/score.py`` scores a merged MTZ against it.
+
 Stills mode (``--size stills_small`` 100 images, ``stills`` 300; issue 13): no rotation, one
 random crystal per hit image (``hit_rate`` 0.8; misses are background only):
 
@@ -69,6 +96,8 @@ Usage::
 
     python experiments/peer_comparison/simulate.py --size small -o /tmp/peer/sim
     python experiments/peer_comparison/simulate.py --size stills_small -o /tmp/stills/sim
+    python experiments/peer_comparison/simulate.py --size anomalous_small -o /tmp/anom/sim \
+        --set sensor_qe=0 absorption_mu_per_mm=0
 """
 
 from __future__ import annotations
@@ -308,7 +337,7 @@ def anomalous_intensities(st: gemmi.Structure, hkl: np.ndarray, wavelength_A: fl
     "centric" (m,)}); systematic absences 0, centric I(−) = I(+) exactly.
     """
     canon = canonical_hkl(hkl, SPACE_GROUP)
-    uk, first, inv = np.unique(hkl_key(canon), return_index=True, return_inverse=True)
+    _, first, inv = np.unique(hkl_key(canon), return_index=True, return_inverse=True)
     rep = canon[first]
     i_plus = np.abs(ap_phys.structure_factors(st, rep, SPACE_GROUP, wavelength_A)) ** 2
     i_minus = np.abs(ap_phys.structure_factors(st, -rep, SPACE_GROUP, wavelength_A)) ** 2

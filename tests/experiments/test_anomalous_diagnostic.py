@@ -68,7 +68,7 @@ def test_friedel_mates_differ_for_acentric_and_not_for_centric(small_structure):
 def test_anomalous_intensities_give_each_row_its_own_friedel_mate(small_structure):
     """I of every hkl row (any orbit member, either hand) equals |F(row)|² computed directly."""
     hkl = sim.all_hkl(sim.CELL, 6.0)
-    I, rep, anom = sim.anomalous_intensities(small_structure, hkl, 1.5)
+    I, _rep, anom = sim.anomalous_intensities(small_structure, hkl, 1.5)
     pick = np.random.default_rng(0).choice(len(hkl), 40, replace=False)
     direct = np.abs(ap.structure_factors(small_structure, hkl[pick], 96, 1.5)) ** 2
     ops = gemmi.find_spacegroup_by_number(96).operations()
