@@ -22,7 +22,10 @@ Printed (and in ``--json``):
 * CC (Pearson) of the merged ΔI = I(+) − I(−) to the true ΔI over acentric reflections with
   both mates measured: overall, at d ≥ 3 Å (``--d-anom``), and in ``--shells`` (10)
   equal-volume shells in 1/d³; the least-squares slope of ΔI on ΔI_true (≈ the merged scale
-  when the differences are right) and the number of acentric pairs;
+  when the differences are right) and the number of acentric pairs; as the Pearson CC of the
+  raw ΔI is led by the strongest reflections, also the CC without the 1 % strongest (true
+  mean I), the rank (Spearman) CC, and the rms of (ΔI − slope·ΔI_true)/σ(ΔI) (≈ 1 when the
+  merged ΔI are limited by their own σ, i.e. by counting noise);
 * merged CC of IMEAN (the mean of I(+) and I(−) where IMEAN is missing) to the true mean
   intensity, overall and in the same shells.
 """
@@ -126,6 +129,15 @@ def score(m: dict, truth: dict, shells: int = 10, d_anom: float = 3.0) -> dict:
     res["cc_anom_low"] = pearson(dI[lo], dT[lo])
     res["n_pairs_low"] = int(lo.sum())
     res["anom_slope"] = float((dI * dT).sum() / max((dT * dT).sum(), 1e-300))
+    # robustness: the Pearson CC of raw ΔI is led by the strongest reflections
+    i_pair = truth["i_true"][r][pair]
+    strong = np.zeros(len(dI), bool)
+    strong[np.argsort(-i_pair)[:len(dI) // 100]] = True
+    res["cc_anom_trim"] = pearson(dI[~strong], dT[~strong])
+    res["cc_anom_rank"] = pearson(np.argsort(np.argsort(dI)), np.argsort(np.argsort(dT)))
+    sd = np.hypot(m["sig_plus"], m["sig_minus"])[pair]
+    z = (dI - res["anom_slope"] * dT) / np.where(sd > 0, sd, np.nan)
+    res["anom_rms_z"] = float(np.sqrt(np.nanmean(z * z))) if len(z) else float("nan")
     # mean intensities
     mm = ok & np.isfinite(m["imean"])
     i_t = truth["i_true"][r]
@@ -155,6 +167,9 @@ def report(res: dict, name: str = "") -> str:
         (f"  CC(I(+)-I(-), true) = {f(res['cc_anom'])} (d >= {res['d_anom']:g} A: "
          f"{f(res['cc_anom_low'])}); other hand {f(res['cc_anom_swapped'])} -> "
          f"{res['convention']}; slope {f(res['anom_slope'], '{:.4g}')}"),
+        (f"  without the 1 % strongest: {f(res['cc_anom_trim'])}; rank CC "
+         f"{f(res['cc_anom_rank'])}; rms (dI - slope dI_true)/sigma(dI) "
+         f"{f(res['anom_rms_z'], '{:.2f}')}"),
         f"  merged CC(I, true) = {f(res['cc_i'], '{:.5f}')}",
         "  shell d (A)      " + " ".join(f"{a:5.2f}-{b:4.2f}" for a, b in
                                        zip(res["shell_d_max"], res["shell_d_min"])),

@@ -171,6 +171,9 @@ def test_scorer_truth_vs_truth_is_one_and_shuffled_is_zero(synthetic_truth):
     assert r["cc_i"] == pytest.approx(1.0, abs=1e-12)
     assert r["anom_slope"] == pytest.approx(1.0, abs=1e-12)
     np.testing.assert_allclose(r["cc_anom_shells"], 1.0, atol=1e-12)
+    assert r["cc_anom_trim"] == pytest.approx(1.0, abs=1e-12)
+    assert r["cc_anom_rank"] == pytest.approx(1.0, abs=1e-12)
+    assert r["anom_rms_z"] == pytest.approx(0.0, abs=1e-9)
     # the other hand: I(+)/I(−) swapped as a whole reads −1 and is named
     rs = score.score(_mtz_from_truth(t, rng, swap=True), t, shells=4)
     assert rs["cc_anom"] == pytest.approx(-1.0, abs=1e-12) and "swapped" in rs["convention"]
@@ -183,4 +186,10 @@ def test_scorer_truth_vs_truth_is_one_and_shuffled_is_zero(synthetic_truth):
     m2 = dict(m, i_plus=m["imean"] + perm / 2, i_minus=m["imean"] - perm / 2)
     r2 = score.score(m2, t, shells=4)
     assert abs(r2["cc_anom"]) < 4.0 / math.sqrt(r2["n_acentric_pairs"])
+    assert abs(r2["cc_anom_rank"]) < 4.0 / math.sqrt(r2["n_acentric_pairs"])
+    # noise of σ(ΔI) on the true differences: rms z ≈ 1
+    noisy = d + math.sqrt(2.0) * 20.0 * rng.standard_normal(len(d))
+    m3 = dict(m, i_plus=m["imean"] + noisy / 2, i_minus=m["imean"] - noisy / 2,
+              sig_plus=np.full(len(d), 20.0), sig_minus=np.full(len(d), 20.0))
+    assert score.score(m3, t, shells=4)["anom_rms_z"] == pytest.approx(1.0, abs=0.1)
     assert r2["cc_i"] == pytest.approx(1.0, abs=1e-12)
