@@ -228,7 +228,7 @@ def run_jfx(master: Path, out: Path, sg: int | None, extra: list[str], rotation:
 
 
 def run_dials(master: Path, out: Path, info: dict, sg: int | None, nproc: int,
-              cell: str | None) -> dict:
+              cell: str | None, anomalous: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     env = dials_env()
     m = master
@@ -255,8 +255,10 @@ def run_dials(master: Path, out: Path, info: dict, sg: int | None, nproc: int,
         "index": ["dials.index", "imported.expt", "strong.refl", *sgarg],
         "refine": ["dials.refine", "indexed.expt", "indexed.refl"],
         "integrate": ["dials.integrate", "refined.expt", "refined.refl", f"nproc={nproc}"],
-        "scale": ["dials.scale", "integrated.expt", "integrated.refl"],
-        "merge": ["dials.merge", "scaled.expt", "scaled.refl"],
+        "scale": ["dials.scale", "integrated.expt", "integrated.refl",
+                  *(["anomalous=True"] if anomalous else [])],
+        "merge": ["dials.merge", "scaled.expt", "scaled.refl",
+                  *(["anomalous=True"] if anomalous else [])],
     }
     times = {}
     for name in DIALS_STAGES:
@@ -987,12 +989,39 @@ def table_stills(res: dict, info: dict) -> str:
 
 # ----------------------------------------------------------------------------- main
 
+def anomalous_scores(out: Path, truth_path: Path, res: dict) -> str:
+    """Score jfx's and DIALS's merged MTZs with experiments/anomalous_diagnostic/score.py
+    (CC of I(+) − I(−) to the true difference); figures into ``res["anomalous"]``."""
+    spec = importlib.util.spec_from_file_location(
+        "anomalous_score", HERE.parent / "anomalous_diagnostic" / "score.py")
+    score = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score)
+    try:
+        truth = score.read_truth(truth_path)
+    except ValueError as exc:
+        log(f"no anomalous scores: {exc}")
+        return ""
+    txt, res["anomalous"] = ["", "Anomalous (experiments/anomalous_diagnostic/score.py):"], {}
+    for name, mtz in (("jfx", out / "jfx" / "out.mtz"), ("DIALS", out / "dials" / "merged.mtz")):
+        if not mtz.exists():
+            continue
+        try:
+            r = score.score(score.read_mtz(mtz), truth)
+        except ValueError as exc:
+            txt.append(f"{name}: {exc}")
+            continue
+        res["anomalous"][name] = r
+        txt.append(score.report(r, name))
+    return "\n".join(txt) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="jfx vs DIALS side by side on one data set",
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__)
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--simulate", choices=["tiny", "small", "full"],
+    src.add_argument("--simulate", choices=["tiny", "small", "full", "anomalous_small",
+                                             "anomalous"],
                      help="simulate (simulate.py) into OUT/sim (reused if its parameters match)")
     src.add_argument("--master", type=Path, help="an existing rotation or stills master file")
     ap.add_argument("--space-group", type=int, default=None,
@@ -1006,6 +1035,9 @@ def main(argv=None) -> int:
                     help="override simulation parameters (simulate.SimParams fields)")
     ap.add_argument("--skip-jfx", action="store_true", help="reuse OUT/jfx from an earlier run")
     ap.add_argument("--skip-dials", action="store_true", help="reuse OUT/dials from an earlier run")
+    ap.add_argument("--anomalous", action="store_true",
+                    help="Friedel mates apart: jfx -A, dials.scale/merge anomalous=True "
+                         "(score with experiments/anomalous_diagnostic/score.py)")
     ap.add_argument("--jfx-args", default="", help="extra jfjoch_process arguments (one string)")
     ap.add_argument("--nproc", type=int, default=2, help="DIALS nproc (find_spots, integrate)")
     ap.add_argument("--dials-python", default="/usr/bin/python3",
@@ -1015,6 +1047,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frame-tol", type=float, default=1.5,
                     help="max |frame difference| when matching a reflection to a true event")
     args = ap.parse_args(argv)
+    if args.simulate and args.simulate.startswith("anomalous"):
+        args.anomalous = True
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
 
@@ -1025,9 +1059,11 @@ def main(argv=None) -> int:
             if not hasattr(p, k):
                 print(f"error: unknown simulation parameter {k!r}", file=sys.stderr)
                 return 2
-            cur = getattr(p, k)
-            setattr(p, k, tuple(float(x) for x in v.split(",")) if isinstance(cur, tuple)
-                    else type(cur)(v))
+            try:
+                setattr(p, k, sim.parse_value(getattr(p, k), v))
+            except ValueError as exc:
+                print(f"error: {k}: {exc}", file=sys.stderr)
+                return 2
         sdir = out / "sim"
         master, truth_path = sdir / "sim_master.h5", sdir / "sim_truth.h5"
         import dataclasses
@@ -1076,9 +1112,11 @@ def main(argv=None) -> int:
     extra = shlex.split(args.jfx_args)
     try:
         if not args.skip_jfx:
-            run_jfx(master, out / "jfx", sg, extra, info["rotation"], args.unit_cell)
+            run_jfx(master, out / "jfx", sg, extra + (["-A"] if args.anomalous else []),
+                    info["rotation"], args.unit_cell)
         if not args.skip_dials:
-            run_dials(master, out / "dials", info, sg, args.nproc, args.unit_cell)
+            run_dials(master, out / "dials", info, sg, args.nproc, args.unit_cell,
+                      args.anomalous)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -1086,12 +1124,15 @@ def main(argv=None) -> int:
         res = collect(out, info, sg, truth, args)
     else:
         res = collect_stills(out, info, truth, args)
+    anom_txt = ""
+    if args.anomalous and truth_path and info["rotation"]:
+        anom_txt = anomalous_scores(out, truth_path, res)
     res["master"] = str(master)
     res["n_images"] = info["n_images"]
     (out / "results.json").write_text(json.dumps(res, indent=1, default=float))
     txt = (f"Data: {master} ({info['n_images']} {'images' if info['rotation'] else 'stills'}, "
            f"space group {sg}{', truth ' + str(truth_path) if truth_path else ''})\n\n"
-           + (table(res, info) if info["rotation"] else table_stills(res, info)))
+           + (table(res, info) if info["rotation"] else table_stills(res, info)) + anom_txt)
     (out / "table.md").write_text(txt)
     print(txt)
     return 0

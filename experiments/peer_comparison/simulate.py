@@ -40,6 +40,33 @@ Truth file layout:
   ``/merged``: ``h, k, l`` (canonical orbit representative, see :func:`canonical_hkl`),
   ``i_true``. Attributes: the parameters as JSON, ``space_group``, ``cell``.
 
+Anomalous mode (``--size anomalous`` 360 × 0.5°, ``anomalous_small`` 90 × 0.5°; issue 17):
+1M detector at 50 mm, λ 1.5 Å (corner 1.84 Å), bitshuffle+zstd, seed 17; physics in
+``anomalous_physics.py`` (module docstring there, with the references):
+
+* Structure: the pseudo-protein (≈ 1 % S) plus ``n_cl`` (6) chloride ions 4 Å outside its
+  radius of gyration (:func:`add_chloride`); F(h) and F(−h) computed separately as
+  Σ_atoms Σ_ops (f0 + f' + i f'') exp(−B s²/4) exp(2πi h·(R x + t)) with Cromer-Liberman
+  f'/f'' of every element at λ (S 0.33/0.53, Cl 0.36/0.67 e at 1.5 Å): Bijvoet ratio
+  ⟨|ΔF|⟩/⟨F⟩ ≈ 1.3 % (:func:`anomalous_intensities`). Each diffraction event of h gets |F(h)|².
+* Silicon sensor detection efficiency QE = 1 − exp(−μ t / cos θ_in) (``sensor_qe``,
+  ``sensor_mu_per_mm`` 13.55, ``sensor_thickness_mm`` 0.32 (also written to the master's
+  ``detector/sensor_thickness``), θ_in between s1 and the detector normal).
+* Absorbing crystal: an ellipsoid (``crystal_semi_axes_mm`` 0.12 × 0.08 × 0.04 along the
+  sample x (rotation axis), y, z) of μ ``absorption_mu_per_mm`` (1.0; 0 = off) rotating with
+  the crystal; transmission of incoming + diffracted path averaged over
+  ``absorption_points`` (64) fixed points inside it, per event at its φ.
+* Per-image scale k_i = (1 + ``image_scale_amp``·sin(3π i/n + 0.3))·exp(N(0,
+  ``image_scale_jitter``²)) (0.1, 0.02) on every partial of image i.
+* Photons = scale · k_i · |F(h)|² · L · P · QE · A · frame fraction (polarisation 0.99 as above).
+  Every effect is switched by ``--set`` (``sensor_qe=0``, ``absorption_mu_per_mm=0``,
+  ``image_scale_amp=0 image_scale_jitter=0``, ``anomalous=0``).
+
+Anomalous truth: ``/merged`` adds ``i_plus`` (|F(h_c)|²), ``i_minus`` (|F(−h_c)|²) and
+``centric`` for each Friedel-orbit representative h_c (``i_true`` is their mean);
+``/events`` adds ``qe`` and ``transmission``; ``/images/scale`` holds k_i (ones when off).
+``experiments/anomalous_diagnostic/score.py`` scores a merged MTZ against it.
+
 Stills mode (``--size stills_small`` 100 images, ``stills`` 300; issue 13): no rotation, one
 random crystal per hit image (``hit_rate`` 0.8; misses are background only):
 
@@ -69,6 +96,8 @@ Usage::
 
     python experiments/peer_comparison/simulate.py --size small -o /tmp/peer/sim
     python experiments/peer_comparison/simulate.py --size stills_small -o /tmp/stills/sim
+    python experiments/peer_comparison/simulate.py --size anomalous_small -o /tmp/anom/sim \
+        --set sensor_qe=0 absorption_mu_per_mm=0
 """
 
 from __future__ import annotations
@@ -85,6 +114,10 @@ import gemmi
 import h5py
 import numpy as np
 from scipy.special import ndtr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import anomalous_physics as ap_phys
+from anomalous_physics import MU_SI_1P5A_PER_MM
 
 CELL = (79.1, 79.1, 37.9, 90.0, 90.0, 90.0)
 SPACE_GROUP = 96  # P 43 21 2
@@ -119,9 +152,29 @@ class SimParams:
     air: float = 40.0
     spots_ge50: float = 220.0
     seed: int = 11
+    # anomalous mode (issue 17; anomalous_physics.py); all off by default
+    anomalous: bool = False
+    n_cl: int = 0
+    sensor_qe: bool = False
+    sensor_mu_per_mm: float = MU_SI_1P5A_PER_MM
+    sensor_thickness_mm: float = 0.32
+    absorption_mu_per_mm: float = 0.0
+    crystal_semi_axes_mm: tuple = (0.12, 0.08, 0.04)
+    absorption_points: int = 64
+    image_scale_amp: float = 0.0
+    image_scale_jitter: float = 0.0
+    codec: str = "bslz4"
 
     @staticmethod
     def preset(size: str) -> SimParams:
+        if size in ("anomalous", "anomalous_small"):
+            # issue 17: lysozyme-like S + Cl anomalous scatterers at 1.5 Å, 1M at 50 mm
+            # (corner 1.84 Å), 360 (90) × 0.5°, sensor QE, absorbing crystal, image scale
+            return SimParams(n_images=360 if size == "anomalous" else 90, distance_mm=50.0,
+                             wavelength_A=1.5, d_min=1.83, anomalous=True, n_cl=6,
+                             sensor_qe=True, absorption_mu_per_mm=1.0,
+                             image_scale_amp=0.1, image_scale_jitter=0.02, codec="bszstd",
+                             seed=17)
         if size == "full":
             return SimParams()
         if size == "small":
@@ -129,7 +182,8 @@ class SimParams:
         if size == "tiny":
             return SimParams(n_images=8, nx=512, ny=512, beam_center_px=(258.3, 251.6),
                              distance_mm=60.0, d_min=2.0, n_atoms=300, spots_ge50=60.0)
-        raise ValueError(f"unknown size {size!r} (tiny, small, full)")
+        raise ValueError(f"unknown size {size!r} (tiny, small, full, anomalous_small, "
+                         "anomalous)")
 
 
 # ----------------------------------------------------------------------------- structure
@@ -245,6 +299,80 @@ def intensities(st: gemmi.Structure, hkl: np.ndarray) -> tuple[np.ndarray, np.nd
     absent = np.array([ops.is_systematically_absent([int(v) for v in h]) for h in rep])
     i_orbit[absent] = 0.0
     return i_orbit[inv], rep, i_orbit
+
+
+def add_chloride(st: gemmi.Structure, n: int, rng: np.random.Generator) -> None:
+    """Add ``n`` chloride ions (chain "B", B 25 Å², occupancy 1) 4 Å outside the chain's
+    radius of gyration, in random directions from its centre (anomalous scatterers)."""
+    pos = np.array([a.pos.tolist() for ch in st[0] for r in ch for a in r])
+    c = pos.mean(0)
+    rg = math.sqrt(((pos - c) ** 2).sum(1).mean())
+    chain = gemmi.Chain("B")
+    for i in range(n):
+        v = rng.normal(size=3)
+        v *= (rg + 4.0) / np.linalg.norm(v)
+        res = gemmi.Residue()
+        res.name = "CL"
+        res.seqid = gemmi.SeqId(i + 1, " ")
+        at = gemmi.Atom()
+        at.name = "CL"
+        at.element = gemmi.Element("Cl")
+        at.pos = gemmi.Position(*(c + v))
+        at.b_iso = 25.0
+        at.occ = 1.0
+        res.add_atom(at)
+        chain.add_residue(res)
+    st[0].add_chain(chain)
+    st.setup_entities()
+
+
+def anomalous_intensities(st: gemmi.Structure, hkl: np.ndarray, wavelength_A: float
+                          ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """|F(h)|² with anomalous scattering for every row of ``hkl`` (n, 3).
+
+    F(+) = F(h_c) and F(−) = F(−h_c) of each Friedel orbit representative h_c
+    (:func:`canonical_hkl`, with Friedel) from :func:`anomalous_physics.structure_factors`;
+    a row h gets I(+) when it is a rotation of h_c (same :func:`canonical_hkl` without
+    Friedel), else I(−). Returns (I (n,), h_c (m, 3), {"i_plus", "i_minus", "i_mean",
+    "centric" (m,)}); systematic absences 0, centric I(−) = I(+) exactly.
+    """
+    canon = canonical_hkl(hkl, SPACE_GROUP)
+    _, first, inv = np.unique(hkl_key(canon), return_index=True, return_inverse=True)
+    rep = canon[first]
+    i_plus = np.abs(ap_phys.structure_factors(st, rep, SPACE_GROUP, wavelength_A)) ** 2
+    i_minus = np.abs(ap_phys.structure_factors(st, -rep, SPACE_GROUP, wavelength_A)) ** 2
+    ops = gemmi.find_spacegroup_by_number(SPACE_GROUP).operations()
+    hl = [[int(v) for v in h] for h in rep]
+    absent = np.array([ops.is_systematically_absent(h) for h in hl])
+    centric = np.array([ops.is_reflection_centric(h) for h in hl])
+    i_plus[absent] = 0.0
+    i_minus[absent] = 0.0
+    i_minus[centric] = i_plus[centric]
+    plus = hkl_key(canonical_hkl(hkl, SPACE_GROUP, friedel=False)) == hkl_key(
+        canonical_hkl(rep[inv], SPACE_GROUP, friedel=False))
+    i_hkl = np.where(plus, i_plus[inv], i_minus[inv])
+    return i_hkl, rep, {"i_plus": i_plus, "i_minus": i_minus,
+                        "i_mean": 0.5 * (i_plus + i_minus), "centric": centric.astype(np.uint8)}
+
+
+def event_factors(p: SimParams, ev: dict) -> dict:
+    """Sensor efficiency ``qe`` and sample ``transmission`` of every event (n,); ones where
+    the effect is off (``sensor_qe``, ``absorption_mu_per_mm`` > 0)."""
+    s1 = ev["s1"]
+    n = len(s1)
+    qe = np.ones(n)
+    if p.sensor_qe:  # untilted detector: sensor normal along the beam (z)
+        qe = ap_phys.sensor_qe(np.maximum(s1[:, 2], 1e-6), p.sensor_mu_per_mm,
+                               p.sensor_thickness_mm)
+    tr = np.ones(n)
+    if p.absorption_mu_per_mm > 0 and n:
+        R = rotation_matrix(np.asarray(p.axis, float), ev["phi"])
+        pts = ap_phys.ellipsoid_points(p.crystal_semi_axes_mm, p.absorption_points,
+                                       p.seed + 3)
+        tr = ap_phys.ellipsoid_transmission(np.array([0.0, 0.0, 1.0]), s1, R,
+                                            p.crystal_semi_axes_mm, p.absorption_mu_per_mm,
+                                            pts)
+    return {"qe": qe, "transmission": tr}
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -385,9 +513,16 @@ def simulate(p: SimParams, out: Path, log=print) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(p.seed)
     st = pseudo_protein(p.n_atoms, rng)
+    if p.n_cl:
+        add_chloride(st, p.n_cl, np.random.default_rng(p.seed + 1))
     st.write_pdb(str(out / "model.pdb"))
     hkl = all_hkl(CELL, p.d_min)
-    i_true, rep, i_orbit = intensities(st, hkl)
+    anom = None
+    if p.anomalous:
+        i_true, rep, anom = anomalous_intensities(st, hkl, p.wavelength_A)
+        i_orbit = anom["i_mean"]
+    else:
+        i_true, rep, i_orbit = intensities(st, hkl)
     log(f"sim: {len(hkl)} hkl, {len(rep)} orbits, |F|² in {time.time() - t0:.1f} s")
     U = random_rotation(rng)
     UB = U @ b_matrix(CELL)
@@ -396,6 +531,7 @@ def simulate(p: SimParams, out: Path, log=print) -> tuple[Path, Path]:
           & (ev["y"] > -5) & (ev["y"] < p.ny + 4))
     ev = {k: v[on] for k, v in ev.items()}
     idx = ev["idx"]
+    ev.update(event_factors(p, ev))
     osc = math.radians(p.osc_deg)
     st0 = math.radians(p.start_deg)
     # rocking curve over each image: η = |ζ| (φ − φc) (deg)
@@ -408,7 +544,8 @@ def simulate(p: SimParams, out: Path, log=print) -> tuple[Path, Path]:
     f_hi = np.minimum(np.floor(fc + reach), p.n_images - 1).astype(np.int64)
     valid = f_hi >= f_lo
     n_ev = len(fc)
-    lp_photons = i_true[idx] * ev["lorentz"] * ev["pol"]  # photons per unit scale
+    # photons per unit scale: |F|² L P, sensor efficiency, sample transmission
+    lp_photons = i_true[idx] * ev["lorentz"] * ev["pol"] * ev["qe"] * ev["transmission"]
     # partial table
     ev_id, img = [], []
     for k in np.nonzero(valid)[0]:
@@ -428,7 +565,9 @@ def simulate(p: SimParams, out: Path, log=print) -> tuple[Path, Path]:
     srt = np.sort(unit)[::-1]
     n_target = int(p.spots_ge50 * p.n_images)
     scale = 50.0 / srt[min(n_target, len(srt) - 1)]
-    exp_ph = unit * scale
+    k_img = ap_phys.image_scales(p.n_images, p.image_scale_amp, p.image_scale_jitter,
+                                 p.seed + 2)
+    exp_ph = unit * scale * k_img[img]
     log(f"sim: {n_ev} events, {len(ev_id)} partials, scale {scale:.4g} photons/e², "
         f"{time.time() - t0:.1f} s")
     # render: per image, sum spots onto the background
@@ -493,6 +632,7 @@ def simulate(p: SimParams, out: Path, log=print) -> tuple[Path, Path]:
                           ("x", ev["x"]), ("y", ev["y"]), ("d", d),
                           ("i_true", i_true[idx]), ("lorentz", ev["lorentz"]),
                           ("polarization", ev["pol"]), ("zeta", ev["zeta"]),
+                          ("qe", ev["qe"]), ("transmission", ev["transmission"]),
                           ("photons", ph_ev), ("fraction", fr_ev),
                           ("image_first", first), ("image_last", last)):
             g.create_dataset(name, data=np.asarray(val)[sel])
@@ -507,6 +647,10 @@ def simulate(p: SimParams, out: Path, log=print) -> tuple[Path, Path]:
         g.create_dataset("l", data=rep[:, 2])
         g.create_dataset("i_true", data=i_orbit)
         g.create_dataset("d", data=1.0 / np.linalg.norm(rep @ b_matrix(CELL).T, axis=1))
+        if anom is not None:
+            for name in ("i_plus", "i_minus", "centric"):
+                g.create_dataset(name, data=anom[name])
+        f.create_group("images").create_dataset("scale", data=k_img)
     log(f"sim: wrote {master} and {truth} in {time.time() - t0:.1f} s")
     return master, truth
 
@@ -520,12 +664,14 @@ def write_master(p: SimParams, images: np.ndarray, out: Path, stills: bool = Fal
     geo = Geometry(
         beam=Beam.create(p.wavelength_A, polarization_fraction=p.polarization),
         detector=Detector.create(p.distance_mm, p.beam_center_px, (p.ny, p.nx),
-                                 pixel_size_mm=p.pixel_mm),
+                                 pixel_size_mm=p.pixel_mm,
+                                 sensor_thickness_mm=p.sensor_thickness_mm,
+                                 sensor_material="Si"),
         goniometer=None if stills else Goniometer.create(p.axis, p.start_deg, p.osc_deg))
     kw = {"bandwidth_fwhm": p.bandwidth_fwhm} if stills else {}
     return write_jungfraujoch(out / "sim", iter(images), n_images=p.n_images, geometry=geo,
                               **kw,
-                              dtype="int32", layout="single", codec="bslz4",
+                              dtype="int32", layout="single", codec=p.codec,
                               unit_cell=CELL, space_group=SPACE_GROUP,
                               saturation_value=2 ** 30, sample_name="peer_comparison sim")
 
@@ -714,10 +860,25 @@ def _lookup(hkl_all: np.ndarray, values: np.ndarray, hkl: np.ndarray) -> np.ndar
     return values[order[pos]]
 
 
+def parse_value(cur, v: str):
+    """``--set`` value ``v`` in the type of the current value ``cur`` (tuples: comma lists;
+    bools: 1/0, true/false, yes/no, on/off)."""
+    if isinstance(cur, tuple):
+        return tuple(float(x) for x in v.split(","))
+    if isinstance(cur, bool):
+        if v.lower() in ("1", "true", "yes", "on"):
+            return True
+        if v.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"not a boolean: {v!r}")
+    return type(cur)(v)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", default="small",
-                    choices=["tiny", "small", "full", "stills_small", "stills"])
+                    choices=["tiny", "small", "full", "anomalous_small", "anomalous",
+                             "stills_small", "stills"])
     ap.add_argument("-o", "--out", default="/tmp/peer/sim")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="override SimParams fields, e.g. n_images=30 mosaicity_deg=0.1")
@@ -729,9 +890,11 @@ def main(argv=None) -> int:
         if not hasattr(p, k):
             print(f"error: unknown parameter {k!r}", file=sys.stderr)
             return 2
-        cur = getattr(p, k)
-        setattr(p, k, tuple(float(x) for x in v.split(",")) if isinstance(cur, tuple)
-                else type(cur)(v))
+        try:
+            setattr(p, k, parse_value(getattr(p, k), v))
+        except ValueError as exc:
+            print(f"error: {k}: {exc}", file=sys.stderr)
+            return 2
     (simulate_stills if stills else simulate)(p, Path(a.out))
     return 0
 
