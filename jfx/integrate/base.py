@@ -50,7 +50,7 @@ class IntegratorSettings(Settings, abc.ABC):
             ``dqe`` of DIALS): written per reflection as ``qe`` and applied with ``lp`` where
             the intensities are corrected (scaling: I / (lp · qe)). False: ``qe`` = 1.
         parallax: predict positions where the sensor absorbs each ray on average, not where
-            the ray meets its surface (:func:`jfx.physics.detector.parallax_offset_mm`; ~0.5–1
+            the ray meets its surface (:func:`jfx.physics.detector.parallax_offset_mm`; 0.9
             px at 2θ = 30° for 320 µm Si at 12.4 keV), for refinement and integration alike.
 
     A sensor material without an attenuation table (Si, Ge, GaAs, CdTe are tabulated) while

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 
 import jax.numpy as jnp
 import numpy as np
@@ -108,6 +110,9 @@ def test_file_roundtrip(tmp_path, capsys, kind, layout, dtype):
                 np.testing.assert_array_equal(got[valid], e[valid])
         geom = m.geometry
     assert (geom.goniometer is not None) == (kind == "rotation")
+    # the simulator places spots at the sensor's mean absorption depth (parallax), as the
+    # pipeline predicts them (integrate.parallax, default on)
+    geom = dataclasses.replace(geom, detector=dataclasses.replace(geom.detector, parallax=True))
     o = truth.observations
     hkl = jnp.stack([o["h"], o["k"], o["l"]], -1)
     assert len(o["h"]) > 20
