@@ -147,3 +147,28 @@ def test_lorentz_factor_of_rotation():
     s1 = jnp.asarray(_ray(30.0, 60.0))  # plane normal (sin 60°, −cos 60°, 0): ζ = sin 60°
     assert float(lorentz_rotation(axis, s0, s1)) == pytest.approx(
         1.0 / (np.sin(np.radians(60.0)) * np.sin(np.radians(30.0))), rel=1e-12)
+
+
+@pytest.mark.parametrize("overrides, refused", [
+    ((), True),
+    (("integrate.detector_efficiency=false",), True),
+    (("integrate.detector_efficiency=false", "integrate.parallax=false"), False),
+])
+def test_unknown_sensor_material_is_refused_unless_both_corrections_are_off(overrides, refused):
+    from jfx.config import compose, process_settings
+    from jfx.io.errors import InputError
+    from jfx.models.geometry import Geometry
+    from jfx.pipeline.run import _sensor_physics
+
+    settings = process_settings(compose("process", list(overrides)))
+    beam, det = _geom(False, "Unobtainium")
+    g = Geometry(beam=beam, detector=det)
+    if refused:
+        with pytest.raises(InputError, match="integrate.parallax=false"):
+            _sensor_physics(g, settings)
+    else:
+        assert _sensor_physics(g, settings).detector.parallax is False
+    # a known material: the parallax switch reaches the detector
+    beam, det = _geom(False, "Si")
+    on = _sensor_physics(Geometry(beam=beam, detector=det), settings).detector.parallax
+    assert on is ("integrate.parallax=false" not in overrides)
