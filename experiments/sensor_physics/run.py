@@ -79,12 +79,14 @@ def measure(d: Path, name: str, overrides: list[str]) -> dict:
     ratio = i_corr / it
     keep = strong & np.isfinite(ratio)
     r, c = ratio[keep], cos_in[keep]
-    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    def rank(v):
+        return np.argsort(np.argsort(v))
+
     corr = float(np.corrcoef(rank(r), rank(c))[0, 1])  # Spearman: robust to the noisy tail
     q = np.quantile(c, [0.2, 0.8])
     slope = float(np.median(r[c <= q[0]]) / np.median(r[c >= q[1]]) - 1.0)
-    return dict(cc=cc, n_merged=int(ok.sum()), corr=corr, slope=slope, n_strong=int(keep.sum()),
-                cell=f"{m.cell.a:.3f} {m.cell.c:.3f}")
+    return {"cc": cc, "n_merged": int(ok.sum()), "corr": corr, "slope": slope,
+            "n_strong": int(keep.sum()), "cell": f"{m.cell.a:.3f} {m.cell.c:.3f}"}
 
 
 def main() -> None:

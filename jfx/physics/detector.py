@@ -109,7 +109,7 @@ def detection_efficiency(detector: Detector, beam: Beam, s1: jnp.ndarray) -> jnp
 def absorption_depth_mm(detector: Detector, beam: Beam, s1: jnp.ndarray) -> jnp.ndarray:
     """Mean path length ⟨l⟩ (mm, (...)) along rays ``s1`` of the photons the sensor absorbs
     (module docstring); → t/(2 cos θ_in) for a thin sensor, 1/μ for a thick one."""
-    _, cos_in, mu, a = _ray_terms(detector, beam, s1)
+    _, _, mu, a = _ray_terms(detector, beam, s1)
     # a e^{-a}/(1 - e^{-a}) = a / expm1(a)
     return (1.0 - a / jnp.expm1(a)) / mu
 

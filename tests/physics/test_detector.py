@@ -93,7 +93,7 @@ def test_parallax_shift_of_a_tilted_ray():
 
 
 def test_gradients_are_finite():
-    beam, det = _geom(True)
+    _, det = _geom(True)
     v = jnp.asarray(_ray(25.0, 40.0))
 
     def f(dist, lam):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from jfx.io.truth import Truth, read_truth, write_truth
 from jfx.physics.diffraction import predict_rotation, predict_still
 from jfx.sim import cli, presets, simulate
 from jfx.sim import forward as fw
-
 
 
 def test_presets_valid_and_overrides():
