@@ -56,8 +56,9 @@ class ProcessResult:
 
 def _sensor_physics(geometry, settings: ProcessSettings):
     """``geometry`` with the parallax switch of ``integrate.parallax`` on its detector; a
-    sensor material without an attenuation table while the detection-efficiency or parallax
-    correction is on is refused before any image is read (InputError)."""
+    sensor material without an attenuation table, or a thickness ≤ 0, while the
+    detection-efficiency or parallax correction is on is refused before any image is read
+    (InputError)."""
     from jfx.physics.detector import known_materials, sensor_material
 
     it = settings.integrate
@@ -68,6 +69,12 @@ def _sensor_physics(geometry, settings: ProcessSettings):
             f"sensor material {det.sensor_material!r} has no attenuation table (known: "
             f"{', '.join(known_materials())}); set integrate.detector_efficiency=false "
             "integrate.parallax=false to process without the sensor corrections")
+    if it.enabled and (it.detector_efficiency or it.parallax) \
+            and not det.sensor_thickness_mm > 0:
+        raise InputError(
+            f"sensor thickness {det.sensor_thickness_mm:g} mm is not positive; set "
+            "integrate.detector_efficiency=false integrate.parallax=false to process without "
+            "the sensor corrections")
     return dataclasses.replace(geometry, detector=dataclasses.replace(
         det, parallax=bool(it.enabled and it.parallax)))
 
