@@ -44,6 +44,18 @@ class IntegratorSettings(Settings, abc.ABC):
             its pixels masked, invalid or off the detector is flagged ``MASKED_FRACTION`` and
             left out of scaling (default 0.1: at most 2 of the 28 pixels of an r1 = 3 px disc;
             1 = keep all).
+        detector_efficiency: divide by the sensor's detection efficiency QE = 1 −
+            exp(−μ t / cos θ_in) at each reflection's angle of incidence (material and
+            thickness from the file; :func:`jfx.physics.detector.detection_efficiency`, the
+            ``dqe`` of DIALS): written per reflection as ``qe`` and applied with ``lp`` where
+            the intensities are corrected (scaling: I / (lp · qe)). False: ``qe`` = 1.
+        parallax: predict positions where the sensor absorbs each ray on average, not where
+            the ray meets its surface (:func:`jfx.physics.detector.parallax_offset_mm`; 0.9
+            px at 2θ = 30° for 320 µm Si at 12.4 keV), for refinement and integration alike.
+
+    A sensor material without an attenuation table (Si, Ge, GaAs, CdTe are tabulated) while
+    either correction is on stops the run before any image is read (one line naming the
+    two keys that turn them off).
 
     The per-dataset integrator returned by :meth:`create` has ``begin(frame, x_px, y_px,
     d_A)`` → ``(summation result (:class:`jfx.integrate.summation.SummationResult`),
@@ -62,6 +74,8 @@ class IntegratorSettings(Settings, abc.ABC):
     threads: int = setting(2, minimum=1)
     overload_value: float | None = setting(None, positive=True)
     max_masked_fraction: float = setting(0.1, minimum=0.0, maximum=1.0)
+    detector_efficiency: bool = True
+    parallax: bool = True
 
     def trusted_saturation(self, saturation_value: float | None) -> float | None:
         """The count from which pixels are overloaded: min(file saturation value,

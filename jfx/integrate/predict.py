@@ -32,6 +32,7 @@ import numpy as np
 from jfx.models.geometry import Geometry
 from jfx.physics import diffraction as dif
 from jfx.physics.corrections import lorentz_rotation, polarization_factor
+from jfx.physics.detector import detection_efficiency, sensor_material
 from jfx.physics.partiality import rotation_fraction, still_partiality, still_sigma_eps
 
 
@@ -169,7 +170,9 @@ class StillPrediction:
     Attributes:
         hkl, x_px, y_px, d_A: Miller indices, predicted position, resolution.
         eps_invA: excitation error (Å⁻¹, > 0 outside the sphere); sigma_eps_invA: its model
-            width; partiality: exp(−ε²/2σ_ε²) (peak 1); polarization: factor P (I_obs ∝ P).
+            width; partiality: exp(−ε²/2σ_ε²) (peak 1); polarization: factor P (I_obs ∝ P);
+            qe: sensor detection efficiency at the ray's angle of incidence (I_obs ∝ QE;
+            :func:`jfx.physics.detector.detection_efficiency`).
     """
 
     hkl: np.ndarray
@@ -180,6 +183,7 @@ class StillPrediction:
     sigma_eps_invA: np.ndarray
     partiality: np.ndarray
     polarization: np.ndarray
+    qe: np.ndarray
 
     @property
     def n(self) -> int:
@@ -210,7 +214,7 @@ def predict_still(geometry: Geometry, basis: np.ndarray, d_min_A: float, *,
                                   space_group)
     if len(hkl) == 0:
         z = np.zeros(0)
-        return StillPrediction(np.zeros((0, 3), np.int32), z, z, z, z, z, z, z)
+        return StillPrediction(np.zeros((0, 3), np.int32), z, z, z, z, z, z, z, z)
     # cheap numpy pre-selection of the reflections near the Ewald sphere (an upper bound of
     # σ_ε from the largest |q|), so the jitted kernel sees thousands of rows, not 10⁵–10⁶
     hkl = np.asarray(hkl)
@@ -225,7 +229,7 @@ def predict_still(geometry: Geometry, basis: np.ndarray, d_min_A: float, *,
     hkl = hkl[np.abs(eps0) <= 1.01 * n_sigma * sig_max + 1e-9]
     if len(hkl) == 0:
         z = np.zeros(0)
-        return StillPrediction(np.zeros((0, 3), np.int32), z, z, z, z, z, z, z)
+        return StillPrediction(np.zeros((0, 3), np.int32), z, z, z, z, z, z, z, z)
     m = len(hkl)
     cap = 1 << max(10, int(np.ceil(np.log2(m))))  # power-of-two buckets: one compile each
     hp = np.zeros((cap, 3), np.int32)
@@ -233,12 +237,12 @@ def predict_still(geometry: Geometry, basis: np.ndarray, d_min_A: float, *,
     hp[:m] = hkl
     out = _still_kernel(geometry, jnp.asarray(basis, dtype=jnp.float64), jnp.asarray(hp),
                         jnp.asarray(np.radians(mosaicity_deg)), jnp.asarray(bw))
-    x, y, eps, sig, d, part, pol = (np.asarray(a)[:m] for a in out)
+    x, y, eps, sig, d, part, pol, qe = (np.asarray(a)[:m] for a in out)
     keep = (np.abs(eps) <= n_sigma * sig) & _on_detector(x, y, geometry.detector.shape)
     return StillPrediction(
         hkl=np.asarray(hkl, dtype=np.int32)[keep], x_px=x[keep], y_px=y[keep], d_A=d[keep],
         eps_invA=eps[keep], sigma_eps_invA=sig[keep], partiality=part[keep],
-        polarization=pol[keep])
+        polarization=pol[keep], qe=qe[keep])
 
 
 @jax.jit
@@ -250,7 +254,16 @@ def _still_kernel(geometry: Geometry, basis, hkl, mosaicity_rad, bandwidth_fwhm)
     two_theta = 2.0 * jnp.arcsin(jnp.clip(qn * lam / 2.0, 0.0, 1.0))
     sig = still_sigma_eps(qn, two_theta, lam, mosaicity_rad, bandwidth_fwhm)
     return (pr["x"], pr["y"], pr["eps"], sig, pr["d"], still_partiality(pr["eps"], sig),
-            polarization_factor(geometry.beam, pr["s1"]))
+            polarization_factor(geometry.beam, pr["s1"]), _qe(geometry, pr["s1"]))
+
+
+def _qe(geometry: Geometry, s1):
+    """Detection efficiency of rays ``s1`` (..., 3); 1 for a sensor material without an
+    attenuation table (the pipeline refuses those unless the correction is off)."""
+    det = geometry.detector
+    if sensor_material(det.sensor_material) is None:
+        return jnp.ones(s1.shape[:-1], dtype=jnp.float64)
+    return detection_efficiency(det, geometry.beam, s1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +278,8 @@ class RotationPrediction:
         phi_rad: centroid rotation angle; x_px, y_px: centroid position (at φ).
         fraction: recorded fraction on ``image`` (rocking curve).
         zeta: Kabsch ζ (= cos ρ, the rocking width is σ_M/|ζ|); lorentz: 1/|e·(ŝ1×ŝ0)|
-            = 1/(|ζ| sin 2θ) (Kabsch 2010); polarization: P; d_A: resolution.
+            = 1/(|ζ| sin 2θ) (Kabsch 2010); polarization: P; qe: sensor detection
+            efficiency (:func:`jfx.physics.detector.detection_efficiency`); d_A: resolution.
     """
 
     hkl: np.ndarray
@@ -279,6 +293,7 @@ class RotationPrediction:
     zeta: np.ndarray
     lorentz: np.ndarray
     polarization: np.ndarray
+    qe: np.ndarray
     d_A: np.ndarray
 
     @property
@@ -344,10 +359,11 @@ def predict_rotation(geometry: Geometry, basis0: np.ndarray, d_min_A: float,
         r, img, frac = r[keep], img[keep], frac[keep]
         pol = np.asarray(polarization_factor(geometry.beam, jnp.asarray(s1[r, k])))
         lor = np.asarray(lorentz_rotation(gon.axis, geometry.beam.s0, jnp.asarray(s1[r, k])))
+        qe = np.asarray(_qe(geometry, jnp.asarray(s1[r, k])))
         rows.append({"hkl": np.asarray(hkl, np.int32)[r], "event": np.full(r.size, k, np.int8),
                          "image": img, "frame": frame[r, k], "phi_rad": phi[r, k], "x_px": x[r, k],
                          "y_px": y[r, k], "fraction": frac, "zeta": z[r, k],
-                         "lorentz": lor, "polarization": pol, "d_A": d[r]})
+                         "lorentz": lor, "polarization": pol, "qe": qe, "d_A": d[r]})
     cols = {key: np.concatenate([r_[key] for r_ in rows]) for key in rows[0]}
     order = np.lexsort((cols["event"], cols["frame"], cols["image"]))
     return RotationPrediction(**{key: v[order] for key, v in cols.items()})

@@ -89,7 +89,7 @@ FIELD_DTYPES: dict[str, dict[str, Any]] = {
         "int_sum_var": np.float32, "int_prf": np.float32, "int_prf_var": np.float32,
         "background_mean": np.float32, "flags": np.uint32, "int_prf_var_bg": np.float32,
         "zeta": np.float32, "ewald_offset": np.float32, "image_first": np.int32,
-        "image_last": np.int32,
+        "image_last": np.int32, "qe": np.float32,
     },
     "scaling": {"scale": np.float32, "bfactor": np.float32, "wedge_deg": np.float32,
                 "mosaicity_deg": np.float32, "cc": np.float32, "rejected": np.uint8,
@@ -461,6 +461,7 @@ REFLECTION_FIELDS = {
     "zeta": "zeta", "ewald_offset": "ewald_offset_invA", "int_sum": "int_sum",
     "int_sum_var": "int_sum_var", "int_prf": "int_prf", "int_prf_var": "int_prf_var",
     "background_mean": "background_mean", "flags": "flags", "int_prf_var_bg": "int_prf_var_bg",
+    "qe": "qe",
 }
 """``/entry/reflections`` field → :class:`Reflections` attribute (plus ``h``, ``k``, ``l``
 from ``hkl``)."""

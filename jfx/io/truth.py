@@ -29,8 +29,10 @@ centroid angle; NaN for stills), ``frame`` (centroid frame coordinate: image i c
 [i, i+1); stills image + 0.5), ``d`` (Å), ``partiality`` (rotation: fraction of the
 reflection's integrated intensity recorded on this image; stills: peak-normalised
 exp(−ε²/2σ_ε²)), ``lorentz`` (1/|e·(ŝ1×ŝ0)|; 1 for stills), ``polarization``, ``lp``
-(lorentz × polarization), ``dw`` (exp(−2 B s²) of the overall B), ``expected_photons``
-(scale · i_true · lp · partiality · dw · g_i·exp(−2 B_i s²): the mean photons of this reflection on this
+(lorentz × polarization), ``qe`` (the sensor's detection efficiency at the ray, 1 when the
+preset's ``detection_efficiency`` is off), ``dw`` (exp(−2 B s²) of the overall B),
+``expected_photons`` (scale · i_true · lp · qe · partiality · dw · g_i·exp(−2 B_i s²): the
+mean photons of this reflection on this
 image, before Poisson noise, including parts that fall on masked pixels or off the
 detector), ``i_true`` (|F|², e²), ``sigma_px`` (spot Gaussian σ), ``zeta`` and
 ``event`` (rotation), ``eps`` and ``sigma_eps`` (stills, Å⁻¹).

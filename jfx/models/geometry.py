@@ -90,6 +90,9 @@ class Detector:
         shape: static (ny, nx) image shape in pixels.
         sensor_thickness_mm: static sensor thickness (mm).
         sensor_material: static material name (e.g. "Si").
+        parallax: static; when True the pixel ↔ ray transforms of :mod:`jfx.physics.diffraction`
+            (``lab_to_pixel``, ``pixel_s1``) place a ray where the sensor absorbs it on average
+            (:func:`jfx.physics.detector.parallax_offset_mm`), not where it meets the surface.
     """
 
     distance_mm: jnp.ndarray
@@ -100,6 +103,7 @@ class Detector:
     shape: tuple[int, int] = static((514, 1030))
     sensor_thickness_mm: float = static(0.32)
     sensor_material: str = static("Si")
+    parallax: bool = static(False)
 
     @staticmethod
     def create(
@@ -111,6 +115,7 @@ class Detector:
         slow_axis=(0.0, 1.0, 0.0),
         sensor_thickness_mm: float = 0.32,
         sensor_material: str = "Si",
+        parallax: bool = False,
     ) -> "Detector":
         if np.isscalar(pixel_size_mm):
             pixel_size_mm = (float(pixel_size_mm), float(pixel_size_mm))
@@ -125,6 +130,7 @@ class Detector:
             shape=(int(shape[0]), int(shape[1])),
             sensor_thickness_mm=float(sensor_thickness_mm),
             sensor_material=str(sensor_material),
+            parallax=bool(parallax),
         )
 
     @property

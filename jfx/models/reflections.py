@@ -35,7 +35,7 @@ class ReflectionFlag(enum.IntFlag):
 _FLOAT_COLUMNS = ("predicted_x", "predicted_y", "predicted_phi_deg", "observed_x", "observed_y",
                   "d_A", "partiality", "lp", "zeta", "ewald_offset_invA", "int_sum",
                   "int_sum_var", "int_prf", "int_prf_var", "background_mean",
-                  "int_prf_var_bg")
+                  "int_prf_var_bg", "qe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,13 @@ class Reflections:
         d_A: float32 resolution (Å).
         partiality: float32 stills: model Ewald-offset partiality; rotation: recorded
             fraction F of the reflection (Σ of the summed partials' fractions).
-        lp: float32 Lorentz × polarisation factor (stills: polarisation).
+        lp: float32 Lorentz × polarisation factor (stills: polarisation); I_obs ∝ lp.
+        qe: float32 sensor detection efficiency 1 − exp(−μt/cos θ_in) at the reflection's
+            ray (:func:`jfx.physics.detector.detection_efficiency`; 1 with
+            ``integrate.detector_efficiency=false``); I_obs ∝ qe. The intensities (int_sum,
+            int_prf) are the recorded photons, uncorrected: the corrected intensity is
+            I / (lp · qe), applied in one place, by scaling
+            (:mod:`jfx.scale.observations`).
         zeta: float32 ζ = e·(ŝ1 × ŝ0)/|…| of rotation reflections (NaN for stills).
         ewald_offset_invA: float32 Ewald offset of still reflections (Å⁻¹; NaN: rotation).
         int_sum, int_sum_var: float32 summation intensity and variance (photons; rotation:
@@ -88,8 +94,11 @@ class Reflections:
     background_mean: np.ndarray
     flags: np.ndarray
     int_prf_var_bg: np.ndarray | None = None
+    qe: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.qe is None:  # tables built before the column existed: no correction
+            object.__setattr__(self, "qe", np.ones(np.asarray(self.hkl).shape[0], np.float32))
         if self.int_prf_var_bg is None:  # tables built before the column existed
             object.__setattr__(self, "int_prf_var_bg",
                                np.full(np.asarray(self.hkl).shape[0], np.nan, np.float32))
@@ -100,11 +109,12 @@ class Reflections:
 
     @staticmethod
     def empty(n: int) -> Reflections:
-        """``n`` rows with the defaults of unset columns (NaN floats, partiality and lp 1,
+        """``n`` rows with the defaults of unset columns (NaN floats, partiality, lp and qe 1,
         zero indices, images and flags)."""
         cols = {c: np.full(n, np.nan, np.float32) for c in _FLOAT_COLUMNS}
         cols["partiality"][:] = 1.0
         cols["lp"][:] = 1.0
+        cols["qe"][:] = 1.0
         cols["predicted_x"][:] = 0.0
         cols["predicted_y"][:] = 0.0
         cols["d_A"][:] = 0.0

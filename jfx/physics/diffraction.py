@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jfx.models.geometry import Beam, Detector, Geometry
+from jfx.physics.detector import parallax_offset_mm
 
 
 def rotation_matrix(axis: jnp.ndarray, angle: jnp.ndarray) -> jnp.ndarray:
@@ -51,6 +52,9 @@ def pixel_to_lab(detector: Detector, beam: Beam, x: jnp.ndarray, y: jnp.ndarray)
 def lab_to_pixel(detector: Detector, beam: Beam, v: jnp.ndarray):
     """Intersect rays from the sample along ``v`` (..., 3) with the detector plane.
 
+    With ``detector.parallax`` the position is moved to where the sensor absorbs the ray on
+    average (:func:`jfx.physics.detector.parallax_offset_mm`), as observed.
+
     Returns:
         x, y: (...) pixel coordinates; NaN where the ray does not hit the plane in front.
     """
@@ -61,14 +65,25 @@ def lab_to_pixel(detector: Detector, beam: Beam, v: jnp.ndarray):
     t = jnp.dot(o, n) / vn
     ok = (vn * jnp.dot(o, n)) > 0
     p = t[..., None] * v - o
+    if detector.parallax:
+        p = p + parallax_offset_mm(detector, beam, v)
     x = jnp.sum(p * detector.fast_axis, axis=-1) / px
     y = jnp.sum(p * detector.slow_axis, axis=-1) / py
     return jnp.where(ok, x, jnp.nan), jnp.where(ok, y, jnp.nan)
 
 
 def pixel_s1(detector: Detector, beam: Beam, x, y) -> jnp.ndarray:
-    """Diffracted wave vector s1 (..., 3), |s1| = 1/λ, towards pixel (x, y)."""
+    """Diffracted wave vector s1 (..., 3), |s1| = 1/λ, of the ray observed at pixel (x, y).
+
+    With ``detector.parallax`` the inverse of :func:`lab_to_pixel`'s parallax shift: the
+    surface point p = P(x, y) − offset(p) by fixed-point iteration (the offset changes by
+    < 1e-3 of itself per pixel of p, so four steps reach < 1e-9 px).
+    """
     p = pixel_to_lab(detector, beam, x, y)
+    if detector.parallax:
+        p_obs = p
+        for _ in range(4):
+            p = p_obs - parallax_offset_mm(detector, beam, p)
     return p / jnp.linalg.norm(p, axis=-1, keepdims=True) / beam.wavelength_A
 
 

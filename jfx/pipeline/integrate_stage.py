@@ -217,6 +217,7 @@ def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, int
                     image_last=np.full(pr.n, image, np.int32),
                     ewald_offset_invA=pr.eps_invA, predicted_x=pr.x_px, predicted_y=pr.y_px,
                     d_A=pr.d_A, partiality=pr.partiality, lp=pr.polarization,
+                    qe=pr.qe if ig.detector_efficiency else np.ones(pr.n),
                     int_sum=res.intensity, int_sum_var=res.variance,
                     background_mean=res.background)
         if prf is not None:
@@ -399,6 +400,8 @@ def _rotation(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
         observed_x=obs_x, observed_y=obs_y,
         d_A=pr.d_A[rep].astype(f32), partiality=summed.fraction.astype(f32),
         lp=(pr.lorentz[rep] * pr.polarization[rep]).astype(f32), zeta=pr.zeta[rep].astype(f32),
+        qe=(pr.qe[rep] if settings.integrate.detector_efficiency
+            else np.ones(ng)).astype(f32),
         ewald_offset_invA=np.full(ng, np.nan, f32),
         int_sum=summed.intensity.astype(f32), int_sum_var=summed.variance.astype(f32),
         int_prf=summed.prf_intensity.astype(f32), int_prf_var=summed.prf_variance.astype(f32),

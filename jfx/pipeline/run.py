@@ -54,6 +54,31 @@ class ProcessResult:
     device: str
 
 
+def _sensor_physics(geometry, settings: ProcessSettings):
+    """``geometry`` with the parallax switch of ``integrate.parallax`` on its detector; a
+    sensor material without an attenuation table, or a thickness ≤ 0, while the
+    detection-efficiency or parallax correction is on is refused before any image is read
+    (InputError)."""
+    from jfx.physics.detector import known_materials, sensor_material
+
+    it = settings.integrate
+    det = geometry.detector
+    if it.enabled and (it.detector_efficiency or it.parallax) \
+            and sensor_material(det.sensor_material) is None:
+        raise InputError(
+            f"sensor material {det.sensor_material!r} has no attenuation table (known: "
+            f"{', '.join(known_materials())}); set integrate.detector_efficiency=false "
+            "integrate.parallax=false to process without the sensor corrections")
+    if it.enabled and (it.detector_efficiency or it.parallax) \
+            and not det.sensor_thickness_mm > 0:
+        raise InputError(
+            f"sensor thickness {det.sensor_thickness_mm:g} mm is not positive; set "
+            "integrate.detector_efficiency=false integrate.parallax=false to process without "
+            "the sensor corrections")
+    return dataclasses.replace(geometry, detector=dataclasses.replace(
+        det, parallax=bool(it.enabled and it.parallax)))
+
+
 def select_images(n_images: int, start: int = 0, end: int | None = None,
                   stride: int = 1) -> ImageSelection:
     """Images ``start..end`` (inclusive, 0-based) with ``stride``; ``end`` beyond the data is
@@ -200,6 +225,7 @@ def process(settings: ProcessSettings, source: Any, *, selection: ImageSelection
     if settings.pixelrefine.bandwidth_fwhm is not None:  # --bandwidth overrides the file
         geometry = dataclasses.replace(geometry, beam=dataclasses.replace(
             geometry.beam, bandwidth_fwhm=np.asarray(float(settings.pixelrefine.bandwidth_fwhm))))
+    geometry = _sensor_physics(geometry, settings)
     state = ProcessState(selection=selection, geometry=geometry,
                          stored_space_group=getattr(source, "space_group", None),
                          warnings=warnings)

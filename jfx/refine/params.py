@@ -220,6 +220,7 @@ def to_geometry(params: RefineParams, template: Geometry) -> Geometry:
         shape=template.detector.shape,
         sensor_thickness_mm=template.detector.sensor_thickness_mm,
         sensor_material=template.detector.sensor_material,
+        parallax=template.detector.parallax,
     )
     tb = template.beam
     beam = Beam(wavelength_A=params.beam.wavelength_A, direction=tb.direction,

@@ -392,11 +392,14 @@ def reflection_columns(refl: Any) -> dict[str, np.ndarray]:
     :func:`jfx.scale.scaling.scale_merge` read (``h k l image d lp partiality int_sum
     int_sum_var int_prf int_prf_var flags predicted_x predicted_y predicted_phi zeta
     ewald_offset image_first image_last``) of a :class:`jfx.models.reflections.Reflections`
-    table."""
+    table. Its ``lp`` is the whole factor of the recorded intensity, Lorentz × polarisation
+    × sensor detection efficiency (``refl.lp · refl.qe``): the one place where the
+    integration's physical corrections meet the intensities (I / lp, σ / lp)."""
     hkl = np.asarray(refl.hkl)
     return {"h": hkl[:, 0], "k": hkl[:, 1], "l": hkl[:, 2], "image": refl.image,
             "image_first": refl.image_first, "image_last": refl.image_last,
-            "d": refl.d_A, "lp": refl.lp, "partiality": refl.partiality,
+            "d": refl.d_A, "lp": np.asarray(refl.lp, np.float32) * np.asarray(refl.qe, np.float32),
+            "qe": refl.qe, "partiality": refl.partiality,
             "int_sum": refl.int_sum, "int_sum_var": refl.int_sum_var,
             "int_prf": refl.int_prf, "int_prf_var": refl.int_prf_var, "flags": refl.flags,
             "predicted_x": refl.predicted_x, "predicted_y": refl.predicted_y,

@@ -12,14 +12,19 @@ Model (one row per *observation* = a reflection on one image):
   Gaussian rocking curve (σ = σ_M/|ζ|) puts the fraction
   ``f = rotation_fraction(φc, ζ, σ_M, φ_i, φ_i+1)`` on image i. Expected photons:
 
-      N = scale · I_true · L · P · f · exp(−2 B s²),  L = 1/|e·(ŝ1×ŝ0)|, s² = 1/(4d²)
+      N = scale · I_true · L · P · QE · f · exp(−2 B s²),  L = 1/|e·(ŝ1×ŝ0)|, s² = 1/(4d²)
+
+  with QE the sensor's detection efficiency at the ray's angle of incidence
+  (:func:`jfx.physics.detector.detection_efficiency`; 1 unless
+  ``SpotParams.detection_efficiency``). Spot positions come from the prediction, which places
+  them at the mean absorption depth when ``detector.parallax`` is set.
 
 * Stills (Kabsch 2014 (nXDS), Acta Cryst. D70, 2204; White et al. 2013, Acta Cryst. D69,
   1231): excitation error ε, width σ_ε (mosaicity + bandwidth + σ0 + divergence,
   ``still_sigma_eps``), peak-normalised partiality p = exp(−ε²/2σ_ε²) (or, with
   ``SpotParams.profile = "lorentzian"``, 1/(1 + (ε/γ)²), γ = √(2 ln 2) σ_ε: same FWHM):
 
-      N = scale · I_true · P · p · exp(−2 B s²)
+      N = scale · I_true · P · QE · p · exp(−2 B s²)
 
   (no Lorentz factor and no profile-width factor: a still reflection exactly in the
   diffraction condition records scale · I_true · P · DW photons).
@@ -42,6 +47,7 @@ import numpy as np
 from jfx.models._pytree import pytree_dataclass, static
 from jfx.models.geometry import Geometry
 from jfx.physics.corrections import lorentz_rotation, polarization_factor
+from jfx.physics.detector import detection_efficiency
 from jfx.physics.diffraction import (
     pixel_q,
     pixel_to_lab,
@@ -68,6 +74,8 @@ class SpotParams:
         patch: static odd patch size P (pixels per side).
         profile: static still rocking-curve shape, ``gaussian`` or ``lorentzian`` (same FWHM;
             :func:`jfx.physics.partiality.still_partiality`).
+        detection_efficiency: static; multiply the photons of each reflection by the sensor's
+            detection efficiency QE at its ray (material and thickness of the detector).
     """
 
     scale: jnp.ndarray
@@ -79,6 +87,7 @@ class SpotParams:
     divergence_rad: jnp.ndarray
     patch: int = static(11)
     profile: str = static("gaussian")
+    detection_efficiency: bool = static(False)
 
     @staticmethod
     def create(
@@ -91,6 +100,7 @@ class SpotParams:
         patch: int | None = None,
         divergence_deg: float = 0.0,
         profile: str = "gaussian",
+        detection_efficiency: bool = False,
     ) -> "SpotParams":
         if patch is None:
             s_max = sigma_px * (1.0 + sigma_growth * 2.0)
@@ -108,6 +118,7 @@ class SpotParams:
             divergence_rad=f(np.deg2rad(divergence_deg)),
             patch=int(patch),
             profile=str(profile),
+            detection_efficiency=bool(detection_efficiency),
         )
 
 
@@ -179,10 +190,11 @@ def rotation_observations(
     frac = rotation_fraction(phi, z, params.mosaicity_rad, phi1, phi2)
     L = lorentz_rotation(gon.axis, beam.s0, s1)
     P = polarization_factor(beam, s1)
+    qe = _qe(params, geometry, s1)
     dw = _dw(params, d)
-    expected = params.scale * i_true * L * P * frac * dw
+    expected = params.scale * i_true * L * P * qe * frac * dw
     return dict(
-        x=x, y=y, phi=phi, frame=frame, zeta=z, fraction=frac, lorentz=L, polarization=P,
+        x=x, y=y, phi=phi, frame=frame, zeta=z, fraction=frac, lorentz=L, polarization=P, qe=qe,
         dw=dw, d=d, sigma_px=_sigma_px(params, geometry, s1), expected=expected,
     )
 
@@ -213,13 +225,22 @@ def still_observations(
     )
     part = still_partiality(pred["eps"], sig, params.profile)
     P = polarization_factor(beam, pred["s1"])
+    qe = _qe(params, geometry, pred["s1"])
     dw = _dw(params, d)
-    expected = params.scale * i_true * P * part * dw
+    expected = params.scale * i_true * P * qe * part * dw
     return dict(
         x=pred["x"], y=pred["y"], eps=pred["eps"], sigma_eps=sig, partiality=part,
-        polarization=P, dw=dw, d=d, sigma_px=_sigma_px(params, geometry, pred["s1"]),
+        polarization=P, qe=qe, dw=dw, d=d, sigma_px=_sigma_px(params, geometry, pred["s1"]),
         expected=expected,
     )
+
+
+def _qe(params: SpotParams, geometry: Geometry, s1: jnp.ndarray) -> jnp.ndarray:
+    """Detection efficiency of rays ``s1`` (..., 3) (ones unless
+    ``params.detection_efficiency``)."""
+    if not params.detection_efficiency:
+        return jnp.ones(s1.shape[:-1], dtype=s1.dtype)
+    return detection_efficiency(geometry.detector, geometry.beam, s1)
 
 
 def gaussian_patches(x, y, sigma, photons, patch: int):

@@ -50,6 +50,11 @@ class SimPreset:
             a, b, c × (1 + δ_i), δ_i ~ N(0, cell_spread²), angles unchanged (I_true(hkl) kept).
             0 = all crystals have ``cell``.
         polarization_fraction: beam polarisation fraction (0.5 = unpolarised).
+        sensor_material / sensor_thickness_mm: the sensor (written to the master file).
+        detection_efficiency: reflections record QE = 1 − exp(−μt/cos θ_in) of their photons
+            (:func:`jfx.physics.detector.detection_efficiency`).
+        parallax: spots lie where the sensor absorbs their ray on average
+            (:func:`jfx.physics.detector.parallax_offset_mm`), not where it meets the surface.
         spot_sigma_px / spot_sigma_growth: spot width σ = σ_px (1 + g tan 2θ).
         background / water_ring / water_ring_d_A: background model (photons/px).
         blank_fraction: stills, fraction of images without a crystal.
@@ -109,6 +114,10 @@ class SimPreset:
     divergence_deg: float = 0.0
     cell_spread: float = 0.0
     polarization_fraction: float = 0.99
+    sensor_material: str = "Si"
+    sensor_thickness_mm: float = 0.32
+    detection_efficiency: bool = True
+    parallax: bool = True
     spot_sigma_px: float = 1.0
     spot_sigma_growth: float = 0.0
     background: float = 0.3
@@ -323,6 +332,13 @@ def validate(p: SimPreset) -> SimPreset:
               "zingers_per_image", "zinger_photons", "hot_pixels", "hot_pixel_photons"):
         if getattr(p, k) < 0:
             raise ValueError(f"{k} must be ≥ 0")
+    if not p.sensor_thickness_mm > 0:
+        raise ValueError("sensor_thickness_mm must be > 0")
+    if (p.detection_efficiency or p.parallax) and p.sensor_material.strip().lower() not in (
+            "si", "silicon", "ge", "germanium", "gaas", "gallium arsenide", "cdte",
+            "cadmium telluride"):
+        raise ValueError(f"sensor_material {p.sensor_material!r} has no attenuation table "
+                         "(Si, Ge, GaAs, CdTe); set detection_efficiency=false parallax=false")
     if not p.scatter_length_px > 0:
         raise ValueError("scatter_length_px must be > 0")
     if not 0.0 <= p.blank_fraction <= 1.0:

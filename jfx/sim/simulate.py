@@ -103,7 +103,9 @@ def make_geometry(p: SimPreset, layout: DetectorLayout) -> Geometry:
         p.wavelength_A, bandwidth_fwhm=p.bandwidth_fwhm,
         polarization_fraction=p.polarization_fraction,
     )
-    det = Detector.create(p.distance_mm, bc, (ny, nx), pixel_size_mm=layout.pixel_size_mm)
+    det = Detector.create(p.distance_mm, bc, (ny, nx), pixel_size_mm=layout.pixel_size_mm,
+                          sensor_thickness_mm=p.sensor_thickness_mm,
+                          sensor_material=p.sensor_material, parallax=p.parallax)
     gon = None
     if p.kind == "rotation":
         gon = Goniometer.create(p.axis, p.start_deg, p.osc_deg)
@@ -159,7 +161,7 @@ def build_experiment(p: SimPreset, sf: StructureFactors | None = None) -> Experi
         scale=p.mean_photons / mean_i, mosaicity_deg=p.mosaicity_deg, bfactor_A2=p.bfactor_A2,
         sigma_px=p.spot_sigma_px, sigma_growth=p.spot_sigma_growth,
         sigma0_invA=p.domain_sigma_invA, divergence_deg=p.divergence_deg,
-        profile=p.partiality_profile,
+        profile=p.partiality_profile, detection_efficiency=p.detection_efficiency,
     )
     bg = fw.BackgroundParams.create(p.background, p.water_ring, p.water_ring_d_A)
     sat = p.saturation_value if p.saturation_value is not None else default_saturation(p.dtype)
@@ -279,7 +281,8 @@ def plan_stills(exp: Experiment) -> dict[str, np.ndarray]:
         return dict(
             hkl=np.zeros((0, 3), np.int32), image=np.zeros(0, np.int64), i_true=np.zeros(0),
             x=np.zeros(0), y=np.zeros(0), eps=np.zeros(0), sigma_eps=np.zeros(0),
-            partiality=np.zeros(0), polarization=np.zeros(0), dw=np.zeros(0), d=np.zeros(0),
+            partiality=np.zeros(0), polarization=np.zeros(0), qe=np.zeros(0), dw=np.zeros(0),
+            d=np.zeros(0),
             sigma_px=np.zeros(0), expected=np.zeros(0),
         )
     return {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
@@ -429,6 +432,7 @@ def truth_content(exp: Experiment, obs: dict[str, np.ndarray]) -> dict:
         phi=np.rad2deg(obs["phi"]) if rot else nanv,
         frame=obs["frame"] if rot else img + 0.5, d=obs["d"], partiality=part,
         lorentz=lorentz, polarization=obs["polarization"], lp=lorentz * obs["polarization"],
+        qe=obs["qe"],
         dw=obs["dw"], expected_photons=obs["expected"], i_true=obs["i_true"],
         sigma_px=obs["sigma_px"],
     )

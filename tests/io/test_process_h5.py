@@ -212,3 +212,24 @@ def test_scaling_statistics_with_anomalous_columns_and_older_files(tmp_path, mas
     assert new.dtype["n_anom_pairs"] == np.int64 and new.dtype["r_anom"] == np.float64
     assert new["n_anom_pairs"][-1] == st.n_anom_pairs[-1] > 0
     np.testing.assert_array_equal(new["dano_over_sigma"], st.dano_over_sigma)
+
+
+def test_reflection_qe_column_round_trips_and_scaling_divides_by_it():
+    """``/entry/reflections/qe`` (sensor detection efficiency) is written and read back; a file
+    without it reads as qe = 1; scaling's ``lp`` is lp · qe (one place for the corrections)."""
+    import dataclasses
+
+    from jfx.io.process_h5 import _reflection_fields, _reflections
+    from jfx.models.reflections import Reflections
+    from jfx.scale.observations import reflection_columns
+
+    t = dataclasses.replace(Reflections.empty(3), lp=np.array([2.0, 3.0, 4.0], np.float32),
+                            qe=np.array([0.7, 0.8, 0.9], np.float32))
+    fields = _reflection_fields(t)
+    back, why = _reflections(fields)
+    assert why is None
+    np.testing.assert_array_equal(back.qe, t.qe)
+    np.testing.assert_allclose(reflection_columns(back)["lp"], [1.4, 2.4, 3.6], rtol=1e-6)
+    del fields["qe"]
+    old, _ = _reflections(fields)
+    np.testing.assert_array_equal(old.qe, np.ones(3, np.float32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +12,6 @@ from jfx.io.truth import Truth, read_truth, write_truth
 from jfx.physics.diffraction import predict_rotation, predict_still
 from jfx.sim import cli, presets, simulate
 from jfx.sim import forward as fw
-
 
 
 def test_presets_valid_and_overrides():
@@ -108,6 +108,9 @@ def test_file_roundtrip(tmp_path, capsys, kind, layout, dtype):
                 np.testing.assert_array_equal(got[valid], e[valid])
         geom = m.geometry
     assert (geom.goniometer is not None) == (kind == "rotation")
+    # the simulator places spots at the sensor's mean absorption depth (parallax), as the
+    # pipeline predicts them (integrate.parallax, default on)
+    geom = dataclasses.replace(geom, detector=dataclasses.replace(geom.detector, parallax=True))
     o = truth.observations
     hkl = jnp.stack([o["h"], o["k"], o["l"]], -1)
     assert len(o["h"]) > 20

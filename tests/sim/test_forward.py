@@ -154,7 +154,13 @@ def test_still_partiality_and_bandwidth_term(tiny_still):
     np.testing.assert_allclose(rows["sigma_eps"], sig, rtol=1e-10)
     np.testing.assert_allclose(rows["partiality"], np.exp(-0.5 * eps**2 / sig**2), rtol=1e-10)
     np.testing.assert_allclose(rows["expected"], float(exp.params.scale) * rows["i_true"]
-                               * rows["polarization"] * rows["partiality"], rtol=1e-10)
+                               * rows["polarization"] * rows["qe"] * rows["partiality"],
+                               rtol=1e-10)
+    # the sensor's detection efficiency: 320 µm Si, μ = 18.05 cm²/g · 2.33 g/cm³ at 12.4 keV
+    # (NIST, log–log between 10 and 15 keV), ray at θ_in from the (untilted) sensor normal
+    u = (s0 + q) / np.linalg.norm(s0 + q, axis=1, keepdims=True)
+    mu = 33.89 * (12.398 / 10.0) ** (np.log(10.34 / 33.89) / np.log(1.5)) * 2.33 * 0.1
+    np.testing.assert_allclose(rows["qe"], 1.0 - np.exp(-mu * 0.32 / u[:, 2]), rtol=3e-3)
 
 
 def test_bandwidth_sigma_vs_finite_difference_bragg():

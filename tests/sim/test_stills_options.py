@@ -78,7 +78,8 @@ def test_lorentzian_has_the_gaussian_fwhm(shapes):
     np.testing.assert_array_equal(np.sign(ol["partiality"][j] - og["partiality"])[far],
                                   np.sign(np.abs(og["eps"]) - hwhm)[far])
     np.testing.assert_allclose(ol["expected"] / ol["partiality"],
-                               float(el.params.scale) * ol["i_true"] * ol["polarization"],
+                               float(el.params.scale) * ol["i_true"] * ol["polarization"]
+                               * ol["qe"],
                                rtol=1e-10)
 
 
@@ -157,7 +158,7 @@ def test_cell_and_scale_spread_in_truth(tmp_path):
     assert 0.25 < np.std(np.log(g)) < 0.6
     o = t.observations
     ratio = o["expected_photons"] / (float(t.crystal["scale"]) * o["i_true"] * o["polarization"]
-                                     * o["partiality"])
+                                     * o["qe"] * o["partiality"])
     np.testing.assert_allclose(ratio, g[o["image"]], rtol=1e-9)
     assert t.crystal["partiality_profile"] == "gaussian"
     assert float(t.crystal["cell_spread"]) == 0.01

@@ -117,7 +117,7 @@ def integrated_table(exp: simulate.Experiment, rng: np.random.Generator,
         counts = rng.poisson(np.asarray(true["expected"])[sel] * exp.image_scale[i] + BACKGROUND)
         for k, v in (("h", hkl[sel, 0]), ("k", hkl[sel, 1]), ("l", hkl[sel, 2]),
                      ("image", np.full(sel.size, i)), ("d", pred["d"][sel]),
-                     ("lp", pred["polarization"][sel]), ("partiality", pred["partiality"][sel]),
+                     ("lp", pred["polarization"][sel] * np.asarray(true["qe"])[sel]), ("partiality", pred["partiality"][sel]),
                      ("int_sum", counts - BACKGROUND), ("int_sum_var", counts + 0.1 * BACKGROUND),
                      ("ewald_offset", pred["eps"][sel]), ("predicted_x", pred["x"][sel]),
                      ("predicted_y", pred["y"][sel]),
