@@ -55,8 +55,8 @@ class ProcessResult:
 
 
 def _sensor_physics(geometry, settings: ProcessSettings):
-    """``geometry`` with the parallax switch of ``integrate.parallax`` on its detector; a
-    sensor material without an attenuation table, or a thickness ≤ 0, while the
+    """``geometry`` with the parallax switch of ``integrate.parallax`` on its detector (spot
+    finding, indexing, refinement and integration all see it); a sensor material without an attenuation table, or a thickness ≤ 0, while the
     detection-efficiency or parallax correction is on is refused before any image is read
     (InputError)."""
     from jfx.physics.detector import known_materials, sensor_material
@@ -75,8 +75,11 @@ def _sensor_physics(geometry, settings: ProcessSettings):
             f"sensor thickness {det.sensor_thickness_mm:g} mm is not positive; set "
             "integrate.detector_efficiency=false integrate.parallax=false to process without "
             "the sensor corrections")
+    # parallax is where the sensor records every ray: spot positions for indexing and
+    # refinement too, also when integration is off (then only where the sensor is known)
+    known = sensor_material(det.sensor_material) is not None and det.sensor_thickness_mm > 0
     return dataclasses.replace(geometry, detector=dataclasses.replace(
-        det, parallax=bool(it.enabled and it.parallax)))
+        det, parallax=bool(it.parallax and known)))
 
 
 def select_images(n_images: int, start: int = 0, end: int | None = None,
