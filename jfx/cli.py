@@ -156,7 +156,7 @@ def _process_job(argv: list[str], con: _Console) -> int:
         raise InputError("no master file given")
     if not Path(g.input).exists():
         raise InputError(f"no such file: {g.input}")
-    from jfx.io.h5util import check_writable
+    from jfx.io.output_set import check_writable
     from jfx.pipeline import unimplemented_stages
 
     check_writable(g.output_prefix)  # before any work, not after it
@@ -305,7 +305,7 @@ def _scale_job(argv: list[str], con: _Console) -> int:
         con.detail(f"override {line}")
     if not settings.general.inputs:
         raise InputError("no _process.h5 input given")
-    from jfx.io.h5util import check_writable
+    from jfx.io.output_set import check_writable
     from jfx.io.process_h5 import read_process_h5
 
     check_writable(settings.general.output_prefix)

@@ -1,8 +1,5 @@
 """Small HDF5 / file helpers shared by the readers and writers of :mod:`jfx.io`.
 
-* :func:`atomic_path` — write a file under a temporary name in the destination directory and
-  move it into place with :func:`os.replace` only when the writer finished without an
-  exception (no half-written outputs).
 * :func:`dataset_filters` / :func:`missing_filters` — the HDF5 filter pipeline of a dataset
   and the filters this HDF5 build cannot decode.
 * :func:`codec_name` — Jungfraujoch codec name ("bslz4", "bszstd", "none", …) of a dataset.
@@ -12,80 +9,23 @@
   many bytes are missing).
 
 Frame reading (and ``dataset_filters``, ``one_line``, which it needs) lives in
-:mod:`jfx.io.frame_reader`, a module reader processes load by path.
+:mod:`jfx.io.frame_reader`, a module reader processes load by path; writing outputs
+(temporary files, atomic replacement, output sets, the check of the output location) in
+:mod:`jfx.io.output_set`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import h5py
 import numpy as np
 
 from jfx.io.frame_reader import BITSHUFFLE_ID, FILTER_NAMES, dataset_filters, one_line
 
-__all__ = ["BITSHUFFLE_ID", "FILTER_NAMES", "atomic_path", "attr_str", "check_writable",
-           "codec_name", "dataset_filters", "missing_filters", "new_temp_path", "one_line",
-           "open_problem", "read_scalar", "read_str"]
-
-
-def new_temp_path(final: str | os.PathLike) -> Path:
-    """An empty temporary file for ``final``: :func:`jfx.io.output_set.new_temp_path`
-    (pid-tagged, umask mode; stale ones of dead runs removed)."""
-    from jfx.io.output_set import new_temp_path as _new_temp_path
-
-    return _new_temp_path(final)
-
-
-def check_writable(prefix: str | os.PathLike) -> None:
-    """Raise :class:`InputError` (one line) when outputs ``<prefix>…`` cannot be written:
-    the directory cannot be created (e.g. a regular file in the way) or a file cannot be
-    created in it (read-only, no permission, full). Creates the directory; leaves no file."""
-    from jfx.io.errors import InputError
-
-    parent = Path(os.fspath(prefix)).parent
-    blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise InputError(f"cannot write outputs under {str(blocker)!r} (-o {os.fspath(prefix)}): "
-                         "it is a file, not a directory")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".jfx-write-test.", suffix=".tmp", dir=parent)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as e:
-        raise InputError(f"cannot write outputs to {str(parent) or '.'!r} (-o {os.fspath(prefix)}): "
-                         f"{e.strerror or type(e).__name__}") from None
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in the directory of ``final``; move it there on success.
-
-    The temporary file is created (empty) in the same directory so that
-    :func:`os.replace` is an atomic rename on the same file system. If the body raises,
-    the temporary file is removed and ``final`` is left untouched.
-
-    Example::
-
-        with atomic_path(out) as tmp:
-            with h5py.File(tmp, "w") as f:
-                ...
-    """
-    final = Path(final)
-    tmp = new_temp_path(final)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+__all__ = ["BITSHUFFLE_ID", "FILTER_NAMES", "attr_str", "codec_name", "dataset_filters",
+           "missing_filters", "one_line", "open_problem", "read_scalar", "read_str"]
 
 
 def missing_filters(dset: h5py.Dataset) -> list[str]:

@@ -55,7 +55,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from jfx.io.errors import ProcessingError
+from jfx.io.errors import InputError, ProcessingError
 
 PROCESS_OUTPUTS = (r"_process\.h5", r"\.mtz", r"\.cif", r"\.hkl", r"_iter\d+_scale\.dat",
                    r"_scaling\.html")
@@ -452,3 +452,38 @@ def write_one(final: str | os.PathLike, data: bytes | bytearray | memoryview | s
     with output_set(final) as s:
         s.add(final, data)
     return final
+
+
+def check_writable(prefix: str | os.PathLike) -> None:
+    """Raise :class:`InputError` (one line) when outputs ``<prefix>…`` cannot be written:
+    the directory cannot be created (e.g. a regular file in the way) or a file cannot be
+    created in it (read-only, no permission, full). Creates the directory; leaves no file."""
+    parent = Path(os.fspath(prefix)).parent
+    blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise InputError(f"cannot write outputs under {str(blocker)!r} (-o {os.fspath(prefix)}): "
+                         "it is a file, not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".jfx-write-test.", suffix=".tmp", dir=parent)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise InputError(f"cannot write outputs to {str(parent) or '.'!r} (-o {os.fspath(prefix)}): "
+                         f"{e.strerror or type(e).__name__}") from None
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path (:func:`new_temp_path`) for a writer that needs a file name
+    (e.g. h5py streaming frames); move it over ``final`` when the body finished without an
+    exception, else remove it and leave ``final`` untouched."""
+    final = Path(final)
+    tmp = new_temp_path(final)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise

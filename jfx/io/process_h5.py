@@ -350,35 +350,24 @@ def process_h5_image(
     return buf.getbuffer()
 
 
-def write_process_groups(
-    path: str | os.PathLike,
-    *,
-    master_path: str | os.PathLike,
-    geometry: Geometry,
-    config_yaml: str,
-    version: str,
-    image: ImageStats,
-    groups: Mapping[str, Mapping[str, Any]] | None = None,
-    start_time: str | None = None,
-    end_time: str | None = None,
-    outputs: OutputSet | None = None,
-    _after_create=None,
-) -> Path:
+def write_process_groups(path: str | os.PathLike, *, outputs: OutputSet | None = None,
+                         **content: Any) -> Path:
     """Write ``<prefix>_process.h5`` from output groups already named
     (:func:`write_process_h5` builds them from a :class:`ProcessState`).
 
     Args:
         path: final output path.
-        master_path: the input master file (its instrument/sample/source are copied).
-        geometry: the geometry actually used (written over the copied values).
-        config_yaml: resolved configuration as YAML text (``/entry/jfx/config``).
-        version: jfx version string.
-        image: per-image statistics (``/entry/image``, ``/entry/MX/imageNumber``).
-        groups: later-stage arrays, ``{"MX"|"azint"|"reflections"|"scaling": {field: array}}``.
-        start_time, end_time: ISO 8601 times of the processing run (default: now, both).
         outputs: the output set the file joins (moved into place with the other outputs of
             the prefix at its commit); None: written on its own, atomically.
-        _after_create: test hook called with the open in-memory file (failure injection).
+        content: the keywords of :func:`process_h5_image`:
+            master_path: the input master file (its instrument/sample/source are copied).
+            geometry: the geometry actually used (written over the copied values).
+            config_yaml: resolved configuration as YAML text (``/entry/jfx/config``).
+            version: jfx version string.
+            image: per-image statistics (``/entry/image``, ``/entry/MX/imageNumber``).
+            groups: later-stage arrays, ``{"MX"|"azint"|"reflections"|"scaling": {field: array}}``.
+            start_time, end_time: ISO 8601 times of the processing run (default: now, both).
+            _after_create: test hook called with the open in-memory file (failure injection).
 
     Returns:
         The final path.
@@ -387,10 +376,7 @@ def write_process_groups(
         ProcessingError: the file cannot be written (one line; disk full: the size).
     """
     path = Path(path)
-    data = process_h5_image(master_path=master_path, geometry=geometry,
-                            config_yaml=config_yaml, version=version, image=image,
-                            groups=groups, start_time=start_time, end_time=end_time,
-                            _after_create=_after_create)
+    data = process_h5_image(**content)
     if outputs is not None:
         outputs.add(path, data)
     else:

@@ -51,7 +51,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from jfx.io.h5util import atomic_path
+from jfx.io.output_set import atomic_path
 
 
 @dataclasses.dataclass

@@ -196,7 +196,7 @@ def test_cast_from_other_integer_type_keeps_error_marker(tmp_path):
 
 
 def test_atomic_path(tmp_path):
-    from jfx.io.h5util import atomic_path
+    from jfx.io.output_set import atomic_path
 
     final = tmp_path / "sub" / "out.h5"
     with atomic_path(final) as tmp:
@@ -222,7 +222,7 @@ def test_stale_temporary_files_of_dead_runs_are_removed(tmp_path):
     import subprocess
     import sys
 
-    from jfx.io.h5util import atomic_path
+    from jfx.io.output_set import atomic_path
 
     p = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                        capture_output=True, text=True, check=True)
