@@ -324,7 +324,7 @@ def _scale_job(argv: list[str], con: _Console) -> int:
                              unit_cell=pf.unit_cell, space_group=pf.space_group,
                              bandwidth_fwhm=pf.bandwidth_fwhm,
                              beam_center_px=pf.beam_center_px, scan_deg=pf.scan_deg,
-                             name=str(pf.path)))
+                             name=str(pf.path), lab_frame=pf.lab_frame))
     settings, partiality_line = _scale_partiality(settings, ns, native,
                                                   [pf.config_yaml for pf in pfs], runs)
     import numpy as np

@@ -4,7 +4,8 @@ instantiation.
 The Hydra config tree lives in ``conf/``: ``process.yaml`` (``jfjoch_process``) and
 ``scale.yaml`` (``jfjoch_scale``) are defaults lists over config groups, one per node
 (``general``, ``crystal``, ``spotfind``, ``index``, ``refine``, ``integrate``,
-``partiality``, ``likelihood``, ``rotation``, ``scale``, ``pixelrefine``, ``azint``). Every
+``partiality``, ``likelihood``, ``scale_model``, ``rotation``, ``scale``, ``pixelrefine``,
+``azint``). Every
 option file ``conf/<group>/<option>.yaml`` names ITS class in ``_target_`` and sets only the
 values that differ from the class's defaults; the class (a frozen dataclass) holds every
 default once and checks its values (:class:`jfx.validate.Settings`). The option's schema
@@ -40,7 +41,7 @@ from jfx.azint.settings import AzintSettings
 from jfx.index.settings import CrystalSettings, IndexSettings, RotationSettings
 from jfx.integrate.base import IntegratorSettings
 from jfx.refine.settings import PixelRefineSettings, RefineSettings
-from jfx.scale.base import Likelihood, PartialityModel
+from jfx.scale.base import Likelihood, PartialityModel, ScaleModel
 from jfx.scale.settings import ScaleSettings
 from jfx.spotfind.base import SpotFinderSettings
 from jfx.validate import Settings, config_defaults, setting
@@ -148,6 +149,7 @@ class ProcessSettings:
     integrate: IntegratorSettings
     partiality: PartialityModel
     likelihood: Likelihood
+    scale_model: ScaleModel
     rotation: RotationSettings
     scale: ScaleSettings
     pixelrefine: PixelRefineSettings
@@ -182,6 +184,7 @@ class ScaleJobSettings:
     crystal: CrystalSettings
     partiality: PartialityModel
     likelihood: Likelihood
+    scale_model: ScaleModel
     scale: ScaleSettings
 
     def __post_init__(self) -> None:

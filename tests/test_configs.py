@@ -55,11 +55,13 @@ EXTRA = {  # options that need a companion setting to be valid
 
 def test_groups_are_the_documented_ones():
     assert GROUPS == ["azint", "crystal", "general", "index", "integrate", "likelihood",
-                      "partiality", "pixelrefine", "refine", "rotation", "scale", "spotfind"]
+                      "partiality", "pixelrefine", "refine", "rotation", "scale", "scale_model",
+                      "spotfind"]
     assert options("index") == ["auto", "ffbidx", "fft", "fftw", "none"]
     assert options("refine") == ["beam_and_lattice", "none", "orientation", "pixelrefine"]
     assert options("partiality") == ["auto", "fixed", "rot", "unity"]
     assert options("likelihood") == ["huber", "normal", "student_t"]
+    assert options("scale_model") == ["auto", "image", "physical"]
     assert options("general") == ["process", "scale"]
     assert group_options("partiality") == ["auto", "fixed", "rot", "unity"]
 

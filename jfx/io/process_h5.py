@@ -428,6 +428,8 @@ def _mx_fields(state: Any) -> dict[str, Any]:
         if geo.is_rotation and gon is not None:
             mx["scan_start_deg"] = np.degrees(float(gon.start_rad))
             mx["scan_increment_deg"] = np.degrees(float(gon.increment_rad))
+            mx["rotation_axis"] = np.asarray(gon.axis, np.float64)
+            mx["beam_direction"] = np.asarray(geo.beam.direction, np.float64)
     return mx
 
 
@@ -542,6 +544,7 @@ class ProcessFile:
     space_group: int | None = None
     bandwidth_fwhm: float = 0.0
     scan_deg: tuple[float, float] | None = None
+    lab_frame: Any = None
 
     @property
     def has_reflections(self) -> bool:
@@ -578,6 +581,28 @@ def _crystal(mx: dict[str, np.ndarray]) -> dict[str, Any]:
             "bandwidth_fwhm": float(mx.get("bandwidth_fwhm", 0.0)),
             "scan_deg": ((float(mx["scan_start_deg"]), float(mx["scan_increment_deg"]))
                          if rot else None)}
+
+
+def _lab_frame(f: h5py.File, mx: dict[str, np.ndarray], scan: Any) -> Any:
+    """:class:`jfx.scale.observations.LabFrame` of a rotation run from the detector module
+    written by :func:`_write_geometry` and ``/entry/MX/rotation_axis``, ``beam_direction``;
+    None for stills and files that lack any of them."""
+    from jfx.scale.observations import LabFrame
+
+    det = "entry/instrument/detector"
+    need = (f"{det}/transformations/translation", f"{det}/module/fast_pixel_direction",
+            f"{det}/module/slow_pixel_direction")
+    if scan is None or "rotation_axis" not in mx or "beam_direction" not in mx or any(
+            p not in f for p in need):
+        return None
+    tr, fa, sl = (f[p] for p in need)
+    origin_m = float(tr[()]) * np.asarray(tr.attrs["vector"], np.float64)
+    return LabFrame(origin_mm=tuple(1e3 * origin_m),
+                    fast=tuple(np.asarray(fa.attrs["vector"], np.float64)),
+                    slow=tuple(np.asarray(sl.attrs["vector"], np.float64)),
+                    pixel_mm=(1e3 * float(fa[()]), 1e3 * float(sl[()])),
+                    beam=tuple(np.asarray(mx["beam_direction"], np.float64).reshape(3)),
+                    axis=tuple(np.asarray(mx["rotation_axis"], np.float64).reshape(3)))
 
 
 def _str(d: h5py.Dataset) -> str:
@@ -622,6 +647,7 @@ def read_process_h5(path: str | os.PathLike) -> ProcessFile:
                     groups[name] = {k: v[()] for k, v in f["entry"][name].items()
                                     if isinstance(v, h5py.Dataset)}
             refl, problem = _reflections(groups.get("reflections"))
+            crystal = _crystal(groups.get("MX", {}))
             return ProcessFile(
                 path=path,
                 config_yaml=_str(f["entry/jfx/config"]),
@@ -634,7 +660,8 @@ def read_process_h5(path: str | os.PathLike) -> ProcessFile:
                 groups=groups,
                 reflections=refl,
                 reflection_problem=problem,
-                **_crystal(groups.get("MX", {})),
+                lab_frame=_lab_frame(f, groups.get("MX", {}), crystal["scan_deg"]),
+                **crystal,
             )
         except (OSError, KeyError, ValueError) as e:
             raise InputError(f"cannot read {path}: {' '.join(str(e).split())}") from None

@@ -30,7 +30,7 @@ def enabled(settings: Any) -> bool:
 def run_data(reflections: Reflections, *, wavelength_A: float, unit_cell: Any,
              space_group: int | None, bandwidth_fwhm: float,
              beam_center_px: tuple[float, float], scan_deg: tuple[float, float] | None,
-             name: str = "run") -> Any:
+             name: str = "run", lab_frame: Any = None) -> Any:
     """:class:`jfx.scale.scaling.RunData` of one run's reflections.
 
     Args:
@@ -42,6 +42,8 @@ def run_data(reflections: Reflections, *, wavelength_A: float, unit_cell: Any,
         beam_center_px: refined beam centre (px).
         scan_deg: (start, increment) of a rotation run (deg), None for stills.
         name: label for messages.
+        lab_frame: the run's :class:`jfx.scale.observations.LabFrame` (rotation runs: the
+            absorption surface of the physical scale model), or None.
     """
     from jfx.scale.observations import reflection_columns
     from jfx.scale.scaling import RunData
@@ -54,7 +56,24 @@ def run_data(reflections: Reflections, *, wavelength_A: float, unit_cell: Any,
         cell=cell if cell is not None and cell.size == 6 and np.all(np.isfinite(cell))
         else None,
         space_group=space_group or None, bandwidth_fwhm=float(bandwidth_fwhm),
-        beam_center_px=tuple(float(v) for v in beam_center_px), name=name)
+        beam_center_px=tuple(float(v) for v in beam_center_px), name=name,
+        lab_frame=lab_frame if scan_deg is not None else None)
+
+
+def lab_frame(state: ProcessState) -> Any:
+    """:class:`jfx.scale.observations.LabFrame` of a rotation run's final geometry, None for
+    stills."""
+    from jfx.scale.observations import LabFrame
+
+    geo = state.final_geometry
+    if scan_deg(state) is None:
+        return None
+    det = geo.detector
+    return LabFrame.create(distance_mm=float(det.distance_mm),
+                           beam_center_px=np.asarray(det.beam_center_px, np.float64),
+                           fast=np.asarray(det.fast_axis), slow=np.asarray(det.slow_axis),
+                           pixel_mm=det.pixel_size_mm, beam=np.asarray(geo.beam.direction),
+                           axis=np.asarray(geo.goniometer.axis))
 
 
 def scan_deg(state: ProcessState) -> tuple[float, float] | None:
@@ -87,6 +106,7 @@ def scale_runs(settings: Any, runs: list[Any], *, space_group: int | None = None
     try:
         return scale_merge(runs, settings.scale, settings.partiality,
                            likelihood=settings.likelihood, space_group=sg,
+                           scale_model=settings.scale_model,
                            reference=reference, cell=cell,
                            progress=progress.update if progress is not None else None)
     except ValueError as e:
@@ -108,7 +128,7 @@ def run(state: ProcessState, settings: Any, ctx: RunContext) -> ProcessState:
                     unit_cell=cell, space_group=state.space_group,
                     bandwidth_fwhm=float(geo.beam.bandwidth_fwhm),
                     beam_center_px=tuple(np.asarray(geo.detector.beam_center_px, float)),
-                    scan_deg=scan_deg(state))
+                    scan_deg=scan_deg(state), lab_frame=lab_frame(state))
     with ctx.bar("scaling", settings.scale.iterations) as bar:
         result = scale_runs(settings, [run1], space_group=run1.space_group,
                             reference=ctx.reference, progress=bar)

@@ -76,6 +76,22 @@ class _Part(Settings, abc.ABC):
         """
         return params
 
+    def prior_residuals(self, params: Params) -> jnp.ndarray | None:
+        """Restraints on the global leaves as extra least-squares residuals (m,) (a
+        Gaussian prior: ½Σr² is added to the cost), or None (default: none)."""
+        return None
+
+    def image_prior_residuals(self, params: Params) -> jnp.ndarray | None:
+        """Restraints on the image leaves (residuals of ONE image: the fitter passes its
+        leaves as (1,) slices), or None (default: none)."""
+        return None
+
+    def update_hyperparameters(self, params: Params, fit: Any, obs: Observations) -> Params:
+        """Parameters after a scaling cycle with fixed (mask False) hyper-parameters
+        re-estimated from ``fit`` (:class:`jfx.scale.fit.ScaleFit`) and ``obs``
+        (default: unchanged)."""
+        return params
+
 
 class PartialityModel(_Part):
     """Fraction P ∈ [0, 1] of a reflection's intensity recorded in an observation.
@@ -112,7 +128,42 @@ class PartialityModel(_Part):
 
 
 class ScaleModel(_Part):
-    """Multiplicative scale factor g per observation (e.g. G·exp(−2B s²))."""
+    """Multiplicative scale factor g per observation (e.g. G·exp(−2B s²)).
+
+    The interface of the config group ``scale_model``: each option file
+    ``conf/scale_model/<name>.yaml`` names its class in ``_target_``; :meth:`bind`
+    specialises the configured model to the observations being scaled (``-B``, the
+    rotation ranges of the runs, …) before :func:`jfx.scale.fit.fit_scales` fits it.
+    """
+
+    config_node = "scale_model"
+    name: ClassVar[str] = ""
+
+    @property
+    def label(self) -> str:
+        """``name``, or the class name when the class sets none."""
+        return self.name or type(self).__name__
+
+    def image_values(self, params: Params, obs: Observations) -> dict[str, Any] | None:
+        """Per-image ``scale`` and ``bfactor`` (n_img,) for the outputs of a model whose
+        scale is not one parameter per image, or None (default: :meth:`describe`'s
+        ``scale``/``bfactor``, else the geometric mean of g over each image's rows)."""
+        return None
+
+    def summary(self, params: Params, obs: Observations) -> str | None:
+        """One line on the fitted model for the console (``obs.valid``: the rows merged),
+        or None (default)."""
+        return None
+
+    def bind(self, settings: Any, obs: Observations) -> ScaleModel:
+        """This model specialised to ``obs`` (default: unchanged).
+
+        Args:
+            settings: the scaling options (:class:`jfx.scale.settings.ScaleSettings`;
+                ``-B`` is ``refine_bfactor``).
+            obs: the observations to be scaled (rotation ranges, beam directions).
+        """
+        return self
 
 
 class Likelihood(Settings, abc.ABC):

@@ -109,6 +109,16 @@ def _gp(pmodel, smodel, params, obs):
     return smodel(params["scale"], obs) * pmodel(params["partiality"], obs)
 
 
+def _prior(pmodel, smodel, params):
+    """(m,) restraint residuals of both models on their global and image leaves
+    (:meth:`~jfx.scale.base._Part.prior_residuals`, ``image_prior_residuals``; m = 0
+    without restraints)."""
+    parts = [f(params[k]) for m, k in ((pmodel, "partiality"), (smodel, "scale"))
+             for f in (m.prior_residuals, m.image_prior_residuals)]
+    parts = [jnp.ravel(r) for r in parts if r is not None]
+    return jnp.concatenate(parts) if parts else jnp.zeros((0,), jnp.float64)
+
+
 def _merge_arrays(gp, obs, sigma, weights):
     """Weighted merge for fixed gP: (I_hkl, σ_hkl, Σw(gP)²) each (n_refl,)."""
     w = weights / (sigma * sigma)
@@ -185,7 +195,8 @@ def _model_I(pmodel, smodel, params, obs, sigma, weights, ref_obs, use_ref: bool
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _cost(pmodel, smodel, lik, use_ref, params, obs, sigma, weights, ref_obs):
     m = _model_I(pmodel, smodel, params, obs, sigma, weights, ref_obs, use_ref)
-    return lik.nll(m, obs.intensity, sigma, weights)
+    r = _prior(pmodel, smodel, params)
+    return lik.nll(m, obs.intensity, sigma, weights) + 0.5 * jnp.sum(r * r)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
@@ -204,7 +215,11 @@ def _image_step(pmodel, smodel, lik, max_iter, tol, params, obs, idx, lmask, I_o
 
     def resid(p, o, I, s, w):
         m = _gp(pmodel, smodel, p, o) * I
-        return lik.residuals(m, o.intensity, s, w)
+        r = lik.residuals(m, o.intensity, s, w)
+        pri = [q.image_prior_residuals(p[k]) for q, k in ((pmodel, "partiality"),
+                                                          (smodel, "scale"))]
+        pri = [jnp.ravel(x) for x in pri if x is not None]
+        return jnp.concatenate([r, *pri]) if pri else r
 
     def one(img_p, o, I, s, w):
         p0 = {k: {"global": glob[k],
@@ -229,7 +244,8 @@ def _global_step(pmodel, smodel, lik, max_iter, tol, use_ref, params, obs, sigma
 
     def resid(p, obs, sigma, weights, ref_obs):
         m = _model_I(pmodel, smodel, p, obs, sigma, weights, ref_obs, use_ref)
-        return lik.residuals(m, obs.intensity, sigma, weights)
+        return jnp.concatenate([lik.residuals(m, obs.intensity, sigma, weights),
+                                _prior(pmodel, smodel, p)])
 
     return solve(resid, params, gmask, args=(obs, sigma, weights, ref_obs), solver="lm",
                  max_iter=max_iter, tol=tol)
@@ -310,7 +326,8 @@ def _lbfgs_fit(pmodel, smodel, lik, max_iter, use_ref, params, obs, sigma, weigh
     def cost(z):
         p = unflatten(to_x(z))
         m = _model_I(pmodel, smodel, p, obs, sigma, weights, ref_obs, use_ref)
-        return lik.nll(m, obs.intensity, sigma, weights)
+        r = _prior(pmodel, smodel, p)
+        return lik.nll(m, obs.intensity, sigma, weights) + 0.5 * jnp.sum(r * r)
 
     n_free = max(int(x0.shape[0]), 1)
     z, it, gn = lbfgs_loop(cost, jnp.zeros_like(x0), max_iter, tol,
@@ -477,6 +494,8 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
                                                 int(max_iter_global), float(lm_tol), use_ref,
                                                 params, obs, sigma, weights, ref_obs)
                     n_it["global_lm_iterations"] = int(info.iterations)
+                    if not use_ref:
+                        params = _gauge(partiality, scale_model, params, image_ok_j)
         else:
             opt_mask = mask if refine_globals else {
                 k: {"global": jax.tree_util.tree_map(lambda _: False, v["global"]),
@@ -540,7 +559,15 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
     has = np.asarray(den) > 0
     desc_s = scale_model.describe(params["scale"])
     desc_p = partiality.describe(params["partiality"])
-    G = np.asarray(desc_s.get("scale", np.ones(obs.n_img)), np.float64)
+    obs_scale = np.asarray(_eval(scale_model, params["scale"], obs))
+    desc_s = {**desc_s, **(scale_model.image_values(params["scale"], obs) or {})}
+    if "scale" in desc_s:
+        G = np.asarray(desc_s["scale"], np.float64)
+    else:  # a model without per-image parameters: geometric mean of g over the image
+        use = np.asarray(obs.valid) & (obs_scale > 0)
+        cnt = np.bincount(image_np[use], minlength=obs.n_img)
+        lg = np.bincount(image_np[use], np.log(obs_scale[use]), minlength=obs.n_img)
+        G = np.exp(np.where(cnt > 0, lg / np.maximum(cnt, 1), 0.0))
     B = np.asarray(desc_s.get("bfactor", np.zeros(obs.n_img)), np.float64)
     return ScaleFit(
         params=params,
@@ -550,7 +577,7 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
         wedge_deg=(np.asarray(desc_p["wedge_deg"]) if "wedge_deg" in desc_p else None),
         mosaicity_deg=desc_p.get("mosaicity_deg"),
         error_model=em, image_ok=image_ok,
-        obs_scale=np.asarray(_eval(scale_model, params["scale"], obs)),
+        obs_scale=obs_scale,
         obs_partiality=np.asarray(_eval(partiality, params["partiality"], obs)),
         obs_sigma=np.asarray(sigma), obs_weight=np.asarray(weights), history=history,
         obs_sigma_reported=float(em.a) * np.sqrt(
@@ -594,3 +621,9 @@ class _Masked:
 
     def init_params(self, obs):
         return self.model.init_params(obs)
+
+    def prior_residuals(self, params):
+        return self.model.prior_residuals(params)
+
+    def image_prior_residuals(self, params):
+        return self.model.image_prior_residuals(params)

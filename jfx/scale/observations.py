@@ -9,6 +9,7 @@ to a power-of-two bucket so that jitted scaling kernels compile once per bucket.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
@@ -55,6 +56,13 @@ class Observations:
             variance at a *model* intensity m is σ² − var_signal + poisson·m
             (:func:`jfx.scale.error_model.model_variance`); rows built without the
             integrator's variance split have var_signal = 0, poisson = 0 (σ as given).
+        run: int32 index of the run (input file) the row comes from (0 for one run).
+        s0c_x, s0c_y, s0c_z: float64 unit vector of the REVERSED incident beam −ŝ0 in the
+            crystal (goniometer) frame at the row's φ, −R(φ)ᵀŝ0 (rotation rows of a run
+            with a known lab frame, :class:`LabFrame`; 0 otherwise).
+        s1c_x, s1c_y, s1c_z: float64 unit vector of the diffracted beam in the crystal
+            frame, R(φ)ᵀŝ1 (0 where unknown). With ``s0c`` the arguments of the absorption
+            surface of :class:`jfx.scale.models.PhysicalScale`.
         n_refl: static number of unique reflections.
         n_img: static number of (compact) images.
         wavelength_A: static wavelength (Å).
@@ -81,6 +89,13 @@ class Observations:
     valid: jnp.ndarray
     var_signal: jnp.ndarray
     poisson: jnp.ndarray
+    run: jnp.ndarray
+    s0c_x: jnp.ndarray
+    s0c_y: jnp.ndarray
+    s0c_z: jnp.ndarray
+    s1c_x: jnp.ndarray
+    s1c_y: jnp.ndarray
+    s1c_z: jnp.ndarray
     n_refl: int = static(0)
     n_img: int = static(0)
     wavelength_A: float = static(1.0)
@@ -90,6 +105,73 @@ class Observations:
     def size(self) -> int:
         """Padded row count n."""
         return int(self.refl.shape[0])
+
+    @property
+    def s0c(self) -> jnp.ndarray:
+        """(n, 3) −ŝ0 in the crystal frame (zeros where unknown)."""
+        return jnp.stack([self.s0c_x, self.s0c_y, self.s0c_z], axis=-1)
+
+    @property
+    def s1c(self) -> jnp.ndarray:
+        """(n, 3) ŝ1 in the crystal frame (zeros where unknown)."""
+        return jnp.stack([self.s1c_x, self.s1c_y, self.s1c_z], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabFrame:
+    """The lab-frame geometry of a rotation run that turns predicted detector positions
+    into beam directions in the crystal frame (the absorption surface of the physical scale
+    model). NXmx/McStas lab frame; a pixel (x, y) (first pixel centre = 0) lies at
+    ``origin_mm + x·pixel_mm[0]·fast + y·pixel_mm[1]·slow``.
+
+    Attributes:
+        origin_mm: (3,) lab position of pixel (0, 0) (mm).
+        fast, slow: (3,) unit vectors of increasing x / y.
+        pixel_mm: (px, py) pixel pitch (mm).
+        beam: (3,) unit direction of the incident beam.
+        axis: (3,) unit goniometer axis; the crystal is at R(axis, φ) (right-handed), so a
+            lab vector v is ``R(φ)ᵀ v`` in the crystal frame
+            (:func:`jfx.physics.rotation.to_angle_zero`).
+    """
+
+    origin_mm: tuple[float, float, float]
+    fast: tuple[float, float, float]
+    slow: tuple[float, float, float]
+    pixel_mm: tuple[float, float]
+    beam: tuple[float, float, float]
+    axis: tuple[float, float, float]
+
+    @staticmethod
+    def create(*, distance_mm: float, beam_center_px, fast, slow, pixel_mm, beam, axis
+               ) -> LabFrame:
+        """From the detector description of NXmx/``_process.h5`` (distance along the beam,
+        beam centre in pixels)."""
+        f, sl, b, a = (np.asarray(v, np.float64) for v in (fast, slow, beam, axis))
+        f, sl, b, a = (v / np.linalg.norm(v) for v in (f, sl, b, a))
+        px, py = (float(v) for v in pixel_mm)
+        bx, by = (float(v) for v in beam_center_px)
+        origin = float(distance_mm) * b - bx * px * f - by * py * sl
+        tup = lambda v: tuple(float(x) for x in v)  # noqa: E731
+        return LabFrame(origin_mm=tup(origin), fast=tup(f), slow=tup(sl), pixel_mm=(px, py),
+                        beam=tup(b), axis=tup(a))
+
+    def crystal_directions(self, x_px, y_px, phi_rad) -> tuple[np.ndarray, np.ndarray]:
+        """(−ŝ0, ŝ1) in the crystal frame, each (n, 3), of rays predicted at pixel (x, y)
+        and goniometer angle φ (rad); NaN inputs give zero vectors."""
+        from jfx.physics.rotation import to_angle_zero
+
+        x, y, phi = (np.asarray(v, np.float64).reshape(-1) for v in (x_px, y_px, phi_rad))
+        ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(phi)
+        x, y, phi = (np.where(ok, v, 0.0) for v in (x, y, phi))
+        p = (np.asarray(self.origin_mm)[None] + (x * self.pixel_mm[0])[:, None]
+             * np.asarray(self.fast)[None] + (y * self.pixel_mm[1])[:, None]
+             * np.asarray(self.slow)[None])
+        s1 = p / np.linalg.norm(p, axis=1, keepdims=True)
+        s0 = np.broadcast_to(-np.asarray(self.beam), s1.shape)
+        axis = np.asarray(self.axis)
+        s0c = to_angle_zero(s0, axis, phi)
+        s1c = to_angle_zero(s1, axis, phi)
+        return np.where(ok[:, None], s0c, 0.0), np.where(ok[:, None], s1c, 0.0)
 
 
 def bucket_size(n: int, minimum: int = 64) -> int:
@@ -113,7 +195,8 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
                             min_recorded_fraction: float = 0.0,
                             d_min_A: float | None = None, n_refl: int | None = None,
                             n_img: int | None = None, pad: bool = True,
-                            beam_center_px: tuple[float, float] | None = None) -> Observations:
+                            beam_center_px: tuple[float, float] | None = None,
+                            lab_frame: LabFrame | None = None, run: int = 0) -> Observations:
     """Build :class:`Observations` from a reflection table (dict of numpy columns).
 
     Args:
@@ -140,6 +223,9 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
         pad: pad to a power-of-two bucket.
         beam_center_px: (x, y) beam centre; with ``predicted_x``/``predicted_y`` it gives the
             still rows' ``eps_grad_a``/``eps_grad_b`` (post-refinement of the orientation).
+        lab_frame: the run's :class:`LabFrame`; with ``predicted_x``/``predicted_y`` it gives
+            the rotation rows' crystal-frame beam directions ``s0c_*``/``s1c_*``.
+        run: the run index of every row (``Observations.run``).
     Raises:
         ValueError: inconsistent lengths or an unknown ``intensity`` choice.
     """
@@ -246,6 +332,14 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
         rr = np.where(okr, r, 1.0)
         cols["eps_grad_a"] = np.where(okr, k_sin2t * dx / rr, 0.0)
         cols["eps_grad_b"] = np.where(okr, k_sin2t * dy / rr, 0.0)
+    cols["run"] = np.full(n, int(run), np.int32)
+    if lab_frame is not None and "predicted_x" in table and "predicted_y" in table:
+        use = is_rot & valid
+        s0c, s1c = lab_frame.crystal_directions(
+            np.where(use, _col(table, "predicted_x", n), np.nan),
+            _col(table, "predicted_y", n), phi_c)
+        for i, c in enumerate("xyz"):
+            cols[f"s0c_{c}"], cols[f"s1c_{c}"] = s0c[:, i], s1c[:, i]
     nr = int(n_refl) if n_refl is not None else int(refl_id[valid].max() + 1 if valid.any() else 1)
     ni = int(n_img) if n_img is not None else int(image_ids.max() + 1 if n else 1)
     if valid.any() and (refl_id[valid].max() >= nr or image_ids[valid].max() >= ni):
@@ -346,7 +440,8 @@ _DEFAULTS = {"refl": 0, "image": 0, "intensity": 0.0, "sigma": 1.0, "s2": 0.0, "
                  "partiality_stored": 1.0, "is_still": False, "phi_c_rad": 0.0, "zeta": 1.0,
                  "phi_lo_rad": 0.0, "phi_hi_rad": 0.0, "frames": 1.0, "eps_invA": 0.0,
                  "eps_grad_a": 0.0, "eps_grad_b": 0.0, "two_theta_rad": 0.0, "valid": False,
-                 "var_signal": 0.0, "poisson": 0.0}
+                 "var_signal": 0.0, "poisson": 0.0, "run": 0, "s0c_x": 0.0, "s0c_y": 0.0,
+                 "s0c_z": 0.0, "s1c_x": 0.0, "s1c_y": 0.0, "s1c_z": 0.0}
 
 
 def make_observations(cols: dict, *, n_refl: int, n_img: int, wavelength_A: float = 1.0,
@@ -368,7 +463,7 @@ def make_observations(cols: dict, *, n_refl: int, n_img: int, wavelength_A: floa
             a = np.asarray(cols[name]).reshape(-1)
         else:
             a = np.full(n, default)
-        if name in ("refl", "image"):
+        if name in ("refl", "image", "run"):
             dt = np.int32
         elif name in ("is_still", "valid"):
             dt = bool

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from jfx.scale.base import Likelihood, PartialityModel
+from jfx.scale.base import Likelihood, PartialityModel, ScaleModel
 from jfx.scale.settings import ScaleSettings
 from jfx.symmetry import groups
 
@@ -45,6 +45,9 @@ class RunData:
         beam_center_px: (x, y) beam centre of the (refined) detector; gives the stills'
             Ewald-offset derivatives for the orientation post-refinement of ``-P rot``.
         name: label (file name) for messages.
+        lab_frame: the run's detector and goniometer in the lab frame
+            (:class:`jfx.scale.observations.LabFrame`): the crystal-frame beam directions of
+            the absorption surface (``scale_model=physical``); None = unknown (no surface).
     """
 
     table: dict[str, np.ndarray]
@@ -56,6 +59,7 @@ class RunData:
     bandwidth_fwhm: float = 0.0
     beam_center_px: tuple[float, float] | None = None
     name: str = "run"
+    lab_frame: Any = None
 
     @property
     def is_rotation(self) -> bool:
@@ -103,6 +107,8 @@ class ScalingResult:
         reference_note: one line when the reference reached too few images to scale them
             (then: scaled without it, merged intensities put on its scale by one factor).
         partiality_model, solver: what ran.
+        scale_model: the scale model that ran (``image``, ``physical``);
+        scale_model_note: its one-line summary (knots, absorption range), or None.
     """
 
     merged: Any
@@ -127,14 +133,19 @@ class ScalingResult:
     domain_invA: float | None = None
     stills_profile: dict | None = None
     reference_note: str | None = None
+    scale_model: str = "image"
+    scale_model_note: str | None = None
 
     def lines(self) -> list[str]:
         """Console summary (the statistics table is :func:`jfx.io.report.format_table`)."""
         a, b = self.error_model
         out = [f"scaling: {self.n_obs_used} of {self.n_obs_total} observations merged into "
                f"{len(self.merged.hkl)} unique reflections, space group {self.space_group}, "
-               f"partiality {self.partiality_model}, solver {self.solver}"
+               f"partiality {self.partiality_model}, scale model {self.scale_model}, "
+               f"solver {self.solver}"
                + (", against the reference" if self.reference_used else "")]
+        if self.scale_model_note:
+            out.append(self.scale_model_note)
         out.append(f"error model: sigma'^2 = a^2 (sigma^2 + (b I)^2), a = {a:.3f}, b = {b:.4f}")
         if self.mosaicity_deg is not None:
             out.append(f"mosaicity: {self.mosaicity_deg:.4f} deg"
@@ -210,6 +221,7 @@ def _stills_profile(pmodel, fit, rejected) -> dict | None:
 
 def scale_merge(runs: list[RunData], settings: ScaleSettings,
                 partiality: PartialityModel | None = None, *,
+                scale_model: ScaleModel | None = None,
                 likelihood: Likelihood | None = None, space_group: int | None = None,
                 cell: Any = None, reference: Reference | None = None,
                 seed: int = 0, progress: Callable[[int], None] | None = None
@@ -223,6 +235,9 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
         partiality: the partiality model (``-P``, config group ``partiality``); default
             :class:`~jfx.scale.partiality.FixedPartiality`. It is specialised to the runs
             with :meth:`~jfx.scale.base.PartialityModel.bind`.
+        scale_model: the scale model (config group ``scale_model``); default
+            :class:`~jfx.scale.models.AutoScale`. Specialised to the observations with
+            :meth:`~jfx.scale.base.ScaleModel.bind`.
         likelihood: the error model of an observation (config group ``likelihood``);
             default :class:`~jfx.scale.likelihood.NormalLikelihood`.
         space_group: merging space group (``-S``); default the runs' own, else P1.
@@ -242,7 +257,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
     from jfx.scale.fit import fit_scales
     from jfx.scale.likelihood import NormalLikelihood
     from jfx.scale.merge import merge
-    from jfx.scale.models import ImageScale
+    from jfx.scale.models import AutoScale
     from jfx.scale.observations import make_observations, observations_from_table
     from jfx.scale.partiality import FixedPartiality
     from jfx.scale.stats import merging_statistics, reference_on_asu
@@ -319,7 +334,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
                        asu.refl_anom if settings.anomalous else asu.refl).astype(np.int64)
     cols: dict[str, list[np.ndarray]] = {}
     start = 0
-    for r, t in zip(runs, tabs):
+    for k_run, (r, t) in enumerate(zip(runs, tabs)):
         n = len(t["h"])
         sl = slice(start, start + n)
         start += n
@@ -332,7 +347,8 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             intensity=settings.intensity, min_partiality=settings.min_partiality,
             min_recorded_fraction=settings.min_recorded_fraction,
             d_min_A=settings.high_resolution_A, n_refl=n_groups, n_img=n_img, pad=False,
-            beam_center_px=None if r.is_rotation else r.beam_center_px)
+            beam_center_px=None if r.is_rotation else r.beam_center_px,
+            lab_frame=r.lab_frame if r.is_rotation else None, run=k_run)
         for f in dataclasses.fields(o):
             if f.metadata.get("static"):
                 continue
@@ -369,7 +385,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
     bw = max((r.bandwidth_fwhm for r in runs), default=0.0)
     stills = any(not r.is_rotation and r.beam_center_px is not None for r in runs)
     pmodel = partiality.bind(settings, bandwidth_fwhm=bw, stills=stills)
-    smodel = ImageScale(refine_bfactor=settings.refine_bfactor)
+    smodel = (scale_model if scale_model is not None else AutoScale()).bind(settings, obs)
     n_iter = settings.iterations
     halves = rj.image_halves(n_img, seed=seed)
     rejected_img = np.zeros(n_img, bool)
@@ -413,6 +429,7 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
     for it in range(n_iter):
         fit = refit(params)
         params = fit.params
+        params = {**params, "scale": smodel.update_hyperparameters(params["scale"], fit, obs)}
         # rejection tests on the integrator's σ: at the model intensity a wildly wrong
         # observation (a bad image) would look like a lone outlier and leave ΔCC½ unharmed
         I_c, s_c, ok = corrected(fit, reported=True)
@@ -505,5 +522,8 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
         ambiguity=ambiguity_note, reference_used=ref_fit is not None,
         reference_note=ref_note,
         partiality_model=pmodel.label, solver=settings.solver,
+        scale_model=smodel.label,
+        scale_model_note=smodel.summary(fit.params["scale"],
+                                        dataclasses.replace(obs, valid=np.asarray(use))),
         n_overloaded=n_overloaded, n_masked=n_masked,
         overloads_included=bool(settings.include_overloads))
