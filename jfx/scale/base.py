@@ -144,6 +144,13 @@ class ScaleModel(_Part):
         """``name``, or the class name when the class sets none."""
         return self.name or type(self).__name__
 
+    def image_factors(self, params: Params, obs: Observations) -> jnp.ndarray | None:
+        """(n, FRAME_SLOTS) the per-image factor of each frame a row was recorded on
+        (``obs.frame_img``), for a model whose g is Σ_k w_k·factor_k + ``obs.frame_other``
+        times image-independent terms; None (default) for a model without per-image terms.
+        The per-image fit uses it to hold the neighbouring images' factors fixed."""
+        return None
+
     def image_values(self, params: Params, obs: Observations) -> dict[str, Any] | None:
         """Per-image ``scale`` and ``bfactor`` (n_img,) for the outputs of a model whose
         scale is not one parameter per image, or None (default: :meth:`describe`'s

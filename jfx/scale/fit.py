@@ -202,14 +202,24 @@ def _cost(pmodel, smodel, lik, use_ref, params, obs, sigma, weights, ref_obs):
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def _image_step(pmodel, smodel, lik, max_iter, tol, params, obs, idx, lmask, I_obs, sigma,
                 weights):
-    """Per-image LM of the image leaves, vmapped over images (layout idx/lmask (n_img, cap))."""
+    """Per-image LM of the image leaves, vmapped over images (layout idx/lmask (n_img, cap)).
+
+    A row recorded on several frames (``obs.frame_img``) sits in the lane of its centroid
+    image; the factors of its other frames enter as the fixed ``frame_other`` (block
+    Jacobi: they move in their own lanes and are refreshed at the next step)."""
     mask = _masks(pmodel, smodel)
     lane_mask = {k: {"global": jax.tree_util.tree_map(lambda _: False, v["global"]),
                      "image": v["image"]} for k, v in mask.items()}
     glob = {k: v["global"] for k, v in params.items()}
     img = {k: v["image"] for k, v in params.items()}
+    F = smodel.image_factors(params["scale"], obs)
+    if F is not None:  # rows recorded on several frames: the other frames' factors held fixed
+        own = obs.frame_img == obs.image[:, None]
+        obs = replace(obs, frame_w=jnp.where(own, obs.frame_w, 0.0),
+                      frame_other=jnp.sum(jnp.where(own, 0.0, obs.frame_w * F), axis=1))
     lane_obs = jax.tree_util.tree_map(lambda a: a[idx], obs)
-    lane_obs = replace(lane_obs, image=jnp.zeros_like(lane_obs.image))
+    lane_obs = replace(lane_obs, image=jnp.zeros_like(lane_obs.image),
+                       frame_img=jnp.zeros_like(lane_obs.frame_img))
     lane_I, lane_s = I_obs[idx], sigma[idx]
     lane_w = jnp.where(lmask, weights[idx], 0.0)
 
@@ -361,7 +371,15 @@ def _sanitize(obs: Observations) -> Observations:
     for name in ("s2", "d_A", "partiality_stored", "phi_c_rad", "zeta", "phi_lo_rad",
                  "phi_hi_rad", "frames", "eps_invA", "two_theta_rad"):
         ok &= jnp.isfinite(getattr(obs, name))
-    return replace(obs, valid=ok, intensity=jnp.where(ok, obs.intensity, 0.0),
+    fw_ok = (jnp.all(jnp.isfinite(obs.frame_w) & (obs.frame_w >= 0), axis=1)
+             & jnp.all((obs.frame_img >= 0) & (obs.frame_img < obs.n_img), axis=1))
+    lone_w = jnp.zeros_like(obs.frame_w).at[:, 0].set(1.0)
+    lone_i = jnp.zeros_like(obs.frame_img).at[:, 0].set(jnp.where(ok, obs.image, 0))
+    use_f = (ok & fw_ok)[:, None]
+    return replace(obs, valid=ok,
+                   frame_w=jnp.where(use_f, obs.frame_w, lone_w),
+                   frame_img=jnp.where(use_f, obs.frame_img, lone_i).astype(jnp.int32),
+                   frame_other=jnp.zeros_like(obs.intensity), intensity=jnp.where(ok, obs.intensity, 0.0),
                    sigma=jnp.where(ok, obs.sigma, 1.0),
                    var_signal=jnp.where(ok, obs.var_signal, 0.0),
                    poisson=jnp.where(ok, obs.poisson, 0.0),
@@ -627,3 +645,6 @@ class _Masked:
 
     def image_prior_residuals(self, params):
         return self.model.image_prior_residuals(params)
+
+    def image_factors(self, params, obs):
+        return self.model.image_factors(params, obs)

@@ -32,9 +32,27 @@ if TYPE_CHECKING:
 jnp = LazyModule("jax.numpy")
 
 
+def _frame_factors(params: Params, obs: Observations) -> jnp.ndarray:
+    """(n, FRAME_SLOTS) exp(ln G_f − 2 B_f s²) of the frames f each row was recorded on."""
+    p = params["image"]
+    f = obs.frame_img
+    return jnp.exp(p["lnG"][f] - 2.0 * p["B"][f] * obs.s2[:, None])
+
+
+def _frame_sum(factors: jnp.ndarray, obs: Observations) -> jnp.ndarray:
+    """(n,) the row's per-image factor: the frames' factors weighted by the row's share of
+    photons on each (a 3D-summed rotation reflection was recorded on 1–3 frames whose
+    scales differ) plus the fixed part from frames outside the fitted image."""
+    return jnp.sum(obs.frame_w * factors, axis=1) + obs.frame_other
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageScale(ScaleModel):
-    """Per-image ln G (always free) and B (Å², free only with ``refine_bfactor``/``-B``)."""
+    """Per-image ln G (always free) and B (Å², free only with ``refine_bfactor``/``-B``).
+
+    A rotation row recorded on several frames gets Σ_k w_k G_k exp(−2 B_k s²) over them,
+    w_k its share of photons on frame k (``Observations.frame_w``); a still row its image's
+    factor."""
 
     name = "image"
     refine_bfactor: bool = False
@@ -48,9 +66,11 @@ class ImageScale(ScaleModel):
                 "image": {"lnG": jnp.zeros((obs.n_img,), jnp.float64),
                           "B": jnp.zeros((obs.n_img,), jnp.float64)}}
 
+    def image_factors(self, params: Params, obs: Observations) -> jnp.ndarray:
+        return _frame_factors(params, obs)
+
     def __call__(self, params: Params, obs: Observations) -> jnp.ndarray:
-        p = params["image"]
-        return jnp.exp(p["lnG"][obs.image] - 2.0 * p["B"][obs.image] * obs.s2)
+        return _frame_sum(_frame_factors(params, obs), obs)
 
     def free(self, settings: Any = None) -> Params:
         b = self.refine_bfactor if settings is None else bool(settings.refine_bfactor)
@@ -277,18 +297,22 @@ class PhysicalScale(ScaleModel):
         y = 0.5 * (real_harmonics(obs.s0c, L) + real_harmonics(obs.s1c, L))
         return jnp.sum(a * y, axis=-1)
 
+    def image_factors(self, params: Params, obs: Observations) -> jnp.ndarray | None:
+        return None if self.image_scale == "none" else _frame_factors(params, obs)
+
     def __call__(self, params: Params, obs: Observations) -> jnp.ndarray:
         self._bound()
-        g, p = params["global"], params["image"]
+        g = params["global"]
         ln = jnp.zeros_like(obs.intensity)
         if not self._free_images:
             ln = smooth_in_phi(g["C"], self.scale_grid, obs.run, obs.phi_c_rad)
-        if self.image_scale != "none":
-            ln = ln + p["lnG"][obs.image] - 2.0 * p["B"][obs.image] * obs.s2
         if self._decay:
             ln = ln - 2.0 * smooth_in_phi(g["Bphi"], self.decay_grid, obs.run,
                                           obs.phi_c_rad) * obs.s2
-        return jnp.exp(ln + self.absorption(params, obs))
+        out = jnp.exp(ln + self.absorption(params, obs))
+        if self.image_scale != "none":
+            out = out * _frame_sum(_frame_factors(params, obs), obs)
+        return out
 
     def prior_residuals(self, params: Params) -> jnp.ndarray:
         return jnp.ravel(params["global"]["absorption"]) / self.absorption_prior_sd
@@ -300,16 +324,19 @@ class PhysicalScale(ScaleModel):
 
     def update_hyperparameters(self, params: Params, fit: Any, obs: Observations) -> Params:
         """``restrained``: τ re-estimated (:func:`restrained_tau`) from the unrestrained
-        estimates x_i = c_i + v_i Σ w m (I − m) of the image deviations (one Gauss–Newton
-        step from the fit without the prior; m = gP·I_hkl, w = weight/σ²) and their
-        sampling variances v_i = 1/Σ w m² (1 − h), h the row's leverage in its
-        reflection's merge."""
+        estimates x_i = c_i + v_i Σ w m_i' (I − m) of the image deviations (one Gauss–Newton
+        step from the fit without the prior; m = gP·I_hkl, w = weight/σ², m_i' = ∂m/∂c_i =
+        m × the row's share from frame i) and their sampling variances
+        v_i = 1/Σ w m_i'² (1 − h), h the row's leverage in its reflection's merge."""
         if self.image_scale != "restrained":
             return params
-        img = np.asarray(obs.image)
         w = np.asarray(fit.obs_weight) / np.asarray(fit.obs_sigma) ** 2
         m = fit.obs_scale * fit.obs_partiality * np.nan_to_num(
             np.asarray(fit.intensity))[np.asarray(obs.refl)]
+        # ∂m/∂c_f = m · (share of the row's image factor from frame f)
+        F = np.asarray(obs.frame_w) * np.exp(np.asarray(params["image"]["lnG"]))[
+            np.asarray(obs.frame_img)]
+        share = F / np.maximum(F.sum(axis=1, keepdims=True), 1e-300)
         # information about c_i with the merged intensities eliminated: a row weighs
         # w m² (1 − h), h its leverage in its reflection's merge (a reflection measured
         # once says nothing about the scale)
@@ -317,8 +344,11 @@ class PhysicalScale(ScaleModel):
         refl = np.asarray(obs.refl)
         den = np.bincount(refl, wm2, minlength=obs.n_refl)[refl]
         h = np.where(den > 0, wm2 / np.where(den > 0, den, 1.0), 1.0)
-        info = np.bincount(img, wm2 * (1.0 - h), minlength=obs.n_img)
-        grad = np.bincount(img, w * m * (np.asarray(obs.intensity) - m), minlength=obs.n_img)
+        fi = np.asarray(obs.frame_img).reshape(-1)
+        info = np.bincount(fi, ((wm2 * (1.0 - h))[:, None] * share ** 2).reshape(-1),
+                           minlength=obs.n_img)
+        grad = np.bincount(fi, ((w * m * (np.asarray(obs.intensity) - m))[:, None]
+                                * share).reshape(-1), minlength=obs.n_img)
         ok = fit.image_ok & (info > 0)
         tau = float(np.exp(float(params["global"]["log_tau"])))
         v = 1.0 / np.where(ok, info, 1.0)

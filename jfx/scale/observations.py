@@ -63,6 +63,14 @@ class Observations:
         s1c_x, s1c_y, s1c_z: float64 unit vector of the diffracted beam in the crystal
             frame, R(φ)ᵀŝ1 (0 where unknown). With ``s0c`` the arguments of the absorption
             surface of :class:`jfx.scale.models.PhysicalScale`.
+        frame_img: int32 (n, FRAME_SLOTS) compact image index of each frame a rotation row
+            was summed over (its photons were recorded there); frame_w: float64
+            (n, FRAME_SLOTS) the fraction of the row's recorded photons on that frame (the
+            Gaussian rocking curve, :func:`frame_weights`; Σ = 1). Single-frame rows (stills):
+            ``frame_img[:, 0] = image``, ``frame_w = (1, 0, …)``. A per-image scale model
+            gives the row Σ_k w_k G(frame_k) + ``frame_other``.
+        frame_other: float64 the part of that sum from frames outside the fitted image (0;
+            set by the per-image fit, which holds the neighbouring images' scales fixed).
         n_refl: static number of unique reflections.
         n_img: static number of (compact) images.
         wavelength_A: static wavelength (Å).
@@ -96,6 +104,9 @@ class Observations:
     s1c_x: jnp.ndarray
     s1c_y: jnp.ndarray
     s1c_z: jnp.ndarray
+    frame_img: jnp.ndarray
+    frame_w: jnp.ndarray
+    frame_other: jnp.ndarray
     n_refl: int = static(0)
     n_img: int = static(0)
     wavelength_A: float = static(1.0)
@@ -174,6 +185,92 @@ class LabFrame:
         return np.where(ok[:, None], s0c, 0.0), np.where(ok[:, None], s1c, 0.0)
 
 
+def _norm_cdf(x: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtr
+
+    return ndtr(x)
+
+
+def rocking_sigma(phi_c, zeta, phi_lo, phi_hi, recorded) -> float | None:
+    """σ_M (rad) of the Gaussian rocking curve (Kabsch 2010: width σ_M/|ζ| in φ) that gives
+    rotation rows their recorded fraction ``recorded`` = Φ(b/σ) − Φ(a/σ),
+    a = |ζ|(φ_lo − φc), b = |ζ|(φ_hi − φc): solved per row by bisection in ln σ (the fraction
+    falls with σ when φ_lo < φc < φ_hi) over the rows with 0.05 < fraction < 0.995; the
+    median. None when no row qualifies (every reflection recorded whole: the frames are far
+    wider than the rocking curve).
+
+    Args: (n,) arrays: φc, ζ, summed range [φ_lo, φ_hi] (rad), recorded fraction.
+    """
+    pc, z, lo, hi, f = (np.asarray(v, np.float64).reshape(-1)
+                        for v in (phi_c, zeta, phi_lo, phi_hi, recorded))
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    a, b = np.abs(z) * (lo - pc), np.abs(z) * (hi - pc)
+    use = (np.isfinite(a) & np.isfinite(b) & np.isfinite(f) & (a < 0) & (b > 0)
+           & (f > 0.05) & (f < 0.995))
+    if not use.any():
+        return None
+    a, b, f = a[use], b[use], f[use]
+    x_lo, x_hi = np.full(a.shape, np.log(1e-7)), np.zeros(a.shape)  # σ ∈ [1e-7, 1] rad
+    for _ in range(50):
+        mid = 0.5 * (x_lo + x_hi)
+        sg = np.exp(mid)
+        p = _norm_cdf(b / sg) - _norm_cdf(a / sg)
+        big = p > f  # σ too small: the fraction is still too large
+        x_lo = np.where(big, mid, x_lo)
+        x_hi = np.where(big, x_hi, mid)
+    return float(np.median(np.exp(0.5 * (x_lo + x_hi))))
+
+
+def frame_weights(phi_c, zeta, first, last, phi_start: float, phi_inc: float,
+                  sigma: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The frames a rotation row was summed over and each one's share of its recorded
+    photons: the Gaussian rocking curve of width σ/|ζ| in φ (Kabsch 2010) integrated over
+    each frame [start + k·inc, start + (k+1)·inc], normalised over the summed frames; the
+    :data:`FRAME_SLOTS` largest shares are kept (renormalised).
+
+    Args:
+        phi_c, zeta: (n,) reflection centre (rad) and Kabsch ζ.
+        first, last: (n,) first / last summed image number.
+        phi_start, phi_inc: scan (rad).
+        sigma: rocking-curve σ_M (rad), or None: all weight on the frame of φc.
+    Returns:
+        (frames (n, FRAME_SLOTS) int64 image numbers, weights (n, FRAME_SLOTS) float64);
+        unused slots have weight 0.
+    """
+    pc, z = (np.asarray(v, np.float64).reshape(-1) for v in (phi_c, zeta))
+    f0 = np.asarray(first, np.float64).reshape(-1)
+    f1 = np.maximum(np.asarray(last, np.float64).reshape(-1), f0)
+    n = pc.size
+    ok = np.isfinite(pc) & np.isfinite(z) & np.isfinite(f0) & np.isfinite(f1)
+    f0, f1 = np.where(ok, f0, 0.0), np.where(ok, f1, 0.0)
+    frames = np.zeros((n, FRAME_SLOTS), np.int64)
+    w = np.zeros((n, FRAME_SLOTS), np.float64)
+    centre = np.floor((np.where(ok, pc, 0.0) - phi_start) / phi_inc) if phi_inc else f0
+    centre = np.clip(centre, f0, f1)
+    if sigma is None or not phi_inc or n == 0:
+        frames[:, 0], w[:, 0] = centre.astype(np.int64), 1.0
+        return frames, w
+    span = int(np.max(f1 - f0)) + 1 if n else 1
+    k = f0[:, None] + np.arange(span)[None, :]
+    inside = k <= f1[:, None]
+    lo = phi_start + k * phi_inc
+    hi = lo + phi_inc
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    s = np.maximum(float(sigma) / np.maximum(np.abs(np.where(ok, z, 1.0)), 1e-6), 1e-9)
+    share = (_norm_cdf((hi - pc[:, None]) / s[:, None])
+             - _norm_cdf((lo - pc[:, None]) / s[:, None]))
+    share = np.where(inside & ok[:, None], np.maximum(share, 0.0), 0.0)
+    order = np.argsort(-share, axis=1, kind="stable")[:, :FRAME_SLOTS]
+    top = np.take_along_axis(share, order, axis=1)
+    tot = top.sum(axis=1, keepdims=True)
+    single = tot[:, 0] <= 0
+    frames[:, :order.shape[1]] = np.take_along_axis(k, order, axis=1).astype(np.int64)
+    w[:, :order.shape[1]] = np.where(tot > 0, top / np.where(tot > 0, tot, 1.0), 0.0)
+    frames[single, 0], w[single] = centre[single].astype(np.int64), 0.0
+    w[single, 0] = 1.0
+    return frames, w
+
+
 def bucket_size(n: int, minimum: int = 64) -> int:
     """Smallest power of two ≥ max(n, minimum)."""
     n = max(int(n), int(minimum))
@@ -196,7 +293,8 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
                             d_min_A: float | None = None, n_refl: int | None = None,
                             n_img: int | None = None, pad: bool = True,
                             beam_center_px: tuple[float, float] | None = None,
-                            lab_frame: LabFrame | None = None, run: int = 0) -> Observations:
+                            lab_frame: LabFrame | None = None, run: int = 0,
+                            image_lookup: Any = None) -> Observations:
     """Build :class:`Observations` from a reflection table (dict of numpy columns).
 
     Args:
@@ -226,6 +324,10 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
         lab_frame: the run's :class:`LabFrame`; with ``predicted_x``/``predicted_y`` it gives
             the rotation rows' crystal-frame beam directions ``s0c_*``/``s1c_*``.
         run: the run index of every row (``Observations.run``).
+        image_lookup: maps image numbers (array) to compact image indices (−1: none); with
+            it, rotation rows get the frames they were summed over and each frame's share
+            (``frame_img``/``frame_w``, :func:`frame_weights` with the σ_M of
+            :func:`rocking_sigma`); without it every row has its centroid image only.
     Raises:
         ValueError: inconsistent lengths or an unknown ``intensity`` choice.
     """
@@ -333,6 +435,25 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
         cols["eps_grad_a"] = np.where(okr, k_sin2t * dx / rr, 0.0)
         cols["eps_grad_b"] = np.where(okr, k_sin2t * dy / rr, 0.0)
     cols["run"] = np.full(n, int(run), np.int32)
+    fi = np.zeros((n, FRAME_SLOTS), np.int64)
+    fw = np.zeros((n, FRAME_SLOTS), np.float64)
+    fi[:, 0], fw[:, 0] = cols["image"], 1.0
+    rot = is_rot & valid
+    if image_lookup is not None and inc and rot.any():
+        sig = rocking_sigma(phi_c[rot], zeta[rot], phi_lo[rot], cols["phi_hi_rad"][rot],
+                            part[rot])
+        frames, w = frame_weights(phi_c[rot], zeta[rot], first[rot], last[rot], start, inc,
+                                  sig)
+        ids = np.asarray(image_lookup(frames.reshape(-1)), np.int64).reshape(frames.shape)
+        w = np.where(ids >= 0, w, 0.0)
+        tot = w.sum(axis=1, keepdims=True)
+        lone = tot[:, 0] <= 0
+        w = np.where(tot > 0, w / np.where(tot > 0, tot, 1.0), 0.0)
+        ids = np.where(ids >= 0, ids, cols["image"][rot][:, None])
+        w[lone, 0] = 1.0
+        ids[lone, 0] = cols["image"][rot][lone]
+        fi[rot], fw[rot] = ids, w
+    cols["frame_img"], cols["frame_w"] = fi, fw
     if lab_frame is not None and "predicted_x" in table and "predicted_y" in table:
         use = is_rot & valid
         s0c, s1c = lab_frame.crystal_directions(
@@ -441,7 +562,11 @@ _DEFAULTS = {"refl": 0, "image": 0, "intensity": 0.0, "sigma": 1.0, "s2": 0.0, "
                  "phi_lo_rad": 0.0, "phi_hi_rad": 0.0, "frames": 1.0, "eps_invA": 0.0,
                  "eps_grad_a": 0.0, "eps_grad_b": 0.0, "two_theta_rad": 0.0, "valid": False,
                  "var_signal": 0.0, "poisson": 0.0, "run": 0, "s0c_x": 0.0, "s0c_y": 0.0,
-                 "s0c_z": 0.0, "s1c_x": 0.0, "s1c_y": 0.0, "s1c_z": 0.0}
+                 "s0c_z": 0.0, "s1c_x": 0.0, "s1c_y": 0.0, "s1c_z": 0.0, "frame_other": 0.0}
+
+FRAME_SLOTS = 4
+"""Frames per rotation row whose scales enter its model (the largest rocking-curve fractions;
+the rest is added to the nearest kept frame)."""
 
 
 def make_observations(cols: dict, *, n_refl: int, n_img: int, wavelength_A: float = 1.0,
@@ -472,6 +597,14 @@ def make_observations(cols: dict, *, n_refl: int, n_img: int, wavelength_A: floa
         full = np.full(m, default, dt)
         full[:n] = a.astype(dt)
         out[name] = jnp.asarray(full)
+    img = np.asarray(out["image"])
+    fi = np.zeros((m, FRAME_SLOTS), np.int32)
+    fw = np.zeros((m, FRAME_SLOTS), np.float64)
+    fi[:, 0], fw[:, 0] = img, 1.0
+    if "frame_img" in cols and "frame_w" in cols:
+        fi[:n] = np.asarray(cols["frame_img"], np.int32).reshape(n, FRAME_SLOTS)
+        fw[:n] = np.asarray(cols["frame_w"], np.float64).reshape(n, FRAME_SLOTS)
+    out["frame_img"], out["frame_w"] = jnp.asarray(fi), jnp.asarray(fw)
     if "two_theta_rad" not in cols:
         sin_t = np.clip(wavelength_A / (2.0 * np.asarray(out["d_A"])), 0.0, 1.0)
         out["two_theta_rad"] = jnp.asarray(2.0 * np.arcsin(sin_t))

@@ -193,6 +193,16 @@ def _usable(t: dict[str, np.ndarray], include_overloads: bool = False
     return ok & ~drop, int(np.sum(over & ~masked)), int(np.sum(masked))
 
 
+def _image_lookup(img_key: np.ndarray, run: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Image numbers of run ``run`` → compact image indices (−1: no such image among the
+    scaled ones); ``img_key`` the sorted keys run·2³² + image number."""
+    def lookup(numbers: np.ndarray) -> np.ndarray:
+        key = run * (1 << 32) + np.asarray(numbers, np.int64)
+        pos = np.clip(np.searchsorted(img_key, key), 0, len(img_key) - 1)
+        return np.where(img_key[pos] == key, pos, -1)
+    return lookup
+
+
 def _merging_cell(runs: list[RunData], cell: Any) -> np.ndarray:
     if cell is not None:
         return np.asarray(cell, np.float64).reshape(6)
@@ -348,7 +358,8 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             min_recorded_fraction=settings.min_recorded_fraction,
             d_min_A=settings.high_resolution_A, n_refl=n_groups, n_img=n_img, pad=False,
             beam_center_px=None if r.is_rotation else r.beam_center_px,
-            lab_frame=r.lab_frame if r.is_rotation else None, run=k_run)
+            lab_frame=r.lab_frame if r.is_rotation else None, run=k_run,
+            image_lookup=_image_lookup(img_key, k_run) if r.is_rotation else None)
         for f in dataclasses.fields(o):
             if f.metadata.get("static"):
                 continue

@@ -59,8 +59,9 @@ def test_rotation_merge_against_truth(rot, merged_run):
         lines = open(f"{out}_iter{n}_scale.dat").read().split("\n")
         assert len([ln for ln in lines if ln and not ln.startswith("#")]) == len(s["image"])
     html = open(f"{out}_scaling.html").read()
-    # three plots against resolution, scale and CC per image (B only with -B)
-    assert html.count("<svg") == 5 and "P 43 21 2 (96)" in html and "r_master.h5" in html
+    # three plots against resolution, scale, B and CC per image (B only when a B is refined:
+    # the default rotation scale model, physical, refines B(φ))
+    assert html.count("<svg") == 6 and "P 43 21 2 (96)" in html and "r_master.h5" in html
 
 
 def test_identical_runs_give_identical_results(rot, merged_run, tmp_path):
