@@ -584,10 +584,10 @@ def _crystal(mx: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def _lab_frame(f: h5py.File, mx: dict[str, np.ndarray], scan: Any) -> Any:
-    """:class:`jfx.scale.observations.LabFrame` of a rotation run from the detector module
+    """:class:`jfx.physics.rotation.LabFrame` of a rotation run from the detector module
     written by :func:`_write_geometry` and ``/entry/MX/rotation_axis``, ``beam_direction``;
     None for stills and files that lack any of them."""
-    from jfx.scale.observations import LabFrame
+    from jfx.physics.rotation import LabFrame
 
     det = "entry/instrument/detector"
     need = (f"{det}/transformations/translation", f"{det}/module/fast_pixel_direction",

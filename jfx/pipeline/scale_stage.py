@@ -42,7 +42,7 @@ def run_data(reflections: Reflections, *, wavelength_A: float, unit_cell: Any,
         beam_center_px: refined beam centre (px).
         scan_deg: (start, increment) of a rotation run (deg), None for stills.
         name: label for messages.
-        lab_frame: the run's :class:`jfx.scale.observations.LabFrame` (rotation runs: the
+        lab_frame: the run's :class:`jfx.physics.rotation.LabFrame` (rotation runs: the
             absorption surface of the physical scale model), or None.
     """
     from jfx.scale.observations import reflection_columns
@@ -61,9 +61,9 @@ def run_data(reflections: Reflections, *, wavelength_A: float, unit_cell: Any,
 
 
 def lab_frame(state: ProcessState) -> Any:
-    """:class:`jfx.scale.observations.LabFrame` of a rotation run's final geometry, None for
+    """:class:`jfx.physics.rotation.LabFrame` of a rotation run's final geometry, None for
     stills."""
-    from jfx.scale.observations import LabFrame
+    from jfx.physics.rotation import LabFrame
 
     geo = state.final_geometry
     if scan_deg(state) is None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from jfx.models._pytree import pytree_dataclass, static
 from jfx.models.reflections import ReflectionFlag
+from jfx.physics.rotation import LabFrame  # noqa: F401  (re-exported: RunData.lab_frame)
 
 INTENSITY_CHOICES = ("prf", "sum")
 
@@ -126,63 +127,6 @@ class Observations:
     def s1c(self) -> jnp.ndarray:
         """(n, 3) ŝ1 in the crystal frame (zeros where unknown)."""
         return jnp.stack([self.s1c_x, self.s1c_y, self.s1c_z], axis=-1)
-
-
-@dataclasses.dataclass(frozen=True)
-class LabFrame:
-    """The lab-frame geometry of a rotation run that turns predicted detector positions
-    into beam directions in the crystal frame (the absorption surface of the physical scale
-    model). NXmx/McStas lab frame; a pixel (x, y) (first pixel centre = 0) lies at
-    ``origin_mm + x·pixel_mm[0]·fast + y·pixel_mm[1]·slow``.
-
-    Attributes:
-        origin_mm: (3,) lab position of pixel (0, 0) (mm).
-        fast, slow: (3,) unit vectors of increasing x / y.
-        pixel_mm: (px, py) pixel pitch (mm).
-        beam: (3,) unit direction of the incident beam.
-        axis: (3,) unit goniometer axis; the crystal is at R(axis, φ) (right-handed), so a
-            lab vector v is ``R(φ)ᵀ v`` in the crystal frame
-            (:func:`jfx.physics.rotation.to_angle_zero`).
-    """
-
-    origin_mm: tuple[float, float, float]
-    fast: tuple[float, float, float]
-    slow: tuple[float, float, float]
-    pixel_mm: tuple[float, float]
-    beam: tuple[float, float, float]
-    axis: tuple[float, float, float]
-
-    @staticmethod
-    def create(*, distance_mm: float, beam_center_px, fast, slow, pixel_mm, beam, axis
-               ) -> LabFrame:
-        """From the detector description of NXmx/``_process.h5`` (distance along the beam,
-        beam centre in pixels)."""
-        f, sl, b, a = (np.asarray(v, np.float64) for v in (fast, slow, beam, axis))
-        f, sl, b, a = (v / np.linalg.norm(v) for v in (f, sl, b, a))
-        px, py = (float(v) for v in pixel_mm)
-        bx, by = (float(v) for v in beam_center_px)
-        origin = float(distance_mm) * b - bx * px * f - by * py * sl
-        tup = lambda v: tuple(float(x) for x in v)  # noqa: E731
-        return LabFrame(origin_mm=tup(origin), fast=tup(f), slow=tup(sl), pixel_mm=(px, py),
-                        beam=tup(b), axis=tup(a))
-
-    def crystal_directions(self, x_px, y_px, phi_rad) -> tuple[np.ndarray, np.ndarray]:
-        """(−ŝ0, ŝ1) in the crystal frame, each (n, 3), of rays predicted at pixel (x, y)
-        and goniometer angle φ (rad); NaN inputs give zero vectors."""
-        from jfx.physics.rotation import to_angle_zero
-
-        x, y, phi = (np.asarray(v, np.float64).reshape(-1) for v in (x_px, y_px, phi_rad))
-        ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(phi)
-        x, y, phi = (np.where(ok, v, 0.0) for v in (x, y, phi))
-        p = (np.asarray(self.origin_mm)[None] + (x * self.pixel_mm[0])[:, None]
-             * np.asarray(self.fast)[None] + (y * self.pixel_mm[1])[:, None]
-             * np.asarray(self.slow)[None])
-        s1 = p / np.linalg.norm(p, axis=1, keepdims=True)
-        s0 = np.broadcast_to(-np.asarray(self.beam), s1.shape)
-        axis = np.asarray(self.axis)
-        s0c = to_angle_zero(s0, axis, phi)
-        s1c = to_angle_zero(s1, axis, phi)
-        return np.where(ok[:, None], s0c, 0.0), np.where(ok[:, None], s1c, 0.0)
 
 
 def _norm_cdf(x: np.ndarray) -> np.ndarray:

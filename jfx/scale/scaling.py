@@ -46,7 +46,7 @@ class RunData:
             Ewald-offset derivatives for the orientation post-refinement of ``-P rot``.
         name: label (file name) for messages.
         lab_frame: the run's detector and goniometer in the lab frame
-            (:class:`jfx.scale.observations.LabFrame`): the crystal-frame beam directions of
+            (:class:`jfx.physics.rotation.LabFrame`): the crystal-frame beam directions of
             the absorption surface (``scale_model=physical``); None = unknown (no surface).
     """
 

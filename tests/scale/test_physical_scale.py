@@ -16,7 +16,8 @@ from jfx.physics.rotation import axis_rotation
 from jfx.scale.fit import fit_scales
 from jfx.scale.harmonics import n_harmonics, real_harmonics
 from jfx.scale.models import AutoScale, ImageScale, PhysicalScale, restrained_tau
-from jfx.scale.observations import LabFrame, make_observations
+from jfx.physics.rotation import LabFrame
+from jfx.scale.observations import make_observations
 from jfx.scale.settings import ScaleSettings
 
 
