@@ -159,6 +159,7 @@ def _sigma_at(obs: Observations, gp, I_t, a, b):
     m = gp * I_t[obs.refl]
     s2 = obs.sigma**2
     var = model_variance(jnp.maximum(s2 - obs.var_signal, VAR_BG_FLOOR * s2), obs.poisson, m)
+    var = var + (obs.partial_err * m) ** 2  # the partiality correction's own uncertainty
     return a * jnp.sqrt(var + (b * m) ** 2), jnp.sqrt(var)
 
 
@@ -600,7 +601,8 @@ def fit_scales(obs: Observations, partiality: PartialityModel, scale_model: Scal
         obs_sigma=np.asarray(sigma), obs_weight=np.asarray(weights), history=history,
         obs_sigma_reported=float(em.a) * np.sqrt(
             np.asarray(obs.sigma) ** 2
-            + (float(em.b) * np.asarray(gp) * np.asarray(I_hkl)[np.asarray(obs.refl)]) ** 2))
+            + ((float(em.b) ** 2 + np.asarray(obs.partial_err) ** 2)
+               * (np.asarray(gp) * np.asarray(I_hkl)[np.asarray(obs.refl)]) ** 2)))
 
 
 @partial(jax.jit, static_argnums=(0,))

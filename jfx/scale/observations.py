@@ -72,6 +72,10 @@ class Observations:
             gives the row Σ_k w_k G(frame_k) + ``frame_other``.
         frame_other: float64 the part of that sum from frames outside the fitted image (0;
             set by the per-image fit, which holds the neighbouring images' scales fixed).
+        partial_err: float64 relative standard error of the row's partiality correction,
+            κ·(1 − p)/p for a rotation row recorded to the fraction p (the unrecorded tail is
+            known to ±κ of itself, ``scale.partiality_uncertainty``); 0 for stills and full
+            rows. Enters the variance at the model intensity m as (partial_err·m)².
         n_refl: static number of unique reflections.
         n_img: static number of (compact) images.
         wavelength_A: static wavelength (Å).
@@ -108,6 +112,7 @@ class Observations:
     frame_img: jnp.ndarray
     frame_w: jnp.ndarray
     frame_other: jnp.ndarray
+    partial_err: jnp.ndarray
     n_refl: int = static(0)
     n_img: int = static(0)
     wavelength_A: float = static(1.0)
@@ -238,7 +243,8 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
                             n_img: int | None = None, pad: bool = True,
                             beam_center_px: tuple[float, float] | None = None,
                             lab_frame: LabFrame | None = None, run: int = 0,
-                            image_lookup: Any = None) -> Observations:
+                            image_lookup: Any = None,
+                            partiality_uncertainty: float = 0.0) -> Observations:
     """Build :class:`Observations` from a reflection table (dict of numpy columns).
 
     Args:
@@ -272,6 +278,8 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
             it, rotation rows get the frames they were summed over and each frame's share
             (``frame_img``/``frame_w``, :func:`frame_weights` with the σ_M of
             :func:`rocking_sigma`); without it every row has its centroid image only.
+        partiality_uncertainty: κ of ``partial_err`` (0 = the partiality correction of
+            rotation rows is taken as exact).
     Raises:
         ValueError: inconsistent lengths or an unknown ``intensity`` choice.
     """
@@ -379,6 +387,9 @@ def observations_from_table(table: dict, *, refl_id, image_ids=None, wavelength_
         cols["eps_grad_a"] = np.where(okr, k_sin2t * dx / rr, 0.0)
         cols["eps_grad_b"] = np.where(okr, k_sin2t * dy / rr, 0.0)
     cols["run"] = np.full(n, int(run), np.int32)
+    safe_p = np.where(is_rot & valid & (part > 0), part, 1.0)
+    cols["partial_err"] = np.where(is_rot & valid, float(partiality_uncertainty)
+                                   * np.clip(1.0 - safe_p, 0.0, None) / safe_p, 0.0)
     fi = np.zeros((n, FRAME_SLOTS), np.int64)
     fw = np.zeros((n, FRAME_SLOTS), np.float64)
     fi[:, 0], fw[:, 0] = cols["image"], 1.0
@@ -506,7 +517,8 @@ _DEFAULTS = {"refl": 0, "image": 0, "intensity": 0.0, "sigma": 1.0, "s2": 0.0, "
                  "phi_lo_rad": 0.0, "phi_hi_rad": 0.0, "frames": 1.0, "eps_invA": 0.0,
                  "eps_grad_a": 0.0, "eps_grad_b": 0.0, "two_theta_rad": 0.0, "valid": False,
                  "var_signal": 0.0, "poisson": 0.0, "run": 0, "s0c_x": 0.0, "s0c_y": 0.0,
-                 "s0c_z": 0.0, "s1c_x": 0.0, "s1c_y": 0.0, "s1c_z": 0.0, "frame_other": 0.0}
+                 "s0c_z": 0.0, "s1c_x": 0.0, "s1c_y": 0.0, "s1c_z": 0.0, "frame_other": 0.0,
+                 "partial_err": 0.0}
 
 FRAME_SLOTS = 4
 """Frames per rotation row whose scales enter its model (the largest rocking-curve fractions;

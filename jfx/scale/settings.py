@@ -34,6 +34,12 @@ class ScaleSettings(Settings):
             ends) are left out, in [0, 1] (default 0.4, dials.scale's
             ``cut_data.partiality_cutoff``): I/F of a thin sliver is dominated by the error of
             F (on a jfx.sim sweep slivers with F = 0.02–0.05 merged at ≈ 0.75× the truth).
+        partiality_uncertainty: relative uncertainty κ of the unrecorded part of a rotation
+            row recorded to the fraction p: its corrected intensity I/p gets the variance
+            (κ (1 − p)/p · I)² at the model intensity (default 0.3; 0 = exact). The rocking
+            curve's tails are modelled as a Gaussian; a real one (divergence ⊗ mosaicity) has
+            other tails, and for strong reflections that error outweighs counting noise
+            (measured on the anomalous sweeps of issue 17, docs/scaling.md).
         reject_outliers: per-observation rejection at N σ from the per-reflection median
             (``--reject-outliers``); ``None`` = off.
         reject_delta_cchalf: drop images with ΔCC1/2 below mean − N·stddev; ``None`` = off.
@@ -73,6 +79,7 @@ class ScaleSettings(Settings):
     min_partiality: float = setting(0.02, minimum=0.0, maximum=1.0,
                                     label="minimum partiality (--min-partiality)")
     min_recorded_fraction: float = setting(0.4, minimum=0.0, maximum=1.0)
+    partiality_uncertainty: float = setting(0.3, minimum=0.0)
     reject_outliers: float | None = setting(None, positive=True,
                                             label="outlier rejection (--reject-outliers)")
     reject_delta_cchalf: float | None = setting(

@@ -4,6 +4,8 @@ whose per-image scales jump from frame to frame."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.stats import norm
@@ -103,3 +105,29 @@ def test_per_image_scales_of_rows_recorded_on_two_frames():
         res[known] = (np.std(lg - lt), np.std(r - r.mean()))
     assert res[True][0] < 0.002 and res[True][1] < 0.0015  # measured 0.0007, 0.0009
     assert res[False][1] > 3 * res[True][1]
+
+
+def test_partially_recorded_rotation_rows_carry_their_correction_uncertainty():
+    """κ(1 − p)/p per rotation row recorded to the fraction p, none for stills; it enters
+    σ at the model intensity (full rows unchanged)."""
+    from jfx.scale.observations import observations_from_table
+
+    n = 4
+    t = {"image": np.array([0, 0, 1, 1]), "d": np.full(n, 3.0), "lp": np.ones(n),
+         "partiality": np.array([1.0, 0.8, 0.5, 1.0]), "int_sum": np.full(n, 1000.0),
+         "int_sum_var": np.full(n, 1000.0), "predicted_phi": np.array([0.1, 0.2, 0.7, 0.8]),
+         "zeta": np.array([1.0, 0.9, 0.8, np.nan]), "image_first": np.array([0, 0, 1, 1]),
+         "image_last": np.array([0, 0, 1, 1])}
+    t["predicted_phi"][3] = np.nan  # a still row
+    obs = observations_from_table(t, refl_id=np.zeros(n, int), wavelength_A=1.0,
+                                  phi_increment_deg=0.5, intensity="sum", pad=False,
+                                  partiality_uncertainty=0.3)
+    np.testing.assert_allclose(np.asarray(obs.partial_err), [0.0, 0.3 * 0.2 / 0.8, 0.3, 0.0])
+    from jfx.scale.fit import _sigma_at
+
+    gp, model_I = np.ones(n), np.array([500.0])
+    _, base = _sigma_at(obs, gp, model_I, 1.0, 0.0)
+    exact = dataclasses.replace(obs, partial_err=np.zeros(n))
+    v0 = np.asarray(_sigma_at(exact, gp, model_I, 1.0, 0.0)[1]) ** 2
+    np.testing.assert_allclose(np.asarray(base) ** 2,
+                               v0 + (np.asarray(obs.partial_err) * 500.0) ** 2)
