@@ -54,6 +54,21 @@ class ProcessResult:
     device: str
 
 
+def _check_scale_model(geometry, settings: ProcessSettings) -> None:
+    """``scale_model=physical`` chosen for images that will be processed as stills (no scan,
+    or rotation data without ``-R``/``--single-pass-rotation``) is refused before any image
+    is read (InputError); ``auto`` picks the per-image model for them itself."""
+    from jfx.scale.models import AutoScale, PhysicalScale, STILLS_REFUSED
+
+    m = settings.scale_model
+    if not settings.merging or not isinstance(m, PhysicalScale) or isinstance(m, AutoScale):
+        return
+    rot = settings.rotation
+    if not (geometry.is_rotation and (rot.two_pass_images is not None
+                                      or rot.single_pass_deg is not None)):
+        raise InputError(STILLS_REFUSED)
+
+
 def _sensor_physics(geometry, settings: ProcessSettings):
     """``geometry`` with the parallax switch of ``integrate.parallax`` on its detector (spot
     finding, indexing, refinement and integration all see it); a sensor material without an attenuation table, or a thickness ≤ 0, while the
@@ -229,6 +244,7 @@ def process(settings: ProcessSettings, source: Any, *, selection: ImageSelection
         geometry = dataclasses.replace(geometry, beam=dataclasses.replace(
             geometry.beam, bandwidth_fwhm=np.asarray(float(settings.pixelrefine.bandwidth_fwhm))))
     geometry = _sensor_physics(geometry, settings)
+    _check_scale_model(geometry, settings)
     state = ProcessState(selection=selection, geometry=geometry,
                          stored_space_group=getattr(source, "space_group", None),
                          warnings=warnings)

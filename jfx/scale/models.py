@@ -141,6 +141,8 @@ def smooth_in_phi(coef: jnp.ndarray, grid: tuple, run: jnp.ndarray, phi: jnp.nda
 
 
 IMAGE_SCALE_CHOICES = ("none", "free", "restrained")
+STILLS_REFUSED = ("scale_model=physical models rotation sweeps (a scale smooth in the rotation "
+                  "angle); stills are scaled with scale_model=image or auto")
 TAU_MIN = 1e-4
 """Smallest width of the per-image scale prior (``image_scale=restrained``)."""
 TAU_START = TAU_MIN
@@ -239,8 +241,14 @@ class PhysicalScale(ScaleModel):
     absorbing_runs: tuple = setting((), config=False)
 
     def bind(self, settings: Any, obs: Observations) -> PhysicalScale:
-        """Knot grids over each run's φ range (valid rows), ``-B``."""
+        """Knot grids over each run's φ range (valid rows), ``-B``.
+
+        Raises:
+            ValueError: still rows (a smooth function of φ is no model for them).
+        """
         v = np.asarray(obs.valid)
+        if np.any(np.asarray(obs.is_still)[v]):
+            raise ValueError(STILLS_REFUSED)
         phi = np.asarray(obs.phi_c_rad)[v]
         run = np.asarray(obs.run)[v]
         n_runs = int(np.asarray(obs.run).max()) + 1 if obs.size else 1

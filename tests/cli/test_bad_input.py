@@ -218,3 +218,18 @@ def test_profile_multiplier_without_pixelrefine_is_refused(tmp_path, capsys):
     rc = process_main([str(tmp_path / "m_master.h5"), "--profile-multiplier", "3"])
     err = capsys.readouterr().err
     assert rc == 2 and "applies to -r pixelrefine only" in err and err.count("\n") == 1
+
+
+def test_physical_scale_model_for_stills_is_refused_before_work(capsys, tmp_path,
+                                                                  master_factory):
+    """scale_model=physical models rotation sweeps: on stills (and on a rotation master
+    processed without -R, i.e. as stills) one line, exit 2, before any image is read."""
+    still = master_factory(rotation=False, name="still")[0]
+    run_bad(capsys, tmp_path, [str(still), "-M", "scale_model=physical"],
+            "scale_model=physical models rotation sweeps")
+    rot = master_factory(rotation=True, name="rot")[0]
+    rc = process_main([str(rot), "-M", "scale_model=physical", "-o", str(tmp_path / "r" / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 2 and "use -R" in err[0]  # the one warning, then the error
+    assert err[1].startswith("jfjoch_process: error: scale_model=physical models rotation")
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())

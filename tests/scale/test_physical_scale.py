@@ -174,6 +174,8 @@ def test_auto_scale_is_the_image_model_for_stills(smooth_set):
     obs = dataclasses.replace(smooth_set[0], is_still=smooth_set[0].valid)
     m = AutoScale().bind(ScaleSettings(refine_bfactor=True), obs)
     assert m == ImageScale(refine_bfactor=True)
+    with pytest.raises(ValueError, match="models rotation sweeps"):
+        PhysicalScale().bind(ScaleSettings(), obs)
 
 
 def test_short_sweeps_get_no_absorption_surface(smooth_set):
