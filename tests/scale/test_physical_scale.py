@@ -18,6 +18,7 @@ from jfx.scale.harmonics import n_harmonics, real_harmonics
 from jfx.scale.models import AutoScale, ImageScale, PhysicalScale, restrained_tau
 from jfx.physics.rotation import LabFrame
 from jfx.scale.observations import make_observations
+from jfx.scale.partiality import UnityPartiality
 from jfx.scale.settings import ScaleSettings
 
 
@@ -103,17 +104,11 @@ def _synthetic(jitter: float, seed: int = 0):
 def _fit(model, obs, cycles: int = 3):
     params, fit = None, None
     for _ in range(cycles):
-        fit = fit_scales(obs, _unity(), model, params0=params, iterations=1,
+        fit = fit_scales(obs, UnityPartiality(), model, params0=params, iterations=1,
                          error_model0=None if fit is None else fit.error_model)
         params = fit.params
         params = {**params, "scale": model.update_hyperparameters(params["scale"], fit, obs)}
     return fit, params
-
-
-def _unity():
-    from jfx.scale.partiality import UnityPartiality
-
-    return UnityPartiality()
 
 
 def _rel_rms(fit, g, n):
