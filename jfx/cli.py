@@ -324,7 +324,8 @@ def _scale_job(argv: list[str], con: _Console) -> int:
                              unit_cell=pf.unit_cell, space_group=pf.space_group,
                              bandwidth_fwhm=pf.bandwidth_fwhm,
                              beam_center_px=pf.beam_center_px, scan_deg=pf.scan_deg,
-                             name=str(pf.path), lab_frame=pf.lab_frame))
+                             name=str(pf.path), lab_frame=pf.lab_frame,
+                             partiality_refined=pf.partiality_refined))
     settings, partiality_line = _scale_partiality(settings, ns, native,
                                                   [pf.config_yaml for pf in pfs], runs)
     import numpy as np
@@ -384,11 +385,13 @@ def _scale_partiality(settings: Any, ns: argparse.Namespace, native: list[str],
         else:
             source += f" ({note})"
     # the data type decides what -P auto means (jfx.scale.scaling.scale_merge binds the same)
-    stills = any(not r.is_rotation and r.beam_center_px is not None for r in runs)
+    stills = any(r.post_refinable_stills for r in runs)
     bw = max((r.bandwidth_fwhm for r in runs), default=0.0)
     used = settings.partiality.bind(settings.scale, bandwidth_fwhm=bw, stills=stills)
     if used.label != settings.partiality.label:
-        source += f": {used.label} for {'stills' if stills else 'rotation data'}"
+        kind = ("stills" if stills else "stills refined against the pixels"
+                if any(r.partiality_refined for r in runs) else "rotation data")
+        source += f": {used.label} for {kind}"
     return settings, f"partiality model: {used.label} ({source})"
 
 

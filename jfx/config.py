@@ -5,7 +5,7 @@ The Hydra config tree lives in ``conf/``: ``process.yaml`` (``jfjoch_process``) 
 ``scale.yaml`` (``jfjoch_scale``) are defaults lists over config groups, one per node
 (``general``, ``crystal``, ``spotfind``, ``index``, ``refine``, ``integrate``,
 ``partiality``, ``likelihood``, ``scale_model``, ``rotation``, ``scale``, ``pixelrefine``,
-``azint``). Every
+``pixel_partiality``, ``pixel_profile``, ``pixel_background``, ``azint``). Every
 option file ``conf/<group>/<option>.yaml`` names ITS class in ``_target_`` and sets only the
 values that differ from the class's defaults; the class (a frozen dataclass) holds every
 default once and checks its values (:class:`jfx.validate.Settings`). The option's schema
@@ -40,6 +40,7 @@ from typing import Any
 from jfx.azint.settings import AzintSettings
 from jfx.index.settings import CrystalSettings, IndexSettings, RotationSettings
 from jfx.integrate.base import IntegratorSettings
+from jfx.pixelrefine.components import Background, PixelPartiality, SpotProfile
 from jfx.refine.settings import PixelRefineSettings, RefineSettings
 from jfx.scale.base import Likelihood, PartialityModel, ScaleModel
 from jfx.scale.settings import ScaleSettings
@@ -153,6 +154,9 @@ class ProcessSettings:
     rotation: RotationSettings
     scale: ScaleSettings
     pixelrefine: PixelRefineSettings
+    pixel_partiality: PixelPartiality
+    pixel_profile: SpotProfile
+    pixel_background: Background
     azint: AzintSettings
 
     def __post_init__(self) -> None:

@@ -367,3 +367,11 @@ def predict_rotation(geometry: Geometry, basis0: np.ndarray, d_min_A: float,
     cols = {key: np.concatenate([r_[key] for r_ in rows]) for key in rows[0]}
     order = np.lexsort((cols["event"], cols["frame"], cols["image"]))
     return RotationPrediction(**{key: v[order] for key, v in cols.items()})
+
+
+def detector_d_min(geometry: Geometry) -> float:
+    """Resolution (Å) at the detector corner farthest from the beam (the prediction limit)."""
+    ny, nx = geometry.detector.shape
+    xs = np.array([-0.5, nx - 0.5, -0.5, nx - 0.5])
+    ys = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    return float(np.min(np.asarray(dif.pixel_resolution(geometry.detector, geometry.beam, xs, ys))))

@@ -77,7 +77,8 @@ FIELD_DTYPES: dict[str, dict[str, Any]] = {
         "peakLattice": np.int8, "latticeIndexedAll": np.float64, "unit_cell": np.float64,
         "space_group": np.int32, "bandwidth_fwhm": np.float64, "scan_start_deg": np.float64,
         "scan_increment_deg": np.float64, "scan_varying_edges": np.float64,
-        "scan_varying_lattice": np.float64,
+        "scan_varying_lattice": np.float64, "pixelrefine_status": np.int8,
+        "pixelrefine_lattice": np.float64,
     },
     "azint": {"bin_to_q": np.float32, "image": np.float32, "image_2d": np.float32,
               "bin_to_azimuth_deg": np.float32},
@@ -419,6 +420,7 @@ def _mx_fields(state: Any) -> dict[str, Any]:
     if r is not None and r.scan_varying_edges is not None:
         mx["scan_varying_edges"] = r.scan_varying_edges
         mx["scan_varying_lattice"] = np.asarray(r.scan_varying_basis).reshape(-1, 9)
+    mx.update(_pixelrefine_fields(state, n))
     if state.reflections is not None:
         geo = state.final_geometry
         mx["unit_cell"] = state.unit_cell if state.unit_cell is not None else np.full(6, np.nan)
@@ -431,6 +433,32 @@ def _mx_fields(state: Any) -> dict[str, Any]:
             mx["rotation_axis"] = np.asarray(gon.axis, np.float64)
             mx["beam_direction"] = np.asarray(geo.beam.direction, np.float64)
     return mx
+
+
+def _pixelrefine_fields(state: Any, n: int) -> dict[str, Any]:
+    """``/entry/MX/pixelrefine_*`` of ``-r pixelrefine`` (docs/pixelrefine.md): per image
+    (n,), ``pixelrefine_status`` (int8 :data:`jfx.pixelrefine.fit.STATUS` code, −1 = not
+    fitted), ``pixelrefine_lattice`` (n, 9) refined lattice, and for every refined
+    parameter ``pixelrefine_<name>`` with its standard uncertainty
+    ``pixelrefine_<name>_sigma`` (float64, NaN where not fitted; ``cell`` (n, 6))."""
+    t = getattr(state, "pixel_refinement", None)
+    if t is None:
+        return {}
+    pos = np.asarray(t.images)
+    out: dict[str, Any] = {}
+    st = np.full(n, -1, np.int8)
+    st[pos] = t.status
+    out["pixelrefine_status"] = st
+    lat = np.full((n, 9), np.nan)
+    lat[pos] = np.asarray(t.basis).reshape(-1, 9)
+    out["pixelrefine_lattice"] = lat
+    for tag, d in (("", t.values), ("_sigma", t.sigmas)):
+        for name, v in d.items():
+            v = np.asarray(v, np.float64)
+            a = np.full((n,) + v.shape[1:], np.nan)
+            a[pos] = v
+            out[f"pixelrefine_{name}{tag}"] = a
+    return out
 
 
 def _azint_fields(az: Any) -> dict[str, Any]:
@@ -543,6 +571,7 @@ class ProcessFile:
     unit_cell: np.ndarray | None = None
     space_group: int | None = None
     bandwidth_fwhm: float = 0.0
+    partiality_refined: bool = False
     scan_deg: tuple[float, float] | None = None
     lab_frame: Any = None
 
@@ -579,6 +608,7 @@ def _crystal(mx: dict[str, np.ndarray]) -> dict[str, Any]:
     return {"unit_cell": cell if cell.size == 6 and np.all(np.isfinite(cell)) else None,
             "space_group": sg or None,
             "bandwidth_fwhm": float(mx.get("bandwidth_fwhm", 0.0)),
+            "partiality_refined": "pixelrefine_status" in mx,
             "scan_deg": ((float(mx["scan_start_deg"]), float(mx["scan_increment_deg"]))
                          if rot else None)}
 

@@ -33,6 +33,7 @@ from jfx.models.geometry import Geometry
 from jfx.models.reflections import ReflectionFlag as F
 from jfx.models.reflections import Reflections
 from jfx.pipeline.context import RunContext
+from jfx.integrate.predict import detector_d_min
 from jfx.pipeline.state import ProcessState, RockingWidth
 
 MIN_PARTIAL_FRACTION = 0.02
@@ -106,16 +107,6 @@ def enabled(settings: ProcessSettings) -> bool:
     return bool(settings.integrate.enabled)
 
 
-def detector_d_min(geometry: Geometry) -> float:
-    """Resolution (Å) at the detector corner farthest from the beam (the prediction limit)."""
-    from jfx.physics.diffraction import pixel_resolution
-
-    ny, nx = geometry.detector.shape
-    xs = np.array([-0.5, nx - 0.5, -0.5, nx - 0.5])
-    ys = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
-    return float(np.min(np.asarray(pixel_resolution(geometry.detector, geometry.beam, xs, ys))))
-
-
 def _stream(ctx: RunContext, images: np.ndarray, pool: Any,
             begin: Callable[[int, np.ndarray], tuple[Any, Any]],
             finish: Callable[[Any, Any], None], pool_reference: bool) -> None:
@@ -174,23 +165,9 @@ def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, int
 
     ix, ig = state.indexing, settings.integrate
     sg = settings.crystal.space_group
-    sel = np.flatnonzero(ix.indexed)
+    sel, basis, geoms = state.still_models()
     if sel.size == 0:
         return None
-    r = state.refinement
-    basis = ix.basis[sel, 0]
-    geoms: list[Geometry] = [ix.geometry] * sel.size
-    if r is not None and r.mode == "stills":
-        import jax
-
-        pos = {int(p): j for j, p in enumerate(r.images)}
-        basis = np.array(basis)
-        for k, p in enumerate(sel):
-            j = pos.get(int(p))
-            if j is not None:
-                basis[k] = r.basis[j]
-                geoms[k] = jax.tree_util.tree_map(lambda a, j=j: np.asarray(a)[j],
-                                                  r.image_geometry)
     indices = np.asarray(state.selection.indices)
     xs = np.asarray(state.spots.x_px, np.float64)[sel]
     ys = np.asarray(state.spots.y_px, np.float64)[sel]

@@ -1,8 +1,9 @@
 """The runner: the only place that knows the stage order and the retries.
 
 ``spotfind → index → [rotation rescue: symmetry-free index → refine → index] → [stills
-retry: refine → index with the pooled detector] → refine → integrate → crystal (cell and
-space group used) → scale``. Each stage is ``run(state, settings, ctx) -> state`` and
+retry: refine → index with the pooled detector] → refine → integrate (``-r pixelrefine``:
+pixelrefine, which refines every still against its pixels and integrates from the refined
+model) → crystal (cell and space group used) → scale``. Each stage is ``run(state, settings, ctx) -> state`` and
 ``summary(state)``; ``on_stage(name, state)`` is called as soon as a stage ends (the shell
 prints its summary there).
 """
@@ -19,7 +20,14 @@ import numpy as np
 
 from jfx.config import ProcessSettings
 from jfx.io.errors import InputError, ProcessingError
-from jfx.pipeline import index_stage, integrate_stage, refine_stage, scale_stage, spotfind_stage
+from jfx.pipeline import (
+    index_stage,
+    integrate_stage,
+    pixelrefine_stage,
+    refine_stage,
+    scale_stage,
+    spotfind_stage,
+)
 from jfx.pipeline.context import (
     ProgressFactory,
     RunContext,
@@ -33,7 +41,8 @@ STILLS_RETRY_BELOW = 0.9
 """Stills indexed below this fraction of the attempts get the pooled-detector retry."""
 
 STAGES = {"spotfind": spotfind_stage, "index": index_stage, "refine": refine_stage,
-          "integrate": integrate_stage, "scale": scale_stage}
+          "integrate": integrate_stage, "pixelrefine": pixelrefine_stage,
+          "scale": scale_stage}
 """Stage name → module (each with ``run`` and ``summary``)."""
 
 STAGE_SUMMARIES = {name: mod.summary for name, mod in STAGES.items()}
@@ -67,6 +76,17 @@ def _check_scale_model(geometry, settings: ProcessSettings) -> None:
     if not (geometry.is_rotation and (rot.two_pass_images is not None
                                       or rot.single_pass_deg is not None)):
         raise InputError(STILLS_REFUSED)
+
+
+def _check_pixelrefine(geometry, settings: ProcessSettings) -> None:
+    """``-r pixelrefine`` refines stills: rotation data processed as a sweep (``-R`` or
+    ``--single-pass-rotation``) is refused before any image is read (InputError)."""
+    rot = settings.rotation
+    if settings.refine.reference_driven and geometry.is_rotation and (
+            rot.two_pass_images is not None or rot.single_pass_deg is not None):
+        raise InputError(f"-r {settings.refine.name} refines still images; it cannot be "
+                         "combined with -R/--two-pass-rotation or --single-pass-rotation "
+                         "(process the images as stills, or choose another -r)")
 
 
 def _sensor_physics(geometry, settings: ProcessSettings):
@@ -245,6 +265,7 @@ def process(settings: ProcessSettings, source: Any, *, selection: ImageSelection
             geometry.beam, bandwidth_fwhm=np.asarray(float(settings.pixelrefine.bandwidth_fwhm))))
     geometry = _sensor_physics(geometry, settings)
     _check_scale_model(geometry, settings)
+    _check_pixelrefine(geometry, settings)
     state = ProcessState(selection=selection, geometry=geometry,
                          stored_space_group=getattr(source, "space_group", None),
                          warnings=warnings)
@@ -272,7 +293,10 @@ def process(settings: ProcessSettings, source: Any, *, selection: ImageSelection
         if state.indexing is not None and state.indexing.n_indexed and \
                 integrate_stage.enabled(settings):
             state = done("refine", guarded("refine", state))
-            state = done("integrate", guarded("integrate", state))
+            if pixelrefine_stage.enabled(settings) and not state.is_rotation:
+                state = done("pixelrefine", guarded("pixelrefine", state))
+            else:
+                state = done("integrate", guarded("integrate", state))
             if state.reflections is not None:
                 state = crystal(state, settings)
         state = done("scale", scale_stage.run(state, settings, ctx))

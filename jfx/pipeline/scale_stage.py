@@ -30,7 +30,8 @@ def enabled(settings: Any) -> bool:
 def run_data(reflections: Reflections, *, wavelength_A: float, unit_cell: Any,
              space_group: int | None, bandwidth_fwhm: float,
              beam_center_px: tuple[float, float], scan_deg: tuple[float, float] | None,
-             name: str = "run", lab_frame: Any = None) -> Any:
+             name: str = "run", lab_frame: Any = None,
+             partiality_refined: bool = False) -> Any:
     """:class:`jfx.scale.scaling.RunData` of one run's reflections.
 
     Args:
@@ -44,6 +45,8 @@ def run_data(reflections: Reflections, *, wavelength_A: float, unit_cell: Any,
         name: label for messages.
         lab_frame: the run's :class:`jfx.physics.rotation.LabFrame` (rotation runs: the
             absorption surface of the physical scale model), or None.
+        partiality_refined: the still partialities were refined against the pixels
+            (``-r pixelrefine``).
     """
     from jfx.scale.observations import reflection_columns
     from jfx.scale.scaling import RunData
@@ -57,7 +60,8 @@ def run_data(reflections: Reflections, *, wavelength_A: float, unit_cell: Any,
         else None,
         space_group=space_group or None, bandwidth_fwhm=float(bandwidth_fwhm),
         beam_center_px=tuple(float(v) for v in beam_center_px), name=name,
-        lab_frame=lab_frame if scan_deg is not None else None)
+        lab_frame=lab_frame if scan_deg is not None else None,
+        partiality_refined=bool(partiality_refined))
 
 
 def lab_frame(state: ProcessState) -> Any:
@@ -128,7 +132,8 @@ def run(state: ProcessState, settings: Any, ctx: RunContext) -> ProcessState:
                     unit_cell=cell, space_group=state.space_group,
                     bandwidth_fwhm=float(geo.beam.bandwidth_fwhm),
                     beam_center_px=tuple(np.asarray(geo.detector.beam_center_px, float)),
-                    scan_deg=scan_deg(state), lab_frame=lab_frame(state))
+                    scan_deg=scan_deg(state), lab_frame=lab_frame(state),
+                    partiality_refined=state.pixel_refinement is not None)
     with ctx.bar("scaling", settings.scale.iterations) as bar:
         result = scale_runs(settings, [run1], space_group=run1.space_group,
                             reference=ctx.reference, progress=bar)

@@ -173,6 +173,41 @@ class RockingWidth:
 
 
 @dataclasses.dataclass(frozen=True)
+class PixelRefinementTable:
+    """Per-still results of pixel refinement (``-r pixelrefine``,
+    :mod:`jfx.pixelrefine.fit`).
+
+    Attributes:
+        images: (m,) int64 positions (into the selection) of the stills fitted.
+        status: (m,) int32 :data:`jfx.pixelrefine.fit.STATUS` codes (0 = ok).
+        basis: (m, 3, 3) float64 refined lattices (rows a, b, c, Å, lab frame); the
+            spot-refined start where the fit did not succeed.
+        values: name → (m,) float64 (``cell``: (m, 6) Å/deg) refined physical parameters:
+            ``scale``, ``b_factor`` (Å²), ``rotation_deg`` (orientation change from the
+            spot refinement), the partiality and profile models' own (e.g.
+            ``mosaicity_deg``, ``domain_invA``, ``bandwidth_fwhm``, ``sigma_px``,
+            ``radial_growth_px``).
+        sigmas: name → (m,) float64 standard uncertainties of ``values`` (NaN: fixed or
+            not fitted).
+        cost: (m,) float64 final ½Σr²; n_fit: (m,) int32 reflections that drove the fit;
+        iterations: (m,) int32 LM iterations.
+    """
+
+    images: np.ndarray
+    status: np.ndarray
+    basis: np.ndarray
+    values: Mapping[str, np.ndarray]
+    sigmas: Mapping[str, np.ndarray]
+    cost: np.ndarray
+    n_fit: np.ndarray
+    iterations: np.ndarray
+
+    @property
+    def n_ok(self) -> int:
+        return int(np.sum(self.status == 0))
+
+
+@dataclasses.dataclass(frozen=True)
 class ProcessState:
     """Everything one ``jfjoch_process`` run knows, stage by stage.
 
@@ -192,6 +227,8 @@ class ProcessState:
         refinement: refinement results (None: not run).
         reflections: integrated reflections (None: not run).
         rocking_width: σ_M the rotation prediction used (None: stills or not run).
+        pixel_refinement: per-still pixel-refinement results (``-r pixelrefine``), or
+            None.
         space_group: the space group used for integration and merging (``-S``, else the
             master's when the cell fits it), None: P1.
         unit_cell: (6,) Å/deg cell of the processed data (median of the indexed lattices,
@@ -213,6 +250,7 @@ class ProcessState:
     refinement: RefinementTable | None = None
     reflections: Any = None
     rocking_width: RockingWidth | None = None
+    pixel_refinement: PixelRefinementTable | None = None
     space_group: int | None = None
     unit_cell: np.ndarray | None = None
     scaling: Any = None
@@ -238,8 +276,9 @@ class ProcessState:
         return self.indexing is not None and self.indexing.basis0 is not None
 
     def image_lattices(self) -> np.ndarray:
-        """(n, 3, 3) float64 first lattice of every image (NaN: not indexed): the refined
-        one where refinement replaces the indexing lattice, else the indexing one."""
+        """(n, 3, 3) float64 first lattice of every image (NaN: not indexed): the
+        pixel-refined one (``-r pixelrefine``, fitted stills), else the refined one where
+        refinement replaces the indexing lattice, else the indexing one."""
         if self.indexing is None:
             return np.full((self.n_images, 3, 3), np.nan)
         out = np.array(self.indexing.basis[:, 0], dtype=np.float64)
@@ -248,7 +287,33 @@ class ProcessState:
             b = np.asarray(r.basis, np.float64).reshape(-1, 3, 3)
             ok = np.all(np.isfinite(b.reshape(len(b), -1)), axis=1)
             out[np.asarray(r.images)[ok]] = b[ok]
+        p = self.pixel_refinement
+        if p is not None:  # the lattices the reflections were predicted and integrated with
+            ok = p.status <= 1
+            out[np.asarray(p.images)[ok]] = np.asarray(p.basis)[ok]
         return out
+
+    def still_models(self) -> tuple[np.ndarray, np.ndarray, list[Geometry]]:
+        """The indexed stills and the model each is predicted with: ``(positions (k,)
+        int64 into the selection, lattices (k, 3, 3) float64, geometries)`` — the stills
+        refinement's per-image lattice and geometry where it refined the image, else the
+        indexing lattice and geometry."""
+        import jax
+
+        ix = self.indexing
+        sel = np.flatnonzero(ix.indexed)
+        basis = np.array(ix.basis[sel, 0], np.float64)
+        geoms: list[Geometry] = [ix.geometry] * sel.size
+        r = self.refinement
+        if r is not None and r.mode == "stills":
+            pos = {int(p): j for j, p in enumerate(r.images)}
+            for k, p in enumerate(sel):
+                j = pos.get(int(p))
+                if j is not None:
+                    basis[k] = r.basis[j]
+                    geoms[k] = jax.tree_util.tree_map(lambda a, j=j: np.asarray(a)[j],
+                                                      r.image_geometry)
+        return sel, basis, geoms
 
     def rotation_basis0(self) -> np.ndarray | None:
         """(3, 3) angle-0 basis of the sweep: refined, else indexed; None for stills."""

@@ -110,12 +110,15 @@ class BeamAndLatticeRefinement(RefineSettings):
 
 @dataclasses.dataclass(frozen=True)
 class PixelRefinement(RefineSettings):
-    """``-r pixelrefine``: experimental reference-driven still refinement (needs ``-z``;
-    not implemented yet: the run stops with exit 2)."""
+    """``-r pixelrefine``: reference-driven refinement of every still against the pixels of
+    its reflections, and integration from the refined model (needs ``-z``;
+    :mod:`jfx.pixelrefine`, docs/pixelrefine.md). The spot-based stills refinement runs
+    first with the geometric leaves of ``free``; ``beam.bandwidth_fwhm`` and
+    ``crystal.mosaicity`` are the pixel model's (:class:`PixelRefineSettings` and the
+    ``pixel_*`` config groups)."""
 
     name = "pixelrefine"
     reference_driven: ClassVar[bool] = True
-    implemented: ClassVar[bool] = False
 
     free: tuple[str, ...] = BEAM_AND_LATTICE_FREE + ("beam.bandwidth_fwhm",
                                                      "crystal.mosaicity")
@@ -123,7 +126,10 @@ class PixelRefinement(RefineSettings):
 
 @dataclasses.dataclass(frozen=True)
 class PixelRefineSettings(Settings):
-    """Beam bandwidth and the pixel-refinement profile (config group ``pixelrefine``).
+    """Beam bandwidth and the pixel refinement (config group ``pixelrefine``).
+
+    The model's parts are their own config groups: ``pixel_partiality``, ``pixel_profile``,
+    ``pixel_background`` (:mod:`jfx.pixelrefine.components`).
 
     Attributes:
         bandwidth_fwhm: relative X-ray bandwidth FWHM (``--bandwidth``, e.g. 0.01), in
@@ -131,10 +137,26 @@ class PixelRefineSettings(Settings):
             prediction and partiality); ``None`` = from the master file, or 0
             (monochromatic) when absent.
         profile_multiplier: scale factor of the measured tangential profile width
-            (``--profile-multiplier``, default 6), > 0; reference-driven refinement only.
+            (``--profile-multiplier``, default 6), > 0; reference-driven refinement only:
+            each reflection is integrated within this many refined tangential widths σ_t of
+            its refined position (at most the box, ``integrate.radii_px`` r2).
+        reference_sigma: relative error of the reference intensities (σ of the Gaussian
+            prior on each spot's amplitude relative to the reference model,
+            :mod:`jfx.pixelrefine.fit`), > 0.
+        max_fit_reflections: a still's fit uses at most this many reflections (those with
+            the largest expected photons); every predicted row is integrated.
+        min_fit_reflections: stills with fewer fit reflections keep the spot-refined model
+            (status ``too few reflections``).
+        max_iter: Levenberg–Marquardt iterations of the full fit.
+        solver: ``lm`` (default) or ``lbfgs`` (optax), :mod:`jfx.solvers`.
     """
 
     bandwidth_fwhm: float | None = setting(None, minimum=0.0, maximum=1.0,
                                            label="bandwidth (--bandwidth)")
     profile_multiplier: float = setting(6.0, positive=True,
                                         label="profile multiplier (--profile-multiplier)")
+    reference_sigma: float = setting(0.3, positive=True)
+    max_fit_reflections: int = setting(256, minimum=8)
+    min_fit_reflections: int = setting(20, minimum=3)
+    max_iter: int = setting(30, minimum=1)
+    solver: str = setting("lm", choices=("lm", "lbfgs"))

@@ -48,6 +48,8 @@ class RunData:
         lab_frame: the run's detector and goniometer in the lab frame
             (:class:`jfx.physics.rotation.LabFrame`): the crystal-frame beam directions of
             the absorption surface (``scale_model=physical``); None = unknown (no surface).
+        partiality_refined: still partialities refined against the pixels (``-r
+            pixelrefine``): ``-P auto`` keeps them (``fixed``) instead of post-refining.
     """
 
     table: dict[str, np.ndarray]
@@ -60,10 +62,18 @@ class RunData:
     beam_center_px: tuple[float, float] | None = None
     name: str = "run"
     lab_frame: Any = None
+    partiality_refined: bool = False
 
     @property
     def is_rotation(self) -> bool:
         return self.phi_increment_deg is not None and self.phi_increment_deg != 0.0
+
+    @property
+    def post_refinable_stills(self) -> bool:
+        """Still run whose orientation and partiality scaling may post-refine (a refined
+        beam centre, partialities not already refined against the pixels)."""
+        return (not self.is_rotation and self.beam_center_px is not None
+                and not self.partiality_refined)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,9 +403,15 @@ def scale_merge(runs: list[RunData], settings: ScaleSettings,
             ref_note = (f"reference: only {n_cov} of {n_data} images share >= {REF_MIN_ROWS} "
                         "reflections with it; scaled without it, then put on its scale by "
                         "one factor")
+        elif all(r.partiality_refined for r in runs):
+            # -r pixelrefine: the reference drove the geometry and partiality; per-image
+            # scales fitted to it would carry its errors into every intensity
+            ref_fit = None
+            ref_note = ("reference: drove the pixel refinement; the data are scaled against "
+                        "their own merged intensities, then put on its scale by one factor")
 
     bw = max((r.bandwidth_fwhm for r in runs), default=0.0)
-    stills = any(not r.is_rotation and r.beam_center_px is not None for r in runs)
+    stills = any(r.post_refinable_stills for r in runs)
     pmodel = partiality.bind(settings, bandwidth_fwhm=bw, stills=stills)
     smodel = (scale_model if scale_model is not None else AutoScale()).bind(settings, obs)
     n_iter = settings.iterations

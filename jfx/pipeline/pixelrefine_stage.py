@@ -1,0 +1,304 @@
+"""Pixel-refinement stage (``-r pixelrefine``): reference-driven refinement of every indexed
+still against the pixels of its predicted reflections, and integration from the refined
+model (:mod:`jfx.pixelrefine`). Runs after the spot-based stills refinement, in place of
+the integration stage.
+
+Frames are streamed in chunks of ``general.batch_size``; each chunk's stills are prepared
+on the host (:func:`jfx.pixelrefine.stills.prepare`: predicted rows in a generous envelope,
+boxes, background, reference intensities), fitted together (``vmap``,
+:func:`jfx.pixelrefine.fit.fit_batch`) and integrated (:func:`integrate_rows`). A still
+whose fit fails or has too few reflections keeps its spot-refined model (status code, not
+an exception); its rows are integrated with the starting profile.
+
+Adds to the state: ``reflections`` (with the refined partiality of every row) and
+``pixel_refinement`` (:class:`jfx.pipeline.state.PixelRefinementTable`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from jfx.config import ProcessSettings
+from jfx.models.reflections import ReflectionFlag as F
+from jfx.models.reflections import Reflections
+from jfx.pipeline.context import RunContext
+from jfx.pipeline.state import PixelRefinementTable, ProcessState
+
+ENVELOPE_MOSAICITY_DEG = 0.2
+"""σ_M of the prediction envelope of the rows (generous: the refined partiality decides)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelRefineSummary:
+    """Console summary of pixel refinement."""
+
+    n_stills: int
+    status_counts: dict[str, int]
+    medians: dict[str, float]
+    median_sigmas: dict[str, float]
+    n_reflections: int
+    mean_i_over_sigma: float
+    seconds: float
+
+    def lines(self) -> list[str]:
+        st = ", ".join(f"{n} {k}" for k, n in self.status_counts.items() if n and k != "ok")
+        out = [f"pixel refinement: {self.status_counts.get('ok', 0)} of {self.n_stills} stills "
+               f"refined against the reference" + (f" ({st})" if st else "")
+               + f" in {self.seconds:.1f} s"]
+        fmt = {"mosaicity_deg": ("mosaicity sigma_M", "{:.4f} deg"),
+               "domain_invA": ("domain term sigma_0", "{:.2e} 1/A"),
+               "bandwidth_fwhm": ("bandwidth FWHM", "{:.2e}"),
+               "sigma_px": ("spot sigma", "{:.3f} px"),
+               "radial_growth_px": ("radial growth", "{:.3f} px"),
+               "rotation_deg": ("orientation change", "{:.4f} deg"),
+               "b_factor": ("B", "{:.2f} A^2")}
+        parts = []
+        for k, (label, f) in fmt.items():
+            if k in self.medians and np.isfinite(self.medians[k]):
+                s = self.median_sigmas.get(k, np.nan)
+                parts.append(f"{label} {f.format(self.medians[k])}"
+                             + (f" (+/- {f.format(s)})" if np.isfinite(s) and s > 0 else ""))
+        if parts:
+            out.append("pixel refinement: median per still: " + "; ".join(parts))
+        out.append(f"pixel refinement: {self.n_reflections} reflections integrated from the "
+                   f"refined model, <I/sigma> {self.mean_i_over_sigma:.2f}")
+        return out
+
+
+def summary(state: ProcessState) -> PixelRefineSummary | None:
+    """The pixel-refinement summary (None when it did not run)."""
+    from jfx.pixelrefine.fit import STATUS
+
+    t = state.pixel_refinement
+    if t is None:
+        return None
+    ok = t.status == 0
+    med = {k: float(np.median(v[ok])) for k, v in t.values.items()
+           if np.ndim(v) == 1 and ok.any()}
+    msig = {k: float(np.nanmedian(v[ok])) if ok.any() and np.isfinite(v[ok]).any()
+            else float("nan") for k, v in t.sigmas.items() if np.ndim(v) == 1}
+    r = state.reflections
+    n, isig = 0, float("nan")
+    if r is not None:
+        g = np.isfinite(r.int_prf) & (r.int_prf_var > 0)
+        n = int(g.sum())
+        if n:
+            isig = float(np.mean(r.int_prf[g] / np.sqrt(r.int_prf_var[g])))
+    counts = {name: int(np.sum(t.status == code)) for code, name in STATUS.items()}
+    return PixelRefineSummary(n_stills=len(t.status), status_counts=counts, medians=med,
+                              median_sigmas=msig, n_reflections=n, mean_i_over_sigma=isig,
+                              seconds=float(state.timings_s.get("pixelrefine", 0.0)))
+
+
+def enabled(settings: ProcessSettings) -> bool:
+    return bool(settings.refine.reference_driven and settings.integrate.enabled)
+
+
+def _space_group(state: ProcessState, settings: ProcessSettings, reference: Any) -> int | None:
+    sg = settings.crystal.space_group or state.stored_space_group
+    if sg is None and reference is not None:
+        sg = getattr(reference, "space_group", None)
+    return None if sg is None else int(sg)
+
+
+def _stack(trees: list) -> Any:
+    return jax.tree_util.tree_map(lambda *a: np.stack([np.asarray(x) for x in a]), *trees)
+
+
+def _index(tree: Any, i: int) -> Any:
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[i], tree)
+
+
+def _describe(params: dict, sig: dict, partiality: Any, profile: Any, basis: np.ndarray,
+              start_basis: np.ndarray) -> tuple[dict, dict]:
+    """Physical values and uncertainties of a batch's parameters ((n,) each)."""
+    from jfx.models.lattice import basis_to_cell
+
+    vals: dict[str, np.ndarray] = {}
+    sigs: dict[str, np.ndarray] = {}
+    sc, ss = params["scale"], sig["scale"]
+    vals["scale"] = np.exp(np.asarray(sc["log_g"]))
+    sigs["scale"] = vals["scale"] * np.asarray(ss["log_g"])
+    vals["b_factor"] = np.asarray(sc["b_factor"])
+    sigs["b_factor"] = np.asarray(ss["b_factor"])
+    for part, key in ((partiality, "partiality"), (profile, "profile")):
+        d = part.describe(params[key])
+        p = params[key]
+        for name, v in d.items():
+            vals[name] = np.asarray(v, np.float64)
+        # first-order uncertainties through the description (log parameters: relative)
+        for (pname, pv), (name, v) in zip(p.items(), d.items()):
+            s = np.asarray(sig[key][pname], np.float64)
+            vals_ = np.asarray(v, np.float64)
+            sigs[name] = np.abs(vals_) * s if pname.startswith("log_") else s
+    rv = np.asarray(params["crystal"]["rotvec"])
+    vals["rotation_deg"] = np.degrees(np.linalg.norm(rv, axis=-1))
+    sigs["rotation_deg"] = np.degrees(np.linalg.norm(np.asarray(sig["crystal"]["rotvec"]),
+                                                     axis=-1))
+    vals["cell"] = np.stack([basis_to_cell(b) for b in basis])
+    del start_basis
+    return vals, sigs
+
+
+def _rows(prep: Any, out: dict, k: int, rad_ok: np.ndarray, n_sigma: float,
+          inner_px: float, max_masked: float, detector_efficiency: bool) -> Reflections:
+    """The reflection rows of still ``k`` of a batch from :func:`integrate_rows`' output."""
+    n = prep.n
+    g = {c: np.asarray(v[k][:n]) for c, v in out.items()}
+    keep = (g["on"] & (np.abs(g["eps"]) <= n_sigma * g["sigma_eps"]) & rad_ok[:n])
+    sat = np.any(prep.saturated & (prep.r_px <= inner_px), axis=(1, 2))
+    flags = np.full(n, int(F.PREDICTED), np.uint32)
+    has_sum = np.isfinite(g["int_sum"])
+    has_prf = np.isfinite(g["int_prf"])
+    flags |= np.where(has_sum, np.uint32(int(F.INTEGRATED_SUM)), np.uint32(0))
+    flags |= np.where(has_prf, np.uint32(int(F.INTEGRATED_PRF)), np.uint32(0))
+    flags |= np.where(sat, np.uint32(int(F.OVERLOADED)), np.uint32(0))
+    ap = prep.r_px <= g["aperture_px"][:, None, None]  # at the predicted start position
+    n_in = np.maximum(ap.sum(axis=(1, 2)), 1)
+    det = (ap & ~prep.usable & ~prep.saturated).sum(axis=(1, 2))
+    nb = (ap & prep.neighbour).sum(axis=(1, 2))
+    flags |= np.where(det > 0, np.uint32(int(F.MASKED_PIXEL)), np.uint32(0))
+    flags |= np.where(det / n_in > max_masked, np.uint32(int(F.MASKED_FRACTION)), np.uint32(0))
+    flags |= np.where(nb > 0, np.uint32(int(F.OVERLAP)), np.uint32(0))
+    hit = np.isfinite(prep.observed_x)
+    flags |= np.where(hit, np.uint32(int(F.OBSERVED | F.INDEXED)), np.uint32(0))
+    t = Reflections.empty(n)
+    cols = dict(hkl=prep.hkl, image=np.full(n, prep.image), image_first=np.full(n, prep.image),
+                image_last=np.full(n, prep.image), ewald_offset_invA=g["eps"],
+                predicted_x=g["x"], predicted_y=g["y"], d_A=1.0 / g["q"],
+                partiality=g["P"], lp=g["pol"],
+                qe=prep.qe if detector_efficiency else np.ones(n),
+                int_sum=g["int_sum"], int_sum_var=g["var_sum"], int_prf=g["int_prf"],
+                int_prf_var=g["var_prf"], int_prf_var_bg=g["var_prf_bg"],
+                background_mean=g["background"], observed_x=prep.observed_x,
+                observed_y=prep.observed_y, flags=flags)
+    t = dataclasses.replace(t, **{c: np.asarray(v).astype(getattr(t, c).dtype, copy=False)
+                                  for c, v in cols.items()})
+    return t.take(keep)
+
+
+def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> ProcessState:
+    """Refine and integrate every indexed still against the reference (nothing when
+    pixel refinement is off or nothing was indexed)."""
+    from jfx.integrate.predict import detector_d_min
+    from jfx.pixelrefine import fit as pf
+    from jfx.pixelrefine.stills import ReferenceLookup, bucket, pack, prepare
+    from jfx.refine.params import system_of_space_group
+
+    ix = state.indexing
+    if not enabled(settings) or ix is None or not ix.n_indexed or ctx.reference is None:
+        return state
+    t0 = time.perf_counter()
+    pr_set, ig = settings.pixelrefine, settings.integrate
+    part, prof, bkg = settings.pixel_partiality, settings.pixel_profile, settings.pixel_background
+    ref = ctx.reference
+    sg = _space_group(state, settings, ref)
+    system = system_of_space_group(sg)
+    lookup = ReferenceLookup(ref.hkl, ref.intensity,
+                             getattr(ref, "space_group", None) or sg or 1)
+    sel, basis, geoms = state.still_models()
+    geo = state.final_geometry
+    d_min = ig.d_min_A if ig.d_min_A is not None else detector_d_min(geo)
+    r1, r2, _ = ig.radii_px
+    half = int(np.ceil(r2))
+    bw = float(geo.beam.bandwidth_fwhm)
+    indices = np.asarray(state.selection.indices)
+    xs = np.asarray(state.spots.x_px, np.float64)
+    ys = np.asarray(state.spots.y_px, np.float64)
+    spot_ok = ix.spots_of_lattice(0) & np.isfinite(xs) & np.isfinite(ys)
+    pos_of_image = {int(indices[p]): k for k, p in enumerate(sel)}
+    batch = max(1, int(ctx.batch_size))
+    mult = np.asarray(pr_set.profile_multiplier, np.float64)
+    kw = dict(partiality=part, profile=prof, system=system)
+
+    parts: dict[int, Reflections] = {}
+    res: dict[int, dict] = {}
+
+    def process_batch(preps: list) -> None:
+        n_fit_cap = bucket(max(len(p.fit_rows) for p in preps), 64)
+        n_all_cap = bucket(max(p.n for p in preps), 256)
+        dfit = pack(preps, batch, n_fit_cap, "fit")
+        dall = pack(preps, batch, n_all_cap, "all")
+        p0 = _stack([pf.still_params(p.cell_u, part, prof, bw) for p in preps]
+                    + [pf.still_params(preps[0].cell_u, part, prof, bw)]
+                    * (batch - len(preps)))
+        too_few = np.array([len(p.fit_rows) < pr_set.min_fit_reflections for p in preps]
+                           + [True] * (batch - len(preps)))
+        p1, cost, conv, iters, sig, _ = pf.fit_batch(
+            p0, dfit, sigma_ref=float(pr_set.reference_sigma), max_iter=pr_set.max_iter,
+            solver=pr_set.solver, **kw)
+        p1 = jax.tree_util.tree_map(np.asarray, p1)
+        sig = jax.tree_util.tree_map(np.asarray, sig)
+        finite = np.isfinite(np.asarray(cost))
+        for leaf in jax.tree_util.tree_leaves(p1):
+            finite &= np.all(np.isfinite(leaf.reshape(batch, -1)), axis=1)
+        status = np.where(too_few, pf.TOO_FEW, np.where(
+            ~finite, pf.FAILED, np.where(np.asarray(conv), pf.OK, pf.NOT_CONVERGED)))
+        use_fit = (status == pf.OK) | (status == pf.NOT_CONVERGED)
+        p_use = jax.tree_util.tree_map(
+            lambda a, b: np.where(use_fit.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), p1, p0)
+        out = pf.integrate_rows(p_use, dall, mult, **kw)
+        out = {k: np.asarray(v) for k, v in out.items()}
+        bases = np.stack([np.asarray(pf.basis_of(_index(p_use, k), p.U0, system)) for k, p in enumerate(preps)])
+        vals, sigs = _describe(_index_batch(p_use, len(preps)), _index_batch(sig, len(preps)),
+                               part, prof, bases, None)
+        for k, p in enumerate(preps):
+            rad_ok = np.ones(dall.valid.shape[1], bool)
+            parts[p.image] = _rows(p, out, k, rad_ok, ig.n_sigma, r1, ig.max_masked_fraction,
+                                   ig.detector_efficiency)
+            ok_k = bool(use_fit[k])
+            res[p.image] = dict(position=p.position, status=int(status[k]), basis=bases[k],
+                                values={n: v[k] for n, v in vals.items()},
+                                sigmas={n: (v[k] if ok_k else np.full_like(v[k], np.nan))
+                                        for n, v in sigs.items()},
+                                cost=float(cost[k]), n_fit=len(p.fit_rows),
+                                iterations=int(iters[k]))
+
+    images = indices[sel]
+    with ctx.bar("pixel refinement", len(images)) as bar:
+        for idx, frames in ctx.source.iter_chunks(images, chunk_size=batch,
+                                                  workers=ctx.workers, skip_unreadable=True):
+            preps = []
+            for j, frame in zip(np.asarray(idx), frames):
+                k = pos_of_image[int(j)]
+                p = int(sel[k])
+                ok = spot_ok[p]
+                preps.append(prepare(
+                    frame, int(j), p, geoms[k], basis[k], system=system, reference=lookup,
+                    d_min_A=d_min, half=half, inner_px=r1, background=bkg,
+                    max_fit=pr_set.max_fit_reflections,
+                    envelope_mosaicity_deg=ENVELOPE_MOSAICITY_DEG, n_sigma=ig.n_sigma,
+                    space_group=settings.crystal.space_group,
+                    pixel_mask=ctx.pixel_mask, error_value=ctx.error_value,
+                    saturation_value=ctx.saturation_value,
+                    spots=(ix.hkl[p][ok], xs[p][ok], ys[p][ok], np.ones(int(ok.sum()), bool))))
+            if preps:
+                process_batch(preps)
+            if hasattr(bar, "update"):
+                bar.update(len(idx))
+    if not parts:
+        return state
+    order = sorted(res)
+    table = PixelRefinementTable(
+        images=np.array([res[i]["position"] for i in order], np.int64),
+        status=np.array([res[i]["status"] for i in order], np.int32),
+        basis=np.stack([res[i]["basis"] for i in order]),
+        values={n: np.stack([res[i]["values"][n] for i in order])
+                for n in res[order[0]]["values"]},
+        sigmas={n: np.stack([res[i]["sigmas"][n] for i in order])
+                for n in res[order[0]]["sigmas"]},
+        cost=np.array([res[i]["cost"] for i in order]),
+        n_fit=np.array([res[i]["n_fit"] for i in order], np.int32),
+        iterations=np.array([res[i]["iterations"] for i in order], np.int32))
+    refl = Reflections.concatenate([parts[i] for i in sorted(parts)])
+    return dataclasses.replace(state, reflections=refl, pixel_refinement=table).with_time(
+        "pixelrefine", time.perf_counter() - t0)
+
+
+def _index_batch(tree: Any, n: int) -> Any:
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], tree)

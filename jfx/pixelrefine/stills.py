@@ -1,0 +1,217 @@
+"""Host-side preparation and packing of stills for the pixel fit (numpy; pure: no I/O).
+
+:func:`prepare` turns one still (frame, spot-refined lattice and geometry) into its
+predicted rows, pixel boxes, background and reference intensities; :func:`pack` pads a
+batch of prepared stills to common capacities (fixed shapes: one compile per bucket) as
+:class:`jfx.pixelrefine.fit.StillData` for the fit rows and for every row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from jfx.models.geometry import Geometry
+from jfx.pixelrefine.boxes import extract, fit_weights
+from jfx.pixelrefine.fit import StillData
+
+
+class ReferenceLookup:
+    """Reference intensities by Miller index: any index is mapped to the ASU of the
+    space group (symmetry equivalents and Friedel mates share the mean)."""
+
+    def __init__(self, hkl: np.ndarray, intensity: np.ndarray, space_group: int) -> None:
+        from jfx.symmetry.asu import _unique_rows, to_asu
+
+        self.space_group = int(space_group)
+        v = np.asarray(intensity, np.float64)
+        ok = np.isfinite(v)
+        a, _ = to_asu(np.asarray(hkl)[ok], self.space_group)
+        u, inv = _unique_rows(a)
+        cnt = np.bincount(inv, minlength=len(u))
+        self._mean = np.bincount(inv, weights=v[ok], minlength=len(u)) / np.maximum(cnt, 1)
+        self._keys = self._key(u)
+
+    @staticmethod
+    def _key(h: np.ndarray) -> np.ndarray:
+        h = np.asarray(h, np.int64) + (1 << 20)
+        return (h[:, 0] << 42) | (h[:, 1] << 21) | h[:, 2]
+
+    def __call__(self, hkl: np.ndarray) -> np.ndarray:
+        """(n,) reference intensity of (n, 3) ``hkl`` (NaN where absent)."""
+        from jfx.symmetry.asu import to_asu
+
+        out = np.full(len(hkl), np.nan)
+        if len(hkl) == 0 or len(self._keys) == 0:
+            return out
+        a, _ = to_asu(np.asarray(hkl), self.space_group)
+        k = self._key(a)
+        pos = np.clip(np.searchsorted(self._keys, k), 0, len(self._keys) - 1)
+        hit = self._keys[pos] == k
+        out[hit] = self._mean[pos[hit]]
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedStill:
+    """One still's rows and boxes (numpy; ``R`` predicted rows).
+
+    Attributes:
+        image: image number; position: index into the selection.
+        hkl: (R, 3) int32; iref: (R,) float64 (NaN: not in the reference); qe: (R,).
+        counts, weight, background: (R, B, B) float32; usable (detector pixel valid),
+            saturated, neighbour (in the core of another predicted row): (R, B, B) bool.
+        r_px: (R, B, B) float32 distance of each pixel from the predicted (start) position.
+        bg_var: (R,) float64; x0, y0: (R,) float64 box origins (px).
+        fit_rows: (F,) int64 rows that drive the fit (at most the fit capacity).
+        observed_x, observed_y: (R,) float32 matched indexed spot (NaN: none).
+        U0: (3, 3) float64; cell_u: internal cell; geometry: the still's geometry.
+    """
+
+    image: int
+    position: int
+    hkl: np.ndarray
+    iref: np.ndarray
+    qe: np.ndarray
+    counts: np.ndarray
+    weight: np.ndarray
+    background: np.ndarray
+    usable: np.ndarray
+    saturated: np.ndarray
+    neighbour: np.ndarray
+    r_px: np.ndarray
+    bg_var: np.ndarray
+    x0: np.ndarray
+    y0: np.ndarray
+    fit_rows: np.ndarray
+    observed_x: np.ndarray
+    observed_y: np.ndarray
+    U0: np.ndarray
+    cell_u: np.ndarray
+    geometry: Geometry
+
+    @property
+    def n(self) -> int:
+        return int(self.hkl.shape[0])
+
+
+def prepare(frame: np.ndarray, image: int, position: int, geometry: Geometry,
+            basis: np.ndarray, *, system: str, reference: ReferenceLookup, d_min_A: float,
+            half: int, inner_px: float, background: Any, max_fit: int,
+            envelope_mosaicity_deg: float, n_sigma: float, space_group: int | None,
+            pixel_mask: np.ndarray | None, error_value: float | None,
+            saturation_value: float | None, spots: tuple | None = None) -> PreparedStill:
+    """Predicted rows of one still in a generous Ewald-offset envelope, their boxes,
+    background and reference intensities; the fit rows are the ``max_fit`` with the largest
+    expected photons I_ref · pol · P (P in the envelope) among those with a reference and a
+    usable box centre. ``spots``: (hkl (S, 3), x (S,), y (S,), ok (S,)) of the still's
+    indexed spots (observed centroids of the rows), or None."""
+    from jfx.integrate.predict import predict_still
+    from jfx.refine.params import from_basis
+
+    pr = predict_still(geometry, basis, d_min_A, mosaicity_deg=envelope_mosaicity_deg,
+                       n_sigma=n_sigma, space_group=space_group)
+    bx = extract(frame, pr.x_px, pr.y_px, half, pixel_mask, error_value, saturation_value)
+    neighbour = neighbour_cores(pr.x_px, pr.y_px, bx, inner_px)
+    free = bx.usable & ~neighbour
+    bg, bg_var = background.estimate(bx.counts, free, bx.r_px, inner_px)
+    w = fit_weights(bx.counts, bg, free)
+    iref = reference(pr.hkl)
+    centre_ok = bx.usable[:, half, half]
+    expect = np.where(np.isfinite(iref) & (iref > 0) & centre_ok,
+                      np.nan_to_num(iref) * pr.polarization * pr.partiality, -1.0)
+    order = np.argsort(-expect, kind="stable")
+    fit_rows = order[:max_fit][expect[order[:max_fit]] > 0]
+    cp = from_basis(basis, system)
+    ox = np.full(pr.n, np.nan, np.float32)
+    oy = np.full(pr.n, np.nan, np.float32)
+    if spots is not None:
+        sh, sx, sy, sok = spots
+        obs = {tuple(h): (x, y) for h, x, y, o in zip(np.asarray(sh), sx, sy, sok) if o}
+        for r, h in enumerate(pr.hkl):
+            o = obs.get(tuple(h))
+            if o is not None:
+                ox[r], oy[r] = o
+    return PreparedStill(
+        image=int(image), position=int(position), hkl=np.asarray(pr.hkl, np.int32),
+        iref=iref, qe=np.asarray(pr.qe, np.float64), counts=bx.counts, weight=w,
+        background=bg.astype(np.float32), usable=bx.usable, saturated=bx.saturated,
+        neighbour=neighbour, r_px=bx.r_px.astype(np.float32),
+        bg_var=np.asarray(bg_var, np.float64), x0=bx.x0, y0=bx.y0,
+        fit_rows=fit_rows.astype(np.int64), observed_x=ox, observed_y=oy,
+        U0=np.asarray(cp.U0, np.float64), cell_u=np.asarray(cp.cell_u, np.float64),
+        geometry=geometry)
+
+
+def neighbour_cores(x_px: np.ndarray, y_px: np.ndarray, bx: Any, core_px: float
+                    ) -> np.ndarray:
+    """(R, B, B) bool: box pixels nearer to another predicted row than to the box's own and
+    within ``core_px`` of it — a neighbouring reflection's spot, left out of this row's
+    background, fit and integration (flagged ``OVERLAP`` when it cuts the aperture)."""
+    from scipy.spatial import cKDTree
+
+    n = len(x_px)
+    B = bx.counts.shape[-1]
+    if n < 2:
+        return np.zeros((n, B, B), bool)
+    tree = cKDTree(np.column_stack([x_px, y_px]))
+    ar = np.arange(B)
+    X = np.broadcast_to(bx.x0[:, None, None] + ar[None, None, :], (n, B, B))
+    Y = np.broadcast_to(bx.y0[:, None, None] + ar[None, :, None], (n, B, B))
+    dist, idx = tree.query(np.column_stack([X.ravel(), Y.ravel()]), k=1)
+    own = np.repeat(np.arange(n), B * B)
+    return ((idx != own) & (dist < core_px)).reshape(n, B, B)
+
+
+def bucket(n: int, minimum: int = 64) -> int:
+    """Power-of-two capacity ≥ n (≥ ``minimum``)."""
+    return 1 << max(int(np.ceil(np.log2(max(n, 1)))), int(np.log2(minimum)))
+
+
+def _stack_geometry(geoms: list[Geometry]) -> Geometry:
+    return jax.tree_util.tree_map(lambda *a: np.stack([np.asarray(x) for x in a]), *geoms)
+
+
+def pack(stills: list[PreparedStill], n_batch: int, capacity: int, rows: str
+         ) -> StillData:
+    """A batch of ``n_batch`` stills (the list padded by repeating its first still with no
+    valid rows) with ``capacity`` rows each: ``rows`` = ``fit`` (each still's fit rows) or
+    ``all`` (every predicted row; fit flags on its fit rows)."""
+    B = stills[0].counts.shape[-1]
+
+    def one(s: PreparedStill, real: bool):
+        idx = s.fit_rows if rows == "fit" else np.arange(s.n)
+        n = len(idx) if real else 0
+        idx = idx[:capacity]
+        pad = capacity - len(idx)
+
+        def take(a, fill=0):
+            a = np.asarray(a)[idx]
+            if pad:
+                a = np.concatenate([a, np.full((pad,) + a.shape[1:], fill, a.dtype)])
+            return a
+
+        fit = np.zeros(s.n, bool)
+        fit[s.fit_rows] = True
+        valid = np.arange(capacity) < n
+        iref = np.nan_to_num(take(s.iref), nan=0.0)
+        return dict(hkl=take(s.hkl, 1).astype(np.float64), fit=take(fit) & valid,
+                    valid=valid, iref=iref, qe=take(s.qe, 1.0), counts=take(s.counts),
+                    weight=np.where(valid[:, None, None], take(s.weight), 0).astype(
+                        np.float32),
+                    background=take(s.background), bg_var=take(s.bg_var),
+                    x0=take(s.x0), y0=take(s.y0), U0=s.U0)
+
+    items = [one(s, True) for s in stills]
+    items += [one(stills[0], False) for _ in range(n_batch - len(stills))]
+    geo = _stack_geometry([s.geometry for s in stills]
+                          + [stills[0].geometry] * (n_batch - len(stills)))
+    cols = {k: np.stack([it[k] for it in items]) for k in items[0]}
+    del B
+    return StillData(geometry=geo, **cols)
+
+
+__all__ = ["PreparedStill", "ReferenceLookup", "bucket", "pack", "prepare"]
