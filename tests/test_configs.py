@@ -55,8 +55,12 @@ EXTRA = {  # options that need a companion setting to be valid
 
 def test_groups_are_the_documented_ones():
     assert GROUPS == ["azint", "crystal", "general", "index", "integrate", "likelihood",
-                      "partiality", "pixelrefine", "refine", "rotation", "scale", "scale_model",
+                      "partiality", "pixel_background", "pixel_partiality", "pixel_profile",
+                      "pixelrefine", "refine", "rotation", "scale", "scale_model",
                       "spotfind"]
+    assert options("pixel_partiality") == ["gaussian", "lorentzian"]
+    assert options("pixel_profile") == ["gaussian"]
+    assert options("pixel_background") == ["plane"]
     assert options("index") == ["auto", "ffbidx", "fft", "fftw", "none"]
     assert options("refine") == ["beam_and_lattice", "none", "orientation", "pixelrefine"]
     assert options("partiality") == ["auto", "fixed", "rot", "unity"]

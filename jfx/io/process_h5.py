@@ -440,7 +440,8 @@ def _pixelrefine_fields(state: Any, n: int) -> dict[str, Any]:
     (n,), ``pixelrefine_status`` (int8 :data:`jfx.pixelrefine.fit.STATUS` code, −1 = not
     fitted), ``pixelrefine_lattice`` (n, 9) refined lattice, and for every refined
     parameter ``pixelrefine_<name>`` with its standard uncertainty
-    ``pixelrefine_<name>_sigma`` (float64, NaN where not fitted; ``cell`` (n, 6))."""
+    ``pixelrefine_<name>_sigma`` (float64, NaN where not fitted; ``cell`` (n, 6)); the
+    pilot's population medians as scalars ``pixelrefine_population_<name>``."""
     t = getattr(state, "pixel_refinement", None)
     if t is None:
         return {}
@@ -452,6 +453,8 @@ def _pixelrefine_fields(state: Any, n: int) -> dict[str, Any]:
     lat = np.full((n, 9), np.nan)
     lat[pos] = np.asarray(t.basis).reshape(-1, 9)
     out["pixelrefine_lattice"] = lat
+    for name, v in t.population.items():
+        out[f"pixelrefine_population_{name}"] = np.float64(v)
     for tag, d in (("", t.values), ("_sigma", t.sigmas)):
         for name, v in d.items():
             v = np.asarray(v, np.float64)

@@ -44,6 +44,8 @@ class PixelRefineSummary:
     n_reflections: int
     mean_i_over_sigma: float
     seconds: float
+    population: dict[str, float] = dataclasses.field(default_factory=dict)
+    n_pilot: int = 0
 
     def lines(self) -> list[str]:
         st = ", ".join(f"{n} {k}" for k, n in self.status_counts.items() if n and k != "ok")
@@ -63,6 +65,11 @@ class PixelRefineSummary:
                 s = self.median_sigmas.get(k, np.nan)
                 parts.append(f"{label} {f.format(self.medians[k])}"
                              + (f" (+/- {f.format(s)})" if np.isfinite(s) and s > 0 else ""))
+        if self.population:
+            pop = "; ".join(f"{fmt[k][0]} {fmt[k][1].format(v)}"
+                            for k, v in self.population.items() if k in fmt)
+            out.append(f"pixel refinement: pilot of {self.n_pilot} stills: population {pop} "
+                       "(the centre of every still's partiality prior)")
         if parts:
             out.append("pixel refinement: median per still: " + "; ".join(parts))
         out.append(f"pixel refinement: {self.n_reflections} reflections integrated from the "
@@ -92,7 +99,8 @@ def summary(state: ProcessState) -> PixelRefineSummary | None:
     counts = {name: int(np.sum(t.status == code)) for code, name in STATUS.items()}
     return PixelRefineSummary(n_stills=len(t.status), status_counts=counts, medians=med,
                               median_sigmas=msig, n_reflections=n, mean_i_over_sigma=isig,
-                              seconds=float(state.timings_s.get("pixelrefine", 0.0)))
+                              seconds=float(state.timings_s.get("pixelrefine", 0.0)),
+                              population=dict(t.population), n_pilot=t.n_pilot)
 
 
 def enabled(settings: ProcessSettings) -> bool:
@@ -219,19 +227,37 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
     parts: dict[int, Reflections] = {}
     res: dict[int, dict] = {}
 
-    def process_batch(preps: list) -> None:
+    population: dict[str, float] = {}
+    pilot: list[dict] = []
+
+    def start(cell_u):
+        p = pf.still_params(cell_u, part, prof, bw)
+        p["partiality"].update({k: np.asarray(v) for k, v in population.items()})
+        return p
+
+    def fit(preps: list, prior_sigma: float):
         n_fit_cap = bucket(max(len(p.fit_rows) for p in preps), 64)
-        n_all_cap = bucket(max(p.n for p in preps), 256)
         dfit = pack(preps, batch, n_fit_cap, "fit")
-        dall = pack(preps, batch, n_all_cap, "all")
-        p0 = _stack([pf.still_params(p.cell_u, part, prof, bw) for p in preps]
-                    + [pf.still_params(preps[0].cell_u, part, prof, bw)]
-                    * (batch - len(preps)))
+        p0 = _stack([start(p.cell_u) for p in preps]
+                    + [start(preps[0].cell_u)] * (batch - len(preps)))
         too_few = np.array([len(p.fit_rows) < pr_set.min_fit_reflections for p in preps]
                            + [True] * (batch - len(preps)))
-        p1, cost, conv, iters, sig, _ = pf.fit_batch(
-            p0, dfit, sigma_ref=float(pr_set.reference_sigma), max_iter=pr_set.max_iter,
-            solver=pr_set.solver, **kw)
+        out = pf.fit_batch(p0, dfit, sigma_ref=float(pr_set.reference_sigma),
+                           max_iter=pr_set.max_iter, solver=pr_set.solver,
+                           partiality_prior_sigma=float(prior_sigma), **kw)
+        return (p0, too_few) + tuple(out)
+
+    def pilot_batch(preps: list) -> None:
+        p0, too_few, p1, cost, conv, *_ = fit(preps, pf.LOG_PRIOR_SIGMA)
+        for k in range(len(preps)):
+            if not too_few[k] and bool(conv[k]) and np.isfinite(float(cost[k])):
+                pilot.append({n: float(np.asarray(v)[k]) for n, v in p1["partiality"].items()})
+
+    def process_batch(preps: list) -> None:
+        n_all_cap = bucket(max(p.n for p in preps), 256)
+        dall = pack(preps, batch, n_all_cap, "all")
+        p0, too_few, p1, cost, conv, iters, sig, _ = fit(
+            preps, pr_set.population_sigma if population else pf.LOG_PRIOR_SIGMA)
         p1 = jax.tree_util.tree_map(np.asarray, p1)
         sig = jax.tree_util.tree_map(np.asarray, sig)
         finite = np.isfinite(np.asarray(cost))
@@ -259,28 +285,38 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
                                 cost=float(cost[k]), n_fit=len(p.fit_rows),
                                 iterations=int(iters[k]))
 
+    def stream(images: np.ndarray, label: str, work) -> None:
+        with ctx.bar(label, len(images)) as bar:
+            for idx, frames in ctx.source.iter_chunks(images, chunk_size=batch,
+                                                      workers=ctx.workers,
+                                                      skip_unreadable=True):
+                preps = []
+                for j, frame in zip(np.asarray(idx), frames):
+                    k = pos_of_image[int(j)]
+                    p = int(sel[k])
+                    ok = spot_ok[p]
+                    preps.append(prepare(
+                        frame, int(j), p, geoms[k], basis[k], system=system,
+                        reference=lookup, d_min_A=d_min, half=half, inner_px=r1,
+                        background=bkg, max_fit=pr_set.max_fit_reflections,
+                        envelope_mosaicity_deg=ENVELOPE_MOSAICITY_DEG, n_sigma=ig.n_sigma,
+                        space_group=settings.crystal.space_group,
+                        pixel_mask=ctx.pixel_mask, error_value=ctx.error_value,
+                        saturation_value=ctx.saturation_value,
+                        spots=(ix.hkl[p][ok], xs[p][ok], ys[p][ok],
+                               np.ones(int(ok.sum()), bool))))
+                if preps:
+                    work(preps)
+                if hasattr(bar, "update"):
+                    bar.update(len(idx))
+
     images = indices[sel]
-    with ctx.bar("pixel refinement", len(images)) as bar:
-        for idx, frames in ctx.source.iter_chunks(images, chunk_size=batch,
-                                                  workers=ctx.workers, skip_unreadable=True):
-            preps = []
-            for j, frame in zip(np.asarray(idx), frames):
-                k = pos_of_image[int(j)]
-                p = int(sel[k])
-                ok = spot_ok[p]
-                preps.append(prepare(
-                    frame, int(j), p, geoms[k], basis[k], system=system, reference=lookup,
-                    d_min_A=d_min, half=half, inner_px=r1, background=bkg,
-                    max_fit=pr_set.max_fit_reflections,
-                    envelope_mosaicity_deg=ENVELOPE_MOSAICITY_DEG, n_sigma=ig.n_sigma,
-                    space_group=settings.crystal.space_group,
-                    pixel_mask=ctx.pixel_mask, error_value=ctx.error_value,
-                    saturation_value=ctx.saturation_value,
-                    spots=(ix.hkl[p][ok], xs[p][ok], ys[p][ok], np.ones(int(ok.sum()), bool))))
-            if preps:
-                process_batch(preps)
-            if hasattr(bar, "update"):
-                bar.update(len(idx))
+    n_pilot = min(int(pr_set.pilot_stills), len(images))
+    if n_pilot >= 3:
+        stream(images[:n_pilot], "pixel refinement pilot", pilot_batch)
+        if len(pilot) >= 3:
+            population.update({n: float(np.median([p[n] for p in pilot])) for n in pilot[0]})
+    stream(images, "pixel refinement", process_batch)
     if not parts:
         return state
     order = sorted(res)
@@ -294,7 +330,10 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
                 for n in res[order[0]]["sigmas"]},
         cost=np.array([res[i]["cost"] for i in order]),
         n_fit=np.array([res[i]["n_fit"] for i in order], np.int32),
-        iterations=np.array([res[i]["iterations"] for i in order], np.int32))
+        iterations=np.array([res[i]["iterations"] for i in order], np.int32),
+        population={n: float(np.asarray(v)) for n, v in part.describe(
+            {k: np.asarray(v) for k, v in population.items()}).items()}
+        if population else {}, n_pilot=len(pilot))
     refl = Reflections.concatenate([parts[i] for i in sorted(parts)])
     return dataclasses.replace(state, reflections=refl, pixel_refinement=table).with_time(
         "pixelrefine", time.perf_counter() - t0)

@@ -191,6 +191,9 @@ class PixelRefinementTable:
             not fitted).
         cost: (m,) float64 final ½Σr²; n_fit: (m,) int32 reflections that drove the fit;
         iterations: (m,) int32 LM iterations.
+        population: the pilot's median partiality parameters (physical values, e.g.
+            ``mosaicity_deg``) that centred every still's prior; empty without a pilot.
+        n_pilot: stills of the pilot that converged.
     """
 
     images: np.ndarray
@@ -201,6 +204,8 @@ class PixelRefinementTable:
     cost: np.ndarray
     n_fit: np.ndarray
     iterations: np.ndarray
+    population: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    n_pilot: int = 0
 
     @property
     def n_ok(self) -> int:

@@ -201,9 +201,12 @@ def _amplitude(m, s, w, y, sigma_ref):
 
 
 def residuals(params: dict, d: StillData, partiality: Any, profile: Any, system: str,
-              sigma_ref: float, prior: dict | None = None) -> jnp.ndarray:
+              sigma_ref: float, prior: dict | None = None,
+              partiality_prior_sigma: float = 1.0) -> jnp.ndarray:
     """Residual vector (R·B² + R + 1 + priors,) of one still (module docstring), float64;
-    ``prior``: the starting parameters (centres of the width priors), or None."""
+    ``prior``: the starting parameters (centres of the width priors), or None;
+    ``partiality_prior_sigma``: σ (ln) of the partiality parameters' prior (the
+    population's spread when the centres are a pilot's medians)."""
     mo = model(params, d, partiality, profile, system)
     use = d.fit & d.valid & mo["on"]
     w = jnp.where(use[:, None, None], d.weight.astype(jnp.float64), 0.0)
@@ -213,20 +216,21 @@ def residuals(params: dict, d: StillData, partiality: Any, profile: Any, system:
     r_pix = jnp.sqrt(w) * (y - (1.0 + a)[:, None, None] * ms)
     r_amp = a / sigma_ref
     r_b = params["scale"]["b_factor"][None] / B_FACTOR_PRIOR_A2
-    return jnp.concatenate([r_pix.ravel(), r_amp, r_b, _width_prior(params, prior)])
+    return jnp.concatenate([r_pix.ravel(), r_amp, r_b,
+                            _width_prior(params, prior, partiality_prior_sigma)])
 
 
-def _width_prior(params: dict, prior: dict | None) -> jnp.ndarray:
+def _width_prior(params: dict, prior: dict | None, partiality_sigma: float) -> jnp.ndarray:
     """Weak priors (σ = :data:`LOG_PRIOR_SIGMA` in ln) keeping the parts' ``log_``
     parameters near their starting values where the pixels do not constrain them (a
     bandwidth the data cannot see would otherwise drift to 0 or to a saturated P ≈ 1)."""
     out = [jnp.zeros((0,), jnp.float64)]
     if prior is None:
         return out[0]
-    for part in ("partiality", "profile"):
+    for part, sig in (("partiality", partiality_sigma), ("profile", LOG_PRIOR_SIGMA)):
         for k, v in params[part].items():
             if k.startswith("log_") and k in prior[part]:
-                out.append(jnp.reshape((v - prior[part][k]) / LOG_PRIOR_SIGMA, (1,)))
+                out.append(jnp.reshape((v - prior[part][k]) / sig, (1,)))
     return jnp.concatenate(out)
 
 
@@ -261,13 +265,16 @@ def _initial_scale(params: dict, d: StillData, partiality: Any, profile: Any,
 
 
 @functools.partial(jax.jit, static_argnames=("partiality", "profile", "system", "sigma_ref",
-                                             "max_iter", "solver"))
+                                             "max_iter", "solver", "partiality_prior_sigma"))
 def fit_batch(params: dict, data: StillData, *, partiality: Any, profile: Any, system: str,
-              sigma_ref: float, max_iter: int = 30, solver: str = "lm"):
+              sigma_ref: float, max_iter: int = 30, solver: str = "lm",
+              partiality_prior_sigma: float = LOG_PRIOR_SIGMA):
     """Fit a batch of stills (leading axis on every leaf of ``params`` and ``data``).
 
-    Two rounds per still: scale and profile with the geometry fixed, then every free
-    parameter. Returns (params, cost (n,), converged (n,), iterations (n,), sigma: the
+    Rounds per still: scale and profile with the geometry fixed, then every free
+    parameter (:data:`WEIGHT_ROUNDS` times, pixel weights from the model). The partiality
+    parameters have a prior of σ ``partiality_prior_sigma`` (ln) around their starting
+    values (the stage starts them at a pilot's population medians). Returns (params, cost (n,), converged (n,), iterations (n,), sigma: the
     standard uncertainties of every leaf of ``params`` (0 for fixed ones; from the
     Gauss-Newton covariance s²(JᵀJ)⁻¹ at the solution, s² = 2·cost/(n_obs − n_par)),
     n_obs (n,) pixels + reflections that drove the fit).
@@ -279,13 +286,14 @@ def fit_batch(params: dict, data: StillData, *, partiality: Any, profile: Any, s
         p = _initial_scale(p, d, partiality, profile, system)
         m1 = free_mask(p, partiality, profile, geometry=False)
         p, _ = solve(residuals, p, m1,
-                     args=(d, partiality, profile, system, sigma_ref, prior),
+                     args=(d, partiality, profile, system, sigma_ref, prior,
+                           partiality_prior_sigma),
                      solver=solver, max_iter=10, tol=1e-6)
         m2 = free_mask(p, partiality, profile, geometry=True)
         for it in range(WEIGHT_ROUNDS):  # iteratively reweighted: weights from the model
             d = dataclasses.replace(d, weight=model_weights(p, d, partiality, profile, system,
                                                             sigma_ref))
-            args = (d, partiality, profile, system, sigma_ref, prior)
+            args = (d, partiality, profile, system, sigma_ref, prior, partiality_prior_sigma)
             p, info = solve(residuals, p, m2, args=args, solver=solver,
                             max_iter=max_iter if it == 0 else max(max_iter // 3, 1),
                             tol=1e-7)

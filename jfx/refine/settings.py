@@ -149,6 +149,13 @@ class PixelRefineSettings(Settings):
             (status ``too few reflections``).
         max_iter: Levenberg–Marquardt iterations of the full fit.
         solver: ``lm`` (default) or ``lbfgs`` (optax), :mod:`jfx.solvers`.
+        pilot_stills: the first this many indexed stills are fitted first (weak priors);
+            the medians of their partiality parameters (mosaicity, domain term, bandwidth)
+            start every still's fit, with a prior of σ ``population_sigma`` (ln) around
+            them — a hierarchical model: crystals differ, but one still's pixels fix its
+            rocking-curve width only roughly. 0 = no pilot (each still on its own).
+        population_sigma: σ (ln) of the per-still partiality parameters around the
+            pilot's medians, > 0.
     """
 
     bandwidth_fwhm: float | None = setting(None, minimum=0.0, maximum=1.0,
@@ -160,3 +167,5 @@ class PixelRefineSettings(Settings):
     min_fit_reflections: int = setting(20, minimum=3)
     max_iter: int = setting(30, minimum=1)
     solver: str = setting("lm", choices=("lm", "lbfgs"))
+    pilot_stills: int = setting(32, minimum=0)
+    population_sigma: float = setting(0.1, positive=True)

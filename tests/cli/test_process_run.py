@@ -196,13 +196,16 @@ def test_impossible_stages_stop_before_reading(tmp_path, shared_master, capsys, 
     assert not list(tmp_path.iterdir())
 
 
-def test_pixelrefine_and_reference_mtz_not_implemented(tmp_path, shared_master, capsys):
+def test_pixelrefine_on_rotation_sweep_is_refused_before_reading(tmp_path, shared_master,
+                                                                  capsys):
+    """-r pixelrefine refines stills: with -R it stops with one line before any image."""
     mtz = tmp_path / "ref.mtz"
     mtz.write_bytes(b"x")
-    rc = process_main([str(shared_master[0]), "-o", str(tmp_path / "o"), "-X", "none",
+    rc = process_main([str(shared_master[0]), "-o", str(tmp_path / "o"), "-R",
                        "-r", "pixelrefine", "-z", str(mtz)])
+    err = capsys.readouterr().err
     assert rc == 2
-    assert "refinement (-r pixelrefine) is not implemented yet" in capsys.readouterr().err
+    assert "refines still images" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.mtz"]
 
 
