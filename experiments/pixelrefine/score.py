@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         if a.json:
             print(json.dumps(s))
         else:
-            print(f"{p}: {s['n']} unique, CC {s['cc']:.5f}, 1-CC {s['error']:.5f}; shells "
+            print(f"{p}: {s['n']} unique, CC {s['cc']:.6f}, 1-CC {s['error']:.2e}; shells "
                   + " ".join(f"{c:.3f}" for c in s["shells"]))
     return 0
 

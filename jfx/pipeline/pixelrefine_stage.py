@@ -46,12 +46,15 @@ class PixelRefineSummary:
     seconds: float
     population: dict[str, float] = dataclasses.field(default_factory=dict)
     n_pilot: int = 0
+    cycle: int = 1
+    cycles: int = 1
 
     def lines(self) -> list[str]:
         st = ", ".join(f"{n} {k}" for k, n in self.status_counts.items() if n and k != "ok")
-        out = [f"pixel refinement: {self.status_counts.get('ok', 0)} of {self.n_stills} stills "
-               f"refined against the reference" + (f" ({st})" if st else "")
-               + f" in {self.seconds:.1f} s"]
+        against = "the reference" if self.cycle == 1 else "the data's own merge"
+        out = [f"pixel refinement (cycle {self.cycle} of {self.cycles}): "
+               f"{self.status_counts.get('ok', 0)} of {self.n_stills} stills refined against "
+               f"{against}" + (f" ({st})" if st else "") + f" in {self.seconds:.1f} s"]
         fmt = {"mosaicity_deg": ("mosaicity sigma_M", "{:.4f} deg"),
                "domain_invA": ("domain term sigma_0", "{:.2e} 1/A"),
                "bandwidth_fwhm": ("bandwidth FWHM", "{:.2e}"),
@@ -68,7 +71,9 @@ class PixelRefineSummary:
         if self.population:
             pop = "; ".join(f"{fmt[k][0]} {fmt[k][1].format(v)}"
                             for k, v in self.population.items() if k in fmt)
-            out.append(f"pixel refinement: pilot of {self.n_pilot} stills: population {pop} "
+            src = (f"pilot of {self.n_pilot} stills" if self.cycle == 1
+                   else "previous cycle's medians")
+            out.append(f"pixel refinement: {src}: population {pop} "
                        "(the centre of every still's partiality prior)")
         if parts:
             out.append("pixel refinement: median per still: " + "; ".join(parts))
@@ -99,8 +104,9 @@ def summary(state: ProcessState) -> PixelRefineSummary | None:
     counts = {name: int(np.sum(t.status == code)) for code, name in STATUS.items()}
     return PixelRefineSummary(n_stills=len(t.status), status_counts=counts, medians=med,
                               median_sigmas=msig, n_reflections=n, mean_i_over_sigma=isig,
-                              seconds=float(state.timings_s.get("pixelrefine", 0.0)),
-                              population=dict(t.population), n_pilot=t.n_pilot)
+                              seconds=float(t.seconds),
+                              population=dict(t.population), n_pilot=t.n_pilot,
+                              cycle=t.cycle, cycles=t.cycles)
 
 
 def enabled(settings: ProcessSettings) -> bool:
@@ -208,8 +214,15 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
     sg = _space_group(state, settings, ref)
     system = system_of_space_group(sg)
     lookup = ReferenceLookup(ref.hkl, ref.intensity,
-                             getattr(ref, "space_group", None) or sg or 1)
+                             getattr(ref, "space_group", None) or sg or 1,
+                             sigma=getattr(ref, "sigma", None))
     sel, basis, geoms = state.still_models()
+    prev = state.pixel_refinement  # a later cycle: start from the previous one's models
+    if prev is not None:
+        done_ok = {int(p): k for k, p in enumerate(prev.images) if prev.status[k] <= 1}
+        for k, p in enumerate(sel):
+            if int(p) in done_ok:
+                basis[k] = prev.basis[done_ok[int(p)]]
     geo = state.final_geometry
     d_min = ig.d_min_A if ig.d_min_A is not None else detector_d_min(geo)
     r1, r2, _ = ig.radii_px
@@ -242,8 +255,7 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
                     + [start(preps[0].cell_u)] * (batch - len(preps)))
         too_few = np.array([len(p.fit_rows) < pr_set.min_fit_reflections for p in preps]
                            + [True] * (batch - len(preps)))
-        out = pf.fit_batch(p0, dfit, sigma_ref=float(pr_set.reference_sigma),
-                           max_iter=pr_set.max_iter, solver=pr_set.solver,
+        out = pf.fit_batch(p0, dfit, max_iter=pr_set.max_iter, solver=pr_set.solver,
                            partiality_prior_sigma=float(prior_sigma), **kw)
         return (p0, too_few) + tuple(out)
 
@@ -279,6 +291,8 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
                                    ig.detector_efficiency)
             ok_k = bool(use_fit[k])
             res[p.image] = dict(position=p.position, status=int(status[k]), basis=bases[k],
+                                pparams={n: float(np.asarray(v)[k])
+                                         for n, v in p_use["partiality"].items()},
                                 values={n: v[k] for n, v in vals.items()},
                                 sigmas={n: (v[k] if ok_k else np.full_like(v[k], np.nan))
                                         for n, v in sigs.items()},
@@ -297,6 +311,8 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
                     ok = spot_ok[p]
                     preps.append(prepare(
                         frame, int(j), p, geoms[k], basis[k], system=system,
+                        reference_sigma=pr_set.reference_sigma,
+                        sigma_floor=pr_set.merged_sigma_floor,
                         reference=lookup, d_min_A=d_min, half=half, inner_px=r1,
                         background=bkg, max_fit=pr_set.max_fit_reflections,
                         envelope_mosaicity_deg=ENVELOPE_MOSAICITY_DEG, n_sigma=ig.n_sigma,
@@ -312,7 +328,12 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
 
     images = indices[sel]
     n_pilot = min(int(pr_set.pilot_stills), len(images))
-    if n_pilot >= 3:
+    if prev is not None and prev.partiality_params:
+        ok = prev.status <= 1
+        if ok.sum() >= 3:
+            population.update({n: float(np.median(np.asarray(v)[ok]))
+                               for n, v in prev.partiality_params.items()})
+    elif n_pilot >= 3:
         stream(images[:n_pilot], "pixel refinement pilot", pilot_batch)
         if len(pilot) >= 3:
             population.update({n: float(np.median([p[n] for p in pilot])) for n in pilot[0]})
@@ -333,7 +354,11 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         iterations=np.array([res[i]["iterations"] for i in order], np.int32),
         population={n: float(np.asarray(v)) for n, v in part.describe(
             {k: np.asarray(v) for k, v in population.items()}).items()}
-        if population else {}, n_pilot=len(pilot))
+        if population else {}, n_pilot=len(pilot),
+        partiality_params={n: np.array([res[i]["pparams"][n] for i in order])
+                           for n in res[order[0]]["pparams"]},
+        cycle=1 if prev is None else prev.cycle + 1, cycles=int(pr_set.cycles),
+        seconds=time.perf_counter() - t0)
     refl = Reflections.concatenate([parts[i] for i in sorted(parts)])
     return dataclasses.replace(state, reflections=refl, pixel_refinement=table).with_time(
         "pixelrefine", time.perf_counter() - t0)

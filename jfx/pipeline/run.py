@@ -195,6 +195,44 @@ def _retry_stills(state: ProcessState, settings: ProcessSettings,
     return dataclasses.replace(again, indexing=ix2, refinement=None)
 
 
+def merged_reference(scaling: Any) -> Any:
+    """The merged intensities of a scaling result as a reference with σ (the next pixel
+    refinement cycle's), or None when nothing merged."""
+    from jfx.scale.scaling import Reference
+
+    m = None if scaling is None else scaling.merged
+    if m is None or len(m.I) == 0:
+        return None
+    return Reference(hkl=np.asarray(m.hkl), intensity=np.asarray(m.I, np.float64),
+                     cell=None, space_group=int(m.space_group) if getattr(
+                         m, "space_group", None) else None,
+                     sigma=np.asarray(m.sigma, np.float64))
+
+
+def _pixelrefine_cycles(state: ProcessState, settings: ProcessSettings, ctx: RunContext,
+                        done: Callable, guarded: Callable) -> ProcessState:
+    """``-r pixelrefine``: cycle 1 against the reference (``-z``); each further cycle
+    (``pixelrefine.cycles``) scales and merges the previous one's reflections and refines
+    every still again, from its refined model, against that merge. The reference stays
+    the one of the final scaling (its overall scale)."""
+    pre = state
+    n = int(settings.pixelrefine.cycles)
+    for cycle in range(1, n + 1):
+        state = done("pixelrefine", guarded("pixelrefine", state, ctx))
+        if cycle == n or state.reflections is None or state.pixel_refinement is None:
+            break
+        merged = scale_stage.run(crystal(state, settings), settings, ctx)
+        ref = merged_reference(merged.scaling)
+        if ref is None:
+            break
+        ref = dataclasses.replace(ref, space_group=ref.space_group or getattr(
+            ctx.reference, "space_group", None))
+        ctx = dataclasses.replace(ctx, reference=ref)
+        state = dataclasses.replace(pre, pixel_refinement=state.pixel_refinement,
+                                    timings_s=merged.timings_s)
+    return state
+
+
 def crystal(state: ProcessState, settings: ProcessSettings) -> ProcessState:
     """The data's cell (rotation: the refined sweep lattice; stills: median of the image
     lattices) and the space group used: ``-S``, else the master's when the cell fits it
@@ -275,9 +313,9 @@ def process(settings: ProcessSettings, source: Any, *, selection: ImageSelection
             on_stage(name, st)
         return st
 
-    def guarded(name: str, st: ProcessState) -> ProcessState:
+    def guarded(name: str, st: ProcessState, c: RunContext | None = None) -> ProcessState:
         try:
-            return STAGES[name].run(st, settings, ctx)
+            return STAGES[name].run(st, settings, ctx if c is None else c)
         except (InputError, ProcessingError):
             raise
         except Exception as e:
@@ -294,7 +332,7 @@ def process(settings: ProcessSettings, source: Any, *, selection: ImageSelection
                 integrate_stage.enabled(settings):
             state = done("refine", guarded("refine", state))
             if pixelrefine_stage.enabled(settings) and not state.is_rotation:
-                state = done("pixelrefine", guarded("pixelrefine", state))
+                state = _pixelrefine_cycles(state, settings, ctx, done, guarded)
             else:
                 state = done("integrate", guarded("integrate", state))
             if state.reflections is not None:

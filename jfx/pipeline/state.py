@@ -191,9 +191,14 @@ class PixelRefinementTable:
             not fitted).
         cost: (m,) float64 final ½Σr²; n_fit: (m,) int32 reflections that drove the fit;
         iterations: (m,) int32 LM iterations.
-        population: the pilot's median partiality parameters (physical values, e.g.
-            ``mosaicity_deg``) that centred every still's prior; empty without a pilot.
-        n_pilot: stills of the pilot that converged.
+        population: the median partiality parameters (physical values, e.g.
+            ``mosaicity_deg``) that centred every still's prior (the pilot's, or the
+            previous cycle's); empty without either.
+        n_pilot: stills of the pilot that converged (0 in later cycles).
+        partiality_params: the partiality model's own parameters per still (name → (m,),
+            e.g. ``log_mosaicity``): a later cycle starts from them.
+        cycle: the refinement cycle (1 against the reference, 2… against the data's
+            own merge); cycles: of how many; seconds: wall time of this cycle.
     """
 
     images: np.ndarray
@@ -206,6 +211,10 @@ class PixelRefinementTable:
     iterations: np.ndarray
     population: Mapping[str, float] = dataclasses.field(default_factory=dict)
     n_pilot: int = 0
+    partiality_params: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    cycle: int = 1
+    cycles: int = 1
+    seconds: float = 0.0
 
     @property
     def n_ok(self) -> int:

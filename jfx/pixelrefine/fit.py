@@ -20,7 +20,7 @@ rotation vector and with its cell in the lattice's symmetry, :mod:`jfx.refine.pa
 
 Reference error. The reference differs from the crystal (another crystal, another
 experiment; the acceptance test gives it 30 % log-normal error), so each spot's amplitude may
-deviate: m_j (1 + a_j) with a Gaussian prior a_j ~ N(0, σ_ref²). For fixed θ the best a_j is
+deviate: m_j (1 + a_j) with a Gaussian prior a_j ~ N(0, σ_ref,j²). For fixed θ the best a_j is
 linear least squares (variable projection, Golub & Pereyra 1973), so the residual vector is
 
     r = [ √w_p (c_p − b_p − m_j (1 + a_j*) s_p) ;  a_j*/σ_ref ],
@@ -93,6 +93,9 @@ class StillData:
         fit: (R,) bool rows that drive the fit (reference known, box usable).
         valid: (R,) bool real rows (False: padding).
         iref: (R,) float64 reference intensity (0 where unknown).
+        ref_sigma: (R,) float64 relative uncertainty of ``iref`` (σ of the amplitude prior;
+            ``pixelrefine.reference_sigma`` for an external reference, from the merged σ
+            for the data's own merge).
         qe: (R,) float64 detection efficiency of the row's ray.
         counts: (R, B, B) float32 photons.
         weight: (R, B, B) float32 fit weight 1/var (0: masked, saturated, off the detector).
@@ -107,6 +110,7 @@ class StillData:
     fit: Any
     valid: Any
     iref: Any
+    ref_sigma: Any
     qe: Any
     counts: Any
     weight: Any
@@ -192,16 +196,16 @@ def model(params: dict, d: StillData, partiality: Any, profile: Any, system: str
             "pol": pol, "P": P, "m": m, "g": g, "s": s, "on": fin}
 
 
-def _amplitude(m, s, w, y, sigma_ref):
+def _amplitude(m, s, w, y, ref_sigma):
     """Best relative amplitude change a* of each row (module docstring)."""
     ms = m[:, None, None] * s
     s1 = jnp.sum(w * (y - ms) * ms, axis=(1, 2))
     s2 = jnp.sum(w * ms * ms, axis=(1, 2))
-    return s1 / (s2 + 1.0 / (sigma_ref * sigma_ref)), ms
+    return s1 / (s2 + 1.0 / (ref_sigma * ref_sigma)), ms
 
 
 def residuals(params: dict, d: StillData, partiality: Any, profile: Any, system: str,
-              sigma_ref: float, prior: dict | None = None,
+              prior: dict | None = None,
               partiality_prior_sigma: float = 1.0) -> jnp.ndarray:
     """Residual vector (R·B² + R + 1 + priors,) of one still (module docstring), float64;
     ``prior``: the starting parameters (centres of the width priors), or None;
@@ -211,10 +215,10 @@ def residuals(params: dict, d: StillData, partiality: Any, profile: Any, system:
     use = d.fit & d.valid & mo["on"]
     w = jnp.where(use[:, None, None], d.weight.astype(jnp.float64), 0.0)
     y = d.counts.astype(jnp.float64) - d.background.astype(jnp.float64)
-    a, ms = _amplitude(mo["m"], mo["s"], w, y, sigma_ref)
+    a, ms = _amplitude(mo["m"], mo["s"], w, y, d.ref_sigma)
     a = jnp.where(use, a, 0.0)
     r_pix = jnp.sqrt(w) * (y - (1.0 + a)[:, None, None] * ms)
-    r_amp = a / sigma_ref
+    r_amp = a / d.ref_sigma
     r_b = params["scale"]["b_factor"][None] / B_FACTOR_PRIOR_A2
     return jnp.concatenate([r_pix.ravel(), r_amp, r_b,
                             _width_prior(params, prior, partiality_prior_sigma)])
@@ -234,8 +238,8 @@ def _width_prior(params: dict, prior: dict | None, partiality_sigma: float) -> j
     return jnp.concatenate(out)
 
 
-def model_weights(params: dict, d: StillData, partiality: Any, profile: Any, system: str,
-                  sigma_ref: float) -> jnp.ndarray:
+def model_weights(params: dict, d: StillData, partiality: Any, profile: Any,
+                  system: str) -> jnp.ndarray:
     """(R, B, B) pixel weights 1/max(b + μ_spot, :data:`V_FLOOR_FIT`) from the model's
     expected counts (with each row's best amplitude), 0 where the data's weight is 0.
     Weights from the data (1/c) bias weak spots low (Neyman's χ²) and with them the
@@ -243,7 +247,7 @@ def model_weights(params: dict, d: StillData, partiality: Any, profile: Any, sys
     mo = model(params, d, partiality, profile, system)
     w0 = d.weight.astype(jnp.float64)
     y = d.counts.astype(jnp.float64) - d.background.astype(jnp.float64)
-    a, ms = _amplitude(mo["m"], mo["s"], w0, y, sigma_ref)
+    a, ms = _amplitude(mo["m"], mo["s"], w0, y, d.ref_sigma)
     mu = d.background.astype(jnp.float64) + jnp.maximum((1.0 + a)[:, None, None] * ms, 0.0)
     return jnp.where(w0 > 0, 1.0 / jnp.maximum(mu, V_FLOOR_FIT), 0.0).astype(d.weight.dtype)
 
@@ -264,10 +268,10 @@ def _initial_scale(params: dict, d: StillData, partiality: Any, profile: Any,
     return {**params, "scale": sc}
 
 
-@functools.partial(jax.jit, static_argnames=("partiality", "profile", "system", "sigma_ref",
+@functools.partial(jax.jit, static_argnames=("partiality", "profile", "system",
                                              "max_iter", "solver", "partiality_prior_sigma"))
 def fit_batch(params: dict, data: StillData, *, partiality: Any, profile: Any, system: str,
-              sigma_ref: float, max_iter: int = 30, solver: str = "lm",
+              max_iter: int = 30, solver: str = "lm",
               partiality_prior_sigma: float = LOG_PRIOR_SIGMA):
     """Fit a batch of stills (leading axis on every leaf of ``params`` and ``data``).
 
@@ -286,14 +290,12 @@ def fit_batch(params: dict, data: StillData, *, partiality: Any, profile: Any, s
         p = _initial_scale(p, d, partiality, profile, system)
         m1 = free_mask(p, partiality, profile, geometry=False)
         p, _ = solve(residuals, p, m1,
-                     args=(d, partiality, profile, system, sigma_ref, prior,
-                           partiality_prior_sigma),
+                     args=(d, partiality, profile, system, prior, partiality_prior_sigma),
                      solver=solver, max_iter=10, tol=1e-6)
         m2 = free_mask(p, partiality, profile, geometry=True)
         for it in range(WEIGHT_ROUNDS):  # iteratively reweighted: weights from the model
-            d = dataclasses.replace(d, weight=model_weights(p, d, partiality, profile, system,
-                                                            sigma_ref))
-            args = (d, partiality, profile, system, sigma_ref, prior, partiality_prior_sigma)
+            d = dataclasses.replace(d, weight=model_weights(p, d, partiality, profile, system))
+            args = (d, partiality, profile, system, prior, partiality_prior_sigma)
             p, info = solve(residuals, p, m2, args=args, solver=solver,
                             max_iter=max_iter if it == 0 else max(max_iter // 3, 1),
                             tol=1e-7)

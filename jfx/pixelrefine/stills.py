@@ -21,38 +21,54 @@ from jfx.pixelrefine.fit import StillData
 
 class ReferenceLookup:
     """Reference intensities by Miller index: any index is mapped to the ASU of the
-    space group (symmetry equivalents and Friedel mates share the mean)."""
+    space group (symmetry equivalents and Friedel mates share the mean). ``sigma``: the
+    intensities' standard uncertainties (a merged reference), or None."""
 
-    def __init__(self, hkl: np.ndarray, intensity: np.ndarray, space_group: int) -> None:
+    def __init__(self, hkl: np.ndarray, intensity: np.ndarray, space_group: int,
+                 sigma: np.ndarray | None = None) -> None:
         from jfx.symmetry.asu import _unique_rows, to_asu
 
         self.space_group = int(space_group)
         v = np.asarray(intensity, np.float64)
         ok = np.isfinite(v)
+        if sigma is not None:
+            ok &= np.isfinite(np.asarray(sigma, np.float64))
         a, _ = to_asu(np.asarray(hkl)[ok], self.space_group)
         u, inv = _unique_rows(a)
         cnt = np.bincount(inv, minlength=len(u))
         self._mean = np.bincount(inv, weights=v[ok], minlength=len(u)) / np.maximum(cnt, 1)
+        self._sigma = None
+        if sigma is not None:  # σ of the mean of the equivalents
+            s2 = np.bincount(inv, weights=np.asarray(sigma, np.float64)[ok] ** 2,
+                             minlength=len(u))
+            self._sigma = np.sqrt(s2) / np.maximum(cnt, 1)
         self._keys = self._key(u)
+
+    @property
+    def has_sigma(self) -> bool:
+        return self._sigma is not None
 
     @staticmethod
     def _key(h: np.ndarray) -> np.ndarray:
         h = np.asarray(h, np.int64) + (1 << 20)
         return (h[:, 0] << 42) | (h[:, 1] << 21) | h[:, 2]
 
-    def __call__(self, hkl: np.ndarray) -> np.ndarray:
-        """(n,) reference intensity of (n, 3) ``hkl`` (NaN where absent)."""
+    def __call__(self, hkl: np.ndarray, sigma: bool = False):
+        """(n,) reference intensity of (n, 3) ``hkl`` (NaN where absent); with ``sigma``
+        also its uncertainty (NaN without one)."""
         from jfx.symmetry.asu import to_asu
 
         out = np.full(len(hkl), np.nan)
-        if len(hkl) == 0 or len(self._keys) == 0:
-            return out
-        a, _ = to_asu(np.asarray(hkl), self.space_group)
-        k = self._key(a)
-        pos = np.clip(np.searchsorted(self._keys, k), 0, len(self._keys) - 1)
-        hit = self._keys[pos] == k
-        out[hit] = self._mean[pos[hit]]
-        return out
+        sig = np.full(len(hkl), np.nan)
+        if len(hkl) and len(self._keys):
+            a, _ = to_asu(np.asarray(hkl), self.space_group)
+            k = self._key(a)
+            pos = np.clip(np.searchsorted(self._keys, k), 0, len(self._keys) - 1)
+            hit = self._keys[pos] == k
+            out[hit] = self._mean[pos[hit]]
+            if self._sigma is not None:
+                sig[hit] = self._sigma[pos[hit]]
+        return (out, sig) if sigma else out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +77,8 @@ class PreparedStill:
 
     Attributes:
         image: image number; position: index into the selection.
-        hkl: (R, 3) int32; iref: (R,) float64 (NaN: not in the reference); qe: (R,).
+        hkl: (R, 3) int32; iref: (R,) float64 (NaN: not in the reference); ref_sigma: (R,)
+            its relative uncertainty; qe: (R,).
         counts, weight, background: (R, B, B) float32; usable (detector pixel valid),
             saturated, neighbour (in the core of another predicted row): (R, B, B) bool.
         r_px: (R, B, B) float32 distance of each pixel from the predicted (start) position.
@@ -75,6 +92,7 @@ class PreparedStill:
     position: int
     hkl: np.ndarray
     iref: np.ndarray
+    ref_sigma: np.ndarray
     qe: np.ndarray
     counts: np.ndarray
     weight: np.ndarray
@@ -103,12 +121,15 @@ def prepare(frame: np.ndarray, image: int, position: int, geometry: Geometry,
             half: int, inner_px: float, background: Any, max_fit: int,
             envelope_mosaicity_deg: float, n_sigma: float, space_group: int | None,
             pixel_mask: np.ndarray | None, error_value: float | None,
-            saturation_value: float | None, spots: tuple | None = None) -> PreparedStill:
+            saturation_value: float | None, spots: tuple | None = None,
+            reference_sigma: float = 0.3, sigma_floor: float = 0.05) -> PreparedStill:
     """Predicted rows of one still in a generous Ewald-offset envelope, their boxes,
     background and reference intensities; the fit rows are the ``max_fit`` with the largest
     expected photons I_ref · pol · P (P in the envelope) among those with a reference and a
     usable box centre. ``spots``: (hkl (S, 3), x (S,), y (S,), ok (S,)) of the still's
-    indexed spots (observed centroids of the rows), or None."""
+    indexed spots (observed centroids of the rows), or None. The relative uncertainty of
+    each row's reference intensity is ``reference_sigma``, or for a reference with σ
+    (the data's own merge) √(``sigma_floor``² + (σ/I)²)."""
     from jfx.integrate.predict import predict_still
     from jfx.refine.params import from_basis
 
@@ -119,7 +140,15 @@ def prepare(frame: np.ndarray, image: int, position: int, geometry: Geometry,
     free = bx.usable & ~neighbour
     bg, bg_var = background.estimate(bx.counts, free, bx.r_px, inner_px)
     w = fit_weights(bx.counts, bg, free)
-    iref = reference(pr.hkl)
+    iref, isig = reference(pr.hkl, sigma=True)
+    if reference.has_sigma:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.sqrt(sigma_floor ** 2 + (isig / iref) ** 2)
+        bad = ~np.isfinite(rel) | (iref <= 0)
+        iref = np.where(bad, np.nan, iref)  # a merged I ≤ 0 cannot drive the fit
+        ref_sigma = np.where(bad, reference_sigma, np.minimum(rel, 10 * reference_sigma))
+    else:
+        ref_sigma = np.full(pr.n, float(reference_sigma))
     centre_ok = bx.usable[:, half, half]
     expect = np.where(np.isfinite(iref) & (iref > 0) & centre_ok,
                       np.nan_to_num(iref) * pr.polarization * pr.partiality, -1.0)
@@ -137,7 +166,7 @@ def prepare(frame: np.ndarray, image: int, position: int, geometry: Geometry,
                 ox[r], oy[r] = o
     return PreparedStill(
         image=int(image), position=int(position), hkl=np.asarray(pr.hkl, np.int32),
-        iref=iref, qe=np.asarray(pr.qe, np.float64), counts=bx.counts, weight=w,
+        iref=iref, ref_sigma=np.asarray(ref_sigma, np.float64), qe=np.asarray(pr.qe, np.float64), counts=bx.counts, weight=w,
         background=bg.astype(np.float32), usable=bx.usable, saturated=bx.saturated,
         neighbour=neighbour, r_px=bx.r_px.astype(np.float32),
         bg_var=np.asarray(bg_var, np.float64), x0=bx.x0, y0=bx.y0,
@@ -199,7 +228,7 @@ def pack(stills: list[PreparedStill], n_batch: int, capacity: int, rows: str
         valid = np.arange(capacity) < n
         iref = np.nan_to_num(take(s.iref), nan=0.0)
         return dict(hkl=take(s.hkl, 1).astype(np.float64), fit=take(fit) & valid,
-                    valid=valid, iref=iref, qe=take(s.qe, 1.0), counts=take(s.counts),
+                    valid=valid, iref=iref, ref_sigma=take(s.ref_sigma, 1.0), qe=take(s.qe, 1.0), counts=take(s.counts),
                     weight=np.where(valid[:, None, None], take(s.weight), 0).astype(
                         np.float32),
                     background=take(s.background), bg_var=take(s.bg_var),

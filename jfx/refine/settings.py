@@ -156,6 +156,13 @@ class PixelRefineSettings(Settings):
             rocking-curve width only roughly. 0 = no pilot (each still on its own).
         population_sigma: σ (ln) of the per-still partiality parameters around the
             pilot's medians, > 0.
+        cycles: refinement cycles, ≥ 1. After each cycle but the last the data are scaled
+            and merged, and the next cycle refines every still again (from its refined
+            model) against that merge instead of the reference: the merge of all stills is
+            better than a reference from another crystal. Each row's amplitude prior is
+            then √(``merged_sigma_floor``² + (σ/I)²) of its merged intensity.
+        merged_sigma_floor: floor of the relative uncertainty of a merged intensity used
+            as the reference of a later cycle, > 0.
     """
 
     bandwidth_fwhm: float | None = setting(None, minimum=0.0, maximum=1.0,
@@ -169,3 +176,5 @@ class PixelRefineSettings(Settings):
     solver: str = setting("lm", choices=("lm", "lbfgs"))
     pilot_stills: int = setting(32, minimum=0)
     population_sigma: float = setting(0.1, positive=True)
+    cycles: int = setting(2, minimum=1)
+    merged_sigma_floor: float = setting(0.05, positive=True)

@@ -78,12 +78,15 @@ class RunData:
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
-    """Reference intensities (``-z``): ``hkl`` (m, 3), ``intensity`` (m,), cell, space group."""
+    """Reference intensities (``-z``): ``hkl`` (m, 3), ``intensity`` (m,), cell, space group;
+    ``sigma`` (m,) their uncertainties where known (a merge of the data themselves, the
+    second cycle of ``-r pixelrefine``), else None."""
 
     hkl: np.ndarray
     intensity: np.ndarray
     cell: np.ndarray | None = None
     space_group: int | None = None
+    sigma: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)

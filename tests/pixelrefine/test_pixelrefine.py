@@ -44,7 +44,7 @@ def fitted(stills):
     geo, lookup, sts, _ = stills
     preps, dfit, dall, p0 = _batch(geo, sts, lookup)
     p, cost, conv, it, sig, _ = fit_batch(p0, dfit, partiality=PART, profile=PROF,
-                                          system=SYSTEM, sigma_ref=0.3)
+                                          system=SYSTEM)
     return preps, p, np.asarray(conv), sig, dall
 
 
@@ -62,7 +62,7 @@ def test_gradients_match_finite_differences(stills):
     assert x0.shape[0] == 3 + 2 + 2 + 3 + 2  # rotvec, cell (a, c), G, B, 3 partiality, 2 profile
 
     def f(x):
-        return residuals(unflatten(x), d, PART, PROF, SYSTEM, 0.3)
+        return residuals(unflatten(x), d, PART, PROF, SYSTEM)
 
     J = np.asarray(jax.jacfwd(f)(jnp.asarray(x0)))
     steps = np.where(np.abs(np.asarray(x0)) > 1, 1e-6 * np.abs(np.asarray(x0)), 1e-6)
@@ -116,7 +116,7 @@ def test_reference_error_does_not_leak(stills):
     noisy = ReferenceLookup(hkl, I * np.exp(0.3 * rng.normal(size=len(I))), 96)
     preps, dfit, dall, p0 = _batch(geo, sts, noisy)
     p, cost, conv, it, sig, _ = fit_batch(p0, dfit, partiality=PART, profile=PROF,
-                                          system=SYSTEM, sigma_ref=0.3)
+                                          system=SYSTEM)
     out = integrate_rows(p, dall, jnp.asarray(6.0), partiality=PART, profile=PROF,
                          system=SYSTEM)
     est, ref, tru, ph = [], [], [], []

@@ -57,7 +57,7 @@ def test_profile_model_from_outside_jfx_by_config(tmp_path, stills):
     p0 = jax.tree_util.tree_map(lambda *a: np.stack(a), *[
         still_params(p.cell_u, s.pixel_partiality, prof, FILE_BANDWIDTH) for p in preps])
     p, cost, conv, it, sig, _ = fit_batch(p0, d, partiality=s.pixel_partiality, profile=prof,
-                                          system=SYSTEM, sigma_ref=0.3)
+                                          system=SYSTEM)
     assert np.all(np.asarray(conv))
     # the round model's width lies between the true tangential (0.9 px) and radial widths
     sig_px = np.exp(np.asarray(p["profile"]["log_sigma_px"]))
