@@ -48,13 +48,16 @@ class PixelRefineSummary:
     n_pilot: int = 0
     cycle: int = 1
     cycles: int = 1
+    seconds_by_part: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def lines(self) -> list[str]:
         st = ", ".join(f"{n} {k}" for k, n in self.status_counts.items() if n and k != "ok")
         against = "the reference" if self.cycle == 1 else "the data's own merge"
         out = [f"pixel refinement (cycle {self.cycle} of {self.cycles}): "
                f"{self.status_counts.get('ok', 0)} of {self.n_stills} stills refined against "
-               f"{against}" + (f" ({st})" if st else "") + f" in {self.seconds:.1f} s"]
+               f"{against}" + (f" ({st})" if st else "") + f" in {self.seconds:.1f} s"
+               + (" (" + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds_by_part.items())
+                  + ")" if self.seconds_by_part else "")]
         fmt = {"mosaicity_deg": ("mosaicity sigma_M", "{:.4f} deg"),
                "domain_invA": ("domain term sigma_0", "{:.2e} 1/A"),
                "bandwidth_fwhm": ("bandwidth FWHM", "{:.2e}"),
@@ -106,7 +109,8 @@ def summary(state: ProcessState) -> PixelRefineSummary | None:
                               median_sigmas=msig, n_reflections=n, mean_i_over_sigma=isig,
                               seconds=float(t.seconds),
                               population=dict(t.population), n_pilot=t.n_pilot,
-                              cycle=t.cycle, cycles=t.cycles)
+                              cycle=t.cycle, cycles=t.cycles,
+                              seconds_by_part=dict(t.seconds_by_part))
 
 
 def enabled(settings: ProcessSettings) -> bool:
@@ -243,20 +247,32 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
     population: dict[str, float] = {}
     pilot: list[dict] = []
 
-    def start(cell_u):
-        p = pf.still_params(cell_u, part, prof, bw)
+    prev_pos = {} if prev is None else {int(p): k for k, p in enumerate(prev.images)
+                                         if prev.status[k] <= 1}
+    tm = {"prepare": 0.0, "fit": 0.0, "integrate": 0.0}
+
+    def start(pr):
+        p = pf.still_params(pr.cell_u, part, prof, bw)
         p["partiality"].update({k: np.asarray(v) for k, v in population.items()})
+        j = prev_pos.get(int(pr.position))
+        if j is not None:  # a later cycle: the previous cycle's scale, widths and profile
+            for key, v in prev.params.items():
+                group, name = key.split(".", 1)
+                if group != "partiality" and name in p[group]:
+                    p[group][name] = np.asarray(v[j])
         return p
 
     def fit(preps: list, prior_sigma: float):
+        t = time.perf_counter()
         n_fit_cap = bucket(max(len(p.fit_rows) for p in preps), 64)
         dfit = pack(preps, batch, n_fit_cap, "fit")
-        p0 = _stack([start(p.cell_u) for p in preps]
-                    + [start(preps[0].cell_u)] * (batch - len(preps)))
+        p0 = _stack([start(p) for p in preps] + [start(preps[0])] * (batch - len(preps)))
         too_few = np.array([len(p.fit_rows) < pr_set.min_fit_reflections for p in preps]
                            + [True] * (batch - len(preps)))
         out = pf.fit_batch(p0, dfit, max_iter=pr_set.max_iter, solver=pr_set.solver,
                            partiality_prior_sigma=float(prior_sigma), **kw)
+        out = jax.tree_util.tree_map(np.asarray, out)
+        tm["fit"] += time.perf_counter() - t
         return (p0, too_few) + tuple(out)
 
     def pilot_batch(preps: list) -> None:
@@ -280,8 +296,10 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         use_fit = (status == pf.OK) | (status == pf.NOT_CONVERGED)
         p_use = jax.tree_util.tree_map(
             lambda a, b: np.where(use_fit.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), p1, p0)
+        t = time.perf_counter()
         out = pf.integrate_rows(p_use, dall, mult, **kw)
         out = {k: np.asarray(v) for k, v in out.items()}
+        tm["integrate"] += time.perf_counter() - t
         bases = np.stack([np.asarray(pf.basis_of(_index(p_use, k), p.U0, system)) for k, p in enumerate(preps)])
         vals, sigs = _describe(_index_batch(p_use, len(preps)), _index_batch(sig, len(preps)),
                                part, prof, bases, None)
@@ -291,8 +309,9 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
                                    ig.detector_efficiency)
             ok_k = bool(use_fit[k])
             res[p.image] = dict(position=p.position, status=int(status[k]), basis=bases[k],
-                                pparams={n: float(np.asarray(v)[k])
-                                         for n, v in p_use["partiality"].items()},
+                                pparams={f"{g}.{n}": float(np.asarray(v)[k])
+                                         for g in ("scale", "partiality", "profile")
+                                         for n, v in p_use[g].items()},
                                 values={n: v[k] for n, v in vals.items()},
                                 sigmas={n: (v[k] if ok_k else np.full_like(v[k], np.nan))
                                         for n, v in sigs.items()},
@@ -304,6 +323,7 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
             for idx, frames in ctx.source.iter_chunks(images, chunk_size=batch,
                                                       workers=ctx.workers,
                                                       skip_unreadable=True):
+                t = time.perf_counter()
                 preps = []
                 for j, frame in zip(np.asarray(idx), frames):
                     k = pos_of_image[int(j)]
@@ -321,6 +341,7 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
                         saturation_value=ctx.saturation_value,
                         spots=(ix.hkl[p][ok], xs[p][ok], ys[p][ok],
                                np.ones(int(ok.sum()), bool))))
+                tm["prepare"] += time.perf_counter() - t
                 if preps:
                     work(preps)
                 if hasattr(bar, "update"):
@@ -328,11 +349,12 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
 
     images = indices[sel]
     n_pilot = min(int(pr_set.pilot_stills), len(images))
-    if prev is not None and prev.partiality_params:
+    if prev is not None and prev.params:
         ok = prev.status <= 1
         if ok.sum() >= 3:
-            population.update({n: float(np.median(np.asarray(v)[ok]))
-                               for n, v in prev.partiality_params.items()})
+            population.update({n.split(".", 1)[1]: float(np.median(np.asarray(v)[ok]))
+                               for n, v in prev.params.items()
+                               if n.startswith("partiality.")})
     elif n_pilot >= 3:
         stream(images[:n_pilot], "pixel refinement pilot", pilot_batch)
         if len(pilot) >= 3:
@@ -355,8 +377,9 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         population={n: float(np.asarray(v)) for n, v in part.describe(
             {k: np.asarray(v) for k, v in population.items()}).items()}
         if population else {}, n_pilot=len(pilot),
-        partiality_params={n: np.array([res[i]["pparams"][n] for i in order])
-                           for n in res[order[0]]["pparams"]},
+        params={n: np.array([res[i]["pparams"][n] for i in order])
+                for n in res[order[0]]["pparams"]},
+        seconds_by_part=dict(tm),
         cycle=1 if prev is None else prev.cycle + 1, cycles=int(pr_set.cycles),
         seconds=time.perf_counter() - t0)
     refl = Reflections.concatenate([parts[i] for i in sorted(parts)])

@@ -195,10 +195,13 @@ class PixelRefinementTable:
             ``mosaicity_deg``) that centred every still's prior (the pilot's, or the
             previous cycle's); empty without either.
         n_pilot: stills of the pilot that converged (0 in later cycles).
-        partiality_params: the partiality model's own parameters per still (name → (m,),
-            e.g. ``log_mosaicity``): a later cycle starts from them.
+        params: the fitted parameters per still other than the lattice (``group.name`` →
+            (m,), e.g. ``partiality.log_mosaicity``, ``scale.log_g``): a later cycle starts
+            from them.
         cycle: the refinement cycle (1 against the reference, 2… against the data's
-            own merge); cycles: of how many; seconds: wall time of this cycle.
+            own merge); cycles: of how many; seconds: wall time of this cycle;
+            seconds_by_part: of it, host preparation (``prepare``: reading, boxes,
+            background), ``fit`` and ``integrate``.
     """
 
     images: np.ndarray
@@ -211,10 +214,11 @@ class PixelRefinementTable:
     iterations: np.ndarray
     population: Mapping[str, float] = dataclasses.field(default_factory=dict)
     n_pilot: int = 0
-    partiality_params: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    params: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
     cycle: int = 1
     cycles: int = 1
     seconds: float = 0.0
+    seconds_by_part: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def n_ok(self) -> int:

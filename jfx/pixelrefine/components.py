@@ -240,14 +240,15 @@ class PlaneBackground(Background):
         yy, xx = np.mgrid[0:B, 0:B].astype(np.float64) - h
         use = np.asarray(usable, bool) & (np.asarray(r_px) >= r_inner_px)
         A = np.stack([np.ones((B, B)), xx, yy], -1).reshape(-1, 3)  # (B², 3)
+        AA = (A[:, :, None] * A[:, None, :]).reshape(-1, 9)  # (B², 9) products
         cf = c.reshape(R, -1)
         coef = np.zeros((R, 3))
         for _ in range(2):
             w = use.reshape(R, -1).astype(np.float64)
             n = w.sum(1)
             plane = n >= self.min_pixels
-            ata = np.einsum("rp,pi,pj->rij", w, A, A) + 1e-9 * np.eye(3)
-            atb = np.einsum("rp,pi,rp->ri", w, A, cf)
+            ata = (w @ AA).reshape(R, 3, 3) + 1e-9 * np.eye(3)
+            atb = (w * cf) @ A
             sol = np.linalg.solve(ata, atb[..., None])[..., 0]
             const = np.where(n > 0, (w * cf).sum(1) / np.maximum(n, 1), 0.0)
             coef = np.where(plane[:, None], sol, np.stack([const, 0 * const, 0 * const], 1))

@@ -184,15 +184,24 @@ def neighbour_cores(x_px: np.ndarray, y_px: np.ndarray, bx: Any, core_px: float
 
     n = len(x_px)
     B = bx.counts.shape[-1]
+    out = np.zeros((n, B, B), bool)
     if n < 2:
-        return np.zeros((n, B, B), bool)
-    tree = cKDTree(np.column_stack([x_px, y_px]))
-    ar = np.arange(B)
-    X = np.broadcast_to(bx.x0[:, None, None] + ar[None, None, :], (n, B, B))
-    Y = np.broadcast_to(bx.y0[:, None, None] + ar[None, :, None], (n, B, B))
-    dist, idx = tree.query(np.column_stack([X.ravel(), Y.ravel()]), k=1)
-    own = np.repeat(np.arange(n), B * B)
-    return ((idx != own) & (dist < core_px)).reshape(n, B, B)
+        return out
+    xy = np.column_stack([x_px, y_px])
+    reach = (B - 1) / 2 * np.sqrt(2.0) + core_px  # a neighbour whose core can touch a box
+    pairs = np.asarray(sorted(cKDTree(xy).query_pairs(reach)), np.int64).reshape(-1, 2)
+    if pairs.size == 0:
+        return out
+    pairs = np.concatenate([pairs, pairs[:, ::-1]])  # (box row i, neighbour j)
+    i, j = pairs[:, 0], pairs[:, 1]
+    ar = np.arange(B, dtype=np.float64)
+    X = bx.x0[i][:, None, None] + ar[None, None, :]
+    Y = bx.y0[i][:, None, None] + ar[None, :, None]
+    dj2 = (X - x_px[j][:, None, None]) ** 2 + (Y - y_px[j][:, None, None]) ** 2
+    di2 = (X - x_px[i][:, None, None]) ** 2 + (Y - y_px[i][:, None, None]) ** 2
+    hit = (dj2 < core_px * core_px) & (dj2 < di2)
+    np.logical_or.at(out, i, hit)
+    return out
 
 
 def bucket(n: int, minimum: int = 64) -> int:
