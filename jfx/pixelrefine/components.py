@@ -132,6 +132,16 @@ class EwaldOffsetPartiality(PixelPartiality):
                 "bandwidth_fwhm": np.exp(np.asarray(params["log_bandwidth"]))}
 
 
+@dataclasses.dataclass(frozen=True)
+class LorentzianPartiality(EwaldOffsetPartiality):
+    """:class:`EwaldOffsetPartiality` with the Lorentzian rocking curve of the same FWHM,
+    1/(1 + (ε/γ)²), γ = √(2 ln 2)·σ_ε (the partiality of cctbx.xfel post-refinement,
+    Sauter et al. 2014; ``pixel_partiality=lorentzian``)."""
+
+    name = "lorentzian"
+    shape: str = setting("lorentzian", choices=("gaussian", "lorentzian"))
+
+
 # ----------------------------------------------------------------------------- spot profile
 @dataclasses.dataclass(frozen=True)
 class SpotProfile(_Part):
@@ -261,5 +271,6 @@ class PlaneBackground(Background):
         return bg, var_mean
 
 
-__all__ = ["Background", "EwaldOffsetPartiality", "GaussianProfile", "PixelPartiality",
+__all__ = ["Background", "EwaldOffsetPartiality", "GaussianProfile", "LorentzianPartiality",
+           "PixelPartiality",
            "PlaneBackground", "SpotProfile"]
