@@ -22,8 +22,9 @@ import subprocess
 import time
 from pathlib import Path
 
-LINE = re.compile(r"pixel refinement: (\d+) of (\d+) stills refined against the reference "
-                  r"in ([0-9.]+) s")
+LINE = re.compile(r"pixel refinement \(cycle (\d+) of (\d+)\): (\d+) of (\d+) stills refined "
+                  r"against .*? in ([0-9.]+) s \(prepare ([0-9.]+) s, fit ([0-9.]+) s, "
+                  r"integrate ([0-9.]+) s\)")
 
 
 def main(argv=None) -> int:
@@ -49,15 +50,18 @@ def main(argv=None) -> int:
         wall = time.perf_counter() - t0
         text = p.stdout + p.stderr
         (out / "log.txt").write_text(text)
-        m = LINE.search(text)
+        cycles = LINE.findall(text)
         rss = re.search(r"peak_rss_kB (\d+)", text)
-        if p.returncode or m is None:
+        if p.returncode or not cycles:
             print(f"batch {b}: failed (exit {p.returncode}); see {out / 'log.txt'}")
             continue
-        n, secs = int(m.group(2)), float(m.group(3))
-        print(f"batch {b}: {n} stills in {secs:.1f} s = {n / secs:.2f} stills/s "
-              f"(pixel refinement incl. pilot and compilation); whole run {wall:.1f} s; "
-              f"peak RSS {int(rss.group(1)) / 1e6:.2f} GB" if rss else "")
+        parts = []
+        for c, nc, _, n, secs, prep, fit, integ in cycles:
+            n, secs = int(n), float(secs)
+            parts.append(f"cycle {c}: {n} stills in {secs:.1f} s = {n / secs:.2f} stills/s "
+                         f"(prepare {prep} s, fit {fit} s, integrate {integ} s)")
+        print(f"batch {b}: " + "; ".join(parts) + f"; whole run {wall:.1f} s"
+              + (f"; peak RSS {int(rss.group(1)) / 1e6:.2f} GB" if rss else ""))
     return 0
 
 

@@ -101,13 +101,13 @@ def main(argv=None) -> int:
                     help="also run the default without -z")
     a = ap.parse_args(argv)
     ref = ["-z", str(a.reference)]
-    runs = [("summation", ref), ("pixelrefine", ref + ["-r", "pixelrefine"])]
+    runs = [("summation", "summation", ref),
+            ("pixelrefine", "pixelrefine", ref + ["-r", "pixelrefine"])]
     if a.no_reference_run:
-        runs.append(("summation, no reference", []))
+        runs.append(("summation, no reference", "summation_noref", []))
     rows = []
-    for name, extra in runs:
-        prefix, wall = run(a.master, a.out / name.split(",")[0].replace(" ", "_")
-                           + ("_noref" if "no reference" in name else ""), extra)
+    for name, folder, extra in runs:
+        prefix, wall = run(a.master, a.out / folder, extra)
         s = sc.score(f"{prefix}.mtz", str(a.truth))
         o = orientation_errors(Path(f"{prefix}_process.h5"), a.truth)
         rows.append({"run": name, "wall_s": wall, **s, "orientation_median_deg":

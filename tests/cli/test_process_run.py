@@ -199,16 +199,10 @@ def test_impossible_stages_stop_before_reading(tmp_path, shared_master, capsys, 
 def test_pixelrefine_on_rotation_sweep_is_refused_before_reading(tmp_path, shared_master,
                                                                   capsys):
     """-r pixelrefine refines stills: with -R it stops with one line before any image."""
-    import gemmi
+    from tests.mtz_util import write_intensity_mtz
 
     mtz = tmp_path / "ref.mtz"
-    m = gemmi.Mtz(with_base=True)
-    m.spacegroup = gemmi.find_spacegroup_by_number(1)
-    m.set_cell_for_all(gemmi.UnitCell(50, 60, 70, 90, 90, 90))
-    m.add_dataset("ref")
-    m.add_column("IMEAN", "J")
-    m.set_data(np.array([[1, 2, 3, 100.0]], np.float32))
-    m.write_to_file(str(mtz))
+    write_intensity_mtz(mtz, [[1, 2, 3]], [100.0], 1, (50, 60, 70, 90, 90, 90))
     rc = process_main([str(shared_master[0]), "-o", str(tmp_path / "o"), "-R",
                        "-r", "pixelrefine", "-z", str(mtz)])
     err = capsys.readouterr().err

@@ -13,6 +13,7 @@ import pytest
 
 from jfx.cli import process_main, scale_main
 from jfx.sim.cli import main as simulate_main
+from tests.mtz_util import write_intensity_mtz
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +28,7 @@ def serial(tmp_path_factory):
         hkl = np.stack([g["h"][()], g["k"][()], g["l"][()]], 1)
         it = g["i_true"][()].astype(np.float64)
     rng = np.random.default_rng(3)
-    mtz = gemmi.Mtz(with_base=True)
-    mtz.spacegroup = gemmi.find_spacegroup_by_number(96)
-    mtz.set_cell_for_all(gemmi.UnitCell(79.1, 79.1, 38.0, 90, 90, 90))
-    mtz.add_dataset("ref")
-    mtz.add_column("IMEAN", "J")
-    mtz.set_data(np.column_stack([hkl, it * np.exp(0.3 * rng.normal(size=len(it)))]
-                                 ).astype(np.float32))
-    mtz.write_to_file(str(d / "ref.mtz"))
+    write_intensity_mtz(d / "ref.mtz", hkl, it * np.exp(0.3 * rng.normal(size=len(it))))
     out = d / "o"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
