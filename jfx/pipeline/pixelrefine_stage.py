@@ -20,14 +20,16 @@ import dataclasses
 import time
 from typing import Any
 
-import jax
 import numpy as np
 
 from jfx.config import ProcessSettings
+from jfx.lazy import LazyModule
 from jfx.models.reflections import ReflectionFlag as F
 from jfx.models.reflections import Reflections
 from jfx.pipeline.context import RunContext
 from jfx.pipeline.state import PixelRefinementTable, ProcessState
+
+jax = LazyModule("jax")
 
 ENVELOPE_MOSAICITY_DEG = 0.2
 """σ_M of the prediction envelope of the rows (generous: the refined partiality decides)."""

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -167,8 +166,11 @@ def _scale_settings(*overrides: str):
 
 
 def _run(rotation: bool):
-    return types.SimpleNamespace(is_rotation=rotation, beam_center_px=(10.0, 12.0),
-                                 bandwidth_fwhm=0.0)
+    from jfx.scale.scaling import RunData
+
+    return RunData(table={}, wavelength_A=1.0, phi_start_deg=0.0 if rotation else None,
+                   phi_increment_deg=0.5 if rotation else None, beam_center_px=(10.0, 12.0),
+                   bandwidth_fwhm=0.0)
 
 
 @pytest.mark.parametrize("recorded,cli_p,native,rotation,model,note", [

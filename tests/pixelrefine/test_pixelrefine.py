@@ -18,7 +18,6 @@ from jfx.solvers import split_free
 
 from .conftest import (
     FILE_BANDWIDTH,
-    N_STILLS,
     START_ROTATION_DEG,
     SYSTEM,
     TRUE,
