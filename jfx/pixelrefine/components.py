@@ -246,15 +246,17 @@ class PlaneBackground(Background):
     def estimate(self, counts, usable, r_px, r_inner_px):
         c = np.asarray(counts, np.float64)
         R, B, _ = c.shape
+        if R == 0:
+            return np.zeros(c.shape), np.zeros(0)
         h = (B - 1) / 2.0
         yy, xx = np.mgrid[0:B, 0:B].astype(np.float64) - h
         use = np.asarray(usable, bool) & (np.asarray(r_px) >= r_inner_px)
         A = np.stack([np.ones((B, B)), xx, yy], -1).reshape(-1, 3)  # (B², 3)
         AA = (A[:, :, None] * A[:, None, :]).reshape(-1, 9)  # (B², 9) products
-        cf = c.reshape(R, -1)
+        cf = c.reshape(R, B * B)
         coef = np.zeros((R, 3))
         for _ in range(2):
-            w = use.reshape(R, -1).astype(np.float64)
+            w = use.reshape(R, B * B).astype(np.float64)
             n = w.sum(1)
             plane = n >= self.min_pixels
             ata = (w @ AA).reshape(R, 3, 3) + 1e-9 * np.eye(3)
@@ -266,7 +268,7 @@ class PlaneBackground(Background):
             dev = np.abs(c - model) > self.reject_sigma * np.sqrt(np.maximum(model, 1.0))
             use = use & ~dev
         bg = np.maximum((coef @ A.T).reshape(R, B, B), 0.0)
-        n = np.maximum(use.reshape(R, -1).sum(1), 1)
+        n = np.maximum(use.reshape(R, B * B).sum(1), 1)
         var_mean = np.maximum(coef[:, 0], 0.0) / n  # the plane at the box centre (x, y centred)
         return bg, var_mean
 

@@ -76,3 +76,28 @@ def test_jfjoch_scale_keeps_the_refined_partialities(serial, capsys):
     text = capsys.readouterr()
     assert rc == 0
     assert "fixed for stills refined against the pixels" in text.out + text.err
+
+
+def test_stills_the_reference_barely_covers_keep_their_spot_model(serial):
+    """A reference of 40 reflections: every still is "too few reflections" (status 3),
+    keeps its spot-refined lattice, and its rows are still integrated (data, not an
+    exception)."""
+    d, _, _, truth = serial
+    keys = np.array(list(truth))
+    hkl = keys[np.argsort(np.abs(keys).sum(1), kind="stable")[:40]]  # low resolution
+    write_intensity_mtz(d / "tiny.mtz", hkl, [truth[tuple(h)] for h in hkl])
+    out = d / "few"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        rc = process_main([str(d / "s_master.h5"), "-o", str(out), "-S", "96",
+                           "-r", "pixelrefine", "-z", str(d / "tiny.mtz"),
+                           "pixelrefine.cycles=1"])
+    assert rc == 0, buf.getvalue()[-2000:]
+    with h5py.File(f"{out}_process.h5") as f:
+        mx = f["entry/MX"]
+        st = mx["pixelrefine_status"][()]
+        idx = mx["imageIndexed"][()].astype(bool)
+        assert idx.sum() > 0 and np.all(st[idx] == 3)
+        assert np.all(np.isnan(mx["pixelrefine_mosaicity_deg_sigma"][()][idx]))
+        assert np.isfinite(f["entry/reflections/int_sum"][()]).mean() > 0.9
+    assert "too few reflections" in buf.getvalue()

@@ -163,13 +163,3 @@ def test_integration_recovers_the_rendered_photons(stills, fitted):
     assert len(rat) > 100
     assert abs(np.median(rat) - 1) < 0.03
     assert 0.7 < 1.4826 * np.median(np.abs(z - np.median(z))) < 1.5
-
-
-def test_status_of_a_still_without_reference_rows(stills):
-    """A still none of whose reflections is in the reference is reported, not raised, by
-    the stage's status logic (fit rows = 0)."""
-    geo, _, sts, _ = stills
-    empty = ReferenceLookup(np.array([[1000, 1000, 1000]]), np.array([1.0]), 96)
-    prep = prepare_still(geo, sts[0], empty)
-    assert len(prep.fit_rows) == 0 and prep.n > 0
-    assert OK == 0
