@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 JFX = Path(__file__).resolve().parents[1] / "jfx"
-STAGES = {"spotfind", "azint", "index", "refine", "integrate", "scale"}
+STAGES = {"spotfind", "azint", "index", "refine", "integrate", "scale", "pixelrefine"}
 SHARED = {"", "models", "physics", "symmetry", "solvers", "validate", "lazy"}  # "": jfx itself
 
 

@@ -375,3 +375,23 @@ def detector_d_min(geometry: Geometry) -> float:
     xs = np.array([-0.5, nx - 0.5, -0.5, nx - 0.5])
     ys = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
     return float(np.min(np.asarray(dif.pixel_resolution(geometry.detector, geometry.beam, xs, ys))))
+
+
+def observed_centroids(hkl_pred: np.ndarray, hkl_spots: np.ndarray, xs: np.ndarray,
+                       ys: np.ndarray,
+              ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observed centroids of predicted still rows: the indexed spot with the same hkl.
+
+    Args: ``hkl_pred`` (n, 3) predicted rows; ``hkl_spots`` (S, 3), ``xs``, ``ys`` (S,) px and
+    ``ok`` (S,) bool the still's indexed spots. Returns (x (n,) float32, y (n,) float32,
+    matched (n,) bool); NaN where no spot matched."""
+    obs = {tuple(h): (xs[s], ys[s]) for s, h in enumerate(hkl_spots) if ok[s]}
+    ox = np.full(len(hkl_pred), np.nan, np.float32)
+    oy = np.full(len(hkl_pred), np.nan, np.float32)
+    hit = np.zeros(len(hkl_pred), bool)
+    for row, h in enumerate(hkl_pred):
+        o = obs.get(tuple(h))
+        if o is not None:
+            ox[row], oy[row] = o
+            hit[row] = True
+    return ox, oy, hit

@@ -33,7 +33,7 @@ from jfx.models.geometry import Geometry
 from jfx.models.reflections import ReflectionFlag as F
 from jfx.models.reflections import Reflections
 from jfx.pipeline.context import RunContext
-from jfx.integrate.predict import detector_d_min
+from jfx.integrate.predict import detector_d_min, observed_centroids
 from jfx.pipeline.state import ProcessState, RockingWidth
 
 MIN_PARTIAL_FRACTION = 0.02
@@ -144,21 +144,6 @@ def _stream(ctx: RunContext, images: np.ndarray, pool: Any,
                 bar.update(len(idx))
 
 
-def _observed(hkl_pred: np.ndarray, hkl_spots: np.ndarray, xs: np.ndarray, ys: np.ndarray,
-              ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Observed centroids of predicted rows: the indexed spot with the same hkl."""
-    obs = {tuple(h): (xs[s], ys[s]) for s, h in enumerate(hkl_spots) if ok[s]}
-    ox = np.full(len(hkl_pred), np.nan, np.float32)
-    oy = np.full(len(hkl_pred), np.nan, np.float32)
-    hit = np.zeros(len(hkl_pred), bool)
-    for row, h in enumerate(hkl_pred):
-        o = obs.get(tuple(h))
-        if o is not None:
-            ox[row], oy[row] = o
-            hit[row] = True
-    return ox, oy, hit
-
-
 def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, integ: Any,
             pool: Any, d_min: float) -> Reflections | None:
     from jfx.integrate.predict import predict_still
@@ -201,7 +186,7 @@ def _stills(state: ProcessState, settings: ProcessSettings, ctx: RunContext, int
             cols["int_prf"], cols["int_prf_var"], cols["int_prf_var_bg"] = prf[:3]
             flags |= np.where(np.isfinite(prf[0]), np.uint32(int(F.INTEGRATED_PRF)),
                               np.uint32(0))
-        ox, oy, hit = _observed(pr.hkl, hkl[k], xs[k], ys[k], ok[k])
+        ox, oy, hit = observed_centroids(pr.hkl, hkl[k], xs[k], ys[k], ok[k])
         cols["observed_x"], cols["observed_y"] = ox, oy
         flags |= np.where(hit, np.uint32(int(F.OBSERVED | F.INDEXED)), np.uint32(0))
         cols["flags"] = flags

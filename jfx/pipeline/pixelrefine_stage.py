@@ -134,8 +134,8 @@ def _index(tree: Any, i: int) -> Any:
     return jax.tree_util.tree_map(lambda a: np.asarray(a)[i], tree)
 
 
-def _describe(params: dict, sig: dict, partiality: Any, profile: Any, basis: np.ndarray,
-              start_basis: np.ndarray) -> tuple[dict, dict]:
+def _describe(params: dict, sig: dict, partiality: Any, profile: Any,
+              basis: np.ndarray) -> tuple[dict, dict]:
     """Physical values and uncertainties of a batch's parameters ((n,) each)."""
     from jfx.models.lattice import basis_to_cell
 
@@ -147,30 +147,26 @@ def _describe(params: dict, sig: dict, partiality: Any, profile: Any, basis: np.
     vals["b_factor"] = np.asarray(sc["b_factor"])
     sigs["b_factor"] = np.asarray(ss["b_factor"])
     for part, key in ((partiality, "partiality"), (profile, "profile")):
-        d = part.describe(params[key])
-        p = params[key]
-        for name, v in d.items():
+        # one description per parameter, in order; first-order uncertainties (relative for
+        # the log parameters)
+        for pname, (name, v) in zip(params[key], part.describe(params[key]).items()):
             vals[name] = np.asarray(v, np.float64)
-        # first-order uncertainties through the description (log parameters: relative)
-        for (pname, pv), (name, v) in zip(p.items(), d.items()):
             s = np.asarray(sig[key][pname], np.float64)
-            vals_ = np.asarray(v, np.float64)
-            sigs[name] = np.abs(vals_) * s if pname.startswith("log_") else s
+            sigs[name] = np.abs(vals[name]) * s if pname.startswith("log_") else s
     rv = np.asarray(params["crystal"]["rotvec"])
     vals["rotation_deg"] = np.degrees(np.linalg.norm(rv, axis=-1))
     sigs["rotation_deg"] = np.degrees(np.linalg.norm(np.asarray(sig["crystal"]["rotvec"]),
                                                      axis=-1))
     vals["cell"] = np.stack([basis_to_cell(b) for b in basis])
-    del start_basis
     return vals, sigs
 
 
-def _rows(prep: Any, out: dict, k: int, rad_ok: np.ndarray, n_sigma: float,
-          inner_px: float, max_masked: float, detector_efficiency: bool) -> Reflections:
+def _rows(prep: Any, out: dict, k: int, n_sigma: float, inner_px: float, max_masked: float,
+          detector_efficiency: bool) -> Reflections:
     """The reflection rows of still ``k`` of a batch from :func:`integrate_rows`' output."""
     n = prep.n
     g = {c: np.asarray(v[k][:n]) for c, v in out.items()}
-    keep = (g["on"] & (np.abs(g["eps"]) <= n_sigma * g["sigma_eps"]) & rad_ok[:n])
+    keep = g["on"] & (np.abs(g["eps"]) <= n_sigma * g["sigma_eps"])
     sat = np.any(prep.saturated & (prep.r_px <= inner_px), axis=(1, 2))
     flags = np.full(n, int(F.PREDICTED), np.uint32)
     has_sum = np.isfinite(g["int_sum"])
@@ -205,10 +201,10 @@ def _rows(prep: Any, out: dict, k: int, rad_ok: np.ndarray, n_sigma: float,
 def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> ProcessState:
     """Refine and integrate every indexed still against the reference (nothing when
     pixel refinement is off or nothing was indexed)."""
-    from jfx.integrate.predict import detector_d_min
+    from jfx.integrate.predict import detector_d_min, observed_centroids, predict_still
     from jfx.pixelrefine import fit as pf
     from jfx.pixelrefine.stills import ReferenceLookup, bucket, pack, prepare
-    from jfx.refine.params import system_of_space_group
+    from jfx.refine.params import from_basis, system_of_space_group
 
     ix = state.indexing
     if not enabled(settings) or ix is None or not ix.n_indexed or ctx.reference is None:
@@ -288,11 +284,11 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         dall = pack(preps, batch, n_all_cap, "all")
         p0, too_few, p1, cost, conv, iters, sig, _ = fit(
             preps, pr_set.population_sigma if population else pf.LOG_PRIOR_SIGMA)
-        p1 = jax.tree_util.tree_map(np.asarray, p1)
-        sig = jax.tree_util.tree_map(np.asarray, sig)
         finite = np.isfinite(np.asarray(cost))
         for leaf in jax.tree_util.tree_leaves(p1):
             finite &= np.all(np.isfinite(leaf.reshape(batch, -1)), axis=1)
+        turned = np.degrees(np.linalg.norm(p1["crystal"]["rotvec"], axis=-1))
+        finite &= turned <= pf.MAX_ROTATION_DEG  # ran off the spot-refined orientation
         status = np.where(too_few, pf.TOO_FEW, np.where(
             ~finite, pf.FAILED, np.where(np.asarray(conv), pf.OK, pf.NOT_CONVERGED)))
         use_fit = (status == pf.OK) | (status == pf.NOT_CONVERGED)
@@ -302,12 +298,12 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         out = pf.integrate_rows(p_use, dall, mult, **kw)
         out = {k: np.asarray(v) for k, v in out.items()}
         tm["integrate"] += time.perf_counter() - t
-        bases = np.stack([np.asarray(pf.basis_of(_index(p_use, k), p.U0, system)) for k, p in enumerate(preps)])
+        bases = np.stack([np.asarray(pf.basis_of(_index(p_use, k), p.U0, system))
+                          for k, p in enumerate(preps)])
         vals, sigs = _describe(_index_batch(p_use, len(preps)), _index_batch(sig, len(preps)),
-                               part, prof, bases, None)
+                               part, prof, bases)
         for k, p in enumerate(preps):
-            rad_ok = np.ones(dall.valid.shape[1], bool)
-            parts[p.image] = _rows(p, out, k, rad_ok, ig.n_sigma, r1, ig.max_masked_fraction,
+            parts[p.image] = _rows(p, out, k, ig.n_sigma, r1, ig.max_masked_fraction,
                                    ig.detector_efficiency)
             ok_k = bool(use_fit[k])
             res[p.image] = dict(position=p.position, status=int(status[k]), basis=bases[k],
@@ -330,19 +326,20 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
                 for j, frame in zip(np.asarray(idx), frames):
                     k = pos_of_image[int(j)]
                     p = int(sel[k])
-                    ok = spot_ok[p]
+                    pred = predict_still(geoms[k], basis[k], d_min,
+                                         mosaicity_deg=ENVELOPE_MOSAICITY_DEG,
+                                         n_sigma=ig.n_sigma,
+                                         space_group=settings.crystal.space_group)
+                    cp = from_basis(basis[k], system)
+                    ox, oy, _ = observed_centroids(pred.hkl, ix.hkl[p], xs[p], ys[p],
+                                                   spot_ok[p])
                     preps.append(prepare(
-                        frame, int(j), p, geoms[k], basis[k], system=system,
-                        reference_sigma=pr_set.reference_sigma,
-                        sigma_floor=pr_set.merged_sigma_floor,
-                        reference=lookup, d_min_A=d_min, half=half, inner_px=r1,
-                        background=bkg, max_fit=pr_set.max_fit_reflections,
-                        envelope_mosaicity_deg=ENVELOPE_MOSAICITY_DEG, n_sigma=ig.n_sigma,
-                        space_group=settings.crystal.space_group,
-                        pixel_mask=ctx.pixel_mask, error_value=ctx.error_value,
-                        saturation_value=ctx.saturation_value,
-                        spots=(ix.hkl[p][ok], xs[p][ok], ys[p][ok],
-                               np.ones(int(ok.sum()), bool))))
+                        frame, int(j), p, geoms[k], pred, U0=cp.U0, cell_u=cp.cell_u,
+                        reference=lookup, half=half, inner_px=r1, background=bkg,
+                        max_fit=pr_set.max_fit_reflections, pixel_mask=ctx.pixel_mask,
+                        error_value=ctx.error_value, saturation_value=ctx.saturation_value,
+                        observed=(ox, oy), reference_sigma=pr_set.reference_sigma,
+                        sigma_floor=pr_set.merged_sigma_floor))
                 tm["prepare"] += time.perf_counter() - t
                 if preps:
                     work(preps)

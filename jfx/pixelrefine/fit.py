@@ -16,7 +16,7 @@ box (B odd, box pixel (j, i) at detector pixel (y0 + j, x0 + i), first pixel cen
 
 with positions and Ewald offsets from the same physics as prediction and simulation
 (:func:`jfx.physics.diffraction.predict_still` on the still's lattice, rotated by a
-rotation vector and with its cell in the lattice's symmetry, :mod:`jfx.refine.params`).
+rotation vector and with its cell in the lattice's symmetry, :mod:`jfx.physics.lattice`).
 
 Reference error. The reference differs from the crystal (another crystal, another
 experiment; the acceptance test gives it 30 % log-normal error), so each spot's amplitude may
@@ -57,7 +57,7 @@ import numpy as np
 from jfx.models._pytree import pytree_dataclass
 from jfx.models.geometry import Geometry
 
-STATUS = {0: "ok", 1: "not converged", 2: "failed (non-finite)", 3: "too few reflections"}
+STATUS = {0: "ok", 1: "not converged", 2: "failed", 3: "too few reflections"}
 """Per-still status codes of the pixel fit (kept in ``/entry/MX/pixelrefine/status``)."""
 OK, NOT_CONVERGED, FAILED, TOO_FEW = 0, 1, 2, 3
 
@@ -65,6 +65,15 @@ LOG_PRIOR_SIGMA = 1.0
 """σ (in ln) of the priors on the parts' ``log_`` parameters around their starting values
 (a factor e either way costs ½; the pixels of a still outweigh it wherever they constrain
 the parameter)."""
+
+ORIENTATION_SIGMA_RAD = float(np.radians(0.1))
+"""σ (rad, per axis) of the prior on the orientation change from the spot-based refinement
+(which fixes the orientation to a few hundredths of a degree): a still whose pixels hold
+little signal cannot wander onto noise (a real weak frame turned 1.7° without it)."""
+
+MAX_ROTATION_DEG = 0.5
+"""A fit that turns the crystal further than this from the spot-refined orientation is
+status ``failed`` (the spot model is kept)."""
 
 B_FACTOR_PRIOR_A2 = 30.0
 """σ (Å²) of the zero-mean prior on the per-still B factor (G and B are nearly degenerate
@@ -147,7 +156,7 @@ def free_mask(params: dict, partiality: Any, profile: Any, *, geometry: bool = T
 
 def basis_of(params: dict, U0, system: str):
     """(3, 3) real-space basis (rows a, b, c, Å, lab frame) of the still's parameters."""
-    from jfx.refine.params import cell_from_internal, cell_to_basis_jax, rotvec_to_matrix
+    from jfx.physics.lattice import cell_from_internal, cell_to_basis_jax, rotvec_to_matrix
 
     cr = params["crystal"]
     B = cell_to_basis_jax(cell_from_internal(cr["cell_u"], system))
@@ -205,8 +214,8 @@ def _amplitude(m, s, w, y, ref_sigma):
 
 
 def residuals(params: dict, d: StillData, partiality: Any, profile: Any, system: str,
-              prior: dict | None = None,
-              partiality_prior_sigma: float = 1.0) -> jnp.ndarray:
+              prior: dict | None = None, partiality_prior_sigma: float = 1.0,
+              orientation_sigma_rad: float = ORIENTATION_SIGMA_RAD) -> jnp.ndarray:
     """Residual vector (R·B² + R + 1 + priors,) of one still (module docstring), float64;
     ``prior``: the starting parameters (centres of the width priors), or None;
     ``partiality_prior_sigma``: σ (ln) of the partiality parameters' prior (the
@@ -220,7 +229,8 @@ def residuals(params: dict, d: StillData, partiality: Any, profile: Any, system:
     r_pix = jnp.sqrt(w) * (y - (1.0 + a)[:, None, None] * ms)
     r_amp = a / d.ref_sigma
     r_b = params["scale"]["b_factor"][None] / B_FACTOR_PRIOR_A2
-    return jnp.concatenate([r_pix.ravel(), r_amp, r_b,
+    r_rot = params["crystal"]["rotvec"] / orientation_sigma_rad
+    return jnp.concatenate([r_pix.ravel(), r_amp, r_b, r_rot,
                             _width_prior(params, prior, partiality_prior_sigma)])
 
 
@@ -311,7 +321,7 @@ def fit_batch(params: dict, data: StillData, *, partiality: Any, profile: Any, s
             * s2
         sd = jnp.sqrt(jnp.maximum(jnp.diagonal(cov), 0.0))
         zero = jax.tree_util.tree_map(jnp.zeros_like, p)
-        z0, unflatten0, _, _ = split_free(zero, m2)
+        _, unflatten0, _, _ = split_free(zero, m2)
         sig = unflatten0(sd)
         return p, info.cost, info.converged, info.iterations, sig, n_obs
 

@@ -1,7 +1,7 @@
 """Host-side preparation and packing of stills for the pixel fit (numpy; pure: no I/O).
 
-:func:`prepare` turns one still (frame, spot-refined lattice and geometry) into its
-predicted rows, pixel boxes, background and reference intensities; :func:`pack` pads a
+:func:`prepare` turns one still (frame, its predicted rows and lattice parameters, from
+the stage) into pixel boxes, background and reference intensities; :func:`pack` pads a
 batch of prepared stills to common capacities (fixed shapes: one compile per bucket) as
 :class:`jfx.pixelrefine.fit.StillData` for the fit rows and for every row.
 """
@@ -116,31 +116,30 @@ class PreparedStill:
         return int(self.hkl.shape[0])
 
 
-def prepare(frame: np.ndarray, image: int, position: int, geometry: Geometry,
-            basis: np.ndarray, *, system: str, reference: ReferenceLookup, d_min_A: float,
-            half: int, inner_px: float, background: Any, max_fit: int,
-            envelope_mosaicity_deg: float, n_sigma: float, space_group: int | None,
-            pixel_mask: np.ndarray | None, error_value: float | None,
-            saturation_value: float | None, spots: tuple | None = None,
+def prepare(frame: np.ndarray, image: int, position: int, geometry: Geometry, pred: Any, *,
+            U0: np.ndarray, cell_u: np.ndarray, reference: ReferenceLookup, half: int,
+            inner_px: float, background: Any, max_fit: int, pixel_mask: np.ndarray | None,
+            error_value: float | None, saturation_value: float | None,
+            observed: tuple[np.ndarray, np.ndarray] | None = None,
             reference_sigma: float = 0.3, sigma_floor: float = 0.05) -> PreparedStill:
-    """Predicted rows of one still in a generous Ewald-offset envelope, their boxes,
-    background and reference intensities; the fit rows are the ``max_fit`` with the largest
-    expected photons I_ref · pol · P (P in the envelope) among those with a reference and a
-    usable box centre. ``spots``: (hkl (S, 3), x (S,), y (S,), ok (S,)) of the still's
-    indexed spots (observed centroids of the rows), or None. The relative uncertainty of
-    each row's reference intensity is ``reference_sigma``, or for a reference with σ
-    (the data's own merge) √(``sigma_floor``² + (σ/I)²)."""
-    from jfx.integrate.predict import predict_still
-    from jfx.refine.params import from_basis
+    """One still's rows, boxes, background and reference intensities.
 
-    pr = predict_still(geometry, basis, d_min_A, mosaicity_deg=envelope_mosaicity_deg,
-                       n_sigma=n_sigma, space_group=space_group)
-    bx = extract(frame, pr.x_px, pr.y_px, half, pixel_mask, error_value, saturation_value)
-    neighbour = neighbour_cores(pr.x_px, pr.y_px, bx, inner_px)
+    ``pred``: the still's rows predicted in a generous Ewald-offset envelope (a
+    :class:`jfx.integrate.predict.StillPrediction`: ``hkl``, ``x_px``, ``y_px``,
+    ``partiality``, ``polarization``, ``qe``); ``U0``, ``cell_u``: the lattice's reference
+    orientation and internal cell (:func:`jfx.refine.params.from_basis`); ``observed``: the
+    rows' matched indexed-spot centroids (x, y; NaN: none), or None. The fit rows are the
+    ``max_fit`` with the largest expected photons I_ref · pol · P among those with a
+    reference and a usable box centre. The relative uncertainty of each row's reference
+    intensity is ``reference_sigma``, or for a reference with σ (the data's own merge)
+    √(``sigma_floor``² + (σ/I)²)."""
+    n = len(pred.hkl)
+    bx = extract(frame, pred.x_px, pred.y_px, half, pixel_mask, error_value, saturation_value)
+    neighbour = neighbour_cores(pred.x_px, pred.y_px, bx, inner_px)
     free = bx.usable & ~neighbour
     bg, bg_var = background.estimate(bx.counts, free, bx.r_px, inner_px)
     w = fit_weights(bx.counts, bg, free)
-    iref, isig = reference(pr.hkl, sigma=True)
+    iref, isig = reference(pred.hkl, sigma=True)
     if reference.has_sigma:
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.sqrt(sigma_floor ** 2 + (isig / iref) ** 2)
@@ -148,31 +147,24 @@ def prepare(frame: np.ndarray, image: int, position: int, geometry: Geometry,
         iref = np.where(bad, np.nan, iref)  # a merged I ≤ 0 cannot drive the fit
         ref_sigma = np.where(bad, reference_sigma, np.minimum(rel, 10 * reference_sigma))
     else:
-        ref_sigma = np.full(pr.n, float(reference_sigma))
+        ref_sigma = np.full(n, float(reference_sigma))
     centre_ok = bx.usable[:, half, half]
     expect = np.where(np.isfinite(iref) & (iref > 0) & centre_ok,
-                      np.nan_to_num(iref) * pr.polarization * pr.partiality, -1.0)
+                      np.nan_to_num(iref) * pred.polarization * pred.partiality, -1.0)
     order = np.argsort(-expect, kind="stable")
     fit_rows = order[:max_fit][expect[order[:max_fit]] > 0]
-    cp = from_basis(basis, system)
-    ox = np.full(pr.n, np.nan, np.float32)
-    oy = np.full(pr.n, np.nan, np.float32)
-    if spots is not None:
-        sh, sx, sy, sok = spots
-        obs = {tuple(h): (x, y) for h, x, y, o in zip(np.asarray(sh), sx, sy, sok) if o}
-        for r, h in enumerate(pr.hkl):
-            o = obs.get(tuple(h))
-            if o is not None:
-                ox[r], oy[r] = o
+    nan = np.full(n, np.nan, np.float32)
+    ox, oy = (nan, nan) if observed is None else observed
     return PreparedStill(
-        image=int(image), position=int(position), hkl=np.asarray(pr.hkl, np.int32),
-        iref=iref, ref_sigma=np.asarray(ref_sigma, np.float64), qe=np.asarray(pr.qe, np.float64), counts=bx.counts, weight=w,
+        image=int(image), position=int(position), hkl=np.asarray(pred.hkl, np.int32),
+        iref=iref, ref_sigma=np.asarray(ref_sigma, np.float64),
+        qe=np.asarray(pred.qe, np.float64), counts=bx.counts, weight=w,
         background=bg.astype(np.float32), usable=bx.usable, saturated=bx.saturated,
         neighbour=neighbour, r_px=bx.r_px.astype(np.float32),
         bg_var=np.asarray(bg_var, np.float64), x0=bx.x0, y0=bx.y0,
-        fit_rows=fit_rows.astype(np.int64), observed_x=ox, observed_y=oy,
-        U0=np.asarray(cp.U0, np.float64), cell_u=np.asarray(cp.cell_u, np.float64),
-        geometry=geometry)
+        fit_rows=fit_rows.astype(np.int64), observed_x=np.asarray(ox, np.float32),
+        observed_y=np.asarray(oy, np.float32), U0=np.asarray(U0, np.float64),
+        cell_u=np.asarray(cell_u, np.float64), geometry=geometry)
 
 
 def neighbour_cores(x_px: np.ndarray, y_px: np.ndarray, bx: Any, core_px: float
@@ -218,8 +210,6 @@ def pack(stills: list[PreparedStill], n_batch: int, capacity: int, rows: str
     """A batch of ``n_batch`` stills (the list padded by repeating its first still with no
     valid rows) with ``capacity`` rows each: ``rows`` = ``fit`` (each still's fit rows) or
     ``all`` (every predicted row; fit flags on its fit rows)."""
-    B = stills[0].counts.shape[-1]
-
     def one(s: PreparedStill, real: bool):
         idx = s.fit_rows if rows == "fit" else np.arange(s.n)
         n = len(idx) if real else 0
@@ -248,7 +238,6 @@ def pack(stills: list[PreparedStill], n_batch: int, capacity: int, rows: str
     geo = _stack_geometry([s.geometry for s in stills]
                           + [stills[0].geometry] * (n_batch - len(stills)))
     cols = {k: np.stack([it[k] for it in items]) for k in items[0]}
-    del B
     return StillData(geometry=geo, **cols)
 
 

@@ -19,7 +19,7 @@ from jfx.pipeline.state import ImageSelection, IndexingTable, ProcessState
 
 PKG = Path(jfx.__file__).parent
 STAGE_MODULES = ["spotfind_stage", "index_stage", "refine_stage", "integrate_stage",
-                 "scale_stage"]
+                 "pixelrefine_stage", "scale_stage"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -16,11 +16,13 @@ import math
 import numpy as np
 import pytest
 
+from jfx.integrate.predict import predict_still
 from jfx.models.cell import cell_to_basis
 from jfx.models.geometry import Beam, Detector, Geometry
 from jfx.pixelrefine.components import EwaldOffsetPartiality, GaussianProfile, PlaneBackground
 from jfx.pixelrefine.fit import model, still_params
 from jfx.pixelrefine.stills import ReferenceLookup, pack, prepare
+from jfx.refine.params import from_basis
 from jfx.sim.spots import random_rotation
 from jfx.symmetry.asu import to_asu
 
@@ -91,10 +93,7 @@ def render(geo: Geometry, basis: np.ndarray, lookup: ReferenceLookup,
     """A Poisson frame of the still with the true parameters."""
     ny, nx = geo.detector.shape
     zero = np.zeros((ny, nx), np.int32)
-    prep = prepare(zero, 0, 0, geo, basis, system=SYSTEM, reference=lookup, d_min_A=1.6,
-                   half=HALF, inner_px=3.0, background=PlaneBackground(), max_fit=4096,
-                   envelope_mosaicity_deg=0.3, n_sigma=4.0, space_group=SG,
-                   pixel_mask=None, error_value=None, saturation_value=None)
+    prep = _prepare(zero, 0, geo, basis, lookup, max_fit=4096, envelope_deg=0.3, n_sigma=4.0)
     from jfx.pixelrefine.fit import model as fwd
     p, part, prof = _params_true(prep.cell_u)
     cap = 1 << int(np.ceil(np.log2(max(prep.n, 1))))
@@ -133,12 +132,20 @@ def stills():
     return geo, lookup, out, (hkl, I)
 
 
+def _prepare(frame, image, geo, basis, lookup, *, max_fit, envelope_deg, n_sigma):
+    """The stage's preparation of one still: prediction in an envelope, lattice
+    parameters, boxes (as :mod:`jfx.pipeline.pixelrefine_stage` does)."""
+    pred = predict_still(geo, basis, 1.6, mosaicity_deg=envelope_deg, n_sigma=n_sigma,
+                         space_group=SG)
+    cp = from_basis(basis, SYSTEM)
+    return prepare(frame, image, image, geo, pred, U0=cp.U0, cell_u=cp.cell_u,
+                   reference=lookup, half=HALF, inner_px=3.0, background=PlaneBackground(),
+                   max_fit=max_fit, pixel_mask=None, error_value=None, saturation_value=None)
+
+
 def prepare_still(geo, st: Still, lookup, max_fit: int = 256):
-    return prepare(st.frame, st.image, st.image, geo, st.basis_start, system=SYSTEM,
-                   reference=lookup, d_min_A=1.6, half=HALF, inner_px=3.0,
-                   background=PlaneBackground(), max_fit=max_fit,
-                   envelope_mosaicity_deg=0.2, n_sigma=3.0, space_group=SG,
-                   pixel_mask=None, error_value=None, saturation_value=None)
+    return _prepare(st.frame, st.image, geo, st.basis_start, lookup, max_fit=max_fit,
+                    envelope_deg=0.2, n_sigma=3.0)
 
 
 __all__ = ["CELL", "SG", "SYSTEM", "TRUE", "misorientation_deg", "model", "prepare_still"]
