@@ -76,12 +76,13 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise _Terminated()
 
 
-def _run(prog: str, argv: Sequence[str] | None, job) -> int:
-    """Shared error handling of both entry points."""
+def _run(prog: str, argv: Sequence[str] | None, job, con: _Console | None = None) -> int:
+    """Shared error handling of both entry points (and of each ``-m`` job)."""
     import signal
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    con = _Console(prog, verbose=any(a in ("-v", "--verbose") for a in argv))
+    if con is None:
+        con = _Console(prog, verbose=any(a in ("-v", "--verbose") for a in argv))
     for stream in (sys.stdout, sys.stderr):  # a log file gets each line when it is written
         try:  # (stdout is block-buffered when it is not a terminal)
             stream.reconfigure(line_buffering=True)
@@ -138,8 +139,11 @@ def _process_job(argv: list[str], con: _Console) -> int:
     ns, inputs, overrides, native, defaults_cfg = _parse(
         "jfjoch_process", argv, PROCESS_OPTIONS, "process", "Jungfraujoch master file, then "
         "optional key=value config overrides")
+    if getattr(ns, "multirun", False):
+        return _multirun_job(ns, inputs, overrides + native, con)
     if len(inputs) > 1:
-        raise InputError(f"expected one master file, got {len(inputs)}: {' '.join(inputs)}")
+        raise InputError(f"expected one master file, got {len(inputs)}: {' '.join(inputs)} "
+                         "(-m processes several, one job each)")
     if inputs:
         overrides.insert(0, f"general.input={_quote(inputs[0])}")
     cfg, settings = _compose_settings("process", overrides + native, ns.config_dir)
@@ -151,6 +155,89 @@ def _process_job(argv: list[str], con: _Console) -> int:
                + ", ".join(str(d) for d in jcfg.config_dirs(ns.config_dir)))
     for line in (_diff(cfg, defaults_cfg) if defaults_cfg is not None else ()):
         con.detail(f"override {line}")
+    return _run_composed(cfg, settings, con, t0, overrides + native, ns.config_dir)
+
+
+def _multirun_job(ns: argparse.Namespace, inputs: list[str], overrides: list[str],
+                  con: _Console) -> int:
+    """``-m``: one job per combination of the sweeps (several inputs: one job each), every
+    combination's config checked before any job starts."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from jfx.launcher.multirun import run_jobs
+
+    if ns.cfg == "job":
+        raise InputError("--cfg job shows one job's config; leave out -m")
+    if inputs:
+        overrides.insert(0, "general.input=" + ",".join(_quote(i) for i in inputs))
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+    except Exception as e:  # noqa: BLE001 - Hydra's override grammar errors
+        raise InputError(f"bad override: {' '.join(str(e).split())}") from None
+    settings = None
+    for job in jobs:
+        _, settings = _compose_settings("process", list(job), ns.config_dir)
+        g = settings.general
+        if g.input is None:
+            raise InputError("no master file given")
+        if not Path(g.input).exists():
+            raise InputError(f"no such file: {g.input}")
+    con.info(f"multirun: {len(jobs)} job(s)")
+    return run_jobs(overrides, ns.config_dir, settings, con, run_job)
+
+
+def run_settings(cfg: Any, prog: str) -> tuple[int, str | None]:
+    """One whole run of a composed ``process`` config (a ``-m`` job), with the exit-code
+    rules of the program; returns (exit code, the ``_process.h5`` written or None)."""
+    from jfx import config as jcfg
+    from jfx.io.process_h5 import process_h5_path
+
+    con = _Console(prog)
+    out = []
+
+    def job(_argv: list[str], c: _Console) -> int:
+        try:
+            settings = jcfg.process_settings(cfg)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        c.verbose = settings.general.verbose
+        code = _run_composed(cfg, settings, c, time.perf_counter(), [], ())
+        out.append(str(process_h5_path(settings.general.output_prefix)))
+        return code
+
+    code = _run(prog, [], job, con=con)
+    return code, (out[0] if out else None)
+
+
+def stage_printer(con: _Console) -> Any:
+    """``on_stage(name, state)``: each stage's summary on the console as soon as it ends."""
+    from jfx.pipeline import STAGE_SUMMARIES
+
+    def on_stage(name: str, state: Any) -> None:
+        s = STAGE_SUMMARIES[name](state)
+        if s is not None and name != "scale":  # scaling: printed with its table below
+            for line in s.lines():
+                con.info(line)
+        if name == "index" and state.indexing is not None \
+                and state.indexing.basis0 is not None:
+            con.detail("rotation lattice (angle 0, A): " + " ".join(
+                f"{v:.3f}" for v in state.indexing.basis0.reshape(9)))
+        if name == "spotfind" and state.azint is not None:
+            az = state.azint
+            con.detail(f"azimuthal integration: {len(az.bin_to_q)} q bins "
+                       f"{float(az.bin_to_q[0]):.3f}..{float(az.bin_to_q[-1]):.3f} 1/A"
+                       + (f" x {len(az.bin_to_azimuth_deg)} azimuth bins"
+                          if az.bin_to_azimuth_deg is not None else ""))
+
+    return on_stage
+
+
+def _run_composed(cfg: Any, settings: Any, con: _Console, t0: float,
+                  overrides: Sequence[str], config_dirs: Sequence[str]) -> int:
+    """A composed, validated run: checks before any work, the pipeline in this process or
+    its parts through the launcher (``launcher.parts``), the outputs written together."""
     g = settings.general
     if g.input is None:
         raise InputError("no master file given")
@@ -165,11 +252,12 @@ def _process_job(argv: list[str], con: _Console) -> int:
         raise InputError(todo[0])
     enable_compilation_cache()
     from jfx.io.nxmx import open_master
-    from jfx.io.process_h5 import process_h5_path
     from jfx.io.progress import Progress
-    from jfx.pipeline import STAGE_SUMMARIES, process, select_images
+    from jfx.pipeline import process, select_images
 
-    out_path = process_h5_path(g.output_prefix)
+    def progress(name: str, total: int) -> Any:
+        return Progress(name, total, unit=_PROGRESS_UNITS.get(name, "frames"))
+
     t_open = time.perf_counter()
     with open_master(g.input) as master:
         geo = master.geometry
@@ -202,53 +290,26 @@ def _process_job(argv: list[str], con: _Console) -> int:
         con.detail(f"processing {len(sel.indices)} images ({g.start_image}..{sel.indices[-1]} "
                    f"step {g.stride}) with {g.threads} reader worker(s), batch "
                    f"{g.batch_size if g.batch_size is not None else 'auto'}, device {g.device}")
+        on_stage = stage_printer(con)
+        if settings.launcher.launches:
+            from jfx.launcher.multirun import run_parts
+            from jfx.pipeline.run import finish_parts
 
-        def on_stage(name: str, state: Any) -> None:
-            """Each stage's summary as soon as it ends."""
-            s = STAGE_SUMMARIES[name](state)
-            if s is not None and name != "scale":  # scaling: printed with its table below
-                for line in s.lines():
-                    con.info(line)
-            if name == "index" and state.indexing is not None \
-                    and state.indexing.basis0 is not None:
-                con.detail("rotation lattice (angle 0, A): " + " ".join(
-                    f"{v:.3f}" for v in state.indexing.basis0.reshape(9)))
-            if name == "spotfind" and state.azint is not None:
-                az = state.azint
-                con.detail(f"azimuthal integration: {len(az.bin_to_q)} q bins "
-                           f"{float(az.bin_to_q[0]):.3f}..{float(az.bin_to_q[-1]):.3f} 1/A"
-                           + (f" x {len(az.bin_to_azimuth_deg)} azimuth bins"
-                              if az.bin_to_azimuth_deg is not None else ""))
-
-        result = process(settings, master, selection=sel, reference=reference,
-                         on_stage=on_stage,
-                         progress=lambda name, total: Progress(
-                             name, total, unit=_PROGRESS_UNITS.get(name, "frames")))
+            states, first = run_parts(settings, overrides, config_dirs, master, sel, con,
+                                      run_part, progress=progress)
+            result = finish_parts(states, settings, master, first_pass=first,
+                                  reference=reference, progress=progress, on_stage=on_stage)
+        else:
+            result = process(settings, master, selection=sel, reference=reference,
+                             on_stage=on_stage, progress=progress)
     state = result.state
     tm = state.timings_s
     con.detail("time per part: " + ", ".join(
         f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "join3d", "azint", "index",
-                                        "refine", "integrate", "scale", "total")
+                                        "refine", "integrate", "scale", "combine", "total")
         if k in tm)
         + f" (read = waiting for the reader; device {result.device}, batch {result.batch_size})")
-    # the master is closed again before its metadata is copied (h5py file-locking flags)
-    from jfx.io import output_set
-    from jfx.io import process_h5 as ph5
-
-    t_write = time.perf_counter()
-    # every output of the prefix replaced together or not at all (jfx.io.output_set)
-    with output_set.output_set(g.output_prefix, output_set.PROCESS_OUTPUTS) as outs:
-        ph5.write_process_h5(out_path, state, master_path=g.input,
-                             config_yaml=jcfg.to_yaml(cfg), version=__version__,
-                             start_time=ph5.now_iso(t_write - t0), outputs=outs)
-        written = []
-        if state.scaling is not None:
-            written = _write_scaling_outputs(
-                g.output_prefix, state.scaling, settings.scale, con,
-                wavelength_A=float(state.final_geometry.beam.wavelength_A),
-                datasets=[g.input], program="jfjoch_process", outputs=outs)
-    _report_output_set(outs, con, written)
-    con.detail(f"wrote the output in {time.perf_counter() - t_write:.2f} s")
+    out_path = write_run_outputs(g.output_prefix, state, settings, cfg, g.input, con, t0)
     n_img = state.n_images
     dt = time.perf_counter() - t0
     con.info(f"wrote {out_path} ({n_img} images) in {dt:.2f} s "
@@ -258,6 +319,34 @@ def _process_job(argv: list[str], con: _Console) -> int:
         con.error("scaling: nothing to merge (no image was indexed and integrated)")
         return 1
     return 0
+
+
+def write_run_outputs(prefix: str, state: Any, settings: Any, cfg: Any, master_path: str,
+                      con: _Console, t0: float, merged: bool = True) -> Path:
+    """``<prefix>_process.h5`` and (``merged`` and a scaling result) the merged outputs, as
+    one output set (replaced together or not at all); returns the ``_process.h5`` path.
+    Call with the master file closed (h5py file-locking flags)."""
+    from jfx import __version__
+    from jfx import config as jcfg
+    from jfx.io import output_set
+    from jfx.io import process_h5 as ph5
+
+    out_path = ph5.process_h5_path(prefix)
+    t_write = time.perf_counter()
+    # every output of the prefix replaced together or not at all (jfx.io.output_set)
+    with output_set.output_set(prefix, output_set.PROCESS_OUTPUTS) as outs:
+        ph5.write_process_h5(out_path, state, master_path=master_path,
+                             config_yaml=jcfg.to_yaml(cfg), version=__version__,
+                             start_time=ph5.now_iso(t_write - t0), outputs=outs)
+        written = []
+        if merged and state.scaling is not None:
+            written = _write_scaling_outputs(
+                prefix, state.scaling, settings.scale, con,
+                wavelength_A=float(state.final_geometry.beam.wavelength_A),
+                datasets=[master_path], program="jfjoch_process", outputs=outs)
+    _report_output_set(outs, con, written)
+    con.detail(f"wrote the output in {time.perf_counter() - t_write:.2f} s")
+    return out_path
 
 
 def _read_reference(path: str | None, space_group: int | None, cell: Any = None) -> Any:
@@ -441,6 +530,82 @@ def _write_scaling_outputs(prefix: str, res: Any, sc: Any, con: _Console, *,
                            images=res.images, outputs=outputs)
     written.append((False, f"wrote {rp}"))
     return written
+
+
+# --------------------------------------------------------------------------- launched tasks
+def run_part(cfg: Any) -> dict:
+    """Hydra task function of one part of a launched run (in the launched process or SLURM
+    job; :mod:`jfx.launcher.multirun`): process the part's images without scaling, keep its
+    own images, write ``<prefix>_part<K>_process.h5`` and the part's state file. Never
+    raises: returns ``{"ok", "part", "images", "message"}``."""
+    from jfx import config as jcfg
+
+    k = -1
+    try:
+        settings = jcfg.process_settings(cfg)
+        k = int(settings.launcher.part)
+        return _run_part(cfg, settings, k)
+    except BaseException as e:  # noqa: BLE001 - a part's failure is data for the driver
+        msg = " ".join(f"{type(e).__name__}: {e}".split())
+        if isinstance(e, (InputError, ProcessingError)):
+            msg = " ".join(str(e).split())
+        print(f"jfjoch_process part {k + 1}: error: {msg}", file=sys.stderr, flush=True)
+        return {"ok": False, "part": k, "message": msg}
+
+
+def _run_part(cfg: Any, settings: Any, k: int) -> dict:
+    from jfx import __version__
+    from jfx.io.nxmx import open_master
+    from jfx.io.part_state import write_part_state
+    from jfx.io.progress import Progress
+    from jfx.launcher.multirun import fingerprint, margin_images, part_prefix, state_path
+    from jfx.pipeline import ImageSelection, process, select_images
+    from jfx.pipeline.parts import crop_state, plan_parts
+
+    t0 = time.perf_counter()
+    g, lau = settings.general, settings.launcher
+    con = _Console(f"jfjoch_process part {k + 1}/{lau.parts}", verbose=g.verbose)
+    enable_compilation_cache()
+    with open_master(g.input) as master:
+        sel = select_images(master.n_images, g.start_image, g.end_image, g.stride)
+        part = plan_parts(sel.indices, lau.parts, margin_images(settings, master.geometry))[k]
+        con.info(f"{part.label} (reading {len(part.read)} images) on host "
+                 f"{os.uname().nodename}, pid {os.getpid()}")
+        reference = _read_reference(settings.scale.reference_mtz,
+                                    settings.crystal.space_group,
+                                    settings.crystal.unit_cell)
+        res = process(settings, master, selection=ImageSelection(part.read, sel.warnings),
+                      reference=reference, on_stage=stage_printer(con), scale=False,
+                      progress=lambda name, total: Progress(
+                          f"part {k + 1} {name}", total,
+                          unit=_PROGRESS_UNITS.get(name, "frames")))
+    state = crop_state(res.state, part.own)
+    write_run_outputs(part_prefix(g.output_prefix, k), state, settings, cfg, g.input, con,
+                      t0, merged=False)
+    write_part_state(state_path(g.output_prefix, k), state, fingerprint(cfg, g.input),
+                     {"part": k, "images": part.label, "version": __version__})
+    con.info(f"done in {time.perf_counter() - t0:.1f} s")
+    return {"ok": True, "part": k, "images": part.label,
+            "seconds": time.perf_counter() - t0}
+
+
+def run_job(cfg: Any) -> dict:
+    """Hydra task function of one ``-m`` job: a whole ``jfjoch_process`` run with the
+    output prefix ``<prefix>_job<num>``. Never raises."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from jfx.launcher.multirun import job_prefix
+
+    try:
+        num = int(HydraConfig.get().job.num)
+        with open_dict(cfg):
+            cfg.general.output_prefix = job_prefix(str(cfg.general.output_prefix), num)
+            cfg.launcher.part = 0  # the job runs here, whole: it launches nothing itself
+        code, out = run_settings(cfg, f"jfjoch_process job {num}")
+        return {"ok": code == 0, "output": out, "message": f"exit {code}"}
+    except BaseException as e:  # noqa: BLE001
+        return {"ok": False, "message": " ".join(f"{type(e).__name__}: {e}".split())}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -238,6 +238,12 @@ def _build_parser(prog: str, options, defaults_cfg: Any, positional_help: str,
             action = p.add_argument(*flags, dest=dest, metavar=mv, help=h)
             if kind.startswith("optional"):
                 action.optional_value_metavar = metavar
+    if prog == "jfjoch_process":
+        p.add_argument("-m", "--multirun", action="store_true", default=False,
+                       help="Hydra multirun: one whole job per master file given and per "
+                            "combination of comma-separated override values (key=a,b), "
+                            "each with the output prefix <prefix>_job<num>, run by the "
+                            "launcher chosen (launcher=none: one after the other here)")
     p.add_argument("--cfg", choices=["job"], default=None,
                    help="print the resolved config (YAML) and exit")
     from jfx import __version__

@@ -5,7 +5,7 @@ The Hydra config tree lives in ``conf/``: ``process.yaml`` (``jfjoch_process``) 
 ``scale.yaml`` (``jfjoch_scale``) are defaults lists over config groups, one per node
 (``general``, ``crystal``, ``spotfind``, ``index``, ``refine``, ``integrate``,
 ``partiality``, ``likelihood``, ``scale_model``, ``rotation``, ``scale``, ``pixelrefine``,
-``pixel_partiality``, ``pixel_profile``, ``pixel_background``, ``azint``). Every
+``pixel_partiality``, ``pixel_profile``, ``pixel_background``, ``azint``, ``launcher``). Every
 option file ``conf/<group>/<option>.yaml`` names ITS class in ``_target_`` and sets only the
 values that differ from the class's defaults; the class (a frozen dataclass) holds every
 default once and checks its values (:class:`jfx.validate.Settings`). The option's schema
@@ -40,6 +40,7 @@ from typing import Any
 from jfx.azint.settings import AzintSettings
 from jfx.index.settings import CrystalSettings, IndexSettings, RotationSettings
 from jfx.integrate.base import IntegratorSettings
+from jfx.launcher.settings import LauncherSettings
 from jfx.pixelrefine.components import Background, PixelPartiality, SpotProfile
 from jfx.refine.settings import PixelRefineSettings, RefineSettings
 from jfx.scale.base import Likelihood, PartialityModel, ScaleModel
@@ -158,6 +159,7 @@ class ProcessSettings:
     pixel_profile: SpotProfile
     pixel_background: Background
     azint: AzintSettings
+    launcher: LauncherSettings
 
     def __post_init__(self) -> None:
         if self.index.needs_cell and self.crystal.unit_cell is None:

@@ -54,10 +54,11 @@ EXTRA = {  # options that need a companion setting to be valid
 
 
 def test_groups_are_the_documented_ones():
-    assert GROUPS == ["azint", "crystal", "general", "index", "integrate", "likelihood",
-                      "partiality", "pixel_background", "pixel_partiality", "pixel_profile",
-                      "pixelrefine", "refine", "rotation", "scale", "scale_model",
-                      "spotfind"]
+    assert GROUPS == ["azint", "crystal", "general", "index", "integrate", "launcher",
+                      "likelihood", "partiality", "pixel_background", "pixel_partiality",
+                      "pixel_profile", "pixelrefine", "refine", "rotation", "scale",
+                      "scale_model", "spotfind"]
+    assert options("launcher") == ["local", "none", "slurm"]
     assert options("pixel_partiality") == ["gaussian", "lorentzian"]
     assert options("pixel_profile") == ["gaussian"]
     assert options("pixel_background") == ["plane"]

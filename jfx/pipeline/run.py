@@ -34,8 +34,9 @@ from jfx.pipeline.context import (
     default_batch_size,
     one_line,
     resolve_device,
+    what,
 )
-from jfx.pipeline.state import ImageSelection, ProcessState
+from jfx.pipeline.state import ImageSelection, IndexingTable, ProcessState
 
 STILLS_RETRY_BELOW = 0.9
 """Stills indexed below this fraction of the attempts get the pooled-detector retry."""
@@ -264,7 +265,8 @@ def crystal(state: ProcessState, settings: ProcessSettings) -> ProcessState:
 
 def process(settings: ProcessSettings, source: Any, *, selection: ImageSelection | None = None,
             progress: ProgressFactory | None = None, reference: Any = None,
-            on_stage: Callable[[str, ProcessState], None] | None = None) -> ProcessResult:
+            on_stage: Callable[[str, ProcessState], None] | None = None,
+            scale: bool = True) -> ProcessResult:
     """Run the pipeline on an open frame source (a :class:`jfx.io.nxmx.MasterFile`).
 
     Args:
@@ -274,6 +276,8 @@ def process(settings: ProcessSettings, source: Any, *, selection: ImageSelection
         progress: progress-bar factory used by every stage.
         reference: reference intensities for ``-z`` (read by the shell).
         on_stage: called with ``(stage name, state)`` when a stage ends.
+        scale: False: stop before the scaling stage (a part of a launched run: the
+            parts are scaled together, :func:`finish_parts`).
 
     Raises:
         InputError: unusable input or a requested stage that cannot run.
@@ -337,6 +341,77 @@ def process(settings: ProcessSettings, source: Any, *, selection: ImageSelection
                 state = done("integrate", guarded("integrate", state))
             if state.reflections is not None:
                 state = crystal(state, settings)
-        state = done("scale", scale_stage.run(state, settings, ctx))
+        if scale:
+            state = done("scale", scale_stage.run(state, settings, ctx))
     state = state.with_time("total", time.perf_counter() - t0)
     return ProcessResult(state=state, batch_size=int(batch), device=str(device))
+
+
+def first_pass_images(settings: ProcessSettings, selection: ImageSelection,
+                      increment_deg: float) -> ImageSelection:
+    """The images a rotation run's first pass indexes from (``-R n``: the first n;
+    ``--single-pass-rotation deg``: twice the images of that range; a forced lattice:
+    none needed, the first image)."""
+    rs = settings.rotation
+    idx = np.asarray(selection.indices)
+    if rs.force_lattice is not None:
+        n1 = 1
+    elif rs.two_pass_images is not None:
+        n1 = int(rs.two_pass_images)
+    else:
+        n1 = 2 * int(np.ceil(float(rs.single_pass_deg) / max(abs(increment_deg), 1e-9)))
+    return ImageSelection(idx[:max(1, min(n1, len(idx)))], selection.warnings)
+
+
+def index_first_pass(settings: ProcessSettings, source: Any, selection: ImageSelection, *,
+                     progress: ProgressFactory | None = None) -> IndexingTable:
+    """A rotation run split into parts finds its lattice once, before the parts: spot finding
+    and rotation indexing (with the geometry rescue) of the first-pass images
+    (:func:`first_pass_images`); the parts then index every image with that lattice.
+
+    Raises:
+        ProcessingError: the first pass found no lattice.
+    """
+    inc = float(np.degrees(float(source.geometry.goniometer.increment_rad)))
+    sel = first_pass_images(settings, selection, inc)
+    fp = dataclasses.replace(
+        settings, integrate=dataclasses.replace(settings.integrate, enabled=False),
+        scale=dataclasses.replace(settings.scale, merge=False, reference_mtz=None))
+    res = process(fp, source, selection=sel, progress=progress, scale=False)
+    ix = res.state.indexing
+    if ix is None or ix.basis0 is None:
+        raise ProcessingError(f"rotation first pass ({what(sel.indices)}) found no lattice; "
+                              "nothing to split into parts")
+    return ix
+
+
+def finish_parts(parts: list[ProcessState], settings: ProcessSettings, source: Any, *,
+                 first_pass: IndexingTable | None = None, reference: Any = None,
+                 progress: ProgressFactory | None = None,
+                 on_stage: Callable[[str, ProcessState], None] | None = None) -> ProcessResult:
+    """The parts of a launched run (each cropped to its own images) as one run: combined
+    (:func:`jfx.pipeline.parts.combine_states`), the crystal found over all of them, and
+    scaled and merged once (``-M``/``-z``). ``on_stage`` gets every stage's name with the
+    combined state."""
+    from jfx.pipeline.parts import combine_states
+
+    t0 = time.perf_counter()
+    state = combine_states(parts, first_pass)
+    names = ["spotfind", "index", "refine",
+             "pixelrefine" if state.pixel_refinement is not None else "integrate"]
+    for name in names:
+        if on_stage is not None:
+            on_stage(name, state)
+    if state.reflections is not None:
+        state = crystal(state, settings)
+    device = resolve_device(settings.general.device)
+    ctx = RunContext(source=source, batch_size=int(settings.general.batch_size
+                                                  or default_batch_size(device)),
+                     progress=progress, device=device, reference=reference)
+    state = scale_stage.run(state, settings, ctx)
+    if on_stage is not None:
+        on_stage("scale", state)
+    t = dict(state.timings_s)
+    t["combine"] = time.perf_counter() - t0
+    state = dataclasses.replace(state, timings_s=t)
+    return ProcessResult(state=state, batch_size=ctx.batch_size, device=str(device))
