@@ -230,7 +230,9 @@ def _process_job(argv: list[str], con: _Console) -> int:
         f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "join3d", "azint", "index",
                                         "refine", "integrate", "scale", "total")
         if k in tm)
-        + f" (read = waiting for the reader; device {result.device}, batch {result.batch_size})")
+        + f" (read = waiting for the reader; device {result.device}"
+        + (f" x{result.n_devices}" if result.n_devices > 1 else "")
+        + f", batch {result.batch_size})")
     # the master is closed again before its metadata is copied (h5py file-locking flags)
     from jfx.io import output_set
     from jfx.io import process_h5 as ph5
