@@ -308,7 +308,9 @@ def _run_composed(cfg: Any, settings: Any, con: _Console, t0: float,
         f"{k} {tm[k]:.2f} s" for k in ("setup", "read", "spotfind", "join3d", "azint", "index",
                                         "refine", "integrate", "scale", "combine", "total")
         if k in tm)
-        + f" (read = waiting for the reader; device {result.device}, batch {result.batch_size})")
+        + f" (read = waiting for the reader; device {result.device}"
+        + (f" x{result.n_devices}" if result.n_devices > 1 else "")
+        + f", batch {result.batch_size})")
     out_path = write_run_outputs(g.output_prefix, state, settings, cfg, g.input, con, t0)
     n_img = state.n_images
     dt = time.perf_counter() - t0

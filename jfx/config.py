@@ -70,6 +70,11 @@ class GeneralSettings(Settings):
             compiles once), 1–1024; ``None`` = automatic (4 on CPU, 16 on a GPU).
         device: where the image kernels run: ``auto`` (the default JAX backend: GPU when one
             is present), ``cpu`` or ``gpu`` (an error when no GPU is available).
+        devices: how many local devices of that platform the batches are split over (the
+            per-still fits' batches sharded, the spot-finding frames dealt round-robin;
+            :mod:`jfx.sharding`); ``None`` = all of them. With n > 1 the default batch is
+            n times the per-device default and a set ``batch_size`` is rounded up to a
+            multiple of n.
         max_unreadable_fraction: unreadable images (a corrupt compressed chunk, a chunk
             HDF5 cannot decode) are skipped with a warning and marked in the output while
             they are at most this fraction of the selected images; beyond it, or when
@@ -88,6 +93,7 @@ class GeneralSettings(Settings):
     verbose: bool = False
     batch_size: int | None = setting(None, minimum=1, maximum=1024)
     device: str = setting("auto", choices=DEVICE_CHOICES)
+    devices: int | None = setting(None, minimum=1)
     max_unreadable_fraction: float = setting(0.5, minimum=0.0, maximum=1.0)
 
     def validate(self) -> None:

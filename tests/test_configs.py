@@ -198,6 +198,7 @@ def test_bad_overrides(override, needle):
     (GeneralSettings, {"batch_size": 0}),
     (GeneralSettings, {"batch_size": 100000}),
     (GeneralSettings, {"device": "tpu"}),
+    (GeneralSettings, {"devices": 0}),
 ])
 def test_settings_reject_bad_values(cls, kwargs):
     with pytest.raises(ValueError) as e:

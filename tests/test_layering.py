@@ -9,7 +9,8 @@ from pathlib import Path
 
 JFX = Path(__file__).resolve().parents[1] / "jfx"
 STAGES = {"spotfind", "azint", "index", "refine", "integrate", "scale", "pixelrefine"}
-SHARED = {"", "models", "physics", "symmetry", "solvers", "validate", "lazy"}  # "": jfx itself
+SHARED = {"", "models", "physics", "symmetry", "solvers", "sharding", "validate",
+          "lazy"}  # "": jfx itself
 
 
 def _modules() -> dict[str, Path]:

@@ -44,10 +44,10 @@ def main(argv=None) -> int:
 
     from jfx.cli import process_main
     from jfx.io.nxmx import open_master
-    from jfx.pipeline.context import default_batch_size, resolve_device
+    from jfx.pipeline.context import default_batch_size, resolve_devices
 
-    dev = resolve_device(a.device)
-    batch = default_batch_size(dev)
+    devs = resolve_devices(a.device)
+    batch = default_batch_size(devs[0], len(devs))  # the run's: per-device default x devices
     m = open_master(a.master)
     n = m.n_images
     t0 = time.perf_counter()
@@ -75,7 +75,8 @@ def main(argv=None) -> int:
         if "peak_bytes_in_use" in stats:
             peak = f", peak GPU memory {stats['peak_bytes_in_use'] / 2**30:.2f} GiB"
     parts = [f"{s} {k / t:.1f} frames/s ({t:.1f} s)" for s, k, t in rows if t > 0]
-    print(f"{a.label} {a.device} (batch {batch}, {n} images{peak}): " + "; ".join(parts))
+    print(f"{a.label} {a.device} x{len(devs)} (batch {batch}, {n} images{peak}): "
+          + "; ".join(parts))
     return 0
 
 

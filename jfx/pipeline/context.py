@@ -1,4 +1,4 @@
-"""What a stage needs besides the state and the settings: the frame source, the device,
+"""What a stage needs besides the state and the settings: the frame source, the devices,
 the batch size, the reader workers and the progress factory (:class:`RunContext`).
 
 The pipeline never opens files: the shell hands in an open frame source (a
@@ -55,7 +55,9 @@ class RunContext:
         batch_size: frames per reader chunk and kernel call (fixed: kernels compile once).
         workers: reader worker processes (``-N``).
         progress: progress-bar factory, or None.
-        device: the JAX device the kernels run on (for reports).
+        device: the first JAX device the kernels run on (the default device; for reports).
+        mesh: the 1-D device mesh (:func:`jfx.sharding.batch_mesh`) the batched kernels
+            split their batches over; None with one device (everything on ``device``).
         stored_spots: spots stored in the master file (two-pass rotation pass 1), or None.
         reference: reference intensities (``-z``, :class:`jfx.scale.scaling.Reference`)
             read by the shell, or None.
@@ -68,6 +70,12 @@ class RunContext:
     device: Any = "cpu"
     stored_spots: Any = None
     reference: Any = None
+    mesh: Any = None
+
+    @property
+    def n_devices(self) -> int:
+        """Devices the kernels run on (1 without a mesh)."""
+        return 1 if self.mesh is None else int(self.mesh.devices.size)
 
     def bar(self, name: str, total: int) -> Any:
         """A progress bar for ``name`` (a no-op context without a factory)."""
@@ -90,28 +98,37 @@ class RunContext:
         return None if v is None else float(v)
 
 
-def resolve_device(device: str) -> Any:
-    """The JAX device for ``general.device`` (``auto`` | ``cpu`` | ``gpu``).
+def resolve_devices(device: str, count: int | None = None) -> list[Any]:
+    """The local JAX devices for ``general.device`` (``auto`` | ``cpu`` | ``gpu``): all of
+    that platform, or the first ``count`` (``general.devices``).
 
     Raises:
-        InputError: ``gpu`` requested but JAX sees no GPU.
+        InputError: ``gpu`` requested but JAX sees no GPU; more devices requested than
+            the platform has.
     """
-    import jax
+    from jfx.sharding import local_devices
 
-    if device == "cpu":
-        return jax.devices("cpu")[0]
-    if device == "gpu":
-        try:
-            return jax.devices("gpu")[0]
-        except RuntimeError:
+    try:
+        return local_devices(device, count)
+    except RuntimeError:
+        if device == "gpu":
             raise InputError("general.device=gpu but JAX finds no GPU (install jax[cuda12] "
                              "on a GPU machine, or use general.device=auto)") from None
-    return jax.devices()[0]
+        raise
+    except ValueError as e:
+        raise InputError(f"general.devices: {e}") from None
 
 
-def default_batch_size(device: Any) -> int:
-    """Frames per kernel call when ``general.batch_size`` is null."""
-    return DEFAULT_BATCH_CPU if getattr(device, "platform", "cpu") == "cpu" else DEFAULT_BATCH_GPU
+def resolve_device(device: str) -> Any:
+    """The (first) JAX device for ``general.device`` (see :func:`resolve_devices`)."""
+    return resolve_devices(device)[0]
+
+
+def default_batch_size(device: Any, n_devices: int = 1) -> int:
+    """Frames per kernel call when ``general.batch_size`` is null: the per-device default
+    (4 on CPU, 16 on a GPU) times the number of devices."""
+    per = DEFAULT_BATCH_CPU if getattr(device, "platform", "cpu") == "cpu" else DEFAULT_BATCH_GPU
+    return per * max(int(n_devices), 1)
 
 
 def one_line(e: BaseException) -> str:

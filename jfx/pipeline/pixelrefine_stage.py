@@ -6,7 +6,9 @@ the integration stage.
 Frames are streamed in chunks of ``general.batch_size``; each chunk's stills are prepared
 on the host (:func:`jfx.pixelrefine.stills.prepare`: predicted rows in a generous envelope,
 boxes, background, reference intensities), fitted together (``vmap``,
-:func:`jfx.pixelrefine.fit.fit_batch`) and integrated (:func:`integrate_rows`). A still
+:func:`jfx.pixelrefine.fit.fit_batch`) and integrated (:func:`integrate_rows`); with
+several devices (``RunContext.mesh``) each batch is split over them
+(:func:`jfx.sharding.shard_batch`). A still
 whose fit fails or has too few reflections keeps its spot-refined model (status code, not
 an exception); its rows are integrated with the starting profile.
 
@@ -205,6 +207,7 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
     from jfx.pixelrefine import fit as pf
     from jfx.pixelrefine.stills import ReferenceLookup, bucket, pack, prepare
     from jfx.refine.params import from_basis, system_of_space_group
+    from jfx.sharding import replicate, shard_batch
 
     ix = state.indexing
     if not enabled(settings) or ix is None or not ix.n_indexed or ctx.reference is None:
@@ -267,7 +270,8 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         p0 = _stack([start(p) for p in preps] + [start(preps[0])] * (batch - len(preps)))
         too_few = np.array([len(p.fit_rows) < pr_set.min_fit_reflections for p in preps]
                            + [True] * (batch - len(preps)))
-        out = pf.fit_batch(p0, dfit, max_iter=pr_set.max_iter, solver=pr_set.solver,
+        out = pf.fit_batch(shard_batch(p0, ctx.mesh), shard_batch(dfit, ctx.mesh),
+                           max_iter=pr_set.max_iter, solver=pr_set.solver,
                            partiality_prior_sigma=float(prior_sigma), **kw)
         out = jax.tree_util.tree_map(np.asarray, out)
         tm["fit"] += time.perf_counter() - t
@@ -295,7 +299,8 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         p_use = jax.tree_util.tree_map(
             lambda a, b: np.where(use_fit.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), p1, p0)
         t = time.perf_counter()
-        out = pf.integrate_rows(p_use, dall, mult, **kw)
+        out = pf.integrate_rows(shard_batch(p_use, ctx.mesh), shard_batch(dall, ctx.mesh),
+                                replicate(mult, ctx.mesh), **kw)
         out = {k: np.asarray(v) for k, v in out.items()}
         tm["integrate"] += time.perf_counter() - t
         bases = np.stack([np.asarray(pf.basis_of(_index(p_use, k), p.U0, system))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -155,9 +156,11 @@ outlier rejection, the scan-varying blocks."""
 
 
 def refine_stills_pooled(state: ProcessState, settings: ProcessSettings,
-                         tick: Callable[[int], None] = _no_tick) -> RefinementTable:
+                         tick: Callable[[int], None] = _no_tick, mesh: Any = None
+                         ) -> RefinementTable:
     """Refine every indexed still, pool the detector, refine each crystal against it.
-    ``tick(n)``: progress, :data:`STILLS_STEPS` in all."""
+    ``tick(n)``: progress, :data:`STILLS_STEPS` in all; ``mesh``: the devices the stills'
+    batches are split over (:attr:`RunContext.mesh`)."""
     from jfx.models.lattice import Lattice
     from jfx.refine.refine import refine_stills
 
@@ -166,13 +169,13 @@ def refine_stills_pooled(state: ProcessState, settings: ProcessSettings,
     geo = state.indexing.geometry
     sel, spots, basis = still_spots(state)
     res = refine_stills(spots, geo, Lattice(basis=basis, space_group=sg), settings.refine,
-                        solver=solver)
+                        solver=solver, mesh=mesh)
     tick(1)
     good = np.asarray(res.status) == 0
     if _detector_free(settings) and int(good.sum()) >= POOL_MIN_STILLS:
         geo_p = pooled_detector(geo, res.geometry, good)
         res2 = refine_stills(spots, geo_p, Lattice(basis=np.asarray(res.basis), space_group=sg),
-                             _without(settings, "detector."), solver=solver)
+                             _without(settings, "detector."), solver=solver, mesh=mesh)
         if int(np.sum(np.asarray(res2.status) == 0)) >= int(good.sum()) * 0.9:
             res = res2
     tick(1)
@@ -392,7 +395,8 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
         with ctx.bar("refinement", STILLS_STEPS) as bar:
             try:
                 table = refine_stills_pooled(state, settings,
-                                             bar.update if bar is not None else _no_tick)
+                                             bar.update if bar is not None else _no_tick,
+                                             mesh=ctx.mesh)
             except ValueError:
                 table = None
     else:

@@ -34,6 +34,7 @@ from jfx.pipeline.context import (
     default_batch_size,
     one_line,
     resolve_device,
+    resolve_devices,
     what,
 )
 from jfx.pipeline.state import ImageSelection, IndexingTable, ProcessState
@@ -56,12 +57,14 @@ class ProcessResult:
 
     Attributes:
         state: the final :class:`ProcessState`.
-        batch_size: frames per kernel call used; device: the JAX device used.
+        batch_size: frames per kernel call used; device: the (first) JAX device used;
+        n_devices: the devices the batches were split over.
     """
 
     state: ProcessState
     batch_size: int
     device: str
+    n_devices: int = 1
 
 
 def _check_scale_model(geometry, settings: ProcessSettings) -> None:
@@ -292,14 +295,19 @@ def process(settings: ProcessSettings, source: Any, *, selection: ImageSelection
     g = settings.general
     if selection is None:
         selection = select_images(source.n_images, g.start_image, g.end_image, g.stride)
-    device = resolve_device(g.device)
-    batch = g.batch_size if g.batch_size is not None else default_batch_size(device)
+    from jfx.sharding import batch_mesh, round_up
+
+    devices = resolve_devices(g.device, g.devices)
+    device = devices[0]
+    mesh = batch_mesh(devices) if len(devices) > 1 else None
+    batch = round_up(g.batch_size if g.batch_size is not None
+                     else default_batch_size(device, len(devices)), mesh)
     stored = None
     if settings.rotation.two_pass_images is not None and not settings.rotation.redo_spots:
         stored = getattr(source, "stored_spots", None)
     ctx = RunContext(source=source, batch_size=int(batch), workers=g.threads,
                      progress=progress, device=device, stored_spots=stored,
-                     reference=reference)
+                     reference=reference, mesh=mesh)
     warnings = tuple(getattr(source, "warnings", ()) or ()) + selection.warnings
     geometry = source.geometry
     if settings.pixelrefine.bandwidth_fwhm is not None:  # --bandwidth overrides the file
@@ -344,7 +352,8 @@ def process(settings: ProcessSettings, source: Any, *, selection: ImageSelection
         if scale:
             state = done("scale", scale_stage.run(state, settings, ctx))
     state = state.with_time("total", time.perf_counter() - t0)
-    return ProcessResult(state=state, batch_size=int(batch), device=str(device))
+    return ProcessResult(state=state, batch_size=int(batch), device=str(device),
+                         n_devices=len(devices))
 
 
 def first_pass_images(settings: ProcessSettings, selection: ImageSelection,

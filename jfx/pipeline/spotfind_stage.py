@@ -6,7 +6,9 @@ The finder is built once per run by the ``spotfind`` settings
 on every batch of frames. Data flow (bounded memory): reader (a background thread, or ``-N`` worker processes,
 reading ahead) → kernels (``batch_size`` frames per call, the last chunk zero-padded so
 each kernel compiles once; the azimuthal-integration kernel is dispatched asynchronously
-before spot finding so both overlap) → compact per-image results (O(max_spots) numbers per
+before spot finding so both overlap; with several devices, ``RunContext.mesh``, the
+spot-finding frames are dealt round-robin over them and the azimuthal-integration batch is
+split over them) → compact per-image results (O(max_spots) numbers per
 image, preallocated for the selection). Peak memory ≈ (prefetch + 2) · batch frames +
 per-image results.
 
@@ -273,15 +275,15 @@ def run(state: ProcessState, settings: ProcessSettings, ctx: RunContext) -> Proc
             pending = None
             if integ is not None:
                 try:  # asynchronous dispatch: runs while spot finding works on the frames
-                    pending = integ.integrate_async(frames)
+                    pending = integ.integrate_async(frames, mesh=ctx.mesh)
                 except Exception as e:
                     raise ProcessingError(f"azimuthal integration failed on {what(idx)}: "
                                           f"{one_line(e)}") from e
             try:
                 if joiner is None:
-                    res = finder(frames, idx_p)
+                    res = finder(frames, idx_p, mesh=ctx.mesh)
                 else:
-                    res = finder(frames, idx_p, all_spots=True)
+                    res = finder(frames, idx_p, all_spots=True, mesh=ctx.mesh)
                 acc.add(pos, k, idx, res)
             except (InputError, ProcessingError):
                 raise

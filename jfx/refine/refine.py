@@ -7,6 +7,8 @@ as the preset frees them), all starting from the one input geometry. This mirror
 detector is not done here. The problems are padded to fixed shapes — spots per image to a
 bucket of 64/128/256/512 (multiples of 512 beyond), images to chunks of 1/8/64 — and solved
 with one ``jax.vmap`` over the chunk, so each (image bucket, spot bucket) pair compiles once.
+With a device mesh (``mesh``, :mod:`jfx.sharding`) the chunks are rounded up to multiples of
+its devices and each is split over them.
 
 Rotation: one scan-static crystal (basis at goniometer angle 0) and one detector/beam over
 the whole sweep, from the (x, y, φ) of every indexed spot.
@@ -37,6 +39,7 @@ from jfx.refine.residuals import (
     still_raw_residuals,
 )
 from jfx.refine.settings import OrientationRefinement, RefineSettings
+from jfx.sharding import replicate, round_up, shard_batch
 from jfx.solvers import SOLVERS, solve
 
 SPOT_BUCKETS = (64, 128, 256, 512)
@@ -199,7 +202,8 @@ def _still_batch(params, template, hkl, x, y, w, k, *, mask, solver, max_iter, t
 def refine_stills(spots: RefineSpots, geometry: Geometry, lattice: Lattice,
                   settings: RefineSettings, solver: str = "lm", *, loss: str = "huber",
                   huber_px: float = 1.0, max_iter: int | None = None,
-                  tol: float | None = None, min_spots: int = 6) -> RefineResult:
+                  tol: float | None = None, min_spots: int = 6,
+                  mesh: Any = None) -> RefineResult:
     """Refine every still independently (see the module docstring).
 
     Args:
@@ -213,6 +217,9 @@ def refine_stills(spots: RefineSpots, geometry: Geometry, lattice: Lattice,
         max_iter, tol: solver controls (``None`` = defaults per solver).
         min_spots: images with fewer valid spots (or fewer than ⌈free parameters/2⌉ + 1)
             are not refined (status TOO_FEW_SPOTS).
+        mesh: a 1-D device mesh (:func:`jfx.sharding.batch_mesh`) the images of each chunk
+            are split over (chunks rounded up to a multiple of its devices); None: the
+            default device.
     Returns:
         :class:`RefineResult` with per-image arrays.
     """
@@ -249,9 +256,10 @@ def refine_stills(spots: RefineSpots, geometry: Geometry, lattice: Lattice,
 
     outs = []
     start = 0
+    chunks = tuple(round_up(c, mesh) for c in IMAGE_CHUNKS)
     while start < n_img:
         rest = n_img - start
-        chunk = next((c for c in IMAGE_CHUNKS if rest <= c), IMAGE_CHUNKS[-1])
+        chunk = next((c for c in chunks if rest <= c), chunks[-1])
         m = min(chunk, rest)
         # padded lanes repeat image `start` (valid numbers) with zero weights
         rows = np.concatenate([np.arange(start, start + m), np.full(chunk - m, start)])
@@ -262,8 +270,10 @@ def refine_stills(spots: RefineSpots, geometry: Geometry, lattice: Lattice,
         wc = padi(w)
         wc[m:] = 0.0
         pc = jax.tree_util.tree_map(lambda a, f=padi: jnp.asarray(f(a)), params)
-        out = _still_batch(pc, template, jnp.asarray(padi(hkl)), jnp.asarray(padi(x)),
-                           jnp.asarray(padi(y)), jnp.asarray(wc), jnp.asarray(huber_px),
+        pc, hc, xc, yc, wc = shard_batch((pc, jnp.asarray(padi(hkl)), jnp.asarray(padi(x)),
+                                          jnp.asarray(padi(y)), jnp.asarray(wc)), mesh)
+        tc, kc = replicate((template, jnp.asarray(huber_px)), mesh)
+        out = _still_batch(pc, tc, hc, xc, yc, wc, kc,
                            mask=mask, solver=solver, max_iter=max_iter, tol=tol, loss=loss)
         outs.append(jax.tree_util.tree_map(lambda a, m=m: np.asarray(a)[:m], out))
         start += m

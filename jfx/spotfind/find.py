@@ -30,7 +30,9 @@ it); NaN with fewer than 5 spots.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -38,6 +40,7 @@ from jfx.models.geometry import Geometry
 from jfx.models.pixels import special_values
 from jfx.models.spots import FrameSpots, SpotList
 from jfx.physics.diffraction import detector_origin_mm
+from jfx.sharding import device_of
 from jfx.spotfind.base import SpotFinderSettings
 from jfx.spotfind.filters import BeamGuard, background_step, peak_separation
 from jfx.spotfind.ice import on_ice_ring
@@ -150,6 +153,10 @@ class ThresholdSpotFinder:
         masked_idx: sorted flat indices of the masked pixels (for the sparse path's stats).
         error_value, saturation_value: special values (``None`` = none).
         guard: the beam guard (:class:`jfx.spotfind.filters.BeamGuard`), None when off.
+
+    Several devices (``mesh`` of :meth:`__call__`): the frames of a chunk are dealt
+    round-robin over the mesh's devices (:func:`jfx.sharding.device_of`); each frame's kernel
+    runs on its device, with the mask copied there once (``_masks``).
     """
 
     settings: SpotFinderSettings  # jfx.spotfind.settings.ThresholdSpotFinderSettings
@@ -160,6 +167,7 @@ class ThresholdSpotFinder:
     error_value: int | None
     saturation_value: float | None
     guard: BeamGuard | None = None
+    _masks: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
     def create(settings: SpotFinderSettings, geometry: Geometry,
@@ -215,8 +223,18 @@ class ThresholdSpotFinder:
     def _specials(self, frame: np.ndarray):
         return special_values(frame.dtype, self.error_value, self.saturation_value)
 
-    def _dispatch(self, frame: np.ndarray):
-        """Start the strong-pixel computation of one frame (asynchronous; see :meth:`strong`).
+    def _on(self, frame: np.ndarray, device: Any):
+        """(frame, device mask) for a kernel on ``device`` (None: the default device)."""
+        if device is None:
+            return frame, self.pixel_mask
+        mask = self._masks.get(device)
+        if mask is None:
+            mask = self._masks[device] = jax.device_put(self.pixel_mask_host, device)
+        return jax.device_put(frame, device), mask
+
+    def _dispatch(self, frame: np.ndarray, device: Any = None):
+        """Start the strong-pixel computation of one frame (asynchronous; see :meth:`strong`)
+        on ``device`` (None: the default device).
 
         ``kernel = auto``: a numpy pass finds the candidate pixels (valid, v ≥ threshold) and
         the per-image statistics; with ≤ SPARSE_MAX_CANDIDATES candidates only their window
@@ -232,11 +250,11 @@ class ThresholdSpotFinder:
                 # window sums at the candidates and at the pixels the centroid region can
                 # grow into, in one call
                 pix = dilate(cand, frame.shape, s.centroid_grow_px)
-                sums = window_sums(frame, self.pixel_mask, pix, window=s.window,
+                sums = window_sums(*self._on(frame, device), pix, window=s.window,
                                    has_err=has_err, err=err, has_sat=has_sat, sat=sat)
                 return ("sparse", cand, pix, st, sums)
         return ("dense", _strong_kernel(
-            frame, self.pixel_mask, np.int64(err), np.int64(sat), np.float64(s.sigma) ** 2,
+            *self._on(frame, device), np.int64(err), np.int64(sat), np.float64(s.sigma) ** 2,
             np.float32(s.threshold), window=s.window, strip=STRIP_ROWS,
             has_error_value=has_err, has_saturation_value=has_sat))
 
@@ -384,7 +402,7 @@ class ThresholdSpotFinder:
                           ).astype(np.int32))
 
     def __call__(self, frames: np.ndarray, images: np.ndarray, *,
-                 all_spots: bool = False) -> SpotFindResult:
+                 all_spots: bool = False, mesh: Any = None) -> SpotFindResult:
         """Find the spots of one chunk.
 
         Args:
@@ -392,6 +410,8 @@ class ThresholdSpotFinder:
             images: (k,) int64 image numbers (0-based indices into the input file).
             all_spots: also return every filtered spot before the ``max_spots`` truncation
                 (``SpotFindResult.all_spots``, for 3D joining of rotation data).
+            mesh: the devices the frames are dealt over (:func:`jfx.sharding.batch_mesh`;
+                None: the default device).
 
         Returns:
             :class:`SpotFindResult`.
@@ -425,9 +445,10 @@ class ThresholdSpotFinder:
         # candidate pass and the kernels of the following frames
         if k > 1:
             pool = self._worker()
-            outs = [pool.submit(self._dispatch, frames[i]) for i in range(k)]
+            outs = [pool.submit(self._dispatch, frames[i], device_of(i, mesh))
+                    for i in range(k)]
         else:
-            outs = [self._dispatch(frames[0])]
+            outs = [self._dispatch(frames[0], device_of(0, mesh))]
         every: list[FrameSpots] = []
         for i in range(k):
             out = outs[i].result() if k > 1 else outs[i]

@@ -145,6 +145,7 @@ DEFAULTS = {
     "general.output_prefix": "output", "general.threads": 1, "general.start_image": 0,
     "general.end_image": None, "general.stride": 1, "general.verbose": False,
     "general.input": None, "general.batch_size": None, "general.device": "auto",
+    "general.devices": None,
     "azint.enabled": True, "azint.q_spacing_invA": 0.02, "azint.low_q_invA": 0.0,
     "azint.high_q_invA": None, "azint.n_azimuthal_bins": 0, "azint.solid_angle": True,
     "azint.polarization": True,

@@ -163,3 +163,31 @@ def test_integration_recovers_the_rendered_photons(stills, fitted):
     assert len(rat) > 100
     assert abs(np.median(rat) - 1) < 0.03
     assert 0.7 < 1.4826 * np.median(np.abs(z - np.median(z))) < 1.5
+
+
+def test_batch_split_over_two_devices_gives_the_one_device_fit(stills, fitted, tmp_path):
+    """The batch split over two forced CPU devices (:func:`jfx.sharding.shard_batch`, as the
+    stage does with several devices; in a subprocess, tests/multidevice.py): the fit and the
+    integration of the one-device run, to float64 rounding of the differently compiled
+    per-device batch (≈ 1e-9 relative after the LM iterations)."""
+    import pickle
+
+    from tests.multidevice import run_checks
+
+    geo, lookup, sts, _ = stills
+    _, p, conv, sig, dall = fitted
+    _, dfit, _, p0 = _batch(geo, sts, lookup)
+    kw = {"partiality": PART, "profile": PROF, "system": SYSTEM}
+    path = tmp_path / "batch.pkl"
+    path.write_bytes(pickle.dumps((p0, dfit, dall, kw)))
+    run_checks("pixelrefine", str(path))
+    (fit2, rows2), used = pickle.loads((tmp_path / "batch.pkl.out").read_bytes())
+    assert used == (2, 2)  # outputs of both kernels split over the two devices
+    np.testing.assert_array_equal(fit2[2], conv)
+    for a, b in zip(jax.tree_util.tree_leaves((p, sig)),
+                    jax.tree_util.tree_leaves((fit2[0], fit2[4]))):
+        np.testing.assert_allclose(b, np.asarray(a), rtol=1e-6, atol=1e-12)
+    rows = integrate_rows(p, dall, jnp.asarray(6.0), **kw)
+    for k, v in rows.items():
+        np.testing.assert_allclose(rows2[k], np.asarray(v), rtol=1e-6, atol=1e-12,
+                                   equal_nan=True, err_msg=k)
