@@ -72,7 +72,7 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM (what batch schedulers send): handled as Ctrl-C, exit 143."""
 
 
-def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+def _on_sigterm(signum, frame):
     raise _Terminated()
 
 

@@ -35,7 +35,7 @@ def read_part_state(path: str | os.PathLike, fingerprint: str | None = None
     another format or (``fingerprint`` given) of another job."""
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f)  # noqa: S301 - our own file, written by write_part_state
+            d = pickle.load(f)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError,
             ModuleNotFoundError, TypeError, ValueError):
         return None

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,7 +93,7 @@ def margin_images(settings: Any, geometry: Any) -> int:
     inc = abs(math.degrees(float(geometry.goniometer.increment_rad)))
     if inc <= 0:
         return 0
-    return int(math.ceil(settings.launcher.overlap_deg / inc - 1e-9))
+    return math.ceil(settings.launcher.overlap_deg / inc - 1e-9)
 
 
 def _lattice_override(basis0: np.ndarray) -> list[str]:
@@ -137,7 +135,7 @@ def hydra_multirun(config_name: str, overrides: Sequence[str], task_function: An
                              overrides=ov, with_log_configuration=False)
     except HydraException as e:
         raise ProcessingError(f"launcher: {' '.join(str(e).split())}") from None
-    except Exception as e:  # submitit's UncompletedJobError, a lost worker, …
+    except Exception as e:  # noqa: BLE001 - submitit's UncompletedJobError, a lost worker
         raise ProcessingError(f"launcher: {type(e).__name__}: "
                               f"{' '.join(str(e).split())[:400]}") from None
     finally:
@@ -203,19 +201,23 @@ def run_parts(settings: Any, overrides: Sequence[str], config_dirs: Sequence[str
         ov += _lattice_override(first.basis0)
     cfg0 = jcfg.compose("process", ov + ["launcher.part=0"], config_dirs_extra=config_dirs)
     fp = fingerprint(cfg0, g.input)
-    margin = len(plan[0].read) - len(plan[0].own) if len(plan) > 1 else 0
+    margin = margin_images(settings, geo) if len(plan) > 1 else 0
     con.info(f"launcher {lau.name}: {len(plan)} parts of {len(plan[0].own)}"
              f"{'' if len({len(p.own) for p in plan}) == 1 else '±1'} images"
-             + (f" (each reading up to {-(-margin // 2) if margin else 0} more images on "
-                "either side)" if margin else ""))
-    todo = []
+             + (f" (each reading up to {margin} more images on either side)" if margin
+                else ""))
+    todo, states = [], {}
     for p in plan:
-        done = lau.resume and read_part_state(state_path(g.output_prefix, p.number), fp)
-        if done:
+        got = read_part_state(state_path(g.output_prefix, p.number), fp) if lau.resume \
+            else None
+        if got is not None:
+            states[p.number] = got[0]
             con.info(f"part {p.number + 1}/{len(plan)} ({p.label}): finished before, reused "
                      "(launcher.resume)")
         else:
             todo.append(p.number)
+    for k in todo:  # a part run now answers with a new state file or none
+        state_path(g.output_prefix, k).unlink(missing_ok=True)
     failures: dict[int, str] = {}
     if todo:
         t0 = time.perf_counter()
@@ -238,13 +240,15 @@ def run_parts(settings: Any, overrides: Sequence[str], config_dirs: Sequence[str
             if isinstance(v, dict) and not v.get("ok", False):
                 failures[int(v.get("part", -1))] = str(v.get("message", "failed"))
         con.info(f"parts finished in {time.perf_counter() - t0:.1f} s")
-    states, missing = [], []
+    missing = []
     for p in plan:
+        if p.number in states:
+            continue
         got = read_part_state(state_path(g.output_prefix, p.number), fp)
         if got is None:
             missing.append(p)
-            continue
-        states.append(got[0])
+        else:
+            states[p.number] = got[0]
     if missing:
         lines = [f"part {p.number + 1}/{len(plan)} ({p.label}): "
                  + failures.get(p.number, "did not finish") for p in missing]
@@ -254,7 +258,7 @@ def run_parts(settings: Any, overrides: Sequence[str], config_dirs: Sequence[str
             f"{len(missing)} of {len(plan)} parts failed ({'; '.join(lines)}); no merged "
             "output written; fix the cause and run again with launcher.resume=true to reuse "
             "the finished parts")
-    return states, first
+    return [states[p.number] for p in plan], first
 
 
 # --------------------------------------------------------------------------- -m: many jobs

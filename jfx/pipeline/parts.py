@@ -20,6 +20,7 @@ passage-weighted mean; timings add up (the parts' work, not the wall time).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,7 +73,7 @@ def plan_parts(indices: np.ndarray, n_parts: int, margin: int = 0) -> list[Part]
     edges = np.linspace(0, len(idx), n_parts + 1).round().astype(np.int64)
     m = max(0, int(margin))
     return [Part(k, idx[a:b], idx[max(0, a - m):min(len(idx), b + m)])
-            for k, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
+            for k, (a, b) in enumerate(itertools.pairwise(edges))]
 
 
 def _take_rows(obj: Any, rows: np.ndarray, shared: Sequence[str] = ()) -> Any:

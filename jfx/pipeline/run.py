@@ -71,7 +71,7 @@ def _check_scale_model(geometry, settings: ProcessSettings) -> None:
     """``scale_model=physical`` chosen for images that will be processed as stills (no scan,
     or rotation data without ``-R``/``--single-pass-rotation``) is refused before any image
     is read (InputError); ``auto`` picks the per-image model for them itself."""
-    from jfx.scale.models import AutoScale, PhysicalScale, STILLS_REFUSED
+    from jfx.scale.models import STILLS_REFUSED, AutoScale, PhysicalScale
 
     m = settings.scale_model
     if not settings.merging or not isinstance(m, PhysicalScale) or isinstance(m, AutoScale):

@@ -1,12 +1,9 @@
 """Smoke test of the localhost SLURM cluster (``slurm_cluster`` fixture, tests/cluster/slurm.sh):
-submitit's SlurmExecutor (a single job, a failing job, an array) and Hydra's ``submitit_slurm``
-launcher (a two-job multirun)."""
+submitit's SlurmExecutor (a single job, a failing job, an array). Hydra's ``submitit_slurm``
+launcher on it: test_slurm_parts.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
@@ -88,46 +85,3 @@ def test_submitit_array(slurm_cluster, tmp_path):
     assert sorted(r[2] for r in results) == ["0", "1"]
     if slurm_cluster.accounting:
         assert [_sacct_state(slurm_cluster, j) for j in jobs] == ["COMPLETED", "COMPLETED"]
-
-
-APP = textwrap.dedent('''
-    from pathlib import Path
-    import os
-
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig
-
-
-    @hydra.main(version_base=None, config_path=".", config_name="config")
-    def main(cfg: DictConfig) -> int:
-        out = Path(HydraConfig.get().runtime.output_dir) / "result.txt"
-        out.write_text(f"x={cfg.x} job={os.environ.get('SLURM_JOB_ID')}\\n")
-        return cfg.x * 10
-
-
-    if __name__ == "__main__":
-        main()
-''')
-
-
-def test_hydra_submitit_slurm_launcher(slurm_cluster, tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
-                        reason="hydra-submitit-launcher not installed (pip install hydra-submitit-launcher)")
-    (tmp_path / "app.py").write_text(APP)
-    (tmp_path / "config.yaml").write_text("x: 0\n")
-    sweep = tmp_path / "multirun"
-    cmd = [sys.executable, "app.py", "-m", "hydra/launcher=submitit_slurm",
-           f"hydra.launcher.partition={slurm_cluster.partition}", "hydra.launcher.timeout_min=5",
-           "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={sweep}", "x=1,2"]
-    try:
-        proc = subprocess.run(cmd, cwd=tmp_path, env=slurm_cluster.env, capture_output=True,
-                              text=True, timeout=JOB_WAIT_S)
-    except subprocess.TimeoutExpired as e:
-        queue = slurm_cluster.run("squeue")
-        pytest.fail(f"Hydra multirun did not finish in {JOB_WAIT_S} s\n{e.stdout}\n{e.stderr}\n{queue}\n"
-                    + slurm_cluster.logs())
-    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
-    texts = sorted((sweep / str(i) / "result.txt").read_text().strip() for i in range(2))
-    assert [t.split()[0] for t in texts] == ["x=1", "x=2"]
-    assert all(t.split()[1] != "job=None" for t in texts)   # ran inside SLURM jobs

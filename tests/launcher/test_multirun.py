@@ -25,8 +25,8 @@ def test_multirun_over_masters_and_a_sweep(launcher_data, tmp_path):
             cfg = f["/entry/jfx/config"][()].decode()
             n = len(f["/entry/MX/imageNumber"])
         inp = "st_master" if "st_master" in cfg else "rot_master"
-        sigma = [ln.split(":")[1].strip() for ln in cfg.split("spotfind:")[1].splitlines()
-                 if ln.strip().startswith("sigma:")][0].removesuffix(".0")
+        sigma = next(ln.split(":")[1].strip() for ln in cfg.split("spotfind:")[1].splitlines()
+                 if ln.strip().startswith("sigma:")).removesuffix(".0")
         seen.add((inp, sigma))
         assert n == 4
         assert f"job {k} [" in err

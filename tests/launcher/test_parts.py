@@ -37,7 +37,7 @@ def _parts(data, name, args, tag, *extra):
 @pytest.mark.parametrize("name", ["st", "rot"])
 def test_two_local_parts_equal_the_single_run(launcher_data, single_runs, name):
     args = STILLS_ARGS if name == "st" else ROTATION_ARGS
-    rc, prefix, out, err = _parts(launcher_data, name, args, "p2")
+    rc, prefix, _out, err = _parts(launcher_data, name, args, "p2")
     assert rc == 0, err
     f = compare(str(single_runs[name]), str(prefix))
     assert f["cc"] >= 0.9995, f
