@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.spot_frames import spot_frames
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -88,13 +90,7 @@ def _helpers() -> dict:
     # spot finding: frames dealt over the devices, same spots as on the default device
     rng = np.random.default_rng(7)
     shape = (96, 120)
-    frames = rng.poisson(1.0, (4,) + shape).astype(np.int32)
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
-    for i in range(4):
-        for _ in range(12):
-            cy, cx = rng.uniform(5, shape[0] - 5), rng.uniform(5, shape[1] - 5)
-            frames[i] += rng.poisson(300 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 2.0)
-                                     ).astype(np.int32)
+    frames = spot_frames(rng, 4, shape, 12)
     geo = Geometry(Beam.create(1.0), Detector.create(60.0, (60.3, 48.2), shape), None)
     mask = np.zeros(shape, bool)
     mask[40:43] = True

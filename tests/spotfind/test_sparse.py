@@ -18,6 +18,7 @@ from jfx.spotfind.strong import (
     host_pass,
     window_sums,
 )
+from tests.spot_frames import spot_frames
 from tests.spotfind.conftest import random_frame, reference_strong
 
 
@@ -94,13 +95,7 @@ def test_finder_dense_sparse_auto_identical(grow):
     """Whole spot-finding stage: same spots, stats and order with every kernel choice."""
     rng = np.random.default_rng(7)
     shape = (160, 200)
-    frames = rng.poisson(1.0, (3,) + shape).astype(np.int32)
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
-    for i in range(3):
-        for _ in range(25):
-            cy, cx = rng.uniform(5, shape[0] - 5), rng.uniform(5, shape[1] - 5)
-            frames[i] += rng.poisson(300 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 2.0)
-                                     ).astype(np.int32)
+    frames = spot_frames(rng, 3, shape, 25)
     mask = np.zeros(shape, bool)
     mask[70:75] = True
     frames[:, mask] = np.iinfo(np.int32).min
