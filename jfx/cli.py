@@ -122,7 +122,7 @@ def _run(prog: str, argv: Sequence[str] | None, job, con: _Console | None = None
 
 
 _PROGRESS_UNITS = {"indexing": "images", "integration": "frames", "refinement": "steps",
-                   "scaling": "cycles"}
+                   "scaling": "cycles", "parts": "parts"}
 """Item name of each stage's progress (default: frames)."""
 
 

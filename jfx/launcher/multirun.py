@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -153,6 +153,42 @@ def _q(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+class _WatchParts:
+    """While the launcher runs the parts (it returns only when all have ended), count the
+    parts' state files every ``interval_s`` and report them on a progress bar ``parts``
+    (``progress(name, total)``; a plain line per advance in a log)."""
+
+    def __init__(self, paths: list[Path], progress: Any, interval_s: float = 2.0) -> None:
+        import threading
+
+        self.paths, self.progress, self.interval_s = paths, progress, interval_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="parts-progress", daemon=True)
+
+    def _run(self) -> None:
+        done: set[Path] = set()
+        with self.progress("parts", len(self.paths)) as bar:
+            while True:
+                stopping = self.stop.is_set()
+                new = {p for p in self.paths if p not in done and p.exists()}
+                if new:
+                    done |= new
+                    bar.update(len(new))
+                if stopping or len(done) == len(self.paths):
+                    break
+                self.stop.wait(self.interval_s)
+
+    def __enter__(self) -> Self:
+        if self.progress is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
+
+
 # --------------------------------------------------------------------------- parts: driver
 def run_parts(settings: Any, overrides: Sequence[str], config_dirs: Sequence[str],
               master: Any, selection: Any, con: Any, task_function: Any,
@@ -228,7 +264,8 @@ def run_parts(settings: Any, overrides: Sequence[str], config_dirs: Sequence[str
             "hydra.sweep.subdir=part${launcher.part}",
             "launcher.part=" + ",".join(str(k) for k in todo)]
         try:
-            rets = hydra_multirun("process", sweep, task_function, config_dirs)
+            with _WatchParts([state_path(g.output_prefix, k) for k in todo], progress):
+                rets = hydra_multirun("process", sweep, task_function, config_dirs)
         except ProcessingError as e:
             rets = []
             con.info(f"warning: {e}")

@@ -36,3 +36,16 @@ def test_slurm_parts_equal_the_single_run(slurm_cluster, launcher_data, single_r
         out = slurm_cluster.run("sacct", "-X", "-n", "-P", "-o", "JobName,State")
         states = [ln.split("|") for ln in out.splitlines() if ln.startswith("jfx")]
         assert len(states) >= 2 and all(s == "COMPLETED" for _, s in states), out
+
+
+def test_multirun_jobs_on_slurm(slurm_cluster, launcher_data, tmp_path):
+    d = launcher_data
+    rc, _, err = run_process(["-m", str(d / "st_master.h5"), str(d / "rot_master.h5"),
+                              "-o", str(tmp_path / "mr"), "-e", "3", "-X", "none",
+                              "launcher=slurm", f"launcher.partition={slurm_cluster.partition}",
+                              "launcher.cpus_per_task=1", "launcher.time_min=10"])
+    assert rc == 0, err + "\n" + slurm_cluster.logs()
+    assert "2 of 2 jobs succeeded" in err
+    assert (tmp_path / "mr_job0_process.h5").exists() and (tmp_path / "mr_job1_process.h5").exists()
+    logs = list((tmp_path / "mr_multirun" / ".submitit").rglob("*_log.err"))
+    assert len(logs) >= 2 and any("jfjoch_process job 1" in p.read_text() for p in logs), logs
