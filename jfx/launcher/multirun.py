@@ -235,6 +235,11 @@ def run_parts(settings: Any, overrides: Sequence[str], config_dirs: Sequence[str
         con.info(f"rotation first pass: lattice found once for all parts ({first.mode}, "
                  f"{first.n_attempted} images) in {time.perf_counter() - t0:.1f} s")
         ov += _lattice_override(first.basis0)
+        if "geometry refined first" in first.mode:
+            con.info("warning: the first pass found the lattice only after refining the "
+                     "stored beam centre / distance; the parts index with that lattice on the "
+                     "stored geometry and refine their own (a part that cannot is named "
+                     "below): correct the master file's geometry, or run without parts")
     cfg0 = jcfg.compose("process", ov + ["launcher.part=0"], config_dirs_extra=config_dirs)
     fp = fingerprint(cfg0, g.input)
     margin = margin_images(settings, geo) if len(plan) > 1 else 0
