@@ -345,3 +345,18 @@ def test_extra_config_dir_argument(tmp_path, monkeypatch):
     s = scale_settings(compose("scale", ["likelihood=huber2"], config_dirs_extra=[d]))
     assert s.likelihood == HuberLikelihood(k=2.0)
     assert "huber2" in group_options("likelihood", [d])
+
+
+def test_every_config_group_is_installed_with_a_regular_install():
+    """pyproject's data-files carry every conf/<group>/ (a non-editable install reads the
+    config tree from <prefix>/share/jfx/conf)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "data-files"]
+    groups = sorted(d.name for d in (root / "conf").iterdir() if d.is_dir())
+    assert {k.removeprefix("share/jfx/conf/") for k in files if k != "share/jfx/conf"} \
+        == set(groups)
+    assert all(files[f"share/jfx/conf/{g}"] == [f"conf/{g}/*.yaml"] for g in groups)
