@@ -280,13 +280,7 @@ def _run_composed(cfg: Any, settings: Any, con: _Console, t0: float,
                      f"({math.degrees(float(geo.goniometer.increment_rad)):g} deg per image); "
                      "processing the images as stills; use -R to process it as a rotation "
                      "sweep")
-        sg_hint = (settings.crystal.space_group
-                   if settings.crystal.space_group is not None
-                   or settings.crystal.ignore_file_space_group
-                   else getattr(master, "space_group", None))
-        cell_hint = (settings.crystal.unit_cell if settings.crystal.unit_cell is not None
-                     else getattr(master, "unit_cell", None))
-        reference = _read_reference(settings.scale.reference_mtz, sg_hint, cell_hint)
+        reference = _run_reference(settings, master)
         con.detail(f"processing {len(sel.indices)} images ({g.start_image}..{sel.indices[-1]} "
                    f"step {g.stride}) with {g.threads} reader worker(s), batch "
                    f"{g.batch_size if g.batch_size is not None else 'auto'}, device {g.device}")
@@ -324,8 +318,8 @@ def _run_composed(cfg: Any, settings: Any, con: _Console, t0: float,
 
 
 def write_run_outputs(prefix: str, state: Any, settings: Any, cfg: Any, master_path: str,
-                      con: _Console, t0: float, merged: bool = True) -> Path:
-    """``<prefix>_process.h5`` and (``merged`` and a scaling result) the merged outputs, as
+                      con: _Console, t0: float) -> Path:
+    """``<prefix>_process.h5`` and (with a scaling result) the merged outputs, as
     one output set (replaced together or not at all); returns the ``_process.h5`` path.
     Call with the master file closed (h5py file-locking flags)."""
     from jfx import __version__
@@ -341,7 +335,7 @@ def write_run_outputs(prefix: str, state: Any, settings: Any, cfg: Any, master_p
                              config_yaml=jcfg.to_yaml(cfg), version=__version__,
                              start_time=ph5.now_iso(t_write - t0), outputs=outs)
         written = []
-        if merged and state.scaling is not None:
+        if state.scaling is not None:
             written = _write_scaling_outputs(
                 prefix, state.scaling, settings.scale, con,
                 wavelength_A=float(state.final_geometry.beam.wavelength_A),
@@ -349,6 +343,16 @@ def write_run_outputs(prefix: str, state: Any, settings: Any, cfg: Any, master_p
     _report_output_set(outs, con, written)
     con.detail(f"wrote the output in {time.perf_counter() - t_write:.2f} s")
     return out_path
+
+
+def _run_reference(settings: Any, master: Any) -> Any:
+    """The ``-z`` reference of a ``jfjoch_process`` run (or part), checked against ``-S``/
+    ``-C``, else the master file's space group and cell (:func:`_read_reference`)."""
+    cry = settings.crystal
+    sg = (cry.space_group if cry.space_group is not None or cry.ignore_file_space_group
+          else getattr(master, "space_group", None))
+    cell = cry.unit_cell if cry.unit_cell is not None else getattr(master, "unit_cell", None)
+    return _read_reference(settings.scale.reference_mtz, sg, cell)
 
 
 def _read_reference(path: str | None, space_group: int | None, cell: Any = None) -> Any:
@@ -573,9 +577,7 @@ def _run_part(cfg: Any, settings: Any, k: int) -> dict:
         part = plan_parts(sel.indices, lau.parts, margin_images(settings, master.geometry))[k]
         con.info(f"{part.label} (reading {len(part.read)} images) on host "
                  f"{os.uname().nodename}, pid {os.getpid()}")
-        reference = _read_reference(settings.scale.reference_mtz,
-                                    settings.crystal.space_group,
-                                    settings.crystal.unit_cell)
+        reference = _run_reference(settings, master)
         res = process(settings, master, selection=ImageSelection(part.read, sel.warnings),
                       reference=reference, on_stage=stage_printer(con), scale=False,
                       progress=lambda name, total: Progress(
@@ -583,7 +585,7 @@ def _run_part(cfg: Any, settings: Any, k: int) -> dict:
                           unit=_PROGRESS_UNITS.get(name, "frames")))
     state = crop_state(res.state, part.own)
     write_run_outputs(part_prefix(g.output_prefix, k), state, settings, cfg, g.input, con,
-                      t0, merged=False)
+                      t0)
     write_part_state(state_path(g.output_prefix, k), state, fingerprint(cfg, g.input),
                      {"part": k, "images": part.label, "version": __version__})
     con.info(f"done in {time.perf_counter() - t0:.1f} s")

@@ -48,7 +48,6 @@ from jfx.scale.settings import ScaleSettings
 from jfx.spotfind.base import SpotFinderSettings
 from jfx.validate import Settings, config_defaults, setting
 
-
 # --------------------------------------------------------------------------- job-level settings
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 
@@ -315,6 +314,21 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def search_path(config_dirs_extra: Sequence[str | os.PathLike] = (),
+                overrides: Sequence[str] = ()) -> tuple[list[Path], list[str]]:
+    """The config directories (:func:`config_dirs`) with their schemas registered, and
+    ``overrides`` preceded by the ``hydra.searchpath`` of the extra ones (the built-in
+    directory is the primary config path of whoever composes: :func:`compose`, or
+    :func:`jfx.launcher.multirun.hydra_multirun`)."""
+    dirs = config_dirs(config_dirs_extra)
+    register_schemas(dirs)
+    ov = list(overrides)
+    if len(dirs) > 1:
+        ov.insert(0, "hydra.searchpath=[" + ",".join(_quote(f"file://{d}") for d in dirs[1:])
+                  + "]")
+    return dirs, ov
+
+
 def compose(config_name: str = "process", overrides: Sequence[str] = (), *,
             config_dirs_extra: Sequence[str | os.PathLike] = (),
             with_choices: bool = False) -> Any:
@@ -340,12 +354,7 @@ def compose(config_name: str = "process", overrides: Sequence[str] = (), *,
     from omegaconf import open_dict
     from omegaconf.errors import OmegaConfBaseException
 
-    dirs = config_dirs(config_dirs_extra)
-    register_schemas(dirs)
-    ov = list(overrides)
-    if len(dirs) > 1:
-        ov.insert(0, "hydra.searchpath=[" + ",".join(_quote(f"file://{d}") for d in dirs[1:])
-                  + "]")
+    dirs, ov = search_path(config_dirs_extra, overrides)
     try:
         with initialize_config_dir(config_dir=str(dirs[0]), version_base=None,
                                    job_name="jfx"):

@@ -111,14 +111,5 @@ def device_of(i: int, mesh: Mesh | None) -> Any:
     return None if k == 1 else mesh.devices.flat[int(i) % k]
 
 
-def devices_used(tree: Any) -> int:
-    """Number of distinct devices the arrays of ``tree`` live on (numpy leaves: none)."""
-    out = set()
-    for a in jax.tree_util.tree_leaves(tree):
-        if isinstance(a, jax.Array):
-            out |= set(a.sharding.device_set)
-    return len(out)
-
-
-__all__ = ["BATCH", "batch_mesh", "device_of", "devices_used", "local_devices", "n_devices",
+__all__ = ["BATCH", "batch_mesh", "device_of", "local_devices", "n_devices",
            "replicate", "round_up", "shard_batch"]

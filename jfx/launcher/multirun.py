@@ -30,10 +30,12 @@ from typing import Any, Self
 
 import numpy as np
 
+from jfx.config import _quote
 from jfx.io.errors import InputError, ProcessingError
 
-_NOT_FINGERPRINTED = {"general": ("verbose", "threads"), "launcher": None}
-"""Keys that do not change a part's results (``launcher``: all but parts, overlap_deg)."""
+_NOT_FINGERPRINTED = ("general.verbose", "general.threads", "launcher.")
+"""Keys (or key prefixes) that do not change a part's results; ``launcher.parts`` and
+``launcher.overlap_deg`` are put back (:func:`fingerprint`)."""
 
 
 def parts_dir(prefix: str) -> Path:
@@ -52,7 +54,7 @@ def state_path(prefix: str, k: int) -> Path:
 
 def fingerprint(cfg: Any, master_path: str) -> str:
     """sha256 of what decides a part's results: the composed config (but the keys in
-    :data:`_NOT_FINGERPRINTED` and ``launcher.part``), the master file (absolute path, size,
+    :data:`_NOT_FINGERPRINTED`), the master file (absolute path, size,
     modification time) and the jfx version."""
     from omegaconf import OmegaConf
 
@@ -60,19 +62,16 @@ def fingerprint(cfg: Any, master_path: str) -> str:
 
     d = OmegaConf.to_container(cfg, resolve=True)
     d.pop("hydra", None)
-    lau = d.get("launcher") or {}
-    d["launcher"] = {"parts": lau.get("parts"), "overlap_deg": lau.get("overlap_deg")}
-    for node, keys in _NOT_FINGERPRINTED.items():
-        if keys and isinstance(d.get(node), dict):
-            for k in keys:
-                d[node].pop(k, None)
+    flat = {k: v for k, v in _flat(d).items() if not k.startswith(_NOT_FINGERPRINTED)}
+    for k in ("launcher.parts", "launcher.overlap_deg"):
+        flat[k] = OmegaConf.select(cfg, k)
     p = Path(master_path).resolve()
     try:
         st = p.stat()
         stamp = f"{st.st_size}:{st.st_mtime_ns}"
     except OSError:
         stamp = "?"
-    text = repr(sorted(_flat(d).items())) + f"|{p}|{stamp}|{__version__}"
+    text = repr(sorted(flat.items())) + f"|{p}|{stamp}|{__version__}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -120,12 +119,7 @@ def hydra_multirun(config_name: str, overrides: Sequence[str], task_function: An
 
     from jfx import config as jcfg
 
-    dirs = jcfg.config_dirs(config_dirs_extra)
-    jcfg.register_schemas(dirs)
-    ov = list(overrides)
-    if len(dirs) > 1:
-        ov.insert(0, "hydra.searchpath=[" + ",".join(jcfg._quote(f"file://{d}")
-                                                     for d in dirs[1:]) + "]")
+    dirs, ov = jcfg.search_path(config_dirs_extra, overrides)
     GlobalHydra.instance().clear()
     try:
         hydra = Hydra.create_main_hydra2(task_name="jfjoch_process",
@@ -145,12 +139,8 @@ def hydra_multirun(config_name: str, overrides: Sequence[str], task_function: An
 
 def _launcher_overrides(lau: Any, n_jobs: int, sweep_dir: Path) -> list[str]:
     return [f"hydra/launcher={lau.hydra_launcher}", *lau.hydra_overrides(n_jobs),
-            f"hydra.sweep.dir={_q(str(sweep_dir))}", "hydra.job.chdir=false",
+            f"hydra.sweep.dir={_quote(str(sweep_dir))}", "hydra.job.chdir=false",
             "hydra/job_logging=none", "hydra/hydra_logging=none"]
-
-
-def _q(s: str) -> str:
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class _WatchParts:
@@ -323,7 +313,7 @@ def run_jobs(overrides: Sequence[str], config_dirs: Sequence[str], settings: Any
     hyd = ([f"hydra/launcher={lau.hydra_launcher}", *lau.hydra_overrides(64)]
            if lau.hydra_launcher else [])
     sweep = list(overrides) + hyd + [
-        f"hydra.sweep.dir={_q(str(Path(f'{g.output_prefix}_multirun')))}",
+        f"hydra.sweep.dir={_quote(str(Path(f'{g.output_prefix}_multirun')))}",
         "hydra.job.chdir=false", "hydra/job_logging=none", "hydra/hydra_logging=none",
         "hydra.sweep.subdir=job${hydra.job.num}"]
     rets = hydra_multirun("process", sweep, task_function, config_dirs)

@@ -98,6 +98,7 @@ def _cat(objs: Sequence[Any], shared: Sequence[str] = ()) -> Any:
         return None
     if len(have) != len(objs):
         raise ValueError(f"{type(have[0]).__name__} missing from some parts")
+
     def rows(o: Any) -> int:  # the leading length of an object's per-row arrays
         return next(len(v) for g in dataclasses.fields(o)
                     if g.name not in shared and hasattr(v := getattr(o, g.name), "shape")
@@ -144,14 +145,11 @@ def crop_state(state: ProcessState, own: np.ndarray) -> ProcessState:
         rep["indexing"] = dataclasses.replace(rep["indexing"], bravais=tuple(
             ix.bravais[int(k)] for k in keep))
     r = state.refinement
+    if (r is not None and r.mode != "rotation") or state.pixel_refinement is not None:
+        raise ValueError("only a rotation sweep's parts read beyond their own images")
     if r is not None:
-        if r.mode == "rotation":
-            rep["refinement"] = dataclasses.replace(r, images=np.arange(keep.size),
-                                                    **_own_blocks(r, lo, hi))
-        else:
-            rep["refinement"] = _crop_positions(r, keep)
-    if state.pixel_refinement is not None:
-        rep["pixel_refinement"] = _crop_positions(state.pixel_refinement, keep)
+        rep["refinement"] = dataclasses.replace(r, images=np.arange(keep.size),
+                                                **_own_blocks(r, lo, hi))
     t = state.reflections
     if t is not None:
         rep["reflections"] = t.take(np.isin(np.asarray(t.image), own))
@@ -170,30 +168,6 @@ def _own_blocks(r: RefinementTable, lo: int, hi: int) -> dict[str, Any]:
                                                               hi + 1)])
     return {"scan_varying_edges": edges,
             "scan_varying_basis": np.asarray(r.scan_varying_basis)[keep]}
-
-
-def _crop_positions(table: Any, keep: np.ndarray) -> Any:
-    """A per-image table indexed by ``images`` (positions into the selection) restricted to
-    the positions ``keep`` and renumbered."""
-    import jax
-
-    pos = np.asarray(table.images, np.int64)
-    new = np.full(int(max(pos.max(initial=-1), keep.max(initial=-1))) + 1, -1, np.int64)
-    new[keep] = np.arange(keep.size)
-    rows = np.flatnonzero(new[pos] >= 0)
-    rep: dict[str, Any] = {"images": new[pos[rows]]}
-    for f in dataclasses.fields(table):
-        v = getattr(table, f.name)
-        if f.name == "images" or v is None:
-            continue
-        if isinstance(v, dict) or (hasattr(v, "items") and not hasattr(v, "shape")):
-            if f.name in ("values", "sigmas", "params"):
-                rep[f.name] = {k: np.asarray(a)[rows] for k, a in v.items()}
-        elif f.name == "image_geometry":
-            rep[f.name] = jax.tree_util.tree_map(lambda a: np.asarray(a)[rows], v)
-        elif hasattr(v, "shape") and np.ndim(v) > 0 and len(v) == len(pos):
-            rep[f.name] = np.asarray(v)[rows]
-    return dataclasses.replace(table, **rep)
 
 
 def _weighted(values: Sequence[float | None], weights: Sequence[float]) -> float | None:
@@ -262,8 +236,7 @@ def _combine_refinement(tables: Sequence[RefinementTable | None],
             scan_varying_basis=np.concatenate(bases),
             n_spots=int(sum(w)) if any(t.n_spots is not None for t, _ in have) else None,
             n_outliers=sum(int(t.n_outliers) for t, _ in have), rmsd_all=rmsd_all)
-    return _cat_positions([t for t, _ in have], [p for t, p in zip(tables, parts)
-                                                   if t is not None], parts,
+    return _cat_positions([t for t, _ in have], [p for _, p in have], parts,
                           extra={"rmsd_px": _weighted([t.rmsd_px for t, _ in have],
                                                       [t.refined for t, _ in have]),
                                  "refined": sum(int(t.refined) for t, _ in have)})
@@ -294,7 +267,7 @@ def _cat_positions(tables: Sequence[Any], owners: Sequence[ProcessState],
         if f.name == "images" or v is None or f.name in extra:
             continue
         if f.name in ("values", "sigmas", "params"):
-            rep[f.name] = {k: np.concatenate([np.asarray(t_.__getattribute__(f.name)[k])
+            rep[f.name] = {k: np.concatenate([np.asarray(getattr(t_, f.name)[k])
                                               for t_ in tables]) for k in v}
         elif f.name == "image_geometry":
             rep[f.name] = jax.tree_util.tree_map(
