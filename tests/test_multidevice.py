@@ -21,7 +21,6 @@ from jfx.pipeline.context import RunContext, default_batch_size, resolve_devices
 from jfx.sharding import (
     batch_mesh,
     device_of,
-    devices_used,
     local_devices,
     n_devices,
     replicate,
@@ -29,7 +28,7 @@ from jfx.sharding import (
     shard_batch,
 )
 from jfx.sim.cli import main as simulate_main
-from tests.multidevice import last_json, run_checks
+from tests.multidevice import devices_used, last_json, run_checks
 
 LYSO = ["-X", "ffbidx", "-C", "79.1,79.1,38,90,90,90", "-S", "96", "-r", "orientation",
         "general.device=cpu"]
